@@ -1,0 +1,500 @@
+"""Typed, frozen configuration.
+
+``config.yaml`` is parsed once, at the boundary, into the frozen dataclasses below. Unknown
+keys are errors that suggest the closest valid key; bad values name the key, the value and
+what is allowed; relative paths are resolved against the folder of the config file. Each
+stage receives only its own section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+CHINA_CODE_PATTERN = r"^\d{12}$"
+"""Default village/township code format: the 12-digit Chinese division code."""
+
+
+# --------------------------------------------------------------------------- sections
+@dataclass(frozen=True)
+class AreaConfig:
+    """The area and its target grid (projected CRS in metres)."""
+
+    name: str
+    county_code: str
+    crs: str
+    resolution_m: float
+    bounds: tuple[float, float, float, float] | None = None
+    """Optional (xmin, ymin, xmax, ymax) in ``crs``; default: where both epochs overlap."""
+
+
+@dataclass(frozen=True)
+class ImageryConfig:
+    """Imagery per epoch. ``epochs`` maps a label (e.g. "2017") to file globs."""
+
+    epochs: dict[str, tuple[str, ...]]
+    bands: dict[str, int] | None = None
+    band_files: dict[str, str] | None = None
+    nodata: float | None = None
+    masks: dict[str, tuple[str, ...]] | None = None
+    """Optional valid-data masks per epoch label (non-zero = usable, 0 = cloud/invalid)."""
+    resampling: Literal["nearest", "bilinear", "cubic", "average"] = "bilinear"
+    base_dir: Path = Path(".")
+
+    def files(self, label: str) -> list[Path]:
+        """The files of one epoch, sorted, globs resolved against the config folder."""
+        return _glob_all(self.base_dir, self.epochs[label])
+
+    def mask_files(self, label: str) -> list[Path]:
+        if not self.masks or label not in self.masks:
+            return []
+        return _glob_all(self.base_dir, self.masks[label])
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.epochs)
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """Consecutive epoch pairs, in the order the epochs are listed."""
+        labels = self.labels
+        return list(zip(labels[:-1], labels[1:], strict=True))
+
+    @property
+    def band_names(self) -> list[str]:
+        return list((self.bands or self.band_files or {}).keys())
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """One vector layer: a file (any OGR format), optional layer name and field names."""
+
+    path: Path
+    layer: str | None = None
+    code_field: str | None = None
+    name_field: str | None = None
+    township_field: str | None = None
+    """Village layers: field with the township code; absent = assign by majority overlap."""
+    person_field: str | None = None
+    ref_field: str | None = None
+    basic_field: str | None = None
+
+
+@dataclass(frozen=True)
+class LayersConfig:
+    township: LayerConfig
+    village: LayerConfig
+    district: LayerConfig | None = None
+    approvals: LayerConfig | None = None
+    farmland: LayerConfig | None = None
+    basic_farmland: LayerConfig | None = None
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """Change detection and clean-up parameters."""
+
+    method: Literal["cva", "irmad", "index"] = "cva"
+    threshold: Literal["otsu", "chi2", "fixed"] = "otsu"
+    threshold_value: float | None = None
+    """For ``fixed``: the score cut; for ``chi2``: the quantile (default 0.99)."""
+    hysteresis_low: float | None = None
+    """Optional low cut as a fraction of the threshold: pixels above it join a patch that
+    has pixels above the threshold."""
+    normalise: Literal["zscore", "irmad_regression", "none"] = "zscore"
+    opening_radius_m: float = 2.0
+    closing_radius_m: float = 2.0
+    min_area_m2: float = 200.0
+    block_px: int = 1024
+    sample_step: int = 4
+    """Global statistics are computed on every ``sample_step``-th row and column."""
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    legal_share: float = 0.95
+    """Approved share at or above which a patch is hinted ``probably_legal``."""
+    keep_types: tuple[str, ...] = ("veg_to_construction", "veg_to_bare")
+    """Change types registered as patches; others are counted in the run record only."""
+
+
+@dataclass(frozen=True)
+class AssignConfig:
+    mode: Literal["majority", "split"] = "majority"
+    code_pattern: str = CHINA_CODE_PATTERN
+    """Regular expression every township and village code must match."""
+    min_part_m2: float = 1.0
+    """``split`` mode: parts smaller than this (slivers along boundaries) stay with the
+    majority part."""
+
+
+@dataclass(frozen=True)
+class RegisterConfig:
+    match_overlap: float = 0.3
+    """A detection updates an existing patch when the overlap is at least this share of the
+    smaller of the two."""
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    crs: str = "EPSG:4490"
+    encoding: Literal["UTF-8", "GBK"] = "UTF-8"
+    per_village: bool = False
+    chips: bool = True
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    rect_rate_target: float = 0.85
+    illegal_ratio_target: float = 0.15
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    workers: int = 2
+    """Processes for the raster stages (1 = in-process)."""
+    scheduler: str | None = None
+    """Dask scheduler address (``tcp://host:port``); overrides ``workers``."""
+
+
+@dataclass(frozen=True)
+class Config:
+    area: AreaConfig
+    imagery: ImageryConfig
+    layers: LayersConfig
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
+    assign: AssignConfig = field(default_factory=AssignConfig)
+    register: RegisterConfig = field(default_factory=RegisterConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    workspace: Path = Path("out")
+    source: Path | None = None
+    """The file this config was loaded from (None when built in code)."""
+
+    def section_hash(self, *names: str) -> str:
+        """A short stable hash of the named sections (for staleness checks)."""
+        payload = {name: to_plain(getattr(self, name)) for name in names}
+        text = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def hash(self) -> str:
+        return self.section_hash(*(f.name for f in dataclasses.fields(self) if f.name != "source"))
+
+
+# --------------------------------------------------------------------------- loading
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file.
+
+    Relative paths in it resolve against the folder holding the file.
+
+    Raises
+    ------
+    ConfigError
+        On a missing file, invalid YAML, a missing or unknown key, or a bad value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass --config PATH to a YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_config(raw, base_dir=path.resolve().parent, source=path.resolve())
+
+
+def parse_config(raw: Any, *, base_dir: Path, source: Path | None = None) -> Config:
+    """Validate a parsed YAML mapping into a :class:`Config` (see :func:`load_config`)."""
+    where = str(source) if source else "config"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping at the top level, found {type(raw).__name__}")
+    cfg = _build(Config, raw, "", base_dir, where)
+    cfg = dataclasses.replace(
+        cfg,
+        imagery=dataclasses.replace(cfg.imagery, base_dir=base_dir),
+        workspace=_resolve(base_dir, cfg.workspace),
+        source=source,
+    )
+    _check(cfg, where)
+    return cfg
+
+
+def to_plain(obj: Any) -> Any:
+    """A config object as plain YAML/JSON-able data (for ``config show`` and hashing)."""
+    if dataclasses.is_dataclass(obj):
+        return {
+            f.name: to_plain(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if f.name not in ("source", "base_dir")
+        }
+    if isinstance(obj, Mapping):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, tuple | list):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+# --------------------------------------------------------------------------- internals
+_PATH_FIELDS = {"path"}
+_INTERNAL = {"source", "base_dir"}
+
+
+def _resolve(base: Path, p: Path) -> Path:
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def _glob_all(base: Path, patterns) -> list[Path]:
+    files: set[Path] = set()
+    for pattern in patterns:
+        if Path(pattern).is_absolute():
+            root = Path(Path(pattern).anchor)
+            files.update(root.glob(str(Path(pattern).relative_to(root))))
+        else:
+            files.update(base.glob(pattern))
+    return sorted(p for p in files if p.is_file())
+
+
+def _build(cls, raw: Any, prefix: str, base_dir: Path, where: str):
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            f"{where}: '{prefix.rstrip('.') or 'top level'}' must be a mapping of keys, "
+            f"found {raw!r}"
+        )
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in _INTERNAL}
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"{where}: unknown key '{prefix}{key}'{hint} "
+                f"(allowed under '{prefix.rstrip('.') or 'top level'}': {', '.join(fields)})"
+            )
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{prefix}{name}"
+        if name not in raw:
+            has_default = (
+                f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+            )
+            if not has_default:
+                raise ConfigError(f"{where}: missing required key '{key}'")
+            continue
+        value = _coerce(hints[name], raw[name], key, base_dir, where)
+        if name in _PATH_FIELDS and isinstance(value, Path):
+            value = _resolve(base_dir, value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin is dict:
+        k, v = typing.get_args(tp)
+        return f"a mapping of {_type_name(k)} to {_type_name(v)}"
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_type_name(args[0])}"
+        return f"a list of {len(args)} numbers"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {str: "text", int: "an integer", float: "a number", bool: "true/false", Path: "a path"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _coerce(tp, value, key: str, base_dir: Path, where: str):  # noqa: C901 - one switch over types
+    origin = typing.get_origin(tp)
+
+    def bad() -> ConfigError:
+        return ConfigError(f"{where}: '{key}' = {value!r} is not valid; expected {_type_name(tp)}")
+
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key, base_dir, where)
+            except ConfigError as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        raise bad()
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"{where}: '{key}' = {value!r} is not allowed{hint} "
+                f"(allowed: {', '.join(map(str, allowed))})"
+            )
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, f"{key}.", base_dir, where)
+    if origin is dict:
+        ktype, vtype = typing.get_args(tp)
+        if not isinstance(value, Mapping) or not value:
+            raise bad()
+        return {
+            _coerce(ktype, k, f"{key}", base_dir, where): _coerce(vtype, v, f"{key}.{k}", base_dir, where)
+            for k, v in value.items()
+        }
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if isinstance(value, str) and args[-1] is Ellipsis:
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise bad()
+        if args[-1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{key}[{i}]", base_dir, where) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise bad()
+        return tuple(_coerce(a, v, f"{key}[{i}]", base_dir, where) for i, (a, v) in enumerate(zip(args, value)))
+    if tp is str:
+        # YAML turns unquoted 2016 into an int: epoch labels and codes are text
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise bad()
+        return str(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad()
+        return float(value)
+    if tp is Path:
+        if not isinstance(value, str) or not value:
+            raise bad()
+        return Path(value)
+    raise bad()  # pragma: no cover - a type this loader does not know
+
+
+def _check(cfg: Config, where: str) -> None:
+    """Checks that span several keys or need more than a type."""
+    import pyproj
+
+    a = cfg.area
+    if not re.fullmatch(r"\d{6}", a.county_code):
+        raise ConfigError(
+            f"{where}: 'area.county_code' = {a.county_code!r} is not valid; expected 6 digits "
+            "(the GB/T 2260 county code, quoted so leading zeros survive, e.g. \"130609\")"
+        )
+    try:
+        crs = pyproj.CRS.from_user_input(a.crs)
+    except pyproj.exceptions.CRSError as exc:
+        raise ConfigError(f"{where}: 'area.crs' = {a.crs!r} is not a CRS pyproj knows: {exc}") from exc
+    if not crs.is_projected or crs.axis_info[0].unit_name not in ("metre", "meter"):
+        raise ConfigError(
+            f"{where}: 'area.crs' = {a.crs!r} is not a projected CRS in metres; the target grid "
+            "needs one (e.g. a CGCS2000 Gauss-Krüger zone such as EPSG:4548, or a UTM zone)"
+        )
+    if a.resolution_m <= 0:
+        raise ConfigError(f"{where}: 'area.resolution_m' = {a.resolution_m} must be > 0")
+    if a.bounds is not None and not (a.bounds[0] < a.bounds[2] and a.bounds[1] < a.bounds[3]):
+        raise ConfigError(f"{where}: 'area.bounds' = {list(a.bounds)} must be [xmin, ymin, xmax, ymax]")
+
+    im = cfg.imagery
+    if len(im.epochs) < 2:
+        raise ConfigError(
+            f"{where}: 'imagery.epochs' has {len(im.epochs)} epoch(s); at least two are needed "
+            "to find change"
+        )
+    if (im.bands is None) == (im.band_files is None):
+        raise ConfigError(
+            f"{where}: give exactly one of 'imagery.bands' (multi-band files: band number per "
+            "name) or 'imagery.band_files' (one file per band: a pattern per name)"
+        )
+    for name, number in (im.bands or {}).items():
+        if number < 1:
+            raise ConfigError(f"{where}: 'imagery.bands.{name}' = {number}; band numbers start at 1")
+    if im.masks:
+        for label in im.masks:
+            if label not in im.epochs:
+                raise ConfigError(
+                    f"{where}: 'imagery.masks.{label}' names an epoch that is not in "
+                    f"'imagery.epochs' ({', '.join(im.epochs)})"
+                )
+
+    for name in ("township", "village", "district", "approvals", "farmland", "basic_farmland"):
+        layer = getattr(cfg.layers, name)
+        if layer is not None and not layer.path.exists():
+            raise ConfigError(
+                f"{where}: 'layers.{name}.path' = {layer.path} does not exist; fix the path "
+                "(relative paths are read from the config file's folder)"
+            )
+    for name in ("township", "village"):
+        layer = getattr(cfg.layers, name)
+        if not layer.code_field or not layer.name_field:
+            raise ConfigError(f"{where}: 'layers.{name}' needs both 'code_field' and 'name_field'")
+    if cfg.layers.approvals is not None and not cfg.layers.approvals.ref_field:
+        raise ConfigError(f"{where}: 'layers.approvals' needs 'ref_field' (the document number field)")
+
+    d = cfg.detect
+    if d.threshold == "fixed" and d.threshold_value is None:
+        raise ConfigError(f"{where}: 'detect.threshold' = 'fixed' needs 'detect.threshold_value'")
+    if d.threshold == "chi2" and d.threshold_value is not None and not 0 < d.threshold_value < 1:
+        raise ConfigError(
+            f"{where}: 'detect.threshold_value' = {d.threshold_value} must be a quantile in (0, 1) "
+            "with threshold 'chi2'"
+        )
+    if d.hysteresis_low is not None and not 0 < d.hysteresis_low < 1:
+        raise ConfigError(f"{where}: 'detect.hysteresis_low' = {d.hysteresis_low} must be in (0, 1)")
+    if d.block_px < 64:
+        raise ConfigError(f"{where}: 'detect.block_px' = {d.block_px} must be at least 64")
+    for key in ("opening_radius_m", "closing_radius_m", "min_area_m2"):
+        if getattr(d, key) < 0:
+            raise ConfigError(f"{where}: 'detect.{key}' = {getattr(d, key)} must be >= 0")
+    if d.sample_step < 1:
+        raise ConfigError(f"{where}: 'detect.sample_step' = {d.sample_step} must be >= 1")
+
+    if not 0 < cfg.classify.legal_share <= 1:
+        raise ConfigError(f"{where}: 'classify.legal_share' = {cfg.classify.legal_share} must be in (0, 1]")
+    try:
+        re.compile(cfg.assign.code_pattern)
+    except re.error as exc:
+        raise ConfigError(f"{where}: 'assign.code_pattern' is not a regular expression: {exc}") from exc
+    if not 0 < cfg.register.match_overlap <= 1:
+        raise ConfigError(f"{where}: 'register.match_overlap' = {cfg.register.match_overlap} must be in (0, 1]")
+    for key in ("rect_rate_target", "illegal_ratio_target"):
+        if not 0 <= getattr(cfg.report, key) <= 1:
+            raise ConfigError(f"{where}: 'report.{key}' = {getattr(cfg.report, key)} must be in [0, 1]")
+    if cfg.run.workers < 1:
+        raise ConfigError(f"{where}: 'run.workers' = {cfg.run.workers} must be >= 1")
+    try:
+        pyproj.CRS.from_user_input(cfg.export.crs)
+    except pyproj.exceptions.CRSError as exc:
+        raise ConfigError(f"{where}: 'export.crs' = {cfg.export.crs!r} is not a CRS: {exc}") from exc
