@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import itertools
 import json
 import re
 import types
@@ -28,13 +29,18 @@ CHINA_CODE_PATTERN = r"^\d{12}$"
 """Default village/township code format: the 12-digit Chinese division code."""
 
 
+class Code(str):
+    """Marker type for administrative codes: YAML must give them quoted, as text, because an
+    unquoted number loses leading zeros (and YAML 1.1 reads 012 as octal)."""
+
+
 # --------------------------------------------------------------------------- sections
 @dataclass(frozen=True)
 class AreaConfig:
     """The area and its target grid (projected CRS in metres)."""
 
     name: str
-    county_code: str
+    county_code: Code
     crs: str
     resolution_m: float
     bounds: tuple[float, float, float, float] | None = None
@@ -71,7 +77,7 @@ class ImageryConfig:
     def pairs(self) -> list[tuple[str, str]]:
         """Consecutive epoch pairs, in the order the epochs are listed."""
         labels = self.labels
-        return list(zip(labels[:-1], labels[1:], strict=True))
+        return list(itertools.pairwise(labels))
 
     @property
     def band_names(self) -> list[str]:
@@ -222,7 +228,9 @@ def parse_config(raw: Any, *, base_dir: Path, source: Path | None = None) -> Con
     """Validate a parsed YAML mapping into a :class:`Config` (see :func:`load_config`)."""
     where = str(source) if source else "config"
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected a mapping at the top level, found {type(raw).__name__}")
+        raise ConfigError(
+            f"{where}: expected a mapping at the top level, found {type(raw).__name__}"
+        )
     cfg = _build(Config, raw, "", base_dir, where)
     cfg = dataclasses.replace(
         cfg,
@@ -322,12 +330,17 @@ def _type_name(tp) -> str:
         return f"a list of {len(args)} numbers"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
-    return {str: "text", int: "an integer", float: "a number", bool: "true/false", Path: "a path"}.get(
-        tp, getattr(tp, "__name__", str(tp))
-    )
+    return {
+        Code: "quoted text",
+        str: "text",
+        int: "an integer",
+        float: "a number",
+        bool: "true/false",
+        Path: "a path",
+    }.get(tp, getattr(tp, "__name__", str(tp)))
 
 
-def _coerce(tp, value, key: str, base_dir: Path, where: str):  # noqa: C901 - one switch over types
+def _coerce(tp, value, key: str, base_dir: Path, where: str):
     origin = typing.get_origin(tp)
 
     def bad() -> ConfigError:
@@ -365,7 +378,9 @@ def _coerce(tp, value, key: str, base_dir: Path, where: str):  # noqa: C901 - on
         if not isinstance(value, Mapping) or not value:
             raise bad()
         return {
-            _coerce(ktype, k, f"{key}", base_dir, where): _coerce(vtype, v, f"{key}.{k}", base_dir, where)
+            _coerce(ktype, k, f"{key}", base_dir, where): _coerce(
+                vtype, v, f"{key}.{k}", base_dir, where
+            )
             for k, v in value.items()
         }
     if origin is tuple:
@@ -375,10 +390,22 @@ def _coerce(tp, value, key: str, base_dir: Path, where: str):  # noqa: C901 - on
         if not isinstance(value, list | tuple):
             raise bad()
         if args[-1] is Ellipsis:
-            return tuple(_coerce(args[0], v, f"{key}[{i}]", base_dir, where) for i, v in enumerate(value))
+            return tuple(
+                _coerce(args[0], v, f"{key}[{i}]", base_dir, where) for i, v in enumerate(value)
+            )
         if len(value) != len(args):
             raise bad()
-        return tuple(_coerce(a, v, f"{key}[{i}]", base_dir, where) for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(
+            _coerce(a, v, f"{key}[{i}]", base_dir, where)
+            for i, (a, v) in enumerate(zip(args, value))
+        )
+    if tp is Code:
+        if not isinstance(value, str):
+            raise ConfigError(
+                f"{where}: '{key}' = {value!r} is a number; codes must be quoted text "
+                f'so leading zeros survive, e.g. "{value}"'
+            )
+        return str(value)
     if tp is str:
         # YAML turns unquoted 2016 into an int: epoch labels and codes are text
         if isinstance(value, bool) or not isinstance(value, str | int):
@@ -411,12 +438,14 @@ def _check(cfg: Config, where: str) -> None:
     if not re.fullmatch(r"\d{6}", a.county_code):
         raise ConfigError(
             f"{where}: 'area.county_code' = {a.county_code!r} is not valid; expected 6 digits "
-            "(the GB/T 2260 county code, quoted so leading zeros survive, e.g. \"130609\")"
+            '(the GB/T 2260 county code, quoted so leading zeros survive, e.g. "130609")'
         )
     try:
         crs = pyproj.CRS.from_user_input(a.crs)
     except pyproj.exceptions.CRSError as exc:
-        raise ConfigError(f"{where}: 'area.crs' = {a.crs!r} is not a CRS pyproj knows: {exc}") from exc
+        raise ConfigError(
+            f"{where}: 'area.crs' = {a.crs!r} is not a CRS pyproj knows: {exc}"
+        ) from exc
     if not crs.is_projected or crs.axis_info[0].unit_name not in ("metre", "meter"):
         raise ConfigError(
             f"{where}: 'area.crs' = {a.crs!r} is not a projected CRS in metres; the target grid "
@@ -425,7 +454,9 @@ def _check(cfg: Config, where: str) -> None:
     if a.resolution_m <= 0:
         raise ConfigError(f"{where}: 'area.resolution_m' = {a.resolution_m} must be > 0")
     if a.bounds is not None and not (a.bounds[0] < a.bounds[2] and a.bounds[1] < a.bounds[3]):
-        raise ConfigError(f"{where}: 'area.bounds' = {list(a.bounds)} must be [xmin, ymin, xmax, ymax]")
+        raise ConfigError(
+            f"{where}: 'area.bounds' = {list(a.bounds)} must be [xmin, ymin, xmax, ymax]"
+        )
 
     im = cfg.imagery
     if len(im.epochs) < 2:
@@ -440,7 +471,9 @@ def _check(cfg: Config, where: str) -> None:
         )
     for name, number in (im.bands or {}).items():
         if number < 1:
-            raise ConfigError(f"{where}: 'imagery.bands.{name}' = {number}; band numbers start at 1")
+            raise ConfigError(
+                f"{where}: 'imagery.bands.{name}' = {number}; band numbers start at 1"
+            )
     if im.masks:
         for label in im.masks:
             if label not in im.epochs:
@@ -461,7 +494,9 @@ def _check(cfg: Config, where: str) -> None:
         if not layer.code_field or not layer.name_field:
             raise ConfigError(f"{where}: 'layers.{name}' needs both 'code_field' and 'name_field'")
     if cfg.layers.approvals is not None and not cfg.layers.approvals.ref_field:
-        raise ConfigError(f"{where}: 'layers.approvals' needs 'ref_field' (the document number field)")
+        raise ConfigError(
+            f"{where}: 'layers.approvals' needs 'ref_field' (the document number field)"
+        )
 
     d = cfg.detect
     if d.threshold == "fixed" and d.threshold_value is None:
@@ -472,7 +507,9 @@ def _check(cfg: Config, where: str) -> None:
             "with threshold 'chi2'"
         )
     if d.hysteresis_low is not None and not 0 < d.hysteresis_low < 1:
-        raise ConfigError(f"{where}: 'detect.hysteresis_low' = {d.hysteresis_low} must be in (0, 1)")
+        raise ConfigError(
+            f"{where}: 'detect.hysteresis_low' = {d.hysteresis_low} must be in (0, 1)"
+        )
     if d.block_px < 64:
         raise ConfigError(f"{where}: 'detect.block_px' = {d.block_px} must be at least 64")
     for key in ("opening_radius_m", "closing_radius_m", "min_area_m2"):
@@ -482,19 +519,29 @@ def _check(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: 'detect.sample_step' = {d.sample_step} must be >= 1")
 
     if not 0 < cfg.classify.legal_share <= 1:
-        raise ConfigError(f"{where}: 'classify.legal_share' = {cfg.classify.legal_share} must be in (0, 1]")
+        raise ConfigError(
+            f"{where}: 'classify.legal_share' = {cfg.classify.legal_share} must be in (0, 1]"
+        )
     try:
         re.compile(cfg.assign.code_pattern)
     except re.error as exc:
-        raise ConfigError(f"{where}: 'assign.code_pattern' is not a regular expression: {exc}") from exc
+        raise ConfigError(
+            f"{where}: 'assign.code_pattern' is not a regular expression: {exc}"
+        ) from exc
     if not 0 < cfg.register.match_overlap <= 1:
-        raise ConfigError(f"{where}: 'register.match_overlap' = {cfg.register.match_overlap} must be in (0, 1]")
+        raise ConfigError(
+            f"{where}: 'register.match_overlap' = {cfg.register.match_overlap} must be in (0, 1]"
+        )
     for key in ("rect_rate_target", "illegal_ratio_target"):
         if not 0 <= getattr(cfg.report, key) <= 1:
-            raise ConfigError(f"{where}: 'report.{key}' = {getattr(cfg.report, key)} must be in [0, 1]")
+            raise ConfigError(
+                f"{where}: 'report.{key}' = {getattr(cfg.report, key)} must be in [0, 1]"
+            )
     if cfg.run.workers < 1:
         raise ConfigError(f"{where}: 'run.workers' = {cfg.run.workers} must be >= 1")
     try:
         pyproj.CRS.from_user_input(cfg.export.crs)
     except pyproj.exceptions.CRSError as exc:
-        raise ConfigError(f"{where}: 'export.crs' = {cfg.export.crs!r} is not a CRS: {exc}") from exc
+        raise ConfigError(
+            f"{where}: 'export.crs' = {cfg.export.crs!r} is not a CRS: {exc}"
+        ) from exc

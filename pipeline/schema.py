@@ -336,6 +336,7 @@ COLUMN_LABELS = {
 }
 """Column -> (English label, Chinese label) for reports, data dictionaries and templates."""
 
+
 # --------------------------------------------------------------------------- grid layers
 class G:
     """Normalised column names of grid GeoDataFrames after loading."""

@@ -60,8 +60,12 @@ def geodesic_areas_m2(geoms, crs) -> np.ndarray:
         return np.zeros(0)
     if crs != geographic:
         transformer = pyproj.Transformer.from_crs(crs, geographic, always_xy=True)
-        geoms = shapely.transform(geoms, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+        geoms = shapely.transform(
+            geoms, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1]))
+        )
     out = np.empty(len(geoms))
     for i, geom in enumerate(geoms):
-        out[i] = 0.0 if geom is None or geom.is_empty else abs(geod.geometry_area_perimeter(geom)[0])
+        out[i] = (
+            0.0 if geom is None or geom.is_empty else abs(geod.geometry_area_perimeter(geom)[0])
+        )
     return out

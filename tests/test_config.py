@@ -1,0 +1,139 @@
+"""Config validation: every bad input names the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import load_config, parse_config, to_plain
+from pipeline.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _minimal(tmp_path: Path) -> dict:
+    """A valid config mapping whose layer paths exist in tmp_path."""
+    (tmp_path / "grids.gpkg").write_bytes(b"")
+    return {
+        "area": {"name": "测试区", "county_code": "130609", "crs": "EPSG:4548", "resolution_m": 2},
+        "imagery": {
+            "epochs": {2016: ["a/*.tif"], "2017": "b/*.tif"},
+            "bands": {"blue": 1, "green": 2, "red": 3, "nir": 4},
+        },
+        "layers": {
+            "township": {
+                "path": "grids.gpkg",
+                "layer": "township",
+                "code_field": "code",
+                "name_field": "name",
+            },
+            "village": {
+                "path": "grids.gpkg",
+                "layer": "village",
+                "code_field": "code",
+                "name_field": "name",
+            },
+        },
+    }
+
+
+def _write(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_minimal_config_gets_defaults_and_resolves_paths(tmp_path):
+    cfg = load_config(_write(tmp_path, _minimal(tmp_path)))
+    # unquoted YAML 2016 is an int: epoch labels are text
+    assert list(cfg.imagery.epochs) == ["2016", "2017"]
+    assert cfg.imagery.epochs["2017"] == ("b/*.tif",)  # a single glob becomes a list
+    assert cfg.imagery.pairs == [("2016", "2017")]
+    assert cfg.layers.village.path == (tmp_path / "grids.gpkg").resolve()
+    assert cfg.workspace == (tmp_path / "out").resolve()
+    assert cfg.detect.min_area_m2 == 200 and cfg.report.rect_rate_target == 0.85
+    assert cfg.assign.code_pattern == r"^\d{12}$"
+
+
+def test_config_is_frozen(tmp_path):
+    cfg = load_config(_write(tmp_path, _minimal(tmp_path)))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.detect.min_area_m2 = 1  # type: ignore[misc]
+
+
+def test_sample_config_loads():
+    """The bundled config.yaml parses (its layer files may not be generated yet)."""
+    raw = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+    assert raw["area"]["county_code"] == "130609"
+    if (ROOT / "sample" / "approvals.gpkg").exists():
+        cfg = load_config(ROOT / "config.yaml")
+        assert cfg.area.crs == "EPSG:4548"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (
+            lambda r: r["detect"].update(threshhold="otsu"),
+            "unknown key 'detect.threshhold'; did you mean 'threshold'?",
+        ),
+        (lambda r: r.update(worksapce="out"), "did you mean 'workspace'?"),
+        (
+            lambda r: r["detect"].update(method="cvx"),
+            "'detect.method' = 'cvx' is not allowed; did you mean 'cva'?",
+        ),
+        (
+            lambda r: r["detect"].update(min_area_m2="big"),
+            "'detect.min_area_m2' = 'big' is not valid; expected a number",
+        ),
+        (lambda r: r["area"].update(county_code=130609), "codes must be quoted text"),
+        (lambda r: r["area"].update(county_code="13069"), "'area.county_code' = '13069'"),
+        (lambda r: r["area"].update(crs="EPSG:4326"), "not a projected CRS in metres"),
+        (lambda r: r["area"].update(crs="EPSG:999999"), "not a CRS pyproj knows"),
+        (lambda r: r["area"].pop("crs"), "missing required key 'area.crs'"),
+        (lambda r: r["imagery"]["epochs"].pop("2017"), "at least two are needed"),
+        (lambda r: r["imagery"].update(band_files={"red": "*_B04.tif"}), "give exactly one of"),
+        (lambda r: r["layers"]["village"].update(path="nope.gpkg"), "'layers.village.path'"),
+        (lambda r: r["detect"].update(threshold="fixed"), "needs 'detect.threshold_value'"),
+        (
+            lambda r: r["report"].update(rect_rate_target=85),
+            "'report.rect_rate_target' = 85.0 must be in [0, 1]",
+        ),
+        (lambda r: r["assign"].update(mode="largest"), "(allowed: majority, split)"),
+        (
+            lambda r: r["run"].update(workers=True),
+            "'run.workers' = True is not valid; expected an integer",
+        ),
+    ],
+)
+def test_bad_values_name_key_value_and_allowed(tmp_path, mutate, expected):
+    raw = _minimal(tmp_path)
+    raw.update(detect={}, report={}, assign={}, run={})
+    mutate(raw)
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, raw))
+    assert expected in str(err.value)
+    assert str(tmp_path / "config.yaml") in str(err.value)  # the message names the file
+    assert isinstance(err.value, ValueError)  # catchable as the builtin it specialises
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("area: [unclosed", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_hash_changes_with_parameters(tmp_path):
+    raw = _minimal(tmp_path)
+    a = parse_config(raw, base_dir=tmp_path)
+    raw["detect"] = {"min_area_m2": 400}
+    b = parse_config(raw, base_dir=tmp_path)
+    assert a.section_hash("detect") != b.section_hash("detect")
+    assert a.section_hash("area") == b.section_hash("area")
+    assert to_plain(b)["detect"]["min_area_m2"] == 400.0
