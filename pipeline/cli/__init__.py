@@ -1,0 +1,1 @@
+"""The thin command line: each module parses options and calls one library function."""

@@ -1,0 +1,33 @@
+"""``landwatch config check|show``."""
+
+from __future__ import annotations
+
+import click
+import yaml
+
+from pipeline.cli.options import config_option
+from pipeline.config import load_config, to_plain
+
+
+@click.group()
+def config():
+    """Validate or show the configuration."""
+
+
+@config.command()
+@config_option
+def check(config_path):
+    """Validate the config file; exit non-zero with the reason when it is wrong."""
+    cfg = load_config(config_path)
+    n_files = {label: len(cfg.imagery.files(label)) for label in cfg.imagery.labels}
+    click.echo(
+        f"{config_path}: OK — area {cfg.area.name}, epochs {n_files} files, pairs {cfg.imagery.pairs}"
+    )
+
+
+@config.command()
+@config_option
+def show(config_path):
+    """Print the config with every default filled in and paths resolved."""
+    cfg = load_config(config_path)
+    click.echo(yaml.safe_dump(to_plain(cfg), allow_unicode=True, sort_keys=False))

@@ -1,0 +1,65 @@
+"""``landwatch``: the command group and its error handling."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+from rich.console import Console
+from rich.logging import RichHandler
+
+from pipeline import __version__
+from pipeline.errors import LandwatchError
+
+console = Console(stderr=True)
+
+
+class LandwatchGroup(click.Group):
+    """Turns landwatch errors into one clear line and the error's exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except LandwatchError as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            cause = exc.__cause__
+            if cause is not None and isinstance(cause, LandwatchError) and cause.exit_code != 1:
+                sys.exit(cause.exit_code)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=LandwatchGroup)
+@click.version_option(__version__, prog_name="landwatch")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """landwatch — satellite-image land-use enforcement (卫片执法).
+
+    Finds new construction between two dates of imagery, flags what sits on farmland
+    without approval, hands each patch to its township and village, takes back the field
+    verdicts and reports rectification rates.
+    """
+    level = logging.WARNING - 10 * min(verbose + 1, 2)
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+        force=True,
+    )
+    logging.getLogger("rasterio").setLevel(logging.WARNING)
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+
+
+def _register() -> None:
+    from pipeline.cli import config_cmd, field_cmd, output_cmd, run_cmd, sample_cmd, status_cmd
+
+    cli.add_command(run_cmd.run)
+    cli.add_command(sample_cmd.sample)
+    cli.add_command(config_cmd.config)
+    cli.add_command(field_cmd.field)
+    cli.add_command(output_cmd.export)
+    cli.add_command(output_cmd.report)
+    cli.add_command(status_cmd.status)
+
+
+_register()

@@ -1,0 +1,52 @@
+"""``landwatch export`` and ``landwatch report``: outputs read only from the registry."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import click
+
+from pipeline.cli.options import config_option, date_option
+
+
+def _context(config_path, date):
+    from pipeline.config import load_config
+    from pipeline.stages import new_run_id, utc_now
+    from pipeline.workspace import Workspace
+
+    cfg = load_config(config_path)
+    return (
+        cfg,
+        Workspace(cfg.workspace),
+        date or dt.date.today().isoformat(),
+        new_run_id(),
+        utc_now(),
+    )
+
+
+@click.command()
+@config_option
+@date_option
+def export(config_path, date):
+    """Write the field packages (one zip per township) from the registry."""
+    from pipeline.stages import export_registry
+    from pipeline.workspace import WorkspaceLock
+
+    cfg, ws, date, run_id, now = _context(config_path, date)
+    with WorkspaceLock(ws):
+        counts = export_registry(cfg, ws, date=date, run_id=run_id, now=now)
+    click.echo(f"{counts['packages']} package(s) in {ws.exports_dir(date)}")
+
+
+@click.command()
+@config_option
+@date_option
+def report(config_path, date):
+    """Write the rectification-rate report (CSV, XLSX, HTML, PNG) from the registry."""
+    from pipeline.stages import report_registry
+    from pipeline.workspace import WorkspaceLock
+
+    cfg, ws, date, _, _ = _context(config_path, date)
+    with WorkspaceLock(ws):
+        report_registry(cfg, ws, date=date)
+    click.echo(f"report: {ws.reports_dir(date) / 'report.html'}")

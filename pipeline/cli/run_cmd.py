@@ -1,0 +1,55 @@
+"""``landwatch run``: the nightly job."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline.cli.options import config_option, date_option
+from pipeline.config import load_config
+from pipeline.stages import STAGE_NAMES, run_pipeline
+
+_STYLE = {"ran": "green", "skipped": "dim", "would run": "yellow", "failed": "red"}
+
+
+@click.command()
+@config_option
+@date_option
+@click.option("--force", is_flag=True, help="Rerun every selected stage even if up to date.")
+@click.option("--dry-run", is_flag=True, help="Show what would run and why; change nothing.")
+@click.option(
+    "--from", "from_stage", type=click.Choice(STAGE_NAMES), help="First stage to consider."
+)
+@click.option(
+    "--until", "until_stage", type=click.Choice(STAGE_NAMES), help="Last stage to consider."
+)
+@click.option("--workers", type=click.IntRange(min=1), help="Processes for the raster stages.")
+@click.option(
+    "--scheduler", help="Dask scheduler address (tcp://host:port) instead of local processes."
+)
+def run(config_path, date, force, dry_run, from_stage, until_stage, workers, scheduler):
+    """Run the pipeline: only the stages whose inputs, parameters or code changed."""
+    from pipeline.cli.main import console
+
+    cfg = load_config(config_path)
+
+    def show(outcome):
+        style = _STYLE.get(outcome.status, "")
+        timing = f" in {outcome.seconds:.1f} s" if outcome.status == "ran" else ""
+        console.print(
+            f"[{style}]{outcome.status:>9}[/] {outcome.id}{timing} — {outcome.reason}",
+            highlight=False,
+        )
+
+    with console.status("running…" if not dry_run else "checking…"):
+        ctx, outcomes = run_pipeline(
+            cfg, date=date, force=force, dry_run=dry_run, from_stage=from_stage,
+            until_stage=until_stage, workers=workers, scheduler=scheduler, on_stage=show,
+        )  # fmt: skip
+    if dry_run:
+        return
+    if not any(o.status == "ran" for o in outcomes):
+        console.print("nothing to do: every stage is up to date")
+    ws = ctx.ws
+    click.echo(f"registry: {ws.registry}")
+    click.echo(f"field packages: {ws.exports_dir(ctx.date)}")
+    click.echo(f"report: {ws.reports_dir(ctx.date) / 'report.html'}")

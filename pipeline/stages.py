@@ -1,0 +1,516 @@
+"""The pipeline's stages, built from a config: the I/O glue around the pure core.
+
+Each stage reads its inputs from files, calls pure functions and writes its outputs
+atomically. Data flows one way (DESIGN §4)::
+
+    detect[pair] -> classify[pair] -> assign[pair] -> register -> export, report
+
+``detect`` covers align + detect + vectorize (one streaming pass over the imagery).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import pandas as pd
+
+from pipeline import runner
+from pipeline.atomic import atomic_path, fingerprint_file
+from pipeline.config import Config, to_plain
+from pipeline.errors import ConfigError
+from pipeline.runner import Stage, StageOutcome
+from pipeline.schema import ChangeType, EventKind, P, R
+from pipeline.workspace import Workspace, WorkspaceLock
+
+log = logging.getLogger(__name__)
+
+STAGE_NAMES = ("detect", "classify", "assign", "register", "export", "report")
+
+
+@dataclass
+class RunContext:
+    """What one invocation of ``landwatch run`` shares between its stages."""
+
+    cfg: Config
+    ws: Workspace
+    run_id: str
+    date: str
+    now: str
+    workers: int
+    scheduler: str | None
+    command: str = "run"
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+
+
+# --------------------------------------------------------------------------- fingerprints
+def _fast_fingerprint(path: Path) -> str:
+    """Size and modification time: cheap for multi-GB imagery (content hashing would cost a read)."""
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _layer_fingerprints(cfg: Config, names: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for name in names:
+        layer = getattr(cfg.layers, name)
+        if layer is not None:
+            out[f"layer:{name}"] = fingerprint_file(layer.path)
+    return out
+
+
+def registry_fingerprint(state) -> str:
+    """Content hash of what export and report read: patches and events (but not the runs
+    table nor export events, which every run appends)."""
+    digest = hashlib.sha256()
+    patches = state.patches.drop(columns=[P.UPDATED_AT]).sort_values(P.PATCH_ID)
+    digest.update(
+        pd.util.hash_pandas_object(patches.drop(columns="geometry"), index=False).values.tobytes()
+    )
+    digest.update(b"".join(patches.geometry.to_wkb()))
+    events = state.events[state.events["kind"] != EventKind.EXPORTED]
+    digest.update(pd.util.hash_pandas_object(events, index=False).values.tobytes())
+    return digest.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- stage builders
+def build_stages(ctx: RunContext) -> list[Stage]:
+    cfg, ws = ctx.cfg, ctx.ws
+    stages: list[Stage] = []
+    for pair in cfg.imagery.pairs:
+        stages += [_detect_stage(ctx, pair), _classify_stage(ctx, pair), _assign_stage(ctx, pair)]
+    stages += [_register_stage(ctx), _export_stage(ctx), _report_stage(ctx)]
+    del ws
+    return stages
+
+
+def _pair_tag(pair: tuple[str, str]) -> str:
+    return f"{pair[0]}_{pair[1]}"
+
+
+def _detect_stage(ctx: RunContext, pair: tuple[str, str]) -> Stage:
+    cfg, out_dir = ctx.cfg, ctx.ws.pair_dir(pair)
+    target = out_dir / "detections.gpkg"
+
+    def inputs() -> dict[str, str]:
+        fps = {}
+        for label in pair:
+            files = cfg.imagery.files(label)
+            if not files:
+                raise ConfigError(
+                    f"{cfg.source}: epoch '{label}' matches no files "
+                    f"(imagery.epochs.{label} = {list(cfg.imagery.epochs[label])}, "
+                    f"read from {cfg.imagery.base_dir}); check the globs"
+                )
+            for f in [*files, *cfg.imagery.mask_files(label)]:
+                fps[f"{label}:{f}"] = _fast_fingerprint(f)
+        return fps
+
+    def run() -> dict[str, Any]:
+        from pipeline.engine import detect_pair
+        from pipeline.executor import make_executor
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with make_executor(ctx.workers, ctx.scheduler) as executor:
+            result = detect_pair(cfg, pair, out_dir, executor)
+        _write_gdf(result.detections, target)
+        return {"detections": len(result.detections), **_plain_stats(result.stats)}
+
+    return Stage(
+        id=f"detect[{_pair_tag(pair)}]",
+        inputs=inputs,
+        params=lambda: {
+            "area": to_plain(cfg.area),
+            "imagery": {k: v for k, v in to_plain(cfg.imagery).items() if k != "epochs"},
+            "detect": to_plain(cfg.detect),
+        },
+        outputs=lambda: [target, out_dir / "score.tif", out_dir / "mask.tif"],
+        run=run,
+    )
+
+
+def _classify_stage(ctx: RunContext, pair: tuple[str, str]) -> Stage:
+    cfg, out_dir = ctx.cfg, ctx.ws.pair_dir(pair)
+    source, target = out_dir / "detections.gpkg", out_dir / "classified.gpkg"
+    layer_names = ("approvals", "farmland", "basic_farmland")
+
+    def run() -> dict[str, Any]:
+        from pipeline.classify import classify_patches
+
+        detections = _read_gdf(source)
+        keep = detections[P.CHANGE_TYPE].isin(cfg.classify.keep_types)
+        dropped = detections.loc[~keep, P.CHANGE_TYPE].value_counts().to_dict()
+        if dropped:
+            log.info("not registered (change type not in classify.keep_types): %s", dropped)
+        layers = {name: _read_layer(cfg, name) for name in layer_names}
+        lc = cfg.layers
+        classified = classify_patches(
+            detections[keep].reset_index(drop=True),
+            farmland=layers["farmland"],
+            basic_farmland=layers["basic_farmland"],
+            approvals=layers["approvals"],
+            legal_share=cfg.classify.legal_share,
+            basic_field=lc.farmland.basic_field if lc.farmland else None,
+            ref_field=lc.approvals.ref_field if lc.approvals else "doc_no",
+        )
+        _write_gdf(classified, target)
+        return {
+            "kept": int(keep.sum()),
+            "not_registered_by_type": {str(k): int(v) for k, v in dropped.items()},
+        }
+
+    return Stage(
+        id=f"classify[{_pair_tag(pair)}]",
+        inputs=lambda: {
+            "detections": fingerprint_file(source),
+            **_layer_fingerprints(cfg, layer_names),
+        },
+        params=lambda: {
+            "classify": to_plain(cfg.classify),
+            "layers": {n: to_plain(getattr(cfg.layers, n)) for n in layer_names},
+            "crs": cfg.area.crs,
+        },
+        outputs=lambda: [target],
+        run=run,
+    )
+
+
+def _assign_stage(ctx: RunContext, pair: tuple[str, str]) -> Stage:
+    cfg, out_dir = ctx.cfg, ctx.ws.pair_dir(pair)
+    source, target = out_dir / "classified.gpkg", out_dir / "assigned.gpkg"
+    layer_names = ("district", "township", "village")
+
+    def run() -> dict[str, Any]:
+        from pipeline.assign import assign_patches
+
+        grids = load_grids_for(cfg)
+        patches = _read_gdf(source)
+        assigned = assign_patches(
+            patches,
+            grids.villages,
+            grids.townships,
+            mode=cfg.assign.mode,
+            min_part_m2=cfg.assign.min_part_m2,
+        )
+        _write_gdf(assigned, target)
+        unassigned = int((assigned[P.VILLAGE_CODE] == "unassigned").sum())
+        return {
+            "patches": len(assigned),
+            "unassigned": unassigned,
+            "grid_issues": len(grids.issues),
+        }
+
+    return Stage(
+        id=f"assign[{_pair_tag(pair)}]",
+        inputs=lambda: {
+            "classified": fingerprint_file(source),
+            **_layer_fingerprints(cfg, layer_names),
+        },
+        params=lambda: {
+            "assign": to_plain(cfg.assign),
+            "layers": {n: to_plain(getattr(cfg.layers, n)) for n in layer_names},
+        },
+        outputs=lambda: [target],
+        run=run,
+    )
+
+
+def _register_stage(ctx: RunContext) -> Stage:
+    cfg, ws = ctx.cfg, ctx.ws
+    sources = [ws.pair_dir(pair) / "assigned.gpkg" for pair in cfg.imagery.pairs]
+
+    def run() -> dict[str, Any]:
+        from pipeline.register import register_detections
+        from pipeline.registry import load_registry, save_registry
+
+        state = load_registry(ws.registry, cfg.area.crs)
+        totals: dict[str, int] = {}
+        for source in sources:
+            state, summary = register_detections(
+                state,
+                _read_gdf(source),
+                run_id=ctx.run_id,
+                now=ctx.now,
+                county_code=cfg.area.county_code,
+                match_overlap=cfg.register.match_overlap,
+            )
+            for key, value in _plain_stats(summary).items():
+                if isinstance(value, int):
+                    totals[key] = totals.get(key, 0) + value
+        save_registry(ws.registry, state)
+        return {**totals, "patches_total": len(state.patches)}
+
+    return Stage(
+        id="register",
+        inputs=lambda: {f"assigned:{s.parent.name}": fingerprint_file(s) for s in sources},
+        params=lambda: {"register": to_plain(cfg.register), "county_code": cfg.area.county_code},
+        outputs=lambda: [ws.registry],
+        run=run,
+    )
+
+
+def _registry_input(ws: Workspace, crs: str) -> Callable[[], dict[str, str]]:
+    def inputs() -> dict[str, str]:
+        from pipeline.registry import load_registry
+
+        return {"registry": registry_fingerprint(load_registry(ws.registry, crs))}
+
+    return inputs
+
+
+def _export_stage(ctx: RunContext) -> Stage:
+    cfg, ws = ctx.cfg, ctx.ws
+    out_dir = ws.exports_dir(ctx.date)
+    return Stage(
+        id="export",
+        inputs=_registry_input(ws, cfg.area.crs),
+        params=lambda: {"export": to_plain(cfg.export), "date": ctx.date, "area": cfg.area.name},
+        outputs=lambda: [out_dir],
+        run=lambda: export_registry(cfg, ws, date=ctx.date, run_id=ctx.run_id, now=ctx.now),
+    )
+
+
+def _report_stage(ctx: RunContext) -> Stage:
+    cfg, ws = ctx.cfg, ctx.ws
+    out_dir = ws.reports_dir(ctx.date)
+    return Stage(
+        id="report",
+        inputs=_registry_input(ws, cfg.area.crs),
+        params=lambda: {"report": to_plain(cfg.report), "date": ctx.date, "area": cfg.area.name},
+        outputs=lambda: [out_dir / "rates.csv", out_dir / "report.html"],
+        run=lambda: report_registry(cfg, ws, date=ctx.date),
+    )
+
+
+# --------------------------------------------------------------------------- export / report
+def load_grids_for(cfg: Config):
+    from pipeline.grids import load_grids
+
+    return load_grids(cfg.layers, crs=cfg.area.crs, code_pattern=cfg.assign.code_pattern)
+
+
+def export_registry(
+    cfg: Config, ws: Workspace, *, date: str, run_id: str, now: str
+) -> dict[str, Any]:
+    """Write the field packages of every township from the registry; record ``exported`` events."""
+    from pipeline.export import export_packages
+    from pipeline.registry import load_registry, save_registry
+
+    state = load_registry(ws.registry, cfg.area.crs)
+    grids = load_grids_for(cfg)
+    paths = export_packages(
+        state.patches, grids.townships, grids.villages, ws.exports_dir(date),
+        cfg=cfg.export, area_name=cfg.area.name, date=date,
+    )  # fmt: skip
+    state = _with_export_events(state, paths, run_id=run_id, now=now)
+    save_registry(ws.registry, state)
+    return {"packages": len(paths)}
+
+
+def _with_export_events(state, paths: list[Path], *, run_id: str, now: str):
+    import dataclasses
+
+    from pipeline.schema import E
+
+    by_township = {p.name.split("_", 1)[0]: p.name for p in paths}
+    patches = state.patches
+    rows = []
+    next_id = int(state.events[E.EVENT_ID].max()) + 1 if len(state.events) else 1
+    for pid, town in zip(patches[P.PATCH_ID], patches[P.TOWNSHIP_CODE], strict=True):
+        package = by_township.get(town)
+        if package is None:
+            continue
+        rows.append({
+            E.EVENT_ID: next_id, E.TIME: now, E.PATCH_ID: pid, E.KIND: EventKind.EXPORTED.value,
+            E.SOURCE: run_id, E.RUN_ID: run_id,
+            E.VALUES: json.dumps({"package": package}, ensure_ascii=False),
+        })  # fmt: skip
+        next_id += 1
+    if not rows:
+        return state
+    events = pd.concat(
+        [state.events, pd.DataFrame(rows).astype(state.events.dtypes.to_dict())], ignore_index=True
+    )
+    return dataclasses.replace(state, events=events)
+
+
+def report_registry(cfg: Config, ws: Workspace, *, date: str) -> dict[str, Any]:
+    """Compute the rates from the registry and write ``reports/{date}/``."""
+    from pipeline.rates import compute_rates
+    from pipeline.registry import load_registry
+    from pipeline.report import write_report
+
+    state = load_registry(ws.registry, cfg.area.crs)
+    grids = load_grids_for(cfg)
+    rates = compute_rates(
+        state.patches, grids.villages, grids.townships, grids.district,
+        rect_rate_target=cfg.report.rect_rate_target,
+        illegal_ratio_target=cfg.report.illegal_ratio_target,
+    )  # fmt: skip
+    relapsed = set(state.events.loc[state.events["kind"] == EventKind.RELAPSE, "patch_id"])
+    write_report(
+        rates, state.patches, grids.townships, grids.villages, ws.reports_dir(date),
+        cfg=cfg.report, area_name=cfg.area.name, date=date,
+        history=_report_history(ws, date), relapsed_ids=relapsed,
+    )  # fmt: skip
+    district = rates[rates["level"] == "district"].iloc[0]
+    return {
+        "n_patches": int(district["n_patches"]),
+        "n_illegal": int(district["n_illegal"]),
+        "n_pending": int(district["n_pending"]),
+    }
+
+
+def _report_history(ws: Workspace, date: str) -> pd.DataFrame | None:
+    """District rows of earlier reports (reports/*/rates.csv), for the trend chart."""
+    rows = []
+    for path in sorted((ws.root / "reports").glob("*/rates.csv")):
+        if path.parent.name >= date:
+            continue
+        df = pd.read_csv(path, dtype={"code": str}, encoding="utf-8-sig")
+        district = df[df["level"] == "district"]
+        if len(district):
+            rows.append(district.iloc[0].to_dict() | {"date": path.parent.name})
+    return pd.DataFrame(rows) if rows else None
+
+
+# --------------------------------------------------------------------------- run
+def run_pipeline(
+    cfg: Config,
+    *,
+    date: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    from_stage: str | None = None,
+    until_stage: str | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    on_stage: Callable[[StageOutcome], None] | None = None,
+) -> tuple[RunContext, list[StageOutcome]]:
+    """Run the whole pipeline (the stale part of it) on ``cfg`` under the workspace lock."""
+    ws = Workspace(cfg.workspace)
+    ctx = RunContext(
+        cfg=cfg,
+        ws=ws,
+        run_id=new_run_id(),
+        date=date or dt.date.today().isoformat(),
+        now=utc_now(),
+        workers=workers or cfg.run.workers,
+        scheduler=scheduler or cfg.run.scheduler,
+    )
+    stages = select_stages(build_stages(ctx), from_stage, until_stage)
+    if dry_run:
+        return ctx, runner.run_stages(ws, stages, force=force, dry_run=True, on_stage=on_stage)
+    with WorkspaceLock(ws):
+        started = utc_now()
+        t0 = time.perf_counter()
+        outcome, outcomes = "failed", []
+        try:
+            outcomes = runner.run_stages(ws, stages, force=force, on_stage=on_stage)
+            outcome = "ok"
+        except BaseException as exc:
+            outcome = f"failed: {exc}"
+            raise
+        finally:
+            _record_run(ctx, started, time.perf_counter() - t0, outcomes, outcome)
+    return ctx, outcomes
+
+
+def select_stages(
+    stages: list[Stage], from_stage: str | None, until_stage: str | None
+) -> list[Stage]:
+    """Stages between ``from_stage`` and ``until_stage`` (names from STAGE_NAMES), inclusive."""
+    for name in (from_stage, until_stage):
+        if name is not None and name not in STAGE_NAMES:
+            raise ConfigError(f"unknown stage '{name}'; stages are: {', '.join(STAGE_NAMES)}")
+    lo = STAGE_NAMES.index(from_stage) if from_stage else 0
+    hi = STAGE_NAMES.index(until_stage) if until_stage else len(STAGE_NAMES) - 1
+    return [s for s in stages if lo <= STAGE_NAMES.index(s.id.split("[")[0]) <= hi]
+
+
+def _record_run(
+    ctx: RunContext, started: str, seconds: float, outcomes: list[StageOutcome], outcome: str
+) -> None:
+    """Append this run to the registry's ``runs`` table (best effort on failure paths)."""
+    import dataclasses
+
+    from pipeline.registry import load_registry, save_registry
+
+    row = {
+        R.RUN_ID: ctx.run_id,
+        R.STARTED_AT: started,
+        R.FINISHED_AT: utc_now(),
+        R.COMMAND: ctx.command,
+        R.CONFIG_HASH: ctx.cfg.hash,
+        R.INPUTS_JSON: json.dumps(_input_summary(ctx), ensure_ascii=False),
+        R.COUNTS_JSON: json.dumps(
+            {o.id: o.counts for o in outcomes if o.counts}, ensure_ascii=False, default=str
+        ),
+        R.TIMINGS_JSON: json.dumps(
+            {o.id: round(o.seconds, 3) for o in outcomes} | {"total": round(seconds, 3)}
+        ),
+        R.OUTCOME: outcome[:500],
+        R.CODE_VERSION: runner.code_version(),
+    }
+    try:
+        state = load_registry(ctx.ws.registry, ctx.cfg.area.crs)
+        runs = pd.concat([state.runs, pd.DataFrame([row])], ignore_index=True)
+        save_registry(ctx.ws.registry, dataclasses.replace(state, runs=runs))
+    except Exception:  # the run's own error is what matters; never mask it
+        log.exception("could not record run %s in the registry", ctx.run_id)
+
+
+def _input_summary(ctx: RunContext) -> dict[str, Any]:
+    state = runner.load_state(ctx.ws)
+    return {sid: rec.get("inputs", {}) for sid, rec in state.items() if rec.get("status") == "done"}
+
+
+# --------------------------------------------------------------------------- small I/O helpers
+def _read_layer(cfg: Config, name: str) -> gpd.GeoDataFrame | None:
+    from pipeline.vector_io import read_layer
+
+    layer = getattr(cfg.layers, name)
+    if layer is None:
+        return None
+    return read_layer(layer.path, layer=layer.layer, crs=cfg.area.crs)
+
+
+def _read_gdf(path: Path) -> gpd.GeoDataFrame:
+    import pyogrio
+
+    return pyogrio.read_dataframe(path)
+
+
+def _write_gdf(gdf: gpd.GeoDataFrame, path: Path) -> None:
+    import pyogrio
+
+    with atomic_path(path) as tmp:
+        pyogrio.write_dataframe(gdf, tmp, layer=path.stem, driver="GPKG")
+
+
+def _plain_stats(obj: Any) -> dict[str, Any]:
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj):
+        obj = dataclasses.asdict(obj)
+    return {k: v for k, v in dict(obj).items() if isinstance(v, int | float | str | bool)}
+
+
+__all__ = ["STAGE_NAMES", "ChangeType", "RunContext", "build_stages", "run_pipeline"]

@@ -1,0 +1,79 @@
+"""Domain assertions for tests and notebooks (like ``geopandas.testing``).
+
+They check the data contract of DESIGN §3 on real output files, so a test (or an analyst in
+a notebook) can say ``assert_registry_contract(path)`` instead of re-listing columns.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pyogrio
+
+from pipeline.schema import (
+    EVENT_COLUMNS,
+    EVENTS_TABLE,
+    PATCH_COLUMNS,
+    PATCHES_LAYER,
+    RATES_COLUMNS,
+    RUN_COLUMNS,
+    RUNS_TABLE,
+    UNASSIGNED,
+    P,
+    Verdict,
+)
+
+PATCH_ID_RE = re.compile(r"^\d{6}\d{4}\d{5}$")
+
+
+def assert_registry_contract(path: Path, *, county_code: str | None = None) -> None:
+    """``registry.gpkg`` has the patches layer and events/runs tables with the contract columns,
+    text codes, well-formed unique ids, valid geometries and known verdicts."""
+    layers = {name for name, _ in pyogrio.list_layers(path)}
+    missing = {PATCHES_LAYER, EVENTS_TABLE, RUNS_TABLE} - layers
+    assert not missing, f"{path}: missing layers {missing}; found {sorted(layers)}"
+    patches = pyogrio.read_dataframe(path, layer=PATCHES_LAYER)
+    _assert_columns(patches.columns, PATCH_COLUMNS, f"{path}:{PATCHES_LAYER}")
+    ids = patches[P.PATCH_ID]
+    assert ids.is_unique, f"duplicate patch ids: {ids[ids.duplicated()].tolist()[:5]}"
+    bad = [i for i in ids if not isinstance(i, str) or not PATCH_ID_RE.match(i)]
+    assert not bad, f"patch ids not of the form county6+year4+serial5: {bad[:5]}"
+    if county_code:
+        assert all(i.startswith(county_code) for i in ids), "patch ids with another county prefix"
+    for col in (P.TOWNSHIP_CODE, P.VILLAGE_CODE):
+        codes = patches[col].dropna()
+        assert all(isinstance(c, str) for c in codes), f"{col} must be text, found non-text values"
+    assert patches[P.VERDICT].isin([v.value for v in Verdict]).all(), "unknown verdicts"
+    assert patches.geometry.is_valid.all(), "invalid patch geometries"
+    assert (patches[P.AREA_M2] > 0).all(), "patches with zero area"
+    events = pyogrio.read_dataframe(path, layer=EVENTS_TABLE, read_geometry=False)
+    _assert_columns(events.columns, EVENT_COLUMNS, f"{path}:{EVENTS_TABLE}")
+    runs = pyogrio.read_dataframe(path, layer=RUNS_TABLE, read_geometry=False)
+    _assert_columns(runs.columns, RUN_COLUMNS, f"{path}:{RUNS_TABLE}")
+
+
+def assert_rates_contract(rates: pd.DataFrame) -> None:
+    """A rates table has the contract columns, rates within [0, 1] or undefined (NaN), and the
+    district total equals the sum over townships."""
+    _assert_columns(rates.columns, RATES_COLUMNS, "rates")
+    for col in ("illegal_ratio", "illegal_ratio_upper", "rect_rate_area", "rect_rate_count"):
+        values = pd.to_numeric(rates[col], errors="coerce").dropna()
+        assert values.between(0, 1).all(), (
+            f"{col} outside [0, 1]: {values[~values.between(0, 1)].tolist()}"
+        )
+    district = rates[rates["level"] == "district"]
+    townships = rates[rates["level"] == "township"]
+    assert len(district) == 1, "exactly one district row expected"
+    for col in ("n_patches", "n_illegal", "n_pending"):
+        assert int(district[col].iloc[0]) == int(townships[col].sum()), (
+            f"district {col} != Σ townships"
+        )
+    assert (rates["code"].astype(str) != "").all()
+    assert UNASSIGNED not in set(district["code"])
+
+
+def _assert_columns(found, expected, where: str) -> None:
+    missing = [c for c in expected if c not in set(found)]
+    assert not missing, f"{where}: missing columns {missing}; found {list(found)}"
