@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline.atomic import fingerprint_file
 from pipeline.config import Config
-from pipeline.errors import FieldReturnError
+from pipeline.errors import FieldReturnError, InputDataError
 from pipeline.workspace import Workspace, WorkspaceLock
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,11 @@ def import_returns(
     from pipeline.field import apply_return
     from pipeline.field_io import read_return, write_rejections
     from pipeline.registry import load_registry, save_registry
-    from pipeline.stages import utc_now
+    from pipeline.stages import new_run_id, utc_now
 
     ws = Workspace(cfg.workspace)
     today = today or dt.date.today()
+    run_id = new_run_id()
     results: list[ImportResult] = []
     rejected: list[tuple[str, int | None, str]] = []
     with WorkspaceLock(ws):
@@ -55,20 +56,22 @@ def import_returns(
                 rows = read_return(path, encoding=encoding)
                 state, summary = apply_return(
                     state, rows, source_file=path.name, fingerprint=fingerprint_file(path),
-                    now=utc_now(), today=today,
+                    now=utc_now(), today=today, run_id=run_id,
                 )  # fmt: skip
-            except FieldReturnError as exc:
-                report = ws.root / "rejections" / f"{path.stem}.rejected.csv"
-                report.parent.mkdir(parents=True, exist_ok=True)
-                write_rejections(report, exc.rejections)
-                rejected += exc.rejections
-                for file, row, reason in exc.rejections:
+            except (FieldReturnError, InputDataError) as exc:
+                # an unreadable file is rejected like a file with bad rows; the others go on
+                reasons = getattr(exc, "rejections", None) or [(path.name, None, str(exc))]
+                report = write_rejections(
+                    ws.root / "rejections" / f"{path.stem}.rejected.csv", reasons
+                )
+                rejected += reasons
+                for file, row, reason in reasons:
                     log.error("%s row %s: %s", file, row, reason)
                 results.append(
                     ImportResult(path, False, f"rejected, nothing applied: {exc}", report)
                 )
-                continue
-            results.append(ImportResult(path, True, _describe(summary)))
+            else:
+                results.append(ImportResult(path, True, _describe(summary)))
         save_registry(ws.registry, state)
     if rejected:
         reports = ", ".join(str(r.rejection_report) for r in results if r.rejection_report)

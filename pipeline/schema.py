@@ -43,7 +43,7 @@ class ChangeType(StrEnum):
 
     CONSTRUCTION = "veg_to_construction"  # vegetation/soil -> roofs, concrete
     EARTHWORKS = "veg_to_bare"  # vegetation -> bare soil / earthworks
-    OTHER = "other"  # anything else (water, seasonal vegetation, ...)
+    OTHER = "other_change"  # anything else (water, seasonal vegetation, ...)
 
 
 class EventKind(StrEnum):
@@ -267,7 +267,9 @@ FIELD_RETURN_ALIASES = {
 """Chinese column headers accepted in field returns, mapped to the canonical names."""
 
 VALUE_ALIASES = {
-    **{label: value.value for value, label in CHINESE_LABELS.items()},
+    label: value.value
+    for value, label in CHINESE_LABELS.items()
+    if isinstance(value, Verdict | RectMethod)
 }
 """Chinese verdict / method labels accepted in field returns."""
 

@@ -152,24 +152,12 @@ def _classify_stage(ctx: RunContext, pair: tuple[str, str]) -> Stage:
     layer_names = ("approvals", "farmland", "basic_farmland")
 
     def run() -> dict[str, Any]:
-        from pipeline.classify import classify_patches
-
         detections = _read_gdf(source)
         keep = detections[P.CHANGE_TYPE].isin(cfg.classify.keep_types)
         dropped = detections.loc[~keep, P.CHANGE_TYPE].value_counts().to_dict()
         if dropped:
             log.info("not registered (change type not in classify.keep_types): %s", dropped)
-        layers = {name: _read_layer(cfg, name) for name in layer_names}
-        lc = cfg.layers
-        classified = classify_patches(
-            detections[keep].reset_index(drop=True),
-            farmland=layers["farmland"],
-            basic_farmland=layers["basic_farmland"],
-            approvals=layers["approvals"],
-            legal_share=cfg.classify.legal_share,
-            basic_field=lc.farmland.basic_field if lc.farmland else None,
-            ref_field=lc.approvals.ref_field if lc.approvals else "doc_no",
-        )
+        classified = _classify(cfg, detections[keep].reset_index(drop=True))
         _write_gdf(classified, target)
         return {
             "kept": int(keep.sum()),
@@ -195,7 +183,9 @@ def _classify_stage(ctx: RunContext, pair: tuple[str, str]) -> Stage:
 def _assign_stage(ctx: RunContext, pair: tuple[str, str]) -> Stage:
     cfg, out_dir = ctx.cfg, ctx.ws.pair_dir(pair)
     source, target = out_dir / "classified.gpkg", out_dir / "assigned.gpkg"
-    layer_names = ("district", "township", "village")
+    layer_names: tuple[str, ...] = ("district", "township", "village")
+    if cfg.assign.mode == "split":
+        layer_names += ("approvals", "farmland", "basic_farmland")
 
     def run() -> dict[str, Any]:
         from pipeline.assign import assign_patches
@@ -209,6 +199,9 @@ def _assign_stage(ctx: RunContext, pair: tuple[str, str]) -> Stage:
             mode=cfg.assign.mode,
             min_part_m2=cfg.assign.min_part_m2,
         )
+        if cfg.assign.mode == "split":
+            # overlap areas cannot be shared out by area: measure each part again
+            assigned = _classify(cfg, assigned)
         _write_gdf(assigned, target)
         unassigned = int((assigned[P.VILLAGE_CODE] == "unassigned").sum())
         return {
@@ -296,6 +289,22 @@ def _report_stage(ctx: RunContext) -> Stage:
         params=lambda: {"report": to_plain(cfg.report), "date": ctx.date, "area": cfg.area.name},
         outputs=lambda: [out_dir / "rates.csv", out_dir / "report.html"],
         run=lambda: report_registry(cfg, ws, date=ctx.date),
+    )
+
+
+def _classify(cfg: Config, patches: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Farmland, basic-farmland and approval overlaps of ``patches`` (reads the layers)."""
+    from pipeline.classify import classify_patches
+
+    lc = cfg.layers
+    return classify_patches(
+        patches,
+        farmland=_read_layer(cfg, "farmland"),
+        basic_farmland=_read_layer(cfg, "basic_farmland"),
+        approvals=_read_layer(cfg, "approvals"),
+        legal_share=cfg.classify.legal_share,
+        basic_field=lc.farmland.basic_field if lc.farmland else None,
+        ref_field=lc.approvals.ref_field if lc.approvals else "doc_no",
     )
 
 

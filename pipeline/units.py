@@ -63,6 +63,9 @@ def geodesic_areas_m2(geoms, crs) -> np.ndarray:
         geoms = shapely.transform(
             geoms, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1]))
         )
+    # orient rings consistently: the Geod sums signed part areas, so parts wound both ways
+    # would cancel out
+    geoms = shapely.orient_polygons(geoms)
     out = np.empty(len(geoms))
     for i, geom in enumerate(geoms):
         out[i] = (

@@ -1,0 +1,365 @@
+"""Change detection on arrays: global statistics, change scores, thresholds, clean-up.
+
+Everything here is pure numpy: arrays in, new arrays out, nothing read or written. The engine
+(:mod:`pipeline.engine`) calls these functions in two passes: pass 1 samples the whole scene
+(:func:`sample_block`, :func:`combine_samples`) to fix the global normalisation and the
+threshold; pass 2 applies them block by block (:func:`change_score`, :func:`change_mask`,
+:func:`clean_mask`), so the result does not depend on the block size.
+
+Notes
+-----
+Mask direction: ``valid`` is True where a pixel is usable; a change mask is True where the
+pixel changed. Invalid pixels (nodata or masked in either epoch) never become change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage, stats
+from skimage.filters import apply_hysteresis_threshold, threshold_otsu
+
+from pipeline.errors import ConfigError, InputDataError
+
+log = logging.getLogger(__name__)
+
+INDEX_BANDS = ("red", "nir")
+"""Bands the ``index`` method needs (NDVI); brightness uses every visible band present."""
+VISIBLE_BANDS = ("blue", "green", "red")
+CHI2_DEFAULT_QUANTILE = 0.99
+HYSTERESIS_HALO_PX = 32
+"""Extra halo for hysteresis: a weak pixel joins a strong one only if a path of weak pixels
+reaches it within the block plus this halo (hysteresis is not exactly block-independent for
+weak chains longer than this)."""
+MIN_SAMPLE_PIXELS = 16
+"""Fewer valid pixels than this in the pass-1 sample cannot give a threshold."""
+_INT_EXACT_LIMIT = 2**20
+"""Sample values below this magnitude that are whole numbers are summed as integers
+(exact, so global statistics are bit-identical whatever the block size)."""
+
+
+# --------------------------------------------------------------------------- pass 1: sampling
+def sample_slices(row_off: int, col_off: int, height: int, width: int, step: int):
+    """Slices selecting the rows/cols of a block whose *global* index is a multiple of ``step``.
+
+    Sampling on global indices makes the sample independent of how the grid is cut into
+    blocks.
+    """
+    r0 = (-row_off) % step
+    c0 = (-col_off) % step
+    return slice(r0, height, step), slice(c0, width, step)
+
+
+@dataclass
+class Moments:
+    """Count, sum and sum of squares per band; exact (Python ints) for integer data."""
+
+    n: int = 0
+    s: list = field(default_factory=list)
+    q: list = field(default_factory=list)
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> Moments:
+        """Moments of ``values`` (nbands, n)."""
+        n = int(values.shape[1])
+        if n == 0:
+            return cls(0, [0] * values.shape[0], [0] * values.shape[0])
+        as_int = values.astype(np.int64)
+        if np.abs(values).max() < _INT_EXACT_LIMIT and np.array_equal(as_int, values):
+            return cls(
+                n,
+                [int(x) for x in as_int.sum(axis=1)],
+                [int(x) for x in (as_int * as_int).sum(axis=1)],
+            )
+        f = values.astype(np.float64)
+        return cls(n, f.sum(axis=1).tolist(), (f * f).sum(axis=1).tolist())
+
+    def __add__(self, other: Moments) -> Moments:
+        if self.n == 0:
+            return other
+        if other.n == 0:
+            return self
+        return Moments(
+            self.n + other.n,
+            [a + b for a, b in zip(self.s, other.s)],
+            [a + b for a, b in zip(self.q, other.q)],
+        )
+
+    def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-band mean and (population) standard deviation, float64."""
+        n = self.n
+        mean = np.array([s / n for s in self.s], dtype=np.float64)
+        # n*q - s*s is exact for ints; floats lose a little, which is fine
+        var = np.array([(n * q - s * s) / (n * n) for s, q in zip(self.s, self.q)])
+        return mean, np.sqrt(np.maximum(var, 0.0))
+
+
+@dataclass
+class SampleChunk:
+    """Pass-1 result of one block: moments of both epochs and a thinned sample."""
+
+    moments_a: Moments
+    moments_b: Moments
+    keys: np.ndarray  # global flat pixel index (row * grid_width + col), int64
+    values_a: np.ndarray  # (nbands, n) float32
+    values_b: np.ndarray
+
+
+def sample_block(
+    data_a: np.ndarray,
+    data_b: np.ndarray,
+    valid: np.ndarray,
+    row_off: int,
+    col_off: int,
+    step: int,
+    thin: int,
+    grid_width: int,
+) -> SampleChunk:
+    """Sample one block (no halo) for the global statistics.
+
+    Parameters
+    ----------
+    data_a, data_b : ndarray (nbands, h, w)
+        Both epochs on the block.
+    valid : ndarray bool (h, w)
+        Pixels valid in both epochs.
+    row_off, col_off : int
+        Global position of the block.
+    step : int
+        Moments use every ``step``-th global row and column.
+    thin : int
+        The score sample (for the threshold) uses every ``step * thin``-th row and column,
+        which bounds the driver's memory on large scenes.
+    grid_width : int
+        Used to make global pixel keys, so the driver can sort the sample canonically.
+    """
+    h, w = valid.shape
+    rs, cs = sample_slices(row_off, col_off, h, w, step)
+    v = valid[rs, cs]
+    moments_a = Moments.of(data_a[:, rs, cs][:, v])
+    moments_b = Moments.of(data_b[:, rs, cs][:, v])
+    big = step * thin
+    rs, cs = sample_slices(row_off, col_off, h, w, big)
+    v = valid[rs, cs]
+    rows = np.arange(h)[rs] + row_off
+    cols = np.arange(w)[cs] + col_off
+    keys = (rows[:, None].astype(np.int64) * grid_width + cols[None, :])[v]
+    return SampleChunk(
+        moments_a, moments_b, keys, data_a[:, rs, cs][:, v].copy(), data_b[:, rs, cs][:, v].copy()
+    )
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Per-band mean and std of each epoch (float64 tuples); identity for ``none``."""
+
+    mean_a: tuple[float, ...]
+    std_a: tuple[float, ...]
+    mean_b: tuple[float, ...]
+    std_b: tuple[float, ...]
+
+
+def combine_samples(
+    chunks: Sequence[SampleChunk],
+) -> tuple[Moments, Moments, np.ndarray, np.ndarray]:
+    """Sum the moments and concatenate the samples in global pixel order.
+
+    Returns ``(moments_a, moments_b, values_a, values_b)``.
+    """
+    ma, mb = Moments(), Moments()
+    for c in chunks:
+        ma = ma + c.moments_a
+        mb = mb + c.moments_b
+    if not chunks:
+        return ma, mb, np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
+    keys = np.concatenate([c.keys for c in chunks])
+    order = np.argsort(keys, kind="stable")
+    va = np.concatenate([c.values_a for c in chunks], axis=1)[:, order]
+    vb = np.concatenate([c.values_b for c in chunks], axis=1)[:, order]
+    return ma, mb, va, vb
+
+
+def normalisation(moments_a: Moments, moments_b: Moments, how: str, nbands: int) -> Normalisation:
+    """The normalisation to apply (``zscore`` from the global moments, or ``none``).
+
+    Raises
+    ------
+    InputDataError
+        When the sample holds too few valid pixels.
+    ConfigError
+        For a normalisation that is not implemented.
+    """
+    if how == "none":
+        ones, zeros = (1.0,) * nbands, (0.0,) * nbands
+        return Normalisation(zeros, ones, zeros, ones)
+    if how != "zscore":
+        raise ConfigError(
+            f"'detect.normalise' = {how!r} is not implemented yet; use 'zscore' or 'none'"
+        )
+    if min(moments_a.n, moments_b.n) < MIN_SAMPLE_PIXELS:
+        raise InputDataError(
+            f"only {min(moments_a.n, moments_b.n)} pixels are valid in both epochs in the "
+            f"sample; expected at least {MIN_SAMPLE_PIXELS}. The epochs barely overlap or are "
+            "mostly nodata/cloud — check the imagery, masks and 'imagery.nodata'"
+        )
+    mean_a, std_a = moments_a.mean_std()
+    mean_b, std_b = moments_b.mean_std()
+    # a constant band carries no information; std 1 keeps it from dividing by zero
+    std_a = np.where(std_a > 0, std_a, 1.0)
+    std_b = np.where(std_b > 0, std_b, 1.0)
+    return Normalisation(
+        tuple(mean_a.tolist()), tuple(std_a.tolist()), tuple(mean_b.tolist()), tuple(std_b.tolist())
+    )
+
+
+# --------------------------------------------------------------------------- scores
+def change_score(
+    data_a: np.ndarray,
+    data_b: np.ndarray,
+    valid: np.ndarray,
+    norm: Normalisation,
+    method: str,
+    band_names: Sequence[str],
+) -> np.ndarray:
+    """Per-pixel change score (float32, 0 where invalid).
+
+    Methods
+    -------
+    ``cva``
+        Change-vector magnitude ``sqrt(sum_b (z_b(after) - z_b(before))**2)`` over all
+        configured bands, ``z`` = per-band z-score with each epoch's global statistics (or
+        the raw values with ``normalise: none``).
+    ``index``
+        NDVI loss plus relative brightness gain:
+        ``max(NDVI_before - NDVI_after, 0) + max(B_after/mean_B_after - B_before/mean_B_before, 0)``
+        with ``B`` the mean of the visible bands and ``mean_B`` its scene mean. Scale-free.
+
+    Notes
+    -----
+    Computed in float32, band by band, elementwise — so a pixel's score is bit-identical
+    whatever block it is computed in.
+    """
+    if method == "cva":
+        score = _cva(data_a, data_b, norm)
+    elif method == "index":
+        score = _index(data_a, data_b, norm, band_names)
+    else:
+        raise ConfigError(
+            f"'detect.method' = {method!r} is not implemented yet; use 'cva' or 'index'"
+        )
+    score[~valid] = 0.0
+    return score
+
+
+def _cva(a: np.ndarray, b: np.ndarray, norm: Normalisation) -> np.ndarray:
+    acc = np.zeros(a.shape[1:], dtype=np.float32)
+    for i in range(a.shape[0]):
+        za = (a[i] - np.float32(norm.mean_a[i])) / np.float32(norm.std_a[i])
+        zb = (b[i] - np.float32(norm.mean_b[i])) / np.float32(norm.std_b[i])
+        d = zb - za
+        acc += d * d
+    return np.sqrt(acc)
+
+
+def _index(a, b, norm: Normalisation, band_names: Sequence[str]) -> np.ndarray:
+    names = list(band_names)
+    missing = [n for n in INDEX_BANDS if n not in names]
+    if missing:
+        raise ConfigError(
+            f"'detect.method' = 'index' needs the band(s) {', '.join(missing)} "
+            f"(configured: {', '.join(names)}); add them to 'imagery.bands'/'band_files'"
+        )
+    r, n = names.index("red"), names.index("nir")
+    vis = [names.index(v) for v in VISIBLE_BANDS if v in names]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ndvi_a = np.nan_to_num((a[n] - a[r]) / (a[n] + a[r]))
+        ndvi_b = np.nan_to_num((b[n] - b[r]) / (b[n] + b[r]))
+    # brightness relative to the scene mean of each epoch (scale- and season-free)
+    ref_a = np.float32(max(np.mean([norm.mean_a[i] for i in vis]), 1e-6))
+    ref_b = np.float32(max(np.mean([norm.mean_b[i] for i in vis]), 1e-6))
+    bright_a = sum(a[i] for i in vis) / np.float32(len(vis)) / ref_a
+    bright_b = sum(b[i] for i in vis) / np.float32(len(vis)) / ref_b
+    score = np.maximum(ndvi_a - ndvi_b, 0) + np.maximum(bright_b - bright_a, 0)
+    return score.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- thresholds
+def threshold(scores: np.ndarray, how: str, value: float | None = None, nbands: int = 1) -> float:
+    """The score cut from the pass-1 sample of scores.
+
+    ``otsu``: :func:`skimage.filters.threshold_otsu` on the sample. ``fixed``: ``value``.
+    ``chi2``: assumes unchanged pixels give ``score**2 / sigma**2 ~ chi2(nbands)``; sigma² is
+    estimated robustly from the median of ``score**2`` and the cut is the ``value`` quantile
+    (default 0.99).
+    """
+    if how == "fixed":
+        if value is None:
+            raise ConfigError("'detect.threshold' = 'fixed' needs 'detect.threshold_value'")
+        return float(value)
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.size < MIN_SAMPLE_PIXELS:
+        raise InputDataError(
+            f"only {scores.size} sampled pixels are valid in both epochs; expected at least "
+            f"{MIN_SAMPLE_PIXELS} to compute a '{how}' threshold (check overlap, nodata, masks, "
+            "or lower 'detect.sample_step')"
+        )
+    if how == "otsu":
+        if np.ptp(scores) == 0:
+            return float(scores[0])
+        return float(threshold_otsu(scores))
+    if how == "chi2":
+        q = CHI2_DEFAULT_QUANTILE if value is None else value
+        sigma2 = np.median(scores**2) / stats.chi2.median(nbands)
+        return float(np.sqrt(sigma2 * stats.chi2.ppf(q, nbands)))
+    raise ConfigError(f"'detect.threshold' = {how!r} is not one of otsu, chi2, fixed")
+
+
+def change_mask(
+    score: np.ndarray, valid: np.ndarray, cut: float, hysteresis_low: float | None = None
+) -> np.ndarray:
+    """``score > cut`` (or hysteresis between ``hysteresis_low * cut`` and ``cut``) & valid."""
+    if hysteresis_low is None:
+        mask = score > np.float32(cut)
+    else:
+        mask = apply_hysteresis_threshold(score, hysteresis_low * cut, cut)
+    return mask & valid
+
+
+# --------------------------------------------------------------------------- clean-up
+def radius_px(radius_m: float, resolution_m: float) -> int:
+    """A radius in metres as whole pixels (rounded; 0 = no operation)."""
+    return round(radius_m / resolution_m)
+
+
+def cleaning_halo(open_px: int, close_px: int) -> int:
+    """Halo (px) so that opening then closing on block+halo equals the whole-image result.
+
+    Opening (erosion + dilation) looks ``2 * open_px`` pixels away, closing ``2 * close_px``.
+    """
+    return 2 * (open_px + close_px)
+
+
+def disk(radius: int) -> np.ndarray:
+    """A boolean disk structuring element of ``radius`` pixels."""
+    y, x = np.ogrid[-radius : radius + 1, -radius : radius + 1]
+    return x * x + y * y <= radius * radius
+
+
+def clean_mask(mask: np.ndarray, valid: np.ndarray, open_px: int, close_px: int) -> np.ndarray:
+    """Opening (removes specks) then closing (fills pinholes), then ``& valid``.
+
+    Notes
+    -----
+    Outside the array counts as "no change"; only pixels at least
+    :func:`cleaning_halo` from the array edge are exact, which is why the engine works on
+    block + halo and crops the halo afterwards.
+    """
+    out = mask
+    if open_px > 0:
+        out = ndimage.binary_opening(out, structure=disk(open_px))
+    if close_px > 0:
+        out = ndimage.binary_closing(out, structure=disk(close_px))
+    return out & valid

@@ -1,0 +1,354 @@
+"""The two-pass blockwise driver: align + detect + vectorize one epoch pair.
+
+Pass 1 samples every block (every ``sample_step``-th global row and column) for the global
+normalisation statistics and the threshold. Pass 2 processes every block with a halo: read
+both epochs onto the grid → score → threshold → clean → crop the halo → return the score and
+mask blocks plus polygon pieces with per-label sums. The driver writes the blocks into the
+output rasters as they arrive and merges the pieces across block edges at the end.
+
+Memory stays flat in the image size: the driver never holds a whole-image array, at most
+``2 × workers`` blocks are in flight, and the pass-1 threshold sample is capped at
+:data:`MAX_SCORE_SAMPLE` pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from rasterio.windows import Window
+
+from pipeline import detect
+from pipeline.change_type import classify_change
+from pipeline.config import Config
+from pipeline.grid import TargetGrid, blocks, target_grid
+from pipeline.imagery import EpochSource, check_bands, epoch_footprint, epoch_source, read_block
+from pipeline.rasterio_out import block_writer
+from pipeline.schema import P
+from pipeline.vectorize import Pieces, block_pieces, merge_pieces, sums_columns, to_map
+
+log = logging.getLogger(__name__)
+
+# Column names this stage adds beside the schema's (candidates for schema.py)
+N_PIXELS = "n_pixels"
+AREA_PX_M2 = "area_px_m2"
+"""Pixel count × resolution² (planar, target CRS); classify adds the ellipsoidal area_m2."""
+
+
+def mean_column(epoch_side: str, band: str) -> str:
+    """Name of a per-patch mean band column: ``mean_from_red``, ``mean_to_nir``."""
+    return f"mean_{epoch_side}_{band}"
+
+
+SCORE_FILE = "score.tif"
+MASK_FILE = "mask.tif"
+MASK_CHANGE, MASK_NO_CHANGE, MASK_NODATA = 1, 0, 255
+"""Values of ``mask.tif``: change, no change, invalid (nodata/masked in either epoch)."""
+MAX_SCORE_SAMPLE = 2_000_000
+"""Pixels in the pass-1 sample kept for the threshold (thinned regularly beyond this)."""
+
+
+@dataclass(frozen=True)
+class DetectionResult:
+    """Output of :func:`detect_pair`."""
+
+    detections: gpd.GeoDataFrame
+    score_path: Path
+    mask_path: Path
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _BlockJob:
+    """Everything a pass-2 worker needs (picklable)."""
+
+    source_a: EpochSource
+    source_b: EpochSource
+    grid: TargetGrid
+    method: str
+    norm: detect.Normalisation
+    cut: float
+    hysteresis_low: float | None
+    open_px: int
+    close_px: int
+    halo: int
+
+
+@dataclass
+class _BlockOutput:
+    window: Window
+    score: np.ndarray  # float32, NaN where invalid
+    mask: np.ndarray  # uint8, MASK_* values
+    pieces: Pieces
+
+
+# --------------------------------------------------------------------------- public
+def detect_pair(
+    cfg: Config, pair: tuple[str, str], out_dir: Path, executor: Executor
+) -> DetectionResult:
+    """Detect changes between the epochs ``pair = (from_label, to_label)``.
+
+    Parameters
+    ----------
+    cfg : Config
+        Uses ``area``, ``imagery``, ``detect`` and ``run.workers`` (blocks in flight).
+    pair : (str, str)
+        Epoch labels, before and after.
+    out_dir : Path
+        Receives ``score.tif`` and ``mask.tif`` (COGs, written atomically).
+    executor : concurrent.futures.Executor
+        From :func:`pipeline.executor.make_executor`.
+
+    Returns
+    -------
+    DetectionResult
+        ``detections``: GeoDataFrame in the target CRS, one row per patch with
+        ``epoch_from``, ``epoch_to``, ``score`` (mean), ``change_type``, ``n_pixels``,
+        ``area_px_m2``, ``mean_from_<band>``, ``mean_to_<band>`` and ``geometry``, sorted by
+        centroid y then x (ascending). ``stats``: threshold, normalisation, counts, timings.
+
+    Raises
+    ------
+    ConfigError
+        The method needs a band that is not configured, or is not implemented.
+    InputDataError
+        Missing/unreadable imagery, epochs that do not overlap, no valid pixels.
+
+    Notes
+    -----
+    Results do not depend on ``detect.block_px``: statistics are global, sampling is on
+    global pixel indices, the clean-up halo covers the opening and closing reach, and
+    patches are merged across block edges before ``min_area_m2`` is applied.
+    """
+    d = cfg.detect
+    out_dir = Path(out_dir)
+    label_a, label_b = pair
+    source_a = epoch_source(cfg.imagery, label_a)
+    source_b = epoch_source(cfg.imagery, label_b)
+    bands = source_a.band_names
+    if d.method == "index":
+        check_bands(bands, detect.INDEX_BANDS, "'detect.method' = 'index'")
+    grid = target_grid(cfg.area, [epoch_footprint(source_a), epoch_footprint(source_b)])
+    windows = blocks(grid, d.block_px)
+    in_flight = max(2, 2 * cfg.run.workers)
+    timings: dict[str, float] = {}
+    log.info("%s→%s: %d blocks of ≤%d px", label_a, label_b, len(windows), d.block_px)
+
+    # ---- pass 1: global statistics and threshold from a regular sample
+    t0 = time.perf_counter()
+    n_sample_est = math.ceil(grid.height / d.sample_step) * math.ceil(grid.width / d.sample_step)
+    thin = max(1, math.ceil(math.sqrt(n_sample_est / MAX_SCORE_SAMPLE)))
+    chunks = list(
+        _run_bounded(
+            executor,
+            _sample_job,
+            [(source_a, source_b, grid, w, d.sample_step, thin) for w in windows],
+            in_flight,
+        )
+    )
+    mom_a, mom_b, sample_a, sample_b = detect.combine_samples(chunks)
+    del chunks
+    norm = detect.normalisation(mom_a, mom_b, d.normalise, len(bands))
+    sample_valid = np.ones(sample_a.shape[1:], dtype=bool)
+    sample_scores = detect.change_score(
+        sample_a[:, :, None], sample_b[:, :, None], sample_valid[:, None], norm, d.method, bands
+    ).ravel()
+    cut = detect.threshold(sample_scores, d.threshold, d.threshold_value, nbands=len(bands))
+    scene_a, _ = mom_a.mean_std()
+    scene_b, _ = mom_b.mean_std()
+    timings["pass1_s"] = time.perf_counter() - t0
+    log.info("threshold %s = %.4f from %d sampled pixels", d.threshold, cut, sample_scores.size)
+    del sample_a, sample_b
+
+    # ---- pass 2: blockwise detection, rasters written as blocks arrive
+    t0 = time.perf_counter()
+    res = grid.resolution
+    open_px = detect.radius_px(d.opening_radius_m, res)
+    close_px = detect.radius_px(d.closing_radius_m, res)
+    halo = detect.cleaning_halo(open_px, close_px)
+    if d.hysteresis_low is not None:
+        halo += detect.HYSTERESIS_HALO_PX
+    job = _BlockJob(
+        source_a, source_b, grid, d.method, norm, cut, d.hysteresis_low, open_px, close_px, halo
+    )
+    score_path, mask_path = out_dir / SCORE_FILE, out_dir / MASK_FILE
+    pieces: list[tuple[int, int, Pieces]] = []
+    n_changed = 0
+    with ExitStack() as stack:
+        score_dst = stack.enter_context(
+            block_writer(score_path, grid, "float32", float("nan"), overview_resampling="average")
+        )
+        mask_dst = stack.enter_context(block_writer(mask_path, grid, "uint8", MASK_NODATA))
+        for out in _run_bounded(executor, _detect_job, [(job, w) for w in windows], in_flight):
+            score_dst.write(out.score, 1, window=out.window)
+            mask_dst.write(out.mask, 1, window=out.window)
+            n_changed += int((out.mask == MASK_CHANGE).sum())
+            pieces.append((int(out.window.row_off), int(out.window.col_off), out.pieces))
+        timings["pass2_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+    timings["cog_s"] = time.perf_counter() - t0
+
+    # ---- merge pieces across block edges, then the minimum area
+    t0 = time.perf_counter()
+    pieces.sort(key=lambda p: (p[0], p[1]))  # deterministic union order
+    geoms, sums = merge_pieces([p for _, _, p in pieces])
+    if len(geoms) == 0:
+        sums = np.zeros((0, len(sums_columns(bands))))
+    n_before = len(geoms)
+    keep = sums[:, 0] * res * res >= d.min_area_m2
+    geoms, sums = geoms[keep], sums[keep]
+    detections = _detections_frame(
+        geoms, sums, grid, bands, pair, dict(zip(bands, scene_a)), dict(zip(bands, scene_b))
+    )
+    timings["merge_s"] = time.perf_counter() - t0
+    log.info(
+        "%s→%s: %d changed pixels, %d patches (%d below %.0f m² dropped)",
+        label_a,
+        label_b,
+        n_changed,
+        len(detections),
+        n_before - len(detections),
+        d.min_area_m2,
+    )
+    stats = {
+        "method": d.method,
+        "normalise": d.normalise,
+        "threshold_method": d.threshold,
+        "threshold": cut,
+        "mean_from": dict(zip(bands, norm.mean_a)),
+        "std_from": dict(zip(bands, norm.std_a)),
+        "mean_to": dict(zip(bands, norm.mean_b)),
+        "std_to": dict(zip(bands, norm.std_b)),
+        "n_sample": int(sample_scores.size),
+        "n_blocks": len(windows),
+        "block_px": d.block_px,
+        "halo_px": halo,
+        "opening_px": open_px,
+        "closing_px": close_px,
+        "grid": {"width": grid.width, "height": grid.height, "bounds": grid.bounds, "res": res},
+        "n_pixels_changed": n_changed,
+        "n_patches": len(detections),
+        "n_patches_below_min_area": n_before - len(detections),
+        "timings": timings,
+    }
+    return DetectionResult(detections, score_path, mask_path, stats)
+
+
+# --------------------------------------------------------------------------- worker tasks
+def _sample_job(
+    source_a: EpochSource,
+    source_b: EpochSource,
+    grid: TargetGrid,
+    window: Window,
+    step: int,
+    thin: int,
+) -> detect.SampleChunk:
+    """Pass 1 for one block (runs in a worker)."""
+    a, va = read_block(source_a, grid, window)
+    b, vb = read_block(source_b, grid, window)
+    return detect.sample_block(
+        a, b, va & vb, int(window.row_off), int(window.col_off), step, thin, grid.width
+    )
+
+
+def _detect_job(job: _BlockJob, window: Window) -> _BlockOutput:
+    """Pass 2 for one block (runs in a worker)."""
+    halo = job.halo
+    a, va = read_block(job.source_a, job.grid, window, halo)
+    b, vb = read_block(job.source_b, job.grid, window, halo)
+    valid = va & vb
+    score = detect.change_score(a, b, valid, job.norm, job.method, job.source_a.band_names)
+    mask = detect.change_mask(score, valid, job.cut, job.hysteresis_low)
+    mask = detect.clean_mask(mask, valid, job.open_px, job.close_px)
+    h, w = int(window.height), int(window.width)
+    core = (slice(halo, halo + h), slice(halo, halo + w))
+    mask_c, score_c, valid_c = mask[core], score[core], valid[core]
+    a_c, b_c = a[(slice(None), *core)], b[(slice(None), *core)]
+    pieces = block_pieces(
+        mask_c,
+        score_c,
+        a_c,
+        b_c,
+        int(window.row_off),
+        int(window.col_off),
+        (job.grid.height, job.grid.width),
+    )
+    mask_out = np.where(valid_c, mask_c.astype(np.uint8), np.uint8(MASK_NODATA)).astype(np.uint8)
+    score_out = np.where(valid_c, score_c, np.float32(np.nan)).astype(np.float32)
+    return _BlockOutput(window, score_out, mask_out, pieces)
+
+
+# --------------------------------------------------------------------------- helpers
+def _run_bounded(
+    executor: Executor, fn: Callable, arg_list: Iterable[tuple], max_in_flight: int
+) -> Iterator:
+    """Submit ``fn(*args)`` for each args, at most ``max_in_flight`` at once; yield results
+    in completion order."""
+    pending: set[Future] = set()
+    args_iter = iter(arg_list)
+    exhausted = False
+    while True:
+        while not exhausted and len(pending) < max_in_flight:
+            try:
+                args = next(args_iter)
+            except StopIteration:
+                exhausted = True
+                break
+            pending.add(executor.submit(fn, *args))
+        if not pending:
+            return
+        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        for future in done:
+            try:
+                yield future.result()
+            except Exception:
+                for other in pending:
+                    other.cancel()
+                raise
+
+
+def _detections_frame(
+    geoms: np.ndarray,
+    sums: np.ndarray,
+    grid: TargetGrid,
+    bands: tuple[str, ...],
+    pair: tuple[str, str],
+    scene_a: dict[str, float],
+    scene_b: dict[str, float],
+) -> gpd.GeoDataFrame:
+    """Detections GeoDataFrame (map coordinates, means from sums, change type, sorted)."""
+    cols = sums_columns(bands)
+    n = sums[:, cols.index("n_pixels")]
+    nb = len(bands)
+    safe_n = np.where(n > 0, n, 1.0)
+    means_from = {b: sums[:, 2 + i] / safe_n for i, b in enumerate(bands)}
+    means_to = {b: sums[:, 2 + nb + i] / safe_n for i, b in enumerate(bands)}
+    geoms_map = to_map(geoms, grid.transform) if len(geoms) else geoms
+    data = {
+        P.EPOCH_FROM: pd.Series([pair[0]] * len(n), dtype=object),
+        P.EPOCH_TO: pd.Series([pair[1]] * len(n), dtype=object),
+        P.SCORE: sums[:, cols.index("score_sum")] / safe_n,
+        P.CHANGE_TYPE: pd.Series(
+            classify_change(means_from, means_to, scene_a, scene_b), dtype=object
+        ),
+        N_PIXELS: n.astype(np.int64),
+        AREA_PX_M2: n * grid.resolution**2,
+    }
+    data.update({mean_column("from", b): means_from[b] for b in bands})
+    data.update({mean_column("to", b): means_to[b] for b in bands})
+    frame = gpd.GeoDataFrame(data, geometry=list(geoms_map), crs=grid.rio_crs)
+    if len(frame):
+        cent = shapely.centroid(frame.geometry.values)
+        order = np.lexsort((n, shapely.get_x(cent), shapely.get_y(cent)))
+        frame = frame.iloc[order].reset_index(drop=True)
+    return frame

@@ -1,0 +1,381 @@
+"""Reading the imagery of one epoch onto the target grid, one window at a time.
+
+An :class:`EpochSource` is a small, picklable description of an epoch (files, which band of
+which file holds which named band, nodata, mask files, resampling). :func:`read_block` turns
+it into a float32 array on a window of the :class:`~pipeline.grid.TargetGrid`: files already
+on the grid are read directly; others go through :class:`rasterio.vrt.WarpedVRT` built for
+exactly that window. Datasets are opened lazily, once per process, because rasterio datasets
+cannot be pickled into worker processes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+
+from pipeline.config import ImageryConfig
+from pipeline.errors import ConfigError, InputDataError
+from pipeline.grid import Footprint, TargetGrid, expand
+
+log = logging.getLogger(__name__)
+
+GDAL_CACHE_MB = 256
+"""GDAL block cache per process (set through ``GDAL_CACHEMAX`` before the first open)."""
+
+WARP_TOLERANCE_PX = 1e-9
+"""Error allowed when GDAL approximates the reprojection (its default is 0.125 px). A tiny
+value makes GDAL's approximate transformer effectively exact, so a pixel's value does not
+depend on which block it was warped in (block-size independence), at some CPU cost. (0 is
+not accepted by rasterio's WarpedVRT: it then installs no transformer at all.)"""
+
+ALIGN_EPS_PX = 1e-6
+"""A file is "on the grid" when its origin is a whole number of pixels away within this."""
+
+
+@dataclass(frozen=True)
+class BandSource:
+    """One file and which of the epoch's named bands it holds.
+
+    ``positions[i]`` is the index into :attr:`EpochSource.band_names` filled from band number
+    ``indexes[i]`` of ``path``.
+    """
+
+    path: str
+    positions: tuple[int, ...]
+    indexes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class EpochSource:
+    """Picklable description of one epoch's imagery.
+
+    Notes
+    -----
+    ``files`` is in sorted file order; when files overlap, the first file with a valid pixel
+    wins (per band for one-file-per-band inputs, jointly for multi-band files). ``nodata``
+    None means: use each file's own nodata value (if any).
+    """
+
+    label: str
+    band_names: tuple[str, ...]
+    files: tuple[BandSource, ...]
+    nodata: float | None = None
+    mask_files: tuple[str, ...] = ()
+    resampling: str = "bilinear"
+
+
+# --------------------------------------------------------------------------- building sources
+def epoch_source(imagery: ImageryConfig, label: str) -> EpochSource:
+    """The :class:`EpochSource` of epoch ``label`` from the ``imagery`` config section.
+
+    Raises
+    ------
+    ConfigError
+        If ``label`` is not a configured epoch.
+    InputDataError
+        If the epoch's globs match no file, or a band pattern matches none of its files.
+    """
+    if label not in imagery.epochs:
+        raise ConfigError(
+            f"epoch {label!r} is not in 'imagery.epochs' (configured: {', '.join(imagery.epochs)})"
+        )
+    paths = [str(p) for p in imagery.files(label)]
+    if not paths:
+        raise InputDataError(
+            f"epoch {label!r}: the globs {list(imagery.epochs[label])} match no file "
+            f"(relative to {imagery.base_dir}); expected GeoTIFF/COG files"
+        )
+    names = tuple(imagery.band_names)
+    files: list[BandSource] = []
+    if imagery.bands is not None:
+        positions = tuple(range(len(names)))
+        indexes = tuple(int(imagery.bands[n]) for n in names)
+        files = [BandSource(p, positions, indexes) for p in paths]
+    else:
+        assert imagery.band_files is not None
+        for pos, name in enumerate(names):
+            pattern = imagery.band_files[name]
+            matched = [p for p in paths if _matches(p, pattern)]
+            if not matched:
+                raise InputDataError(
+                    f"epoch {label!r}: band {name!r} pattern {pattern!r} matches none of the "
+                    f"epoch's {len(paths)} files (e.g. {Path(paths[0]).name}); fix "
+                    f"'imagery.band_files.{name}' or the epoch globs"
+                )
+            files.extend(BandSource(p, (pos,), (1,)) for p in matched)
+        files.sort(key=lambda b: (b.path, b.positions))
+    return EpochSource(
+        label=label,
+        band_names=names,
+        files=tuple(files),
+        nodata=imagery.nodata,
+        mask_files=tuple(str(p) for p in imagery.mask_files(label)),
+        resampling=imagery.resampling,
+    )
+
+
+def check_bands(band_names: Sequence[str], needed: Iterable[str], purpose: str) -> None:
+    """Raise :class:`ConfigError` unless every band in ``needed`` is configured."""
+    missing = [b for b in needed if b not in band_names]
+    if missing:
+        raise ConfigError(
+            f"{purpose} needs the band(s) {', '.join(missing)}, which are not configured "
+            f"(configured: {', '.join(band_names) or 'none'}); add them to 'imagery.bands' "
+            "or 'imagery.band_files'"
+        )
+
+
+def epoch_footprint(source: EpochSource) -> Footprint:
+    """Bounding box of all files of ``source``, in the CRS of its first file."""
+    paths = sorted({b.path for b in source.files})
+    crs = _open(paths[0]).crs
+    boxes = [transform_bounds(_open(p).crs, crs, *_open(p).bounds) for p in paths]
+    bounds = (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
+    return Footprint(crs.to_wkt(), bounds)
+
+
+# --------------------------------------------------------------------------- reading
+def read_block(
+    source: EpochSource, grid: TargetGrid, window: Window, halo: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``window`` (grown by ``halo`` px) of the epoch onto the target grid.
+
+    Returns
+    -------
+    data : ndarray, float32, shape (nbands, h, w)
+        Raw values (the files' scale) in the order of ``source.band_names``; 0 where invalid.
+    valid : ndarray, bool, shape (h, w)
+        True where every band has data, no mask file says 0, and the pixel is on the grid.
+
+    Raises
+    ------
+    InputDataError
+        A file cannot be opened or decoded (the message names it).
+
+    Notes
+    -----
+    Pixels of the halo outside the grid are always invalid, so a block at the grid edge
+    sees the same neighbourhood as it would in a whole-image computation padded with
+    invalid pixels. Mask files: non-zero = usable, 0 = cloud/invalid; pixels no mask file
+    covers are treated as usable.
+    """
+    win = expand(window, halo)
+    h, w = int(win.height), int(win.width)
+    nb = len(source.band_names)
+    data = np.zeros((nb, h, w), dtype=np.float32)
+    filled = np.zeros((nb, h, w), dtype=bool)
+    resampling = Resampling[source.resampling]
+    for band_source in source.files:
+        if not _overlaps(band_source.path, grid, win):
+            continue
+        arr, ok = _read_file(
+            band_source.path, grid, win, band_source.indexes, source.nodata, resampling
+        )
+        for j, pos in enumerate(band_source.positions):
+            take = ok & ~filled[pos]
+            data[pos][take] = arr[j][take]
+            filled[pos] |= take
+    valid = filled.all(axis=0)
+    if source.mask_files:
+        valid &= _read_masks(source.mask_files, grid, win)
+    valid &= _on_grid(grid, win)
+    data[:, ~valid] = 0.0
+    return data, valid
+
+
+def _read_masks(paths: Sequence[str], grid: TargetGrid, win: Window) -> np.ndarray:
+    usable = np.ones((int(win.height), int(win.width)), dtype=bool)
+    covered = np.zeros_like(usable)
+    for path in paths:
+        if not _overlaps(path, grid, win):
+            continue
+        arr, ok = _read_file(path, grid, win, (1,), None, Resampling.nearest, coverage_only=True)
+        take = ok & ~covered
+        usable[take] = arr[0][take] != 0
+        covered |= take
+    return usable
+
+
+def _on_grid(grid: TargetGrid, win: Window) -> np.ndarray:
+    rows = np.arange(int(win.row_off), int(win.row_off) + int(win.height))
+    cols = np.arange(int(win.col_off), int(win.col_off) + int(win.width))
+    return ((rows >= 0) & (rows < grid.height))[:, None] & ((cols >= 0) & (cols < grid.width))[
+        None, :
+    ]
+
+
+def _read_file(
+    path: str,
+    grid: TargetGrid,
+    win: Window,
+    indexes: tuple[int, ...],
+    nodata: float | None,
+    resampling: Resampling,
+    coverage_only: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Values (k, h, w) float32 and a validity mask (h, w) of one file on ``win``.
+
+    With ``coverage_only`` the mask says only where the file has pixels (nodata ignored).
+    """
+    ds = _open(path)
+    if nodata is None and not coverage_only:
+        nodata = ds.nodata
+    try:
+        offsets = _grid_offsets(ds, grid)
+        if offsets is not None:
+            return _read_aligned(ds, win, offsets, indexes, None if coverage_only else nodata)
+        return _read_warped(ds, grid, win, indexes, None if coverage_only else nodata, resampling)
+    except RasterioError as exc:
+        raise InputDataError(
+            f"{path}: reading failed ({exc}); the file is damaged or not a readable raster — "
+            "re-download or remove it"
+        ) from exc
+
+
+def _grid_offsets(ds, grid: TargetGrid) -> tuple[int, int] | None:
+    """(col, row) of the grid origin in file pixels if the file is on the grid, else None."""
+    t, g = ds.transform, grid.transform
+    if ds.crs is None or ds.crs != grid.rio_crs:
+        return None
+    if t.b != 0 or t.d != 0 or not np.isclose(t.a, g.a) or not np.isclose(t.e, g.e):
+        return None
+    col = (g.c - t.c) / t.a
+    row = (g.f - t.f) / t.e
+    if abs(col - round(col)) > ALIGN_EPS_PX or abs(row - round(row)) > ALIGN_EPS_PX:
+        return None
+    return round(col), round(row)
+
+
+def _read_aligned(ds, win, offsets, indexes, nodata):
+    """Direct windowed read: the part of ``win`` inside the file, placed into the output."""
+    h, w = int(win.height), int(win.width)
+    arr = np.zeros((len(indexes), h, w), dtype=np.float32)
+    ok = np.zeros((h, w), dtype=bool)
+    c0 = int(win.col_off) + offsets[0]
+    r0 = int(win.row_off) + offsets[1]
+    cs, ce = max(c0, 0), min(c0 + w, ds.width)
+    rs, re_ = max(r0, 0), min(r0 + h, ds.height)
+    if cs >= ce or rs >= re_:
+        return arr, ok
+    part = ds.read(list(indexes), window=Window(cs, rs, ce - cs, re_ - rs)).astype(np.float32)
+    sl = (slice(rs - r0, re_ - r0), slice(cs - c0, ce - c0))
+    arr[:, sl[0], sl[1]] = part
+    ok[sl] = _not_nodata(part, nodata)
+    return arr, ok
+
+
+def _read_warped(ds, grid, win, indexes, nodata, resampling):
+    """Read through a WarpedVRT whose output grid is exactly ``win`` of the target grid."""
+    kwargs = {
+        "crs": grid.rio_crs,
+        "transform": grid.window_transform(win),
+        "width": int(win.width),
+        "height": int(win.height),
+        "resampling": resampling,
+        "tolerance": WARP_TOLERANCE_PX,
+    }
+    if nodata is not None:
+        kwargs.update(src_nodata=nodata, nodata=nodata)
+    else:
+        kwargs.update(add_alpha=True)  # alpha band = where the source had pixels
+    with WarpedVRT(ds, **kwargs) as vrt:
+        arr = vrt.read(list(indexes)).astype(np.float32)
+        ok = _not_nodata(arr, nodata) if nodata is not None else vrt.read(vrt.count) > 0
+    return arr, ok
+
+
+def _not_nodata(arr: np.ndarray, nodata: float | None) -> np.ndarray:
+    if nodata is None:
+        return np.ones(arr.shape[1:], dtype=bool)
+    if np.isnan(nodata):
+        return ~np.isnan(arr).any(axis=0)
+    return (arr != np.float32(nodata)).all(axis=0)
+
+
+# --------------------------------------------------------------------------- datasets
+_DATASETS: dict[str, object] = {}
+_BOUNDS: dict[tuple[str, str], tuple[float, float, float, float]] = {}
+_PID: int | None = None
+
+
+def _open(path: str):
+    """A dataset opened once per process (datasets do not survive pickling or fork)."""
+    global _PID
+    if os.getpid() != _PID:
+        _DATASETS.clear()
+        _BOUNDS.clear()
+        _PID = os.getpid()
+        os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise InputDataError(f"{path}: cannot be read ({exc}); check the epoch's globs") from exc
+    # keyed by size and mtime too: a file replaced between runs in one process is reopened
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    ds = _DATASETS.get(key)
+    if ds is None:
+        for k in [k for k in _DATASETS if k.startswith(f"{path}|")]:
+            _DATASETS.pop(k).close()
+        for k in [k for k in _BOUNDS if k[0] == path]:
+            del _BOUNDS[k]
+        try:
+            ds = rasterio.open(path)
+        except RasterioError as exc:
+            raise InputDataError(
+                f"{path}: cannot be opened as a raster ({exc}); expected a GeoTIFF/COG — "
+                "check the file or remove it from the epoch's globs"
+            ) from exc
+        if ds.crs is None:
+            raise InputDataError(
+                f"{path}: has no CRS; expected a georeferenced GeoTIFF (assign one with "
+                "gdal_edit.py -a_srs)"
+            )
+        _DATASETS[key] = ds
+    return ds
+
+
+def _overlaps(path: str, grid: TargetGrid, win: Window) -> bool:
+    """Whether the file's footprint (in the grid CRS) meets ``win``."""
+    key = (path, grid.crs)
+    b = _BOUNDS.get(key)
+    if b is None:
+        ds = _open(path)
+        b = transform_bounds(ds.crs, grid.rio_crs, *ds.bounds)
+        _BOUNDS[key] = b
+    t = grid.window_transform(win)
+    wx0, wy1 = t.c, t.f
+    wx1 = wx0 + t.a * int(win.width)
+    wy0 = wy1 + t.e * int(win.height)
+    return b[0] < wx1 and b[2] > wx0 and b[1] < wy1 and b[3] > wy0
+
+
+def _matches(path: str, pattern: str) -> bool:
+    target = path if ("/" in pattern or os.sep in pattern) else Path(path).name
+    return fnmatch.fnmatch(target, pattern)
+
+
+__all__ = [
+    "BandSource",
+    "EpochSource",
+    "check_bands",
+    "epoch_footprint",
+    "epoch_source",
+    "read_block",
+]

@@ -1,0 +1,434 @@
+"""The patch registry ``registry.gpkg``: the system of record (DESIGN §3).
+
+One GeoPackage with four layers, all opened by QGIS:
+
+- ``patches`` (spatial, MultiPolygon): one row per patch, its current state;
+- ``events`` (attribute table): append-only history;
+- ``runs`` (attribute table): one row per run;
+- ``imports`` (attribute table): fingerprints of applied field-return files.
+
+In memory the registry is a frozen :class:`RegistryState`. Pure modules (``register``,
+``field``, ``rates``) take a state and return a new one; only :func:`load_registry` and
+:func:`save_registry` touch the file.
+
+Column types
+------------
+``patches``
+    text (pandas ``str``; codes and ids keep their leading zeros): ``patch_id``,
+    ``epoch_from``, ``epoch_to``, ``approval_refs``, ``legal_hint``, ``township_code``,
+    ``township_name``, ``village_code``, ``village_name``, ``village_shares`` (JSON text),
+    ``change_type``, ``verdict``, ``verdict_subtype``, ``rect_method``, ``first_seen`` and
+    ``last_seen`` (epoch labels such as ``"2017"``), ``checked_on`` (ISO date),
+    ``inspector``, ``note``, ``updated_at`` (ISO-8601 UTC). Missing text is NaN (NULL on
+    disk).
+
+    float64: ``area_m2``, ``area_mu``, ``farmland_m2``, ``basic_farmland_m2``,
+    ``approved_m2``, ``approved_share``, ``village_share``, ``score``, ``remaining_m2``
+    (NaN until the patch is judged illegal).
+``events``
+    ``event_id`` int64 (strictly increasing); the other columns text.
+``runs``
+    all text (times ISO-8601 UTC; ``*_json`` columns are JSON text).
+``imports``
+    ``n_rows`` int64; ``fingerprint`` (sha256 hex), ``file``, ``applied_at``, ``run_id`` text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import pyproj
+import shapely
+
+from pipeline.atomic import atomic_path
+from pipeline.errors import RegistryError
+from pipeline.schema import (
+    EVENT_COLUMNS,
+    EVENTS_TABLE,
+    PATCH_COLUMNS,
+    PATCHES_LAYER,
+    RUN_COLUMNS,
+    RUNS_TABLE,
+    E,
+    P,
+)
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- local constants
+# TODO(schema): move IMPORTS_TABLE / IMPORT_COLUMNS / I to schema.py
+IMPORTS_TABLE = "imports"
+
+
+class I:  # noqa: E742 - mirrors schema.P / E / R
+    """Column names of the ``imports`` table (applied field-return files)."""
+
+    FINGERPRINT = "fingerprint"
+    FILE = "file"
+    APPLIED_AT = "applied_at"
+    N_ROWS = "n_rows"
+    RUN_ID = "run_id"
+
+
+IMPORT_COLUMNS = (I.FINGERPRINT, I.FILE, I.APPLIED_AT, I.N_ROWS, I.RUN_ID)
+
+PATCH_FLOAT_COLUMNS = frozenset(
+    {
+        P.AREA_M2,
+        P.AREA_MU,
+        P.FARMLAND_M2,
+        P.BASIC_FARMLAND_M2,
+        P.APPROVED_M2,
+        P.APPROVED_SHARE,
+        P.VILLAGE_SHARE,
+        P.SCORE,
+        P.REMAINING_M2,
+    }
+)
+"""``patches`` columns stored as float64; every other attribute column is text."""
+
+_INT_COLUMNS = {EVENTS_TABLE: frozenset({E.EVENT_ID}), IMPORTS_TABLE: frozenset({I.N_ROWS})}
+_TABLE_COLUMNS = {
+    EVENTS_TABLE: EVENT_COLUMNS,
+    RUNS_TABLE: RUN_COLUMNS,
+    IMPORTS_TABLE: IMPORT_COLUMNS,
+}
+_TEXT = "str"  # pandas' string dtype (NaN for missing)
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistryState:
+    """The whole registry in memory. Never mutated: operations return a new state.
+
+    Attributes
+    ----------
+    patches : geopandas.GeoDataFrame
+        Exactly :data:`~pipeline.schema.PATCH_COLUMNS` plus ``geometry``, in the target CRS.
+    events : pandas.DataFrame
+        :data:`~pipeline.schema.EVENT_COLUMNS`, append-only, ordered by ``event_id``.
+    runs : pandas.DataFrame
+        :data:`~pipeline.schema.RUN_COLUMNS`.
+    imports : pandas.DataFrame
+        :data:`IMPORT_COLUMNS`: one row per applied field-return file.
+
+    Notes
+    -----
+    Build states with :func:`empty_state`, :func:`load_registry` or ``dataclasses.replace``
+    on an existing one, passing frames through :func:`normalise_patches` /
+    :func:`normalise_table` so that column order and dtypes stay canonical.
+    """
+
+    patches: gpd.GeoDataFrame
+    events: pd.DataFrame
+    runs: pd.DataFrame
+    imports: pd.DataFrame
+
+    @property
+    def crs(self) -> pyproj.CRS | None:
+        return self.patches.crs
+
+
+def empty_state(crs: Any) -> RegistryState:
+    """A registry with no patches, events, runs or imports, in ``crs``."""
+    patches = gpd.GeoDataFrame(
+        {c: pd.Series([], dtype=_patch_dtype(c)) for c in PATCH_COLUMNS},
+        geometry=gpd.GeoSeries([], crs=crs),
+    )
+    return RegistryState(
+        patches=patches,
+        events=normalise_table(EVENTS_TABLE, pd.DataFrame()),
+        runs=normalise_table(RUNS_TABLE, pd.DataFrame()),
+        imports=normalise_table(IMPORTS_TABLE, pd.DataFrame()),
+    )
+
+
+def load_registry(path: str | os.PathLike[str], crs: Any) -> RegistryState:
+    """Read ``registry.gpkg``; an empty state when the file does not exist.
+
+    Parameters
+    ----------
+    path : path-like
+        The registry GeoPackage.
+    crs : anything pyproj accepts
+        The target CRS. Patches stored in another CRS are reprojected (with a warning).
+
+    Raises
+    ------
+    RegistryError
+        The file exists but is not a GeoPackage, or lacks a layer or a column.
+
+    Notes
+    -----
+    Dtypes are restored as documented in this module: text columns come back as text even
+    when every value looks like a number (codes keep leading zeros). Single-part
+    MultiPolygons (the file stores every patch as a MultiPolygon) come back as Polygons.
+    """
+    path = Path(path)
+    if not path.exists():
+        log.info("registry %s does not exist yet; starting empty", path)
+        return empty_state(crs)
+    try:
+        layers = {str(name) for name, _ in pyogrio.list_layers(path)}
+    except Exception as exc:  # pyogrio raises its own DataSourceError hierarchy
+        raise RegistryError(
+            f"{path} cannot be opened as a GeoPackage ({exc}); restore it from a backup or "
+            "move it away to start a new registry"
+        ) from exc
+    wanted = (PATCHES_LAYER, EVENTS_TABLE, RUNS_TABLE, IMPORTS_TABLE)
+    missing = [name for name in wanted if name not in layers]
+    if missing:
+        raise RegistryError(
+            f"{path} lacks layer(s) {', '.join(missing)} (found: {', '.join(sorted(layers))}); "
+            f"a registry has layers {', '.join(wanted)}. Is this really a landwatch registry?"
+        )
+    patches = pyogrio.read_dataframe(path, layer=PATCHES_LAYER)
+    _check_columns(path, PATCHES_LAYER, patches.columns, PATCH_COLUMNS)
+    if patches.crs is None:
+        patches = patches.set_crs(crs)
+    elif not pyproj.CRS(patches.crs).equals(pyproj.CRS(crs)):
+        log.warning("registry patches are in %s; reprojecting to %s", patches.crs, crs)
+        patches = patches.to_crs(crs)
+    patches = patches.set_geometry(_demote_single_multi(patches.geometry.to_numpy()), crs=crs)
+    tables = {}
+    for name in (EVENTS_TABLE, RUNS_TABLE, IMPORTS_TABLE):
+        frame = pyogrio.read_dataframe(path, layer=name, read_geometry=False)
+        _check_columns(path, name, frame.columns, _TABLE_COLUMNS[name])
+        tables[name] = normalise_table(name, frame)
+    return RegistryState(
+        patches=normalise_patches(patches),
+        events=tables[EVENTS_TABLE],
+        runs=tables[RUNS_TABLE],
+        imports=tables[IMPORTS_TABLE],
+    )
+
+
+def save_registry(path: str | os.PathLike[str], state: RegistryState) -> None:
+    """Write every layer of ``state`` to ``path`` atomically.
+
+    The whole GeoPackage is written to a temporary sibling which replaces ``path`` only
+    when all four layers were written, so a crash never leaves a half-written registry.
+
+    Raises
+    ------
+    RegistryError
+        ``state`` is malformed (missing columns, duplicate patch ids, non-increasing event ids), or
+        its events are not an extension of the events already on disk (the events table is
+        append-only: the first N rows must be the N rows in the file).
+
+    Notes
+    -----
+    Frames are brought to their canonical column order and dtypes first (extra patch
+    columns are dropped with a warning), so callers may append rows built by hand.
+    Patches are stored as MultiPolygons (one geometry type per layer, as QGIS expects).
+    Events, runs and imports are GeoPackage attribute tables (no geometry column).
+    """
+    path = Path(path)
+    state = _normalised(state)
+    check_state(state)
+    if path.exists():
+        _check_append_only(path, state.events)
+    patches = state.patches
+    with atomic_path(path) as tmp:
+        pyogrio.write_dataframe(
+            patches,
+            tmp,
+            layer=PATCHES_LAYER,
+            driver="GPKG",
+            geometry_type="MultiPolygon",
+            promote_to_multi=True,
+        )
+        for name, frame in (
+            (EVENTS_TABLE, state.events),
+            (RUNS_TABLE, state.runs),
+            (IMPORTS_TABLE, state.imports),
+        ):
+            pyogrio.write_dataframe(frame, tmp, layer=name, driver="GPKG")
+    log.info(
+        "registry %s written: %d patches, %d events, %d runs, %d imports",
+        path,
+        len(state.patches),
+        len(state.events),
+        len(state.runs),
+        len(state.imports),
+    )
+
+
+# --------------------------------------------------------------------------- normalisation
+def normalise_patches(patches: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """A copy of ``patches`` with exactly the registry columns, in order, with their dtypes.
+
+    Raises
+    ------
+    RegistryError
+        A column of :data:`~pipeline.schema.PATCH_COLUMNS` is missing.
+
+    Notes
+    -----
+    Extra columns are dropped. Numbers in text columns become text (``1.0`` never
+    appears for an integral code: integral floats are written without the decimal part).
+    """
+    missing = [c for c in PATCH_COLUMNS if c not in patches.columns]
+    if missing:
+        raise RegistryError(f"patches lack column(s) {', '.join(missing)}")
+    data = {c: _as_dtype(patches[c], _patch_dtype(c)) for c in PATCH_COLUMNS}
+    out = gpd.GeoDataFrame(
+        data, geometry=gpd.GeoSeries(patches.geometry.to_numpy(), crs=patches.crs)
+    )
+    return out.reset_index(drop=True)
+
+
+def normalise_table(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of table ``name`` (events/runs/imports) with its columns, in order, typed.
+
+    Missing columns are added empty; extra columns are dropped.
+    """
+    columns = _TABLE_COLUMNS[name]
+    ints = _INT_COLUMNS.get(name, frozenset())
+    data = {}
+    for c in columns:
+        series = frame[c] if c in frame.columns else pd.Series([np.nan] * len(frame))
+        data[c] = _as_dtype(series, "int64" if c in ints else _TEXT)
+    return pd.DataFrame(data, columns=list(columns)).reset_index(drop=True)
+
+
+def check_state(state: RegistryState) -> None:
+    """Raise :class:`RegistryError` when ``state`` breaks a registry invariant."""
+    cols = [c for c in state.patches.columns if c != state.patches.geometry.name]
+    if tuple(cols) != PATCH_COLUMNS:
+        raise RegistryError(
+            f"patches columns are {cols}; expected exactly {list(PATCH_COLUMNS)} "
+            "(pass the frame through registry.normalise_patches)"
+        )
+    ids = state.patches[P.PATCH_ID]
+    if ids.isna().any():
+        raise RegistryError("patches have an empty patch_id")
+    dup = ids[ids.duplicated()].unique().tolist()
+    if dup:
+        raise RegistryError(f"duplicate patch_id(s) in the registry: {', '.join(dup[:10])}")
+    event_ids = state.events[E.EVENT_ID].to_numpy()
+    if len(event_ids) > 1 and not np.all(np.diff(event_ids) > 0):
+        raise RegistryError("event_id must be strictly increasing in the events table")
+    for name, frame in (
+        (EVENTS_TABLE, state.events),
+        (RUNS_TABLE, state.runs),
+        (IMPORTS_TABLE, state.imports),
+    ):
+        if tuple(frame.columns) != _TABLE_COLUMNS[name]:
+            raise RegistryError(
+                f"{name} columns are {list(frame.columns)}; expected {list(_TABLE_COLUMNS[name])}"
+            )
+
+
+def next_event_id(events: pd.DataFrame) -> int:
+    """The id for the next event appended to ``events`` (1 for an empty table)."""
+    return int(events[E.EVENT_ID].max()) + 1 if len(events) else 1
+
+
+def to_json(values: dict[str, Any]) -> str:
+    """Event values as JSON text: Chinese kept readable, NaN as null, keys sorted."""
+    return json.dumps({k: _plain(v) for k, v in values.items()}, ensure_ascii=False, sort_keys=True)
+
+
+def _plain(value: Any) -> Any:
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+# --------------------------------------------------------------------------- internals
+def _normalised(state: RegistryState) -> RegistryState:
+    geometry_name = state.patches.geometry.name
+    extra = [c for c in state.patches.columns if c not in PATCH_COLUMNS and c != geometry_name]
+    if extra:
+        log.warning("patches columns %s are not registry columns; not saved", extra)
+    for name, frame in (
+        (EVENTS_TABLE, state.events),
+        (RUNS_TABLE, state.runs),
+        (IMPORTS_TABLE, state.imports),
+    ):
+        _check_columns(None, name, frame.columns, _TABLE_COLUMNS[name])
+    return RegistryState(
+        patches=normalise_patches(state.patches),
+        events=normalise_table(EVENTS_TABLE, state.events),
+        runs=normalise_table(RUNS_TABLE, state.runs),
+        imports=normalise_table(IMPORTS_TABLE, state.imports),
+    )
+
+
+def _patch_dtype(column: str) -> str:
+    return "float64" if column in PATCH_FLOAT_COLUMNS else _TEXT
+
+
+def _as_dtype(series: pd.Series, dtype: str) -> pd.Series:
+    values = series.reset_index(drop=True)
+    if dtype == _TEXT:
+        return pd.Series([_to_text(v) for v in values], dtype=_TEXT)
+    if dtype == "int64":
+        return pd.to_numeric(values, errors="raise").astype("int64")
+    return pd.to_numeric(values, errors="coerce").astype("float64")
+
+
+def _to_text(value: Any) -> Any:
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return np.nan
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _demote_single_multi(geoms: np.ndarray) -> np.ndarray:
+    """Single-part MultiPolygons back to Polygons (they were promoted on write)."""
+    geoms = np.asarray(geoms, dtype=object)
+    single = (shapely.get_type_id(geoms) == shapely.GeometryType.MULTIPOLYGON) & (
+        shapely.get_num_geometries(geoms) == 1
+    )
+    out = geoms.copy()
+    out[single] = shapely.get_geometry(geoms[single], 0)
+    return out
+
+
+def _check_columns(path: Path | None, layer: str, found, expected) -> None:
+    missing = [c for c in expected if c not in set(found)]
+    if not missing:
+        return
+    if path is None:
+        raise RegistryError(
+            f"the state's {layer} table lacks column(s) {', '.join(missing)}; expected "
+            f"{', '.join(expected)} (build rows with every column of the table)"
+        )
+    raise RegistryError(
+        f"{path}: layer '{layer}' lacks column(s) {', '.join(missing)}; expected "
+        f"{', '.join(expected)}. The registry was edited by hand or written by another tool."
+    )
+
+
+def _check_append_only(path: Path, events: pd.DataFrame) -> None:
+    try:
+        on_disk = pyogrio.read_dataframe(path, layer=EVENTS_TABLE, read_geometry=False)
+    except Exception as exc:  # a broken file is about to be replaced; say so
+        log.warning("cannot read events of %s before overwriting it: %s", path, exc)
+        return
+    on_disk = normalise_table(EVENTS_TABLE, on_disk)
+    n = len(on_disk)
+    if len(events) < n or not on_disk.equals(events.iloc[:n].reset_index(drop=True)):
+        raise RegistryError(
+            f"refusing to save {path}: the events table is append-only, but the new state's "
+            f"first {n} event(s) differ from the {n} on disk (new state has {len(events)}). "
+            "Reload the registry and apply the change again."
+        )

@@ -1,0 +1,182 @@
+"""Pure detection: sampling, global statistics, scores, thresholds, clean-up, change type."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline import detect
+from pipeline.change_type import classify_change
+from pipeline.errors import ConfigError
+from pipeline.schema import ChangeType
+from tests.rasters import ROOF, SOIL, VEGETATION, scene
+
+BANDS = ("blue", "green", "red", "nir")
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    offset=st.integers(0, 50),
+    length=st.integers(1, 80),
+    step=st.integers(1, 7),
+    cut=st.integers(1, 79),
+)
+def test_sampling_uses_global_indices_whatever_the_split(offset, length, step, cut):
+    # the sampled global rows of two halves of a range == those of the whole range
+    cut = min(cut, length)
+    whole = np.arange(offset, offset + length)[detect.sample_slices(offset, 0, length, 1, step)[0]]
+    parts = []
+    for start, n in ((offset, cut), (offset + cut, length - cut)):
+        parts.extend(np.arange(start, start + n)[detect.sample_slices(start, 0, n, 1, step)[0]])
+    assert list(whole) == parts
+    assert all(r % step == 0 for r in parts)
+
+
+def test_moments_are_exact_and_additive_for_integer_data():
+    rng = np.random.default_rng(0)
+    v = rng.integers(0, 10000, size=(3, 1000)).astype(np.float32)
+    total = detect.Moments.of(v[:, :300]) + detect.Moments.of(v[:, 300:])
+    assert total == detect.Moments.of(v)
+    mean, std = total.mean_std()
+    np.testing.assert_allclose(mean, v.astype(np.float64).mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(std, v.astype(np.float64).std(axis=1), rtol=1e-9)
+
+
+def test_cva_score_is_the_change_vector_magnitude_and_zero_where_invalid():
+    a = np.zeros((2, 1, 3), np.float32)
+    b = np.array([[[3, 0, 3]], [[4, 1, 4]]], np.float32)
+    valid = np.array([[True, True, False]])
+    norm = detect.normalisation(detect.Moments(), detect.Moments(), "none", 2)
+    score = detect.change_score(a, b, valid, norm, "cva", ("red", "nir"))
+    np.testing.assert_allclose(score, [[5.0, 1.0, 0.0]])
+
+
+def test_index_method_needs_red_and_nir():
+    norm = detect.normalisation(detect.Moments(), detect.Moments(), "none", 2)
+    a = np.ones((2, 2, 2), np.float32)
+    with pytest.raises(ConfigError, match="nir"):
+        detect.change_score(a, a, np.ones((2, 2), bool), norm, "index", ("blue", "red"))
+
+
+def test_unimplemented_method_is_a_config_error():
+    norm = detect.normalisation(detect.Moments(), detect.Moments(), "none", 1)
+    a = np.ones((1, 2, 2), np.float32)
+    with pytest.raises(ConfigError, match="irmad"):
+        detect.change_score(a, a, np.ones((2, 2), bool), norm, "irmad", ("red",))
+
+
+def test_thresholds():
+    rng = np.random.default_rng(1)
+    scores = np.concatenate([rng.normal(1, 0.3, 5000), rng.normal(8, 0.5, 500)])
+    assert 2 < detect.threshold(scores, "otsu") < 7
+    assert detect.threshold(scores, "fixed", 3.5) == 3.5
+    # chi2 on pure no-change noise of 4 bands: ~1 % of pixels above the 0.99 cut
+    noise = np.sqrt((rng.normal(0, 0.7, (4, 20000)) ** 2).sum(axis=0))
+    cut = detect.threshold(noise, "chi2", 0.99, nbands=4)
+    assert 0.005 < (noise > cut).mean() < 0.02
+
+
+def _pipeline(a, b, valid, step=1):
+    """Whole-image detection with the pure functions (zscore CVA, Otsu, 1 px clean-up)."""
+    w = valid.shape[1]
+    chunk = detect.sample_block(a, b, valid, 0, 0, step, 1, w)
+    ma, mb, va, vb = detect.combine_samples([chunk])
+    norm = detect.normalisation(ma, mb, "zscore", 4)
+    s = detect.change_score(
+        va[:, :, None], vb[:, :, None], np.ones((va.shape[1], 1), bool), norm, "cva", BANDS
+    )
+    cut = detect.threshold(s.ravel(), "otsu")
+    score = detect.change_score(a, b, valid, norm, "cva", BANDS)
+    return detect.clean_mask(detect.change_mask(score, valid, cut), valid, 1, 1)
+
+
+def test_synthetic_pair_recovers_changed_squares_and_never_flags_invalid_pixels():
+    squares = [(10, 10, 12), (40, 50, 20)]
+    a = scene((80, 90), seed=1).astype(np.float32)
+    b = scene((80, 90), squares, seed=2).astype(np.float32)
+    valid = np.ones((80, 90), bool)
+    valid[45:50, 55:65] = False  # cloud inside a changed square
+    mask = _pipeline(a, b, valid, step=2)
+    truth = np.zeros_like(valid)
+    for r, c, s in squares:
+        truth[r : r + s, c : c + s] = True
+    assert not mask[~valid].any()
+    assert not (mask & ~truth).any()  # no false alarm in the noisy vegetation
+    # opening with a radius-1 disk chips the corners of each square (and of the cloud hole)
+    missed = truth & valid & ~mask
+    assert missed.sum() <= 4 * len(squares) + 8
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    open_px=st.integers(0, 2),
+    close_px=st.integers(0, 2),
+    bh=st.integers(5, 40),
+    bw=st.integers(5, 40),
+)
+def test_clean_up_on_block_plus_halo_equals_whole_image(seed, open_px, close_px, bh, bw):
+    # the halo from cleaning_halo makes blockwise clean-up identical to the whole image
+    rng = np.random.default_rng(seed)
+    h, w = 50, 60
+    mask = rng.random((h, w)) < 0.45
+    valid = rng.random((h, w)) > 0.05
+    halo = detect.cleaning_halo(open_px, close_px)
+    pad = lambda x: np.pad(x, halo + 1)  # noqa: E731 - outside the image = no change
+    whole = detect.clean_mask(pad(mask), pad(valid), open_px, close_px)[
+        halo + 1 : halo + 1 + h, halo + 1 : halo + 1 + w
+    ]
+    out = np.zeros_like(mask)
+    pm, pv = pad(mask), pad(valid)
+    for r in range(0, h, bh):
+        for c in range(0, w, bw):
+            rr, cc = r + 1, c + 1  # +1: position in the padded array minus the halo
+            sub = (
+                slice(rr, rr + min(bh, h - r) + 2 * halo),
+                slice(cc, cc + min(bw, w - c) + 2 * halo),
+            )
+            res = detect.clean_mask(pm[sub], pv[sub], open_px, close_px)
+            out[r : r + bh, c : c + bw] = res[
+                halo : halo + min(bh, h - r), halo : halo + min(bw, w - c)
+            ]
+    np.testing.assert_array_equal(out, whole)
+
+
+# --------------------------------------------------------------------------- change type
+def _classify(before, after, scene_before=VEGETATION, scene_after=VEGETATION):
+    f = {b: np.array([v], float) for b, v in zip(BANDS, before)}
+    t = {b: np.array([v], float) for b, v in zip(BANDS, after)}
+    return classify_change(f, t, dict(zip(BANDS, scene_before)), dict(zip(BANDS, scene_after)))[0]
+
+
+def test_roof_is_construction():
+    assert _classify(VEGETATION, ROOF) == ChangeType.CONSTRUCTION
+
+
+def test_blue_steel_roof_is_construction():
+    assert _classify(VEGETATION, (2600, 2200, 1500, 1700)) == ChangeType.CONSTRUCTION
+
+
+def test_fill_soil_is_bare():
+    assert _classify(VEGETATION, SOIL) == ChangeType.EARTHWORKS
+
+
+def test_vegetation_growth_is_other():
+    assert _classify(SOIL, VEGETATION) == ChangeType.OTHER
+
+
+def test_change_type_is_scale_free():
+    # the same spectra as float reflectance (÷ 10000) give the same answers
+    s = 1e-4
+    scaled = lambda x: tuple(v * s for v in x)  # noqa: E731
+    assert _classify(scaled(VEGETATION), scaled(ROOF), scaled(VEGETATION), scaled(VEGETATION)) == (
+        ChangeType.CONSTRUCTION
+    )
+
+
+def test_change_type_without_all_bands_is_other():
+    f = {"red": np.array([500.0]), "nir": np.array([3000.0])}
+    t = {"red": np.array([2400.0]), "nir": np.array([2600.0])}
+    assert classify_change(f, t, {"red": 1.0}, {"red": 1.0})[0] == ChangeType.OTHER

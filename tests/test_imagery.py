@@ -1,0 +1,154 @@
+"""Reading epochs onto the target grid: mosaics, one file per band, reprojection, nodata, masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from affine import Affine
+from pyproj import Transformer
+from rasterio.windows import Window
+
+from pipeline.errors import ConfigError, InputDataError
+from pipeline.grid import Footprint, target_grid
+from pipeline.imagery import check_bands, epoch_footprint, epoch_source, read_block
+from tests.rasters import UTM, X0, Y0, grid_transform, make_config, scene, write_tif
+
+
+def _grid(cfg, *labels):
+    fps = [epoch_footprint(epoch_source(cfg.imagery, lb)) for lb in labels]
+    return target_grid(cfg.area, fps)
+
+
+def test_multiband_mosaic_of_tiles_equals_the_whole(tmp_path):
+    # one 4-band 100x120 image cut into 4 tiled files; read back as one epoch
+    whole = scene((100, 120), [(40, 50, 20)], seed=3)
+    for i, (r, c) in enumerate([(0, 0), (0, 60), (50, 0), (50, 60)]):
+        write_tif(
+            tmp_path / f"e/t{i}.tif",
+            whole[:, r : r + 50, c : c + 60],
+            grid_transform(x0=X0 + 2 * c, y0=Y0 - 2 * r),
+            blocksize=16,
+        )
+    cfg = make_config(tmp_path, {"a": ["e/*.tif"], "b": ["e/*.tif"]})
+    grid = _grid(cfg, "a", "b")
+    assert (grid.width, grid.height) == (120, 100)
+    data, valid = read_block(epoch_source(cfg.imagery, "a"), grid, Window(0, 0, 120, 100))
+    assert valid.all()
+    np.testing.assert_array_equal(data, whole.astype(np.float32))
+    # a block with a halo: outside the grid is invalid, inside matches
+    data, valid = read_block(epoch_source(cfg.imagery, "a"), grid, Window(0, 40, 30, 30), halo=5)
+    assert not valid[:, :5].any() and valid[:, 5:].all()
+    np.testing.assert_array_equal(data[:, :, 5:], whole[:, 35:75, 0:35].astype(np.float32))
+
+
+def test_first_file_in_sorted_order_wins_where_files_overlap(tmp_path):
+    write_tif(tmp_path / "e/a.tif", np.full((4, 10, 10), 100, np.uint16), grid_transform())
+    write_tif(tmp_path / "e/b.tif", np.full((4, 10, 10), 200, np.uint16), grid_transform())
+    cfg = make_config(tmp_path, {"a": ["e/*.tif"], "b": ["e/*.tif"]})
+    data, _ = read_block(epoch_source(cfg.imagery, "a"), _grid(cfg, "a"), Window(0, 0, 10, 10))
+    assert (data == 100).all()
+
+
+def test_one_file_per_band_with_a_20m_band_on_a_10m_grid(tmp_path):
+    # B04 at 10 m (40x40), B08 at 20 m (20x20) over the same 400 m square
+    red = np.arange(1600, dtype=np.uint16).reshape(40, 40) + 1
+    nir = (np.arange(400, dtype=np.uint16).reshape(20, 20) + 1) * 10
+    write_tif(tmp_path / "s2/T50_B04.tif", red, grid_transform(10.0), blocksize=16)
+    write_tif(tmp_path / "s2/T50_B08.tif", nir, grid_transform(20.0), blocksize=16)
+    cfg = make_config(
+        tmp_path,
+        {"a": ["s2/*.tif"], "b": ["s2/*.tif"]},
+        band_files={"red": "*_B04.tif", "nir": "*_B08.tif"},
+        resampling="nearest",
+        resolution_m=10.0,
+    )
+    src = epoch_source(cfg.imagery, "a")
+    grid = _grid(cfg, "a")
+    assert (grid.width, grid.height) == (40, 40)
+    data, valid = read_block(src, grid, Window(0, 0, 40, 40))
+    assert valid.all()
+    np.testing.assert_array_equal(data[0], red)
+    # each 20 m pixel covers 2x2 target pixels
+    np.testing.assert_array_equal(data[1], np.repeat(np.repeat(nir, 2, 0), 2, 1))
+
+
+def test_band_pattern_matching_nothing_is_an_input_error(tmp_path):
+    write_tif(tmp_path / "s2/T50_B04.tif", np.ones((8, 8), np.uint16), grid_transform())
+    cfg = make_config(
+        tmp_path,
+        {"a": ["s2/*.tif"], "b": ["s2/*.tif"]},
+        band_files={"red": "*_B04.tif", "nir": "*_B08.tif"},
+    )
+    with pytest.raises(InputDataError, match=r"band 'nir' pattern '\*_B08.tif'"):
+        epoch_source(cfg.imagery, "a")
+
+
+def test_missing_band_for_a_method_is_a_config_error():
+    with pytest.raises(ConfigError, match="nir"):
+        check_bands(("blue", "green", "red"), ("red", "nir"), "'detect.method' = 'index'")
+
+
+def test_epoch_in_wgs84_lands_in_the_right_place_on_a_utm_grid(tmp_path):
+    # a geographic raster (0.0001° ≈ 9-11 m) with a bright square at a known lon/lat
+    lon0, lat0, d = 117.0, 36.1, 0.0001
+    img = np.full((200, 200), 100, np.uint16)
+    img[90:110, 80:100] = 5000  # rows 90-110 / cols 80-100
+    write_tif(
+        tmp_path / "geo/a.tif", img, Affine(d, 0, lon0, 0, -d, lat0), crs="EPSG:4326", nodata=0
+    )
+    cfg = make_config(
+        tmp_path, {"a": ["geo/*.tif"], "b": ["geo/*.tif"]}, bands={"red": 1}, resolution_m=5.0
+    )
+    grid = _grid(cfg, "a")
+    data, valid = read_block(
+        epoch_source(cfg.imagery, "a"), grid, Window(0, 0, grid.width, grid.height)
+    )
+    bright = (data[0] > 2500) & valid
+    rows, cols = np.nonzero(bright)
+    t = grid.transform
+    x, y = t.c + t.a * (cols.mean() + 0.5), t.f + t.e * (rows.mean() + 0.5)
+    to_utm = Transformer.from_crs("EPSG:4326", UTM, always_xy=True)
+    ex, ey = to_utm.transform(lon0 + 90 * d, lat0 - 100 * d)  # centre of the square
+    assert abs(x - ex) < 5.0 and abs(y - ey) < 5.0
+    # area is preserved to within a pixel rim: 20x20 geographic pixels ≈ (~9 m x 11 m) each
+    sq_w = to_utm.transform(lon0 + 100 * d, lat0)[0] - to_utm.transform(lon0 + 80 * d, lat0)[0]
+    assert abs(bright.sum() * 25.0 - sq_w * 20 * d * 111_000) / (sq_w * 20 * d * 111_000) < 0.15
+    # outside the source footprint (grid corners after reprojection) nothing is valid
+    assert valid.mean() > 0.9
+
+
+def test_nodata_and_mask_file_are_honoured(tmp_path):
+    img = scene((40, 40), seed=1)
+    img[:, 0:5, :] = 0  # nodata rows
+    write_tif(tmp_path / "e/a.tif", img, grid_transform())
+    mask = np.ones((40, 40), np.uint8)
+    mask[20:30, 20:30] = 0  # cloud
+    write_tif(tmp_path / "m/a_mask.tif", mask, grid_transform())
+    cfg = make_config(
+        tmp_path, {"a": ["e/*.tif"], "b": ["e/*.tif"]}, nodata=0, masks={"a": ("m/*.tif",)}
+    )
+    data, valid = read_block(epoch_source(cfg.imagery, "a"), _grid(cfg, "a"), Window(0, 0, 40, 40))
+    assert not valid[0:5].any()
+    assert not valid[20:30, 20:30].any()
+    assert valid.sum() == 40 * 40 - 5 * 40 - 100
+    assert (data[:, ~valid] == 0).all()
+    # epoch b has no mask: only nodata counts
+    _, valid_b = read_block(epoch_source(cfg.imagery, "b"), _grid(cfg, "b"), Window(0, 0, 40, 40))
+    assert valid_b.sum() == 40 * 40 - 5 * 40
+
+
+def test_corrupt_file_is_an_input_error_naming_it(tmp_path):
+    write_tif(tmp_path / "e/a.tif", scene((20, 20)), grid_transform())
+    (tmp_path / "e/b.tif").write_bytes(b"II*\x00 this is not a tiff")
+    cfg = make_config(tmp_path, {"a": ["e/*.tif"], "b": ["e/*.tif"]})
+    with pytest.raises(InputDataError, match=r"b\.tif"):
+        epoch_footprint(epoch_source(cfg.imagery, "a"))
+
+
+def test_footprint_unions_the_files(tmp_path):
+    write_tif(tmp_path / "e/a.tif", scene((10, 10)), grid_transform())
+    write_tif(tmp_path / "e/b.tif", scene((10, 10)), grid_transform(x0=X0 + 100))
+    cfg = make_config(tmp_path, {"a": ["e/*.tif"], "b": ["e/*.tif"]})
+    fp = epoch_footprint(epoch_source(cfg.imagery, "a"))
+    assert isinstance(fp, Footprint)
+    assert fp.bounds == (X0, Y0 - 20, X0 + 120, Y0)

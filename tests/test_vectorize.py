@@ -1,0 +1,106 @@
+"""Mask → polygons per block, merged across block edges into the whole-image answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import shapely
+from affine import Affine
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.vectorize import block_pieces, merge_pieces, sums_columns, to_map
+
+
+def _blockwise(mask, score, a, b, bh, bw):
+    """Pieces of every block of a (bh x bw) tiling, merged."""
+    h, w = mask.shape
+    pieces = []
+    for r in range(0, h, bh):
+        for c in range(0, w, bw):
+            sl = (slice(r, r + bh), slice(c, c + bw))
+            pieces.append(
+                block_pieces(
+                    mask[sl], score[sl], a[(slice(None), *sl)], b[(slice(None), *sl)], r, c, (h, w)
+                )
+            )
+    return merge_pieces(pieces)
+
+
+def _canonical(geoms, sums):
+    order = np.lexsort(
+        (sums[:, 0], shapely.get_y(shapely.centroid(geoms)), shapely.get_x(shapely.centroid(geoms)))
+    )
+    return geoms[order], sums[order]
+
+
+def test_patch_over_four_blocks_is_one_polygon_with_its_pixel_area():
+    h = w = 128
+    mask = np.zeros((h, w), bool)
+    mask[50:80, 40:75] = True  # crosses the block edges at row 64 and col 64
+    score = np.where(mask, 2.0, 0.0).astype(np.float32)
+    a = np.ones((2, h, w), np.float32)
+    b = np.full((2, h, w), 3.0, np.float32)
+    geoms, sums = _blockwise(mask, score, a, b, 64, 64)
+    assert len(geoms) == 1
+    assert geoms[0].geom_type == "Polygon" and geoms[0].is_valid
+    assert geoms[0].area == 30 * 35 == sums[0, 0]
+    assert shapely.equals_exact(geoms[0], shapely.normalize(shapely.box(40, 50, 75, 80)), 0)
+    cols = sums_columns(("x", "y"))
+    assert sums[0, cols.index("score_sum")] == 2.0 * 30 * 35
+    assert sums[0, cols.index("sum_to_y")] == 3.0 * 30 * 35
+
+
+def test_diagonal_neighbours_across_a_block_corner_stay_separate():
+    # 4-connectivity: pixels touching only at a corner are two patches, as in the whole image
+    mask = np.zeros((8, 8), bool)
+    mask[2:4, 2:4] = True
+    mask[4:6, 4:6] = True
+    z = np.zeros((1, 8, 8), np.float32)
+    geoms, sums = _blockwise(mask, np.zeros((8, 8), np.float32), z, z, 4, 4)
+    assert len(geoms) == 2 and list(sums[:, 0]) == [4.0, 4.0]
+
+
+def test_holes_survive_merging():
+    mask = np.zeros((20, 20), bool)
+    mask[2:18, 2:18] = True
+    mask[8:12, 8:12] = False  # a hole on the block corner at (10, 10)
+    z = np.zeros((1, 20, 20), np.float32)
+    geoms, sums = _blockwise(mask, np.zeros((20, 20), np.float32), z, z, 10, 10)
+    assert len(geoms) == 1 and len(geoms[0].interiors) == 1
+    assert geoms[0].area == sums[0, 0] == 16 * 16 - 16
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 100_000),
+    bh=st.integers(3, 30),
+    bw=st.integers(3, 30),
+    density=st.floats(0.2, 0.7),
+)
+def test_blockwise_merge_equals_whole_image_polygons(seed, bh, bw, density):
+    rng = np.random.default_rng(seed)
+    h, w = 30, 34
+    mask = rng.random((h, w)) < density
+    score = rng.integers(0, 100, (h, w)).astype(np.float32)
+    a = rng.integers(0, 1000, (2, h, w)).astype(np.float32)
+    b = rng.integers(0, 1000, (2, h, w)).astype(np.float32)
+    g1, s1 = _canonical(*_blockwise(mask, score, a, b, h, w))
+    g2, s2 = _canonical(*_blockwise(mask, score, a, b, bh, bw))
+    assert len(g1) == len(g2)
+    assert shapely.is_valid(g2).all()
+    assert shapely.equals_exact(g1, g2, 0).all()
+    np.testing.assert_array_equal(s1, s2)  # integer-valued sums: exact
+    assert shapely.area(g2).sum() == mask.sum()
+
+
+def test_to_map_applies_the_grid_transform():
+    g = np.array([shapely.box(0, 0, 2, 1)])
+    out = to_map(g, Affine(2.0, 0, 500000.0, 0, -2.0, 4000000.0))[0]
+    assert out.bounds == (500000.0, 3999998.0, 500004.0, 4000000.0)
+    assert out.area == 8.0
+
+
+def test_empty_mask_gives_no_pieces():
+    z = np.zeros((1, 5, 5), np.float32)
+    geoms, sums = merge_pieces([block_pieces(np.zeros((5, 5), bool), z[0], z, z, 0, 0, (5, 5))])
+    assert len(geoms) == 0 and sums.shape == (0, 4)
