@@ -1,0 +1,415 @@
+"""Field packages: every export is reopened with pyogrio / fiona / openpyxl and checked.
+
+The fake district has two townships (城关镇 with villages 东村 and 西村, 河西乡 with 南庄村)
+in EPSG:4548 and five patches, one of them outside every grid polygon.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import fiona
+import geopandas as gpd
+import numpy as np
+import openpyxl
+import pandas as pd
+import pyogrio
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from shapely.geometry import box
+
+from pipeline.config import ExportConfig
+from pipeline.errors import InputDataError
+from pipeline.export import (
+    RETURN_TEMPLATE_COLUMNS,
+    data_dictionary,
+    export_packages,
+    package_key,
+    package_stem,
+    return_template,
+    shapefile_frame,
+    split_by_township,
+)
+from pipeline.schema import (
+    FIELD_RETURN_COLUMNS,
+    PATCH_COLUMNS,
+    SHAPEFILE_FIELDS,
+    UNASSIGNED,
+    G,
+    P,
+)
+from pipeline.units import MU_M2
+
+CRS = "EPSG:4548"  # CGCS2000 / 3-degree Gauss-Kruger CM 117E
+X0, Y0 = 500_000.0, 4_000_000.0
+TOWN_A, TOWN_B = "130609101000", "130609201000"
+VIL_A1, VIL_A2, VIL_B1 = "130609101001", "130609101002", "130609201001"
+DATE = "2024-05-01"
+
+
+def make_grids() -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """Two townships side by side (1 km each); A split into two villages."""
+    townships = gpd.GeoDataFrame(
+        {
+            G.CODE: [TOWN_A, TOWN_B],
+            G.NAME: ["城关镇", "河西乡"],
+            G.PERSON: ["张三", "李四"],
+        },
+        geometry=[box(X0, Y0, X0 + 1000, Y0 + 1000), box(X0 + 1000, Y0, X0 + 2000, Y0 + 1000)],
+        crs=CRS,
+    )
+    villages = gpd.GeoDataFrame(
+        {
+            G.CODE: [VIL_A1, VIL_A2, VIL_B1],
+            G.NAME: ["东村", "西村", "南庄村"],
+            G.TOWNSHIP_CODE: [TOWN_A, TOWN_A, TOWN_B],
+            G.PERSON: ["王五", "赵六", "钱七"],
+        },
+        geometry=[
+            box(X0, Y0, X0 + 500, Y0 + 1000),
+            box(X0 + 500, Y0, X0 + 1000, Y0 + 1000),
+            box(X0 + 1000, Y0, X0 + 2000, Y0 + 1000),
+        ],
+        crs=CRS,
+    )
+    return townships, villages
+
+
+def make_patches() -> gpd.GeoDataFrame:
+    """Five patches with the registry's columns: codes as text, NaN remaining unless illegal."""
+    rows = [
+        # patch id, township, township name, village, village name, verdict, remaining, x
+        ("130609201700001", TOWN_A, "城关镇", VIL_A1, "东村", "pending", np.nan, 100),
+        ("130609201700002", TOWN_A, "城关镇", VIL_A2, "西村", "illegal", 0.0, 600),
+        ("130609201700003", TOWN_A, "城关镇", VIL_A1, "东村", "illegal", 50.0, 300),
+        ("130609201700004", TOWN_B, "河西乡", VIL_B1, "南庄村", "legal", np.nan, 1500),
+        (
+            "130609201700005",
+            UNASSIGNED,
+            UNASSIGNED,
+            UNASSIGNED,
+            UNASSIGNED,
+            "pending",
+            np.nan,
+            3000,
+        ),
+    ]
+    geoms = [box(X0 + r[7], Y0 + 100, X0 + r[7] + 20, Y0 + 120) for r in rows]
+    n = len(rows)
+    data = {
+        P.PATCH_ID: [r[0] for r in rows],
+        P.EPOCH_FROM: ["2016"] * n,
+        P.EPOCH_TO: ["2017"] * n,
+        P.AREA_M2: [400.123] * n,
+        P.AREA_MU: [400.123 / MU_M2] * n,
+        P.FARMLAND_M2: [300.0] * n,
+        P.BASIC_FARMLAND_M2: [0.0] * n,
+        P.APPROVED_M2: [0.0] * n,
+        P.APPROVED_SHARE: [0.0] * n,
+        P.APPROVAL_REFS: [None] * n,
+        P.LEGAL_HINT: ["suspected"] * n,
+        P.TOWNSHIP_CODE: [r[1] for r in rows],
+        P.TOWNSHIP_NAME: [r[2] for r in rows],
+        P.VILLAGE_CODE: [r[3] for r in rows],
+        P.VILLAGE_NAME: [r[4] for r in rows],
+        P.VILLAGE_SHARE: [1.0] * n,
+        P.VILLAGE_SHARES: [json.dumps({r[3]: 1.0}, ensure_ascii=False) for r in rows],
+        P.CHANGE_TYPE: ["veg_to_construction"] * n,
+        P.SCORE: [3.5] * n,
+        P.VERDICT: [r[5] for r in rows],
+        P.VERDICT_SUBTYPE: [None] * n,
+        P.RECT_METHOD: ["demolished_restored" if r[5] == "illegal" else None for r in rows],
+        P.REMAINING_M2: [r[6] for r in rows],
+        P.FIRST_SEEN: ["2017-06-01"] * n,
+        P.LAST_SEEN: ["2017-06-01"] * n,
+        P.CHECKED_ON: [None] * n,
+        P.INSPECTOR: [None] * n,
+        P.NOTE: [None] * n,
+        P.UPDATED_AT: ["2024-04-30T12:00:00Z"] * n,
+    }
+    return gpd.GeoDataFrame(data, geometry=geoms, crs=CRS)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict:
+    """One UTF-8 export of the fake district (shared by the read-only tests below)."""
+    out = tmp_path_factory.mktemp("exports")
+    townships, villages = make_grids()
+    paths = export_packages(
+        make_patches(), townships, villages, out, cfg=ExportConfig(), area_name="示例区", date=DATE
+    )
+    return {"paths": paths, "out": out}
+
+
+def _unzip(path: Path, dest: Path) -> Path:
+    """Extract a package; return its top folder."""
+    with zipfile.ZipFile(path) as zf:
+        zf.extractall(dest)
+        top = {n.split("/", 1)[0] for n in zf.namelist()}
+    assert len(top) == 1, "a package holds one top folder"
+    return dest / top.pop()
+
+
+def test_one_package_per_township_plus_unassigned(exported):
+    names = [p.name for p in exported["paths"]]
+    assert names == [
+        f"{TOWN_A}_城关镇.zip",
+        f"{TOWN_B}_河西乡.zip",
+        f"{UNASSIGNED}_未分配.zip",
+    ]
+    assert all(p.exists() for p in exported["paths"])
+    assert not list(exported["out"].glob(".*tmp")), "no temporary file is left behind"
+
+
+def test_zip_entries_sorted_utf8_named_and_complete(exported):
+    with zipfile.ZipFile(exported["paths"][0]) as zf:
+        infos = zf.infolist()
+    names = [i.filename for i in infos]
+    assert names == sorted(names)
+    assert all(i.flag_bits & 0x800 for i in infos), "Chinese folder name needs the UTF-8 flag"
+    assert all(i.date_time == (2024, 5, 1, 0, 0, 0) for i in infos)
+    files = {n.split("/", 1)[1] for n in names}
+    stem = f"{TOWN_A}_patches"
+    assert {f"{stem}{ext}" for ext in (".shp", ".shx", ".dbf", ".prj", ".cpg")} <= files
+    assert {f"{stem}.gpkg", f"{stem}.kml", "data_dictionary.csv", "return_template.csv"} <= files
+    assert {"return_template.xlsx", "patches.html", "README.txt"} <= files
+
+
+def test_shapefile_round_trip(exported, tmp_path):
+    """Rows, Chinese names, configured CRS, .cpg, ≤10-char fields, only own patches, 2 decimals."""
+    folder = _unzip(exported["paths"][0], tmp_path)
+    shp = folder / f"{TOWN_A}_patches.shp"
+    df = pyogrio.read_dataframe(shp)
+    assert sorted(df["patch_id"]) == ["130609201700001", "130609201700002", "130609201700003"]
+    assert set(df["town_code"]) == {TOWN_A}
+    assert set(df["vill_name"]) == {"东村", "西村"}
+    assert df.crs.to_epsg() == 4490
+    assert (folder / f"{TOWN_A}_patches.cpg").read_text() == "UTF-8"
+    fields = pyogrio.read_info(shp)["fields"].tolist()
+    assert fields == list(SHAPEFILE_FIELDS.values())
+    assert all(len(f) <= 10 for f in fields)
+    assert np.allclose(df["area_m2"], 400.12)
+    assert np.allclose(df["area_mu"], round(400.123 / MU_M2, 2))
+    # codes stay text with their leading digits, NaN remaining stays null
+    assert df["vill_code"].map(type).eq(str).all()
+    assert df.loc[df["patch_id"] == "130609201700001", "remain_m2"].isna().all()
+
+
+def test_no_package_holds_another_townships_patch(exported, tmp_path):
+    expected = {p.name.split("_", 1)[0] for p in exported["paths"]}
+    patches = make_patches()
+    for i, path in enumerate(exported["paths"]):
+        folder = _unzip(path, tmp_path / str(i))
+        code = path.name.split("_", 1)[0]
+        df = pyogrio.read_dataframe(next(folder.glob("*.shp")))
+        own = set(patches.loc[patches[P.TOWNSHIP_CODE] == code, P.PATCH_ID])
+        assert set(df["patch_id"]) == own, code
+    assert expected == {TOWN_A, TOWN_B, UNASSIGNED}
+
+
+def test_gpkg_and_kml(exported, tmp_path):
+    folder = _unzip(exported["paths"][0], tmp_path)
+    gpkg = folder / f"{TOWN_A}_patches.gpkg"
+    layers = {name for name, _ in pyogrio.list_layers(gpkg)}
+    assert layers == {"patches", "villages"}
+    patches = pyogrio.read_dataframe(gpkg, layer="patches")
+    assert list(patches.columns[:-1]) == list(PATCH_COLUMNS)
+    assert len(patches) == 3 and patches.crs.to_epsg() == 4490
+    villages = pyogrio.read_dataframe(gpkg, layer="villages")
+    assert sorted(villages[G.NAME]) == ["东村", "西村"]
+
+    kml = folder / f"{TOWN_A}_patches.kml"
+    k = pyogrio.read_dataframe(kml)
+    assert len(k) == 3 and k.crs.to_epsg() == 4326
+    text = kml.read_text(encoding="utf-8")
+    assert "<Style>" in text and "东村" in text
+    # KML coordinates are lon/lat near 117°E
+    xmin, _, xmax, _ = k.total_bounds
+    assert 116.9 < xmin < xmax < 117.1
+
+
+def test_gbk_option(tmp_path):
+    """encoding GBK: .cpg says so, the DBF holds GBK bytes, GDAL/fiona read the names back."""
+    townships, villages = make_grids()
+    cfg = dataclasses.replace(ExportConfig(), encoding="GBK")
+    paths = export_packages(
+        make_patches(),
+        townships,
+        villages,
+        tmp_path / "out",
+        cfg=cfg,
+        area_name="示例区",
+        date=DATE,
+    )
+    folder = _unzip(paths[0], tmp_path / "x")
+    assert (folder / f"{TOWN_A}_patches.cpg").read_text() == "GBK"
+    dbf = (folder / f"{TOWN_A}_patches.dbf").read_bytes()
+    assert "东村".encode("gbk") in dbf and "东村".encode() not in dbf
+    with fiona.open(folder / f"{TOWN_A}_patches.shp") as src:
+        assert {f.properties["vill_name"] for f in src} == {"东村", "西村"}
+    assert pyogrio.read_dataframe(folder / f"{TOWN_A}_patches.shp").crs.to_epsg() == 4490
+
+
+def test_shapefile_field_map():
+    """The only Shapefile map: ≤ 10 chars, unique, ASCII, every key a registry column."""
+    names = list(SHAPEFILE_FIELDS.values())
+    assert all(len(n) <= 10 and n.isascii() for n in names)
+    assert len(set(n.lower() for n in names)) == len(names)
+    assert set(SHAPEFILE_FIELDS) <= set(PATCH_COLUMNS)
+
+
+def test_return_template_files(exported, tmp_path):
+    folder = _unzip(exported["paths"][0], tmp_path)
+    raw = (folder / "return_template.csv").read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf"), "BOM so Excel shows Chinese"
+    csv = pd.read_csv(io.BytesIO(raw), encoding="utf-8-sig", dtype=str, keep_default_na=False)
+    assert list(csv.columns) == list(RETURN_TEMPLATE_COLUMNS)
+    assert set(FIELD_RETURN_COLUMNS) <= set(csv.columns)
+    assert list(csv[P.PATCH_ID]) == ["130609201700001", "130609201700003", "130609201700002"]
+    assert set(csv[P.AREA_MU]) == {f"{400.123 / MU_M2:.2f}"}
+    assert (csv[P.VERDICT] == "").all() and (csv[P.REMAINING_M2] == "").all()
+
+    wb = openpyxl.load_workbook(folder / "return_template.xlsx")
+    assert wb.sheetnames == ["return", "README"]
+    ws = wb["return"]
+    assert [c.value for c in ws[1]] == list(RETURN_TEMPLATE_COLUMNS)
+    ids = [ws.cell(row=i, column=1).value for i in range(2, ws.max_row + 1)]
+    assert ids == list(csv[P.PATCH_ID])
+    assert all(isinstance(i, str) for i in ids), "ids are text cells, not numbers"
+    readme = " ".join(str(c.value) for row in wb["README"].iter_rows() for c in row if c.value)
+    assert "违法" in readme and "demolished_restored" in readme
+
+
+def test_return_template_pure():
+    template = return_template(make_patches().iloc[::-1])
+    assert list(template.columns) == list(RETURN_TEMPLATE_COLUMNS)
+    assert template[P.VILLAGE_CODE].is_monotonic_increasing
+
+
+def test_data_dictionary_and_html(exported, tmp_path):
+    folder = _unzip(exported["paths"][0], tmp_path)
+    dd = pd.read_csv(folder / "data_dictionary.csv", encoding="utf-8-sig", dtype=str)
+    assert list(dd["column"]) == list(PATCH_COLUMNS)
+    mapped = dd.dropna(subset=["shp_field"])
+    assert dict(zip(mapped["column"], mapped["shp_field"], strict=True)) == SHAPEFILE_FIELDS
+    assert dd.equals(data_dictionary().replace("", np.nan).astype(dd.dtypes.to_dict()))
+
+    html = (folder / "patches.html").read_text(encoding="utf-8")
+    assert "城关镇" in html and html.index("东村") < html.index("西村")
+    assert "130609201700004" not in html, "only this township's patches"
+    assert "http://" not in html and "https://" not in html
+    readme = (folder / "README.txt").read_text(encoding="utf-8-sig")
+    assert "return_template.xlsx" in readme and "城关镇" in readme
+
+
+def test_zip_bytes_identical_across_exports(tmp_path):
+    """Same inputs and date -> byte-identical packages, even a second later (clock-free)."""
+    townships, villages = make_grids()
+    kwargs = dict(cfg=ExportConfig(), area_name="示例区", date=DATE)
+    first = export_packages(make_patches(), townships, villages, tmp_path / "a", **kwargs)
+    time.sleep(1.1)  # crosses a second boundary so any wall-clock stamp would show
+    second = export_packages(make_patches(), townships, villages, tmp_path / "b", **kwargs)
+    for a, b in zip(first, second, strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_only_townships_and_inputs_untouched(tmp_path):
+    townships, villages = make_grids()
+    patches = make_patches()
+    before = patches.copy()
+    paths = export_packages(
+        patches,
+        townships,
+        villages,
+        tmp_path,
+        cfg=ExportConfig(),
+        area_name="示例区",
+        date=DATE,
+        only_townships={TOWN_B},
+    )
+    assert [p.name for p in paths] == [f"{TOWN_B}_河西乡.zip"]
+    pd.testing.assert_frame_equal(patches, before)
+
+
+def test_bad_inputs_name_the_problem(tmp_path):
+    townships, villages = make_grids()
+    with pytest.raises(InputDataError, match="lacks columns"):
+        export_packages(
+            make_patches().drop(columns=P.VERDICT),
+            townships,
+            villages,
+            tmp_path,
+            cfg=ExportConfig(),
+            area_name="x",
+            date=DATE,
+        )
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        export_packages(
+            make_patches(),
+            townships,
+            villages,
+            tmp_path,
+            cfg=ExportConfig(),
+            area_name="x",
+            date="May 1",
+        )
+
+
+def test_split_by_township_covers_every_patch():
+    groups = split_by_township(make_patches())
+    assert list(groups) == sorted(groups)
+    assert sum(len(g) for g in groups.values()) == len(make_patches())
+
+
+def test_long_text_is_cut_to_dbf_limit():
+    patches = make_patches()
+    patches[P.APPROVAL_REFS] = "冀政转字〔2017〕" * 40
+    frame = shapefile_frame(patches, "EPSG:4490", "UTF-8")
+    assert frame["appr_refs"].map(lambda s: len(s.encode("utf-8"))).max() <= 254
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.permutations(range(3)))
+def test_package_key_ignores_row_order(order):
+    """The key depends on content, not on the order rows come in."""
+    own = split_by_township(make_patches())[TOWN_A]
+    assert package_key(own.iloc[list(order)]) == package_key(own)
+
+
+def test_package_key_sees_changes_but_not_updated_at():
+    own = split_by_township(make_patches())[TOWN_A]
+    key = package_key(own)
+    touched = own.assign(**{P.UPDATED_AT: "2030-01-01T00:00:00Z"})
+    assert package_key(touched) == key
+    changed = own.copy()
+    changed.loc[changed.index[0], P.VERDICT] = "illegal"
+    assert package_key(changed) != key
+    moved = own.set_geometry(own.geometry.translate(1.0, 0.0))
+    assert package_key(moved) != key
+
+
+@given(st.text(min_size=1, max_size=20))
+def test_package_stem_is_a_safe_file_name(name):
+    stem = package_stem(TOWN_A, name)
+    assert stem.startswith(TOWN_A)
+    assert not any(ch in stem for ch in '\\/:*?"<>|\n\r\t')
+
+
+def test_no_patches_no_packages(tmp_path):
+    townships, villages = make_grids()
+    paths = export_packages(
+        make_patches().iloc[0:0],
+        townships,
+        villages,
+        tmp_path,
+        cfg=ExportConfig(),
+        area_name="x",
+        date=DATE,
+    )
+    assert paths == []
