@@ -114,7 +114,7 @@ class DetectConfig:
     """Change detection and clean-up parameters."""
 
     method: Literal["cva", "irmad", "index"] = "cva"
-    threshold: Literal["otsu", "chi2", "fixed"] = "otsu"
+    threshold: Literal["otsu", "multiotsu", "chi2", "fixed"] = "otsu"
     threshold_value: float | None = None
     """For ``fixed``: the score cut; for ``chi2``: the quantile (default 0.99)."""
     hysteresis_low: float | None = None

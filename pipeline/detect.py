@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage, stats
-from skimage.filters import apply_hysteresis_threshold, threshold_otsu
+from skimage.filters import apply_hysteresis_threshold, threshold_multiotsu, threshold_otsu
 
 from pipeline.errors import ConfigError, InputDataError
 
@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 INDEX_BANDS = ("red", "nir")
 """Bands the ``index`` method needs (NDVI); brightness uses every visible band present."""
 VISIBLE_BANDS = ("blue", "green", "red")
+NDVI_NONVEG_MAX = 0.3
+"""``index``: NDVI at or above which the later surface counts as vegetated (weight 0); roofs,
+concrete and fresh fill are near 0, ploughed soil ≈ 0.1, stubble ≈ 0.2, crops > 0.5."""
 CHI2_DEFAULT_QUANTILE = 0.99
 HYSTERESIS_HALO_PX = 32
 """Extra halo for hysteresis: a weak pixel joins a strong one only if a path of weak pixels
@@ -233,9 +236,12 @@ def change_score(
         configured bands, ``z`` = per-band z-score with each epoch's global statistics (or
         the raw values with ``normalise: none``).
     ``index``
-        NDVI loss plus relative brightness gain:
-        ``max(NDVI_before - NDVI_after, 0) + max(B_after/mean_B_after - B_before/mean_B_before, 0)``
-        with ``B`` the mean of the visible bands and ``mean_B`` its scene mean. Scale-free.
+        Brightening of a surface that is not vegetated afterwards — the signature of new
+        roofs, concrete and fill soil (built-up gain), not of crops turning to soil:
+        ``max(zB_after - zB_before, 0) * clip((NDVI_NONVEG_MAX - NDVI_after) / NDVI_NONVEG_MAX, 0, 1)``
+        with ``zB`` the mean of the visible bands' z-scores (each epoch's global statistics,
+        so gain/offset differences between dates cancel). Needs red, nir and at least one
+        other visible band.
 
     Notes
     -----
@@ -274,23 +280,28 @@ def _index(a, b, norm: Normalisation, band_names: Sequence[str]) -> np.ndarray:
         )
     r, n = names.index("red"), names.index("nir")
     vis = [names.index(v) for v in VISIBLE_BANDS if v in names]
+    gain = np.zeros(a.shape[1:], dtype=np.float32)
+    for i in vis:
+        za = (a[i] - np.float32(norm.mean_a[i])) / np.float32(norm.std_a[i])
+        zb = (b[i] - np.float32(norm.mean_b[i])) / np.float32(norm.std_b[i])
+        gain += zb - za
+    gain /= np.float32(len(vis))
     with np.errstate(divide="ignore", invalid="ignore"):
-        ndvi_a = np.nan_to_num((a[n] - a[r]) / (a[n] + a[r]))
         ndvi_b = np.nan_to_num((b[n] - b[r]) / (b[n] + b[r]))
-    # brightness relative to the scene mean of each epoch (scale- and season-free)
-    ref_a = np.float32(max(np.mean([norm.mean_a[i] for i in vis]), 1e-6))
-    ref_b = np.float32(max(np.mean([norm.mean_b[i] for i in vis]), 1e-6))
-    bright_a = sum(a[i] for i in vis) / np.float32(len(vis)) / ref_a
-    bright_b = sum(b[i] for i in vis) / np.float32(len(vis)) / ref_b
-    score = np.maximum(ndvi_a - ndvi_b, 0) + np.maximum(bright_b - bright_a, 0)
-    return score.astype(np.float32)
+    lim = np.float32(NDVI_NONVEG_MAX)
+    nonveg = np.clip((lim - ndvi_b) / lim, 0, 1)
+    return (np.maximum(gain, 0) * nonveg).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- thresholds
 def threshold(scores: np.ndarray, how: str, value: float | None = None, nbands: int = 1) -> float:
     """The score cut from the pass-1 sample of scores.
 
-    ``otsu``: :func:`skimage.filters.threshold_otsu` on the sample. ``fixed``: ``value``.
+    ``otsu``: :func:`skimage.filters.threshold_otsu` on the sample. ``multiotsu``: the upper
+    cut of a three-class Otsu (:func:`skimage.filters.threshold_multiotsu`): no change /
+    common change (seasonal crops) / strong change — for scenes where seasonal change is the
+    larger mode and plain Otsu splits it off instead of the rare construction.
+    ``fixed``: ``value``.
     ``chi2``: assumes unchanged pixels give ``score**2 / sigma**2 ~ chi2(nbands)``; sigma² is
     estimated robustly from the median of ``score**2`` and the cut is the ``value`` quantile
     (default 0.99).
@@ -310,11 +321,15 @@ def threshold(scores: np.ndarray, how: str, value: float | None = None, nbands: 
         if np.ptp(scores) == 0:
             return float(scores[0])
         return float(threshold_otsu(scores))
+    if how == "multiotsu":
+        if np.unique(scores[: 10 * MIN_SAMPLE_PIXELS]).size < 3 and np.unique(scores).size < 3:
+            return float(scores.max())
+        return float(threshold_multiotsu(scores, classes=3)[-1])
     if how == "chi2":
         q = CHI2_DEFAULT_QUANTILE if value is None else value
         sigma2 = np.median(scores**2) / stats.chi2.median(nbands)
         return float(np.sqrt(sigma2 * stats.chi2.ppf(q, nbands)))
-    raise ConfigError(f"'detect.threshold' = {how!r} is not one of otsu, chi2, fixed")
+    raise ConfigError(f"'detect.threshold' = {how!r} is not one of otsu, multiotsu, chi2, fixed")
 
 
 def change_mask(

@@ -39,7 +39,7 @@ def cli(verbose: int) -> None:
     without approval, hands each patch to its township and village, takes back the field
     verdicts and reports rectification rates.
     """
-    level = logging.WARNING - 10 * min(verbose + 1, 2)
+    level = max(logging.DEBUG, logging.WARNING - 10 * verbose)
     logging.basicConfig(
         level=level,
         format="%(message)s",
@@ -47,11 +47,20 @@ def cli(verbose: int) -> None:
         force=True,
     )
     logging.getLogger("rasterio").setLevel(logging.WARNING)
-    logging.getLogger("distributed").setLevel(logging.WARNING)
+    for noisy in ("distributed", "matplotlib", "pyogrio", "fiona", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _register() -> None:
-    from pipeline.cli import config_cmd, field_cmd, output_cmd, run_cmd, sample_cmd, status_cmd
+    from pipeline.cli import (
+        config_cmd,
+        evaluate_cmd,
+        field_cmd,
+        output_cmd,
+        run_cmd,
+        sample_cmd,
+        status_cmd,
+    )
 
     cli.add_command(run_cmd.run)
     cli.add_command(sample_cmd.sample)
@@ -60,6 +69,7 @@ def _register() -> None:
     cli.add_command(output_cmd.export)
     cli.add_command(output_cmd.report)
     cli.add_command(status_cmd.status)
+    cli.add_command(evaluate_cmd.evaluate)
 
 
 _register()

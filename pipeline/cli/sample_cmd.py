@@ -16,7 +16,7 @@ import click
 )
 @click.option(
     "--size-px",
-    type=click.IntRange(min=200),
+    type=click.IntRange(min=300),
     default=4000,
     show_default=True,
     help="Scene size in pixels (2 m).",
