@@ -120,10 +120,16 @@ class DetectConfig:
     hysteresis_low: float | None = None
     """Optional low cut as a fraction of the threshold: pixels above it join a patch that
     has pixels above the threshold."""
+    edge_ratio: float | None = 0.5
+    """Mixed pixels along a patch's outline join it when their score is at least this share
+    of the neighbouring patch pixels' mean score (null = off); see detect.refine_edges."""
     normalise: Literal["zscore", "irmad_regression", "none"] = "zscore"
     opening_radius_m: float = 2.0
     closing_radius_m: float = 2.0
     min_area_m2: float = 200.0
+    min_mean_score: float | None = None
+    """Optional: drop merged patches whose mean score is below this share of the threshold
+    (counted in the run record as ``n_patches_below_min_mean_score``)."""
     block_px: int = 1024
     sample_step: int = 4
     """Global statistics are computed on every ``sample_step``-th row and column."""
@@ -510,6 +516,12 @@ def _check(cfg: Config, where: str) -> None:
         raise ConfigError(
             f"{where}: 'detect.hysteresis_low' = {d.hysteresis_low} must be in (0, 1)"
         )
+    if d.edge_ratio is not None and not 0 < d.edge_ratio < 1:
+        raise ConfigError(
+            f"{where}: 'detect.edge_ratio' = {d.edge_ratio} must be in (0, 1) or null"
+        )
+    if d.min_mean_score is not None and not 0 < d.min_mean_score <= 2:
+        raise ConfigError(f"{where}: 'detect.min_mean_score' = {d.min_mean_score} must be in (0, 2]")
     if d.block_px < 64:
         raise ConfigError(f"{where}: 'detect.block_px' = {d.block_px} must be at least 64")
     for key in ("opening_radius_m", "closing_radius_m", "min_area_m2"):

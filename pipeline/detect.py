@@ -363,6 +363,33 @@ def disk(radius: int) -> np.ndarray:
     return x * x + y * y <= radius * radius
 
 
+EDGE_HALO_PX = 2
+"""Extra halo for :func:`refine_edges` (it looks one pixel around the mask)."""
+
+
+def refine_edges(
+    mask: np.ndarray, score: np.ndarray, valid: np.ndarray, ratio: float
+) -> np.ndarray:
+    """Add the mixed pixels along a patch's outline: a pixel next to the mask joins it when its
+    score is at least ``ratio`` times the mean score of its masked 3×3 neighbours.
+
+    Notes
+    -----
+    A pixel on the edge of a roof is partly roof and partly field, so its score is roughly the
+    covered share times the roof's score; ``ratio = 0.5`` keeps the pixels at least half
+    covered, which removes the systematic area loss of a plain threshold (a 15 × 15 m roof at
+    2 m loses about a quarter of its area otherwise). One pass, purely local (3×3), so the
+    result does not depend on the block size given :data:`EDGE_HALO_PX` of halo.
+    """
+    m = mask.astype(np.float32)
+    kernel = np.ones((3, 3), dtype=np.float32)
+    n = ndimage.convolve(m, kernel, mode="constant")
+    total = ndimage.convolve(np.where(mask, score, 0).astype(np.float32), kernel, mode="constant")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ref = np.where(n > 0, total / n, np.inf)
+    return (mask | ((n > 0) & (score >= np.float32(ratio) * ref))) & valid
+
+
 def clean_mask(mask: np.ndarray, valid: np.ndarray, open_px: int, close_px: int) -> np.ndarray:
     """Opening (removes specks) then closing (fills pinholes), then ``& valid``.
 

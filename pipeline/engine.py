@@ -2,7 +2,7 @@
 
 Pass 1 samples every block (every ``sample_step``-th global row and column) for the global
 normalisation statistics and the threshold. Pass 2 processes every block with a halo: read
-both epochs onto the grid → score → threshold → clean → crop the halo → return the score and
+both epochs onto the grid → score → threshold → refine edges → clean → crop the halo → return the score and
 mask blocks plus polygon pieces with per-label sums. The driver writes the blocks into the
 output rasters as they arrive and merges the pieces across block edges at the end.
 
@@ -79,6 +79,7 @@ class _BlockJob:
     norm: detect.Normalisation
     cut: float
     hysteresis_low: float | None
+    edge_ratio: float | None
     open_px: int
     close_px: int
     halo: int
@@ -178,8 +179,20 @@ def detect_pair(
     halo = detect.cleaning_halo(open_px, close_px)
     if d.hysteresis_low is not None:
         halo += detect.HYSTERESIS_HALO_PX
+    if d.edge_ratio is not None:
+        halo += detect.EDGE_HALO_PX
     job = _BlockJob(
-        source_a, source_b, grid, d.method, norm, cut, d.hysteresis_low, open_px, close_px, halo
+        source_a,
+        source_b,
+        grid,
+        d.method,
+        norm,
+        cut,
+        d.hysteresis_low,
+        d.edge_ratio,
+        open_px,
+        close_px,
+        halo,
     )
     score_path, mask_path = out_dir / SCORE_FILE, out_dir / MASK_FILE
     pieces: list[tuple[int, int, Pieces]] = []
@@ -206,6 +219,12 @@ def detect_pair(
         sums = np.zeros((0, len(sums_columns(bands))))
     n_before = len(geoms)
     keep = sums[:, 0] * res * res >= d.min_area_m2
+    n_small = int(np.count_nonzero(~keep))
+    if d.min_mean_score is not None:
+        # a patch seeded by a few strong pixels in a large weakly changed area (a ploughed
+        # field) has a low mean score; real new surfaces change throughout
+        with np.errstate(divide="ignore", invalid="ignore"):
+            keep &= sums[:, 1] / sums[:, 0] >= d.min_mean_score * cut
     geoms, sums = geoms[keep], sums[keep]
     detections = _detections_frame(
         geoms, sums, grid, bands, pair, dict(zip(bands, scene_a)), dict(zip(bands, scene_b))
@@ -238,7 +257,8 @@ def detect_pair(
         "grid": {"width": grid.width, "height": grid.height, "bounds": grid.bounds, "res": res},
         "n_pixels_changed": n_changed,
         "n_patches": len(detections),
-        "n_patches_below_min_area": n_before - len(detections),
+        "n_patches_below_min_area": n_small,
+        "n_patches_below_min_mean_score": n_before - n_small - len(detections),
         "timings": timings,
     }
     return DetectionResult(detections, score_path, mask_path, stats)
@@ -269,6 +289,8 @@ def _detect_job(job: _BlockJob, window: Window) -> _BlockOutput:
     valid = va & vb
     score = detect.change_score(a, b, valid, job.norm, job.method, job.source_a.band_names)
     mask = detect.change_mask(score, valid, job.cut, job.hysteresis_low)
+    if job.edge_ratio is not None:
+        mask = detect.refine_edges(mask, score, valid, job.edge_ratio)
     mask = detect.clean_mask(mask, valid, job.open_px, job.close_px)
     h, w = int(window.height), int(window.width)
     core = (slice(halo, halo + h), slice(halo, halo + w))

@@ -77,3 +77,38 @@ def assert_rates_contract(rates: pd.DataFrame) -> None:
 def _assert_columns(found, expected, where: str) -> None:
     missing = [c for c in expected if c not in set(found)]
     assert not missing, f"{where}: missing columns {missing}; found {list(found)}"
+
+
+AMBIGUOUS_SHARE = 0.6
+"""A truth object whose largest village share is below this is split nearly evenly: the
+detected patch (a few pixels smaller or larger) may fairly land in either village."""
+
+
+def right_village(patches, truth, best, villages, *, code_field: str = "code"):
+    """Per truth object: was it detected (``best`` ≥ 0, from :func:`pipeline.evaluate.match_objects`)
+    and assigned to its village?
+
+    ``truth`` needs ``village_code`` and ``village_share`` (the synthetic sample's truth has
+    both). An object split nearly evenly (largest share < :data:`AMBIGUOUS_SHARE`) counts as
+    right in any village holding at least 40 % of it.
+    """
+    import numpy as np
+    import shapely
+
+    best = np.asarray(best)
+    out = np.zeros(len(truth), dtype=bool)
+    codes = patches[P.VILLAGE_CODE].to_numpy()
+    v_geoms = np.asarray(villages.geometry.values)
+    v_codes = villages[code_field].to_numpy()
+    for i, (geom, code, share) in enumerate(
+        zip(truth.geometry, truth["village_code"], truth["village_share"], strict=True)
+    ):
+        if best[i] < 0:
+            continue
+        got = codes[best[i]]
+        if got == code:
+            out[i] = True
+        elif share < AMBIGUOUS_SHARE:
+            shares = shapely.area(shapely.intersection(v_geoms, geom)) / geom.area
+            out[i] = got in set(v_codes[shares >= 0.4])
+    return out
