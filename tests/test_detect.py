@@ -180,3 +180,22 @@ def test_change_type_without_all_bands_is_other():
     f = {"red": np.array([500.0]), "nir": np.array([3000.0])}
     t = {"red": np.array([2400.0]), "nir": np.array([2600.0])}
     assert classify_change(f, t, {"red": 1.0}, {"red": 1.0})[0] == ChangeType.OTHER
+
+
+def test_refine_edges_recovers_half_covered_pixels():
+    """A blurred 8×8 px roof thresholded at its core loses its mixed outline; refining with
+    ratio 0.5 gives back the pixels at least half covered, so the area is about right."""
+    from scipy import ndimage
+
+    from pipeline.detect import refine_edges
+
+    truth = np.zeros((40, 40), dtype=bool)
+    truth[10:18, 10:18] = True
+    score = ndimage.uniform_filter(truth.astype(np.float32) * 4.0, size=3)  # mixed edges
+    valid = np.ones_like(truth)
+    core = score > 3.0
+    refined = refine_edges(core, score, valid, 0.5)
+    # core 6×6 = 36 px; refined = 64 minus the 4 corners (their blurred cover is 4/9 < 0.5)
+    assert core.sum() == 36 and refined.sum() == truth.sum() - 4
+    assert not (refined & ~ndimage.binary_dilation(truth)).any()  # never beyond one pixel
+    assert not refine_edges(core, score, ~valid, 0.5).any()  # invalid pixels never change

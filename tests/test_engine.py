@@ -52,11 +52,18 @@ def _read(path):
 
 @pytest.fixture(scope="module")
 def runs(data_dir):
+    # edge refinement on: block-size independence must hold with it (its exactness on crisp
+    # squares is checked separately below with it off)
     return {bp: _run(data_dir, data_dir / f"out{bp}", block_px=bp) for bp in (64, 96, 256)}
 
 
-def test_detections_frame(runs):
-    det = runs[96].detections
+@pytest.fixture(scope="module")
+def crisp(data_dir):
+    return _run(data_dir, data_dir / "crisp", block_px=96, edge_ratio=None)
+
+
+def test_detections_frame(runs, crisp):
+    det = crisp.detections
     assert det.crs.to_epsg() == 32650
     assert len(det) == 3  # D is below min_area_m2
     assert set(det[P.CHANGE_TYPE]) == {ChangeType.CONSTRUCTION.value}
@@ -68,6 +75,7 @@ def test_detections_frame(runs):
     np.testing.assert_array_equal(det.geometry.area.values, det[AREA_PX_M2].values)
     y = det.geometry.centroid.y.values
     assert (np.diff(y) >= 0).all()  # sorted by centroid y
+    assert len(runs[96].detections) == 3
     stats = runs[96].stats
     assert stats["n_blocks"] == 16 and stats["threshold"] > 0
     assert set(stats["timings"]) >= {"pass1_s", "pass2_s", "merge_s"}
@@ -93,7 +101,14 @@ def test_block_size_does_not_change_anything(runs):
 def test_patch_over_four_blocks_is_one_polygon_with_its_pixel_area(data_dir):
     # no clean-up: square C (60 x 60 px, over four 96 px blocks) is one polygon whose outline
     # is the square; without the opening/closing a few noisy pixels inside are pinholes
-    res = _run(data_dir, data_dir / "raw", block_px=96, opening_radius_m=0, closing_radius_m=0)
+    res = _run(
+        data_dir,
+        data_dir / "raw",
+        block_px=96,
+        opening_radius_m=0,
+        closing_radius_m=0,
+        edge_ratio=None,
+    )
     det = res.detections
     c = det[det.geometry.intersects(shapely.Point(X0 + 2 * 180, Y0 - 2 * 120))]
     assert len(c) == 1
