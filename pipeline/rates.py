@@ -36,6 +36,7 @@ import pandas as pd
 from pipeline.registry import RegistryState
 from pipeline.schema import (
     RATES_COLUMNS,
+    RC,
     UNASSIGNED,
     E,
     EventKind,
@@ -216,30 +217,30 @@ def _patch_table(patches: pd.DataFrame, year: str | None) -> pd.DataFrame:
             "vcode": _unit_codes(p[P.VILLAGE_CODE]).to_numpy(),
             "vname": p[P.VILLAGE_NAME].to_numpy(),
             "verdict": verdict.to_numpy(),
-            "patches_m2": area,
-            "illegal_m2": np.where(illegal, area, 0.0),
+            RC.PATCHES_M2: area,
+            RC.ILLEGAL_M2: np.where(illegal, area, 0.0),
             "remaining_m2": np.where(illegal, rem, 0.0),
-            "illegal_farmland_m2": np.where(illegal, farm, 0.0),
-            "pending_farmland_m2": np.where(pending, farm, 0.0),
-            "construction_farmland_m2": np.where(legal | illegal, farm, 0.0),
+            RC.ILLEGAL_FARMLAND_M2: np.where(illegal, farm, 0.0),
+            RC.PENDING_FARMLAND_M2: np.where(pending, farm, 0.0),
+            RC.CONSTRUCTION_FARMLAND_M2: np.where(legal | illegal, farm, 0.0),
         }
     )
 
 
 _SUMS = (
-    "patches_m2",
-    "illegal_m2",
+    RC.PATCHES_M2,
+    RC.ILLEGAL_M2,
     "remaining_m2",
-    "illegal_farmland_m2",
-    "pending_farmland_m2",
-    "construction_farmland_m2",
+    RC.ILLEGAL_FARMLAND_M2,
+    RC.PENDING_FARMLAND_M2,
+    RC.CONSTRUCTION_FARMLAND_M2,
 )
 _COUNTS = {
-    "n_pending": Verdict.PENDING,
-    "n_legal": Verdict.LEGAL,
-    "n_illegal": Verdict.ILLEGAL,
-    "n_false_change": Verdict.FALSE_CHANGE,
-    "n_other": Verdict.OTHER,
+    RC.N_PENDING: Verdict.PENDING,
+    RC.N_LEGAL: Verdict.LEGAL,
+    RC.N_ILLEGAL: Verdict.ILLEGAL,
+    RC.N_FALSE_CHANGE: Verdict.FALSE_CHANGE,
+    RC.N_OTHER: Verdict.OTHER,
 }
 
 
@@ -248,12 +249,12 @@ def _aggregate(keyed: pd.DataFrame) -> pd.DataFrame:
     cases = keyed.groupby(["unit", "key"], sort=False).agg(
         verdict=("verdict", "first"), **{c: (c, "sum") for c in _SUMS}
     )
-    cases["n_rectified"] = (cases["verdict"] == Verdict.ILLEGAL) & (cases["remaining_m2"] <= 0)
+    cases[RC.N_RECTIFIED] = (cases["verdict"] == Verdict.ILLEGAL) & (cases["remaining_m2"] <= 0)
     for col, verdict in _COUNTS.items():
         cases[col] = cases["verdict"] == verdict
     per_unit = cases.groupby(level="unit").agg(
         n_patches=("verdict", "size"),
-        **{c: (c, "sum") for c in (*_COUNTS, "n_rectified", *_SUMS)},
+        **{c: (c, "sum") for c in (*_COUNTS, RC.N_RECTIFIED, *_SUMS)},
     )
     return per_unit
 
@@ -273,13 +274,13 @@ def _units(
 ) -> dict[str, pd.DataFrame]:
     """Unit rows (level, code, name, parent_code) per level, in report order."""
     district = pd.DataFrame(
-        {"level": ["district"], "code": [d_code], "name": [d_name], "parent_code": [np.nan]}
+        {RC.LEVEL: ["district"], "code": [d_code], "name": [d_name], RC.PARENT_CODE: [np.nan]}
     )
     town = pd.DataFrame(
         {
             "code": townships[G.CODE].astype("str").to_numpy(),
             "name": townships[G.NAME].to_numpy(),
-            "parent_code": d_code,
+            RC.PARENT_CODE: d_code,
         }
     )
     town = _with_extra(town, table, "tcode", "tname", lambda codes: d_code, "township")
@@ -290,7 +291,7 @@ def _units(
         {
             "code": villages[G.CODE].astype("str").to_numpy(),
             "name": villages[G.NAME].to_numpy(),
-            "parent_code": vill_parent,
+            RC.PARENT_CODE: vill_parent,
         }
     )
     first_town = table.groupby("vcode")["tcode"].first()
@@ -299,8 +300,8 @@ def _units(
     )
     return {
         "district": district,
-        "township": town.assign(level="township")[["level", "code", "name", "parent_code"]],
-        "village": vill.assign(level="village")[["level", "code", "name", "parent_code"]],
+        "township": town.assign(level="township")[[RC.LEVEL, "code", "name", RC.PARENT_CODE]],
+        "village": vill.assign(level="village")[[RC.LEVEL, "code", "name", RC.PARENT_CODE]],
     }
 
 
@@ -314,9 +315,9 @@ def _with_extra(units, table, code_col, name_col, parent_of, level) -> pd.DataFr
         if unknown:
             log.warning("rates: %s code(s) not in the grid: %s", level, ", ".join(unknown[:10]))
         names = extra.where(extra.notna() & (extra.index != UNASSIGNED), extra.index.to_series())
-        rows = pd.DataFrame({"code": extra.index, "name": names.to_numpy(), "parent_code": np.nan})
+        rows = pd.DataFrame({"code": extra.index, "name": names.to_numpy(), RC.PARENT_CODE: np.nan})
         parent = parent_of(rows["code"])
-        rows["parent_code"] = parent.to_numpy() if isinstance(parent, pd.Series) else parent
+        rows[RC.PARENT_CODE] = parent.to_numpy() if isinstance(parent, pd.Series) else parent
         units = pd.concat([units, rows], ignore_index=True)
     last = units["code"] == UNASSIGNED
     units = units.assign(_last=last).sort_values(["_last", "code"], kind="stable")
@@ -324,22 +325,22 @@ def _with_extra(units, table, code_col, name_col, parent_of, level) -> pd.DataFr
 
 
 def _finish(out: pd.DataFrame, rect_target: float, ratio_target: float) -> pd.DataFrame:
-    counts = ["n_patches", *_COUNTS, "n_rectified"]
+    counts = [RC.N_PATCHES, *_COUNTS, RC.N_RECTIFIED]
     out[counts] = out[counts].fillna(0).astype("int64")
     out[list(_SUMS)] = out[list(_SUMS)].fillna(0.0).astype("float64")
-    out["rectified_m2"] = out["illegal_m2"] - out["remaining_m2"]
-    out["illegal_mu"] = out["illegal_m2"] / MU_M2
-    out["illegal_ratio"] = _ratio(out["illegal_farmland_m2"], out["construction_farmland_m2"])
-    out["illegal_ratio_upper"] = _ratio(
-        out["illegal_farmland_m2"] + out["pending_farmland_m2"],
-        out["construction_farmland_m2"] + out["pending_farmland_m2"],
+    out[RC.RECTIFIED_M2] = out[RC.ILLEGAL_M2] - out["remaining_m2"]
+    out[RC.ILLEGAL_MU] = out[RC.ILLEGAL_M2] / MU_M2
+    out[RC.ILLEGAL_RATIO] = _ratio(out[RC.ILLEGAL_FARMLAND_M2], out[RC.CONSTRUCTION_FARMLAND_M2])
+    out[RC.ILLEGAL_RATIO_UPPER] = _ratio(
+        out[RC.ILLEGAL_FARMLAND_M2] + out[RC.PENDING_FARMLAND_M2],
+        out[RC.CONSTRUCTION_FARMLAND_M2] + out[RC.PENDING_FARMLAND_M2],
     )
-    out["rect_rate_area"] = _ratio(out["rectified_m2"], out["illegal_m2"])
-    out["rect_rate_count"] = _ratio(out["n_rectified"], out["n_illegal"])
-    out["illegal_ratio_met"] = _met(out["illegal_ratio"], lambda r: r < ratio_target)
-    out["rect_rate_met"] = _met(out["rect_rate_area"], lambda r: r >= rect_target)
-    out["zero_case"] = (out["n_illegal"] == 0) & (out["n_pending"] == 0)
-    for col in ("code", "name", "parent_code"):
+    out[RC.RECT_RATE_AREA] = _ratio(out[RC.RECTIFIED_M2], out[RC.ILLEGAL_M2])
+    out[RC.RECT_RATE_COUNT] = _ratio(out[RC.N_RECTIFIED], out[RC.N_ILLEGAL])
+    out[RC.ILLEGAL_RATIO_MET] = _met(out[RC.ILLEGAL_RATIO], lambda r: r < ratio_target)
+    out[RC.RECT_RATE_MET] = _met(out[RC.RECT_RATE_AREA], lambda r: r >= rect_target)
+    out[RC.ZERO_CASE] = (out[RC.N_ILLEGAL] == 0) & (out[RC.N_PENDING] == 0)
+    for col in ("code", "name", RC.PARENT_CODE):
         out[col] = out[col].astype("str").where(out[col].notna())
     return out[list(RATES_COLUMNS)].reset_index(drop=True)
 

@@ -44,6 +44,7 @@ from pipeline.schema import (
     LEVELS,
     PATCH_COLUMNS,
     RATES_COLUMNS,
+    RC,
     UNASSIGNED,
     G,
     LegalHint,
@@ -56,34 +57,6 @@ log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- local constants
-class RC:
-    """Names of the ``rates`` columns used here (belongs in :mod:`pipeline.schema`)."""
-
-    LEVEL = "level"
-    CODE = "code"
-    NAME = "name"
-    PARENT_CODE = "parent_code"
-    N_PATCHES = "n_patches"
-    N_PENDING = "n_pending"
-    N_LEGAL = "n_legal"
-    N_ILLEGAL = "n_illegal"
-    N_FALSE_CHANGE = "n_false_change"
-    N_OTHER = "n_other"
-    PATCHES_M2 = "patches_m2"
-    ILLEGAL_M2 = "illegal_m2"
-    ILLEGAL_MU = "illegal_mu"
-    ILLEGAL_FARMLAND_M2 = "illegal_farmland_m2"
-    PENDING_FARMLAND_M2 = "pending_farmland_m2"
-    CONSTRUCTION_FARMLAND_M2 = "construction_farmland_m2"
-    ILLEGAL_RATIO = "illegal_ratio"
-    ILLEGAL_RATIO_UPPER = "illegal_ratio_upper"
-    ILLEGAL_RATIO_MET = "illegal_ratio_met"
-    RECTIFIED_M2 = "rectified_m2"
-    RECT_RATE_AREA = "rect_rate_area"
-    N_RECTIFIED = "n_rectified"
-    RECT_RATE_COUNT = "rect_rate_count"
-    RECT_RATE_MET = "rect_rate_met"
-    ZERO_CASE = "zero_case"
 
 
 HISTORY_DATE = "date"

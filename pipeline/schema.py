@@ -206,33 +206,64 @@ DETECTION_COLUMNS = (
     P.AREA_M2,
 )
 
+
 # --------------------------------------------------------------------------- rates table
+class RC:
+    """Column names of the rates table (``rates.csv``, one row per unit)."""
+
+    LEVEL = "level"
+    CODE = "code"
+    NAME = "name"
+    PARENT_CODE = "parent_code"
+    N_PATCHES = "n_patches"
+    N_PENDING = "n_pending"
+    N_LEGAL = "n_legal"
+    N_ILLEGAL = "n_illegal"
+    N_FALSE_CHANGE = "n_false_change"
+    N_OTHER = "n_other"
+    PATCHES_M2 = "patches_m2"
+    ILLEGAL_M2 = "illegal_m2"
+    ILLEGAL_MU = "illegal_mu"
+    ILLEGAL_FARMLAND_M2 = "illegal_farmland_m2"
+    PENDING_FARMLAND_M2 = "pending_farmland_m2"
+    CONSTRUCTION_FARMLAND_M2 = "construction_farmland_m2"
+    ILLEGAL_RATIO = "illegal_ratio"
+    ILLEGAL_RATIO_UPPER = "illegal_ratio_upper"
+    ILLEGAL_RATIO_MET = "illegal_ratio_met"
+    RECTIFIED_M2 = "rectified_m2"
+    RECT_RATE_AREA = "rect_rate_area"
+    N_RECTIFIED = "n_rectified"
+    RECT_RATE_COUNT = "rect_rate_count"
+    RECT_RATE_MET = "rect_rate_met"
+    ZERO_CASE = "zero_case"
+
+
 RATES_COLUMNS: tuple[str, ...] = (
-    "level",
-    "code",
-    "name",
-    "parent_code",
-    "n_patches",
-    "n_pending",
-    "n_legal",
-    "n_illegal",
-    "n_false_change",
-    "n_other",
-    "patches_m2",
-    "illegal_m2",
-    "illegal_mu",
-    "illegal_farmland_m2",
-    "pending_farmland_m2",
-    "construction_farmland_m2",
-    "illegal_ratio",
-    "illegal_ratio_upper",
-    "illegal_ratio_met",
-    "rectified_m2",
-    "rect_rate_area",
-    "n_rectified",
-    "rect_rate_count",
-    "rect_rate_met",
-    "zero_case",
+    RC.LEVEL,
+    RC.CODE,
+    RC.NAME,
+    RC.PARENT_CODE,
+    RC.N_PATCHES,
+    RC.N_PENDING,
+    RC.N_LEGAL,
+    RC.N_ILLEGAL,
+    RC.N_FALSE_CHANGE,
+    RC.N_OTHER,
+    RC.PATCHES_M2,
+    RC.ILLEGAL_M2,
+    RC.ILLEGAL_MU,
+    RC.ILLEGAL_FARMLAND_M2,
+    RC.PENDING_FARMLAND_M2,
+    RC.CONSTRUCTION_FARMLAND_M2,
+    RC.ILLEGAL_RATIO,
+    RC.ILLEGAL_RATIO_UPPER,
+    RC.ILLEGAL_RATIO_MET,
+    RC.RECTIFIED_M2,
+    RC.RECT_RATE_AREA,
+    RC.N_RECTIFIED,
+    RC.RECT_RATE_COUNT,
+    RC.RECT_RATE_MET,
+    RC.ZERO_CASE,
 )
 """Columns of ``rates.csv`` (DESIGN §3 names plus a few extras)."""
 
