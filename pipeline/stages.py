@@ -29,7 +29,7 @@ from pipeline.atomic import atomic_path, fingerprint_file
 from pipeline.config import Config, to_plain
 from pipeline.errors import ConfigError
 from pipeline.runner import Stage, StageOutcome
-from pipeline.schema import ChangeType, EventKind, P, R
+from pipeline.schema import RC, ChangeType, EventKind, P, R
 from pipeline.workspace import Workspace, WorkspaceLock
 
 log = logging.getLogger(__name__)
@@ -379,11 +379,11 @@ def report_registry(cfg: Config, ws: Workspace, *, date: str) -> dict[str, Any]:
         cfg=cfg.report, area_name=cfg.area.name, date=date,
         history=_report_history(ws, date), relapsed_ids=relapsed,
     )  # fmt: skip
-    district = rates[rates["level"] == "district"].iloc[0]
+    district = rates[rates[RC.LEVEL] == "district"].iloc[0]
     return {
-        "n_patches": int(district["n_patches"]),
-        "n_illegal": int(district["n_illegal"]),
-        "n_pending": int(district["n_pending"]),
+        RC.N_PATCHES: int(district[RC.N_PATCHES]),
+        RC.N_ILLEGAL: int(district[RC.N_ILLEGAL]),
+        RC.N_PENDING: int(district[RC.N_PENDING]),
     }
 
 
@@ -394,7 +394,7 @@ def _report_history(ws: Workspace, date: str) -> pd.DataFrame | None:
         if path.parent.name >= date:
             continue
         df = pd.read_csv(path, dtype={"code": str}, encoding="utf-8-sig")
-        district = df[df["level"] == "district"]
+        district = df[df[RC.LEVEL] == "district"]
         if len(district):
             rows.append(district.iloc[0].to_dict() | {"date": path.parent.name})
     return pd.DataFrame(rows) if rows else None

@@ -18,6 +18,7 @@ from pipeline.schema import (
     PATCH_COLUMNS,
     PATCHES_LAYER,
     RATES_COLUMNS,
+    RC,
     RUN_COLUMNS,
     RUNS_TABLE,
     UNASSIGNED,
@@ -58,15 +59,15 @@ def assert_rates_contract(rates: pd.DataFrame) -> None:
     """A rates table has the contract columns, rates within [0, 1] or undefined (NaN), and the
     district total equals the sum over townships."""
     _assert_columns(rates.columns, RATES_COLUMNS, "rates")
-    for col in ("illegal_ratio", "illegal_ratio_upper", "rect_rate_area", "rect_rate_count"):
+    for col in (RC.ILLEGAL_RATIO, RC.ILLEGAL_RATIO_UPPER, RC.RECT_RATE_AREA, RC.RECT_RATE_COUNT):
         values = pd.to_numeric(rates[col], errors="coerce").dropna()
         assert values.between(0, 1).all(), (
             f"{col} outside [0, 1]: {values[~values.between(0, 1)].tolist()}"
         )
-    district = rates[rates["level"] == "district"]
-    townships = rates[rates["level"] == "township"]
+    district = rates[rates[RC.LEVEL] == "district"]
+    townships = rates[rates[RC.LEVEL] == "township"]
     assert len(district) == 1, "exactly one district row expected"
-    for col in ("n_patches", "n_illegal", "n_pending"):
+    for col in (RC.N_PATCHES, RC.N_ILLEGAL, RC.N_PENDING):
         assert int(district[col].iloc[0]) == int(townships[col].sum()), (
             f"district {col} != Σ townships"
         )
