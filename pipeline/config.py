@@ -113,7 +113,7 @@ class LayersConfig:
 class DetectConfig:
     """Change detection and clean-up parameters."""
 
-    method: Literal["cva", "irmad", "index"] = "cva"
+    method: Literal["cva", "irmad", "index", "novelty"] = "cva"
     threshold: Literal["otsu", "multiotsu", "chi2", "fixed"] = "otsu"
     threshold_value: float | None = None
     """For ``fixed``: the score cut; for ``chi2``: the quantile (default 0.99)."""
@@ -133,6 +133,11 @@ class DetectConfig:
     block_px: int = 1024
     sample_step: int = 4
     """Global statistics are computed on every ``sample_step``-th row and column."""
+    novelty_components: int = 12
+    """``novelty``: Gaussian mixture components fitted to the scene's change vectors."""
+    novelty_min_weight: float = 0.01
+    """``novelty``: mixture components covering less than this share of the scene are not
+    common transitions (rare change such as new construction must not get one)."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,10 @@ class AssignConfig:
     mode: Literal["majority", "split"] = "majority"
     code_pattern: str = CHINA_CODE_PATTERN
     """Regular expression every township and village code must match."""
+    strict_grid: bool = True
+    """Stop with an error on grid defects that make assignment ambiguous (invalid polygons,
+    overlaps, duplicate or malformed codes, unknown townships); false = repair, report, go on.
+    Gaps are never fatal: patches in them are ``unassigned``."""
     min_part_m2: float = 1.0
     """``split`` mode: parts smaller than this (slivers along boundaries) stay with the
     majority part."""
@@ -166,6 +175,16 @@ class ExportConfig:
     encoding: Literal["UTF-8", "GBK"] = "UTF-8"
     per_village: bool = False
     chips: bool = True
+
+
+@dataclass(frozen=True)
+class FieldReturnsConfig:
+    inbox: Path | None = None
+    """Folder the nightly run imports field returns from (default ``{workspace}/inbox``);
+    applied files move to ``inbox/done/``, rejected ones to ``inbox/rejected/`` with their
+    rejection report beside them."""
+    encoding: str | None = None
+    """Text encoding of CSV/Shapefile returns (default: detect UTF-8 or GBK)."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +211,7 @@ class Config:
     assign: AssignConfig = field(default_factory=AssignConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    field_returns: FieldReturnsConfig = field(default_factory=FieldReturnsConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     run: RunConfig = field(default_factory=RunConfig)
     workspace: Path = Path("out")
@@ -242,6 +262,12 @@ def parse_config(raw: Any, *, base_dir: Path, source: Path | None = None) -> Con
         cfg,
         imagery=dataclasses.replace(cfg.imagery, base_dir=base_dir),
         workspace=_resolve(base_dir, cfg.workspace),
+        field_returns=dataclasses.replace(
+            cfg.field_returns,
+            inbox=_resolve(base_dir, cfg.field_returns.inbox)
+            if cfg.field_returns.inbox is not None
+            else _resolve(base_dir, cfg.workspace) / "inbox",
+        ),
         source=source,
     )
     _check(cfg, where)
@@ -521,7 +547,9 @@ def _check(cfg: Config, where: str) -> None:
             f"{where}: 'detect.edge_ratio' = {d.edge_ratio} must be in (0, 1) or null"
         )
     if d.min_mean_score is not None and not 0 < d.min_mean_score <= 2:
-        raise ConfigError(f"{where}: 'detect.min_mean_score' = {d.min_mean_score} must be in (0, 2]")
+        raise ConfigError(
+            f"{where}: 'detect.min_mean_score' = {d.min_mean_score} must be in (0, 2]"
+        )
     if d.block_px < 64:
         raise ConfigError(f"{where}: 'detect.block_px' = {d.block_px} must be at least 64")
     for key in ("opening_radius_m", "closing_radius_m", "min_area_m2"):
@@ -529,6 +557,14 @@ def _check(cfg: Config, where: str) -> None:
             raise ConfigError(f"{where}: 'detect.{key}' = {getattr(d, key)} must be >= 0")
     if d.sample_step < 1:
         raise ConfigError(f"{where}: 'detect.sample_step' = {d.sample_step} must be >= 1")
+    if not 1 <= d.novelty_components <= 64:
+        raise ConfigError(
+            f"{where}: 'detect.novelty_components' = {d.novelty_components} must be in 1..64"
+        )
+    if not 0 <= d.novelty_min_weight < 1:
+        raise ConfigError(
+            f"{where}: 'detect.novelty_min_weight' = {d.novelty_min_weight} must be in [0, 1)"
+        )
 
     if not 0 < cfg.classify.legal_share <= 1:
         raise ConfigError(

@@ -40,6 +40,8 @@ class Stage:
     params: Callable[[], Any]
     outputs: Callable[[], list[Path]]
     run: Callable[[], dict[str, Any]]
+    consumes_inputs: bool = False
+    """The stage moves its inputs away (the inbox): record them as they are after it ran."""
 
 
 @dataclass
@@ -148,8 +150,8 @@ def run_stages(
                 _record_failure(ws, state, stage.id, exc)
                 raise StageError(f"stage {stage.id} failed: {type(exc).__name__}: {exc}") from exc
             seconds = time.perf_counter() - t0
-            # inputs are fingerprinted again: a stage may legitimately change its own input
-            # (register updates the registry it reads)
+            if stage.consumes_inputs:
+                inputs = stage.inputs()
             state[stage.id] = {
                 "status": "done",
                 "inputs": inputs,

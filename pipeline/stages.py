@@ -10,6 +10,7 @@ atomically. Data flows one way (DESIGN §4)::
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -27,14 +28,15 @@ import pandas as pd
 from pipeline import runner
 from pipeline.atomic import atomic_path, fingerprint_file
 from pipeline.config import Config, to_plain
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, GridError, InputDataError
+from pipeline.runlog import run_log
 from pipeline.runner import Stage, StageOutcome
 from pipeline.schema import RC, ChangeType, EventKind, P, R
 from pipeline.workspace import Workspace, WorkspaceLock
 
 log = logging.getLogger(__name__)
 
-STAGE_NAMES = ("detect", "classify", "assign", "register", "export", "report")
+STAGE_NAMES = ("detect", "classify", "assign", "register", "inbox", "export", "report")
 
 
 @dataclass
@@ -96,7 +98,7 @@ def build_stages(ctx: RunContext) -> list[Stage]:
     stages: list[Stage] = []
     for pair in cfg.imagery.pairs:
         stages += [_detect_stage(ctx, pair), _classify_stage(ctx, pair), _assign_stage(ctx, pair)]
-    stages += [_register_stage(ctx), _export_stage(ctx), _report_stage(ctx)]
+    stages += [_register_stage(ctx), _inbox_stage(ctx), _export_stage(ctx), _report_stage(ctx)]
     del ws
     return stages
 
@@ -259,6 +261,21 @@ def _register_stage(ctx: RunContext) -> Stage:
     )
 
 
+def _inbox_stage(ctx: RunContext) -> Stage:
+    """Field returns dropped in the inbox; up to date when the inbox is empty."""
+    from pipeline.fieldwork import import_inbox, inbox_files
+
+    cfg, ws = ctx.cfg, ctx.ws
+    return Stage(
+        id="inbox",
+        inputs=lambda: {f.name: fingerprint_file(f) for f in inbox_files(cfg.field_returns.inbox)},
+        params=lambda: {"field_returns": to_plain(cfg.field_returns)},
+        outputs=lambda: [],
+        run=lambda: import_inbox(cfg, ws, run_id=ctx.run_id, now=ctx.now),
+        consumes_inputs=True,
+    )
+
+
 def _registry_input(ws: Workspace, crs: str) -> Callable[[], dict[str, str]]:
     def inputs() -> dict[str, str]:
         from pipeline.registry import load_registry
@@ -309,10 +326,33 @@ def _classify(cfg: Config, patches: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
 
 # --------------------------------------------------------------------------- export / report
+FATAL_GRID_ISSUES = frozenset(
+    {"invalid_geometry", "overlap", "duplicate_code", "bad_code", "unknown_township"}
+)
+"""Grid defects that stop a run when ``assign.strict_grid`` is true: each makes the
+assignment of a patch ambiguous or wrong."""
+
+
 def load_grids_for(cfg: Config):
+    """The grid layers of ``cfg``, validated; defects in :data:`FATAL_GRID_ISSUES` raise
+    :class:`GridError` under ``assign.strict_grid``."""
     from pipeline.grids import load_grids
 
-    return load_grids(cfg.layers, crs=cfg.area.crs, code_pattern=cfg.assign.code_pattern)
+    grids = load_grids(cfg.layers, crs=cfg.area.crs, code_pattern=cfg.assign.code_pattern)
+    fatal = [i for i in grids.issues if str(i.kind) in FATAL_GRID_ISSUES]
+    if fatal and cfg.assign.strict_grid:
+        shown = "; ".join(
+            f"{i.kind} in layer {i.layer} ({i.code or '-'}{', ' + i.other_code if i.other_code else ''}): {i.detail}"
+            for i in fatal[:5]
+        )
+        more = f" and {len(fatal) - 5} more" if len(fatal) > 5 else ""
+        files = sorted({str(getattr(cfg.layers, n).path) for n in ("township", "village")})
+        raise GridError(
+            f"the grid ({', '.join(files)}) has {len(fatal)} defect(s) that make assignment "
+            f"ambiguous: {shown}{more}. Fix the layer, or set 'assign.strict_grid: false' to "
+            "repair invalid polygons and go on with the defects reported"
+        )
+    return grids
 
 
 def export_registry(
@@ -334,8 +374,6 @@ def export_registry(
 
 
 def _with_export_events(state, paths: list[Path], *, run_id: str, now: str):
-    import dataclasses
-
     from pipeline.schema import E
 
     by_township = {p.name.split("_", 1)[0]: p.name for p in paths}
@@ -360,19 +398,32 @@ def _with_export_events(state, paths: list[Path], *, run_id: str, now: str):
     return dataclasses.replace(state, events=events)
 
 
-def report_registry(cfg: Config, ws: Workspace, *, date: str) -> dict[str, Any]:
-    """Compute the rates from the registry and write ``reports/{date}/``."""
-    from pipeline.rates import compute_rates
+def report_registry(
+    cfg: Config, ws: Workspace, *, date: str, as_of: str | None = None
+) -> dict[str, Any]:
+    """Compute the rates from the registry and write ``reports/{date}/``.
+
+    With ``as_of`` the verdicts and remaining areas are replayed from the events up to that
+    date (patches recorded later are left out); the lists in the HTML report stay current.
+    """
+    from pipeline.rates import compute_rates, rates_as_of
     from pipeline.registry import load_registry
     from pipeline.report import write_report
 
     state = load_registry(ws.registry, cfg.area.crs)
     grids = load_grids_for(cfg)
-    rates = compute_rates(
-        state.patches, grids.villages, grids.townships, grids.district,
-        rect_rate_target=cfg.report.rect_rate_target,
-        illegal_ratio_target=cfg.report.illegal_ratio_target,
-    )  # fmt: skip
+    targets = {
+        "rect_rate_target": cfg.report.rect_rate_target,
+        "illegal_ratio_target": cfg.report.illegal_ratio_target,
+    }
+    if as_of:
+        rates = rates_as_of(
+            state, as_of, grids.villages, grids.townships, grids.district, **targets
+        )
+    else:
+        rates = compute_rates(
+            state.patches, grids.villages, grids.townships, grids.district, **targets
+        )
     relapsed = set(state.events.loc[state.events["kind"] == EventKind.RELAPSE, "patch_id"])
     write_report(
         rates, state.patches, grids.townships, grids.villages, ws.reports_dir(date),
@@ -427,12 +478,26 @@ def run_pipeline(
     stages = select_stages(build_stages(ctx), from_stage, until_stage)
     if dry_run:
         return ctx, runner.run_stages(ws, stages, force=force, dry_run=True, on_stage=on_stage)
-    with WorkspaceLock(ws):
+    with WorkspaceLock(ws), run_log(ws.log_file(ctx.run_id), ctx.run_id):
         started = utc_now()
         t0 = time.perf_counter()
         outcome, outcomes = "failed", []
+        log.info("run %s started (config %s)", ctx.run_id, cfg.source)
+
+        def logged(o: StageOutcome) -> None:
+            extra = {
+                "stage": o.id,
+                "status": o.status,
+                "reason": o.reason,
+                "seconds": round(o.seconds, 3),
+                "counts": o.counts,
+            }
+            log.info("stage %s %s: %s", o.id, o.status, o.reason, extra=extra)
+            if on_stage:
+                on_stage(o)
+
         try:
-            outcomes = runner.run_stages(ws, stages, force=force, on_stage=on_stage)
+            outcomes = runner.run_stages(ws, stages, force=force, on_stage=logged)
             outcome = "ok"
         except BaseException as exc:
             outcome = f"failed: {exc}"
@@ -458,8 +523,6 @@ def _record_run(
     ctx: RunContext, started: str, seconds: float, outcomes: list[StageOutcome], outcome: str
 ) -> None:
     """Append this run to the registry's ``runs`` table (best effort on failure paths)."""
-    import dataclasses
-
     from pipeline.registry import load_registry, save_registry
 
     row = {
@@ -498,7 +561,14 @@ def _read_layer(cfg: Config, name: str) -> gpd.GeoDataFrame | None:
     layer = getattr(cfg.layers, name)
     if layer is None:
         return None
-    return read_layer(layer.path, layer=layer.layer, crs=cfg.area.crs)
+    gdf = read_layer(layer.path, layer=layer.layer, crs=cfg.area.crs)
+    if len(gdf) == 0:
+        # an empty overlay would silently make every patch "suspected" or "not on farmland"
+        raise InputDataError(
+            f"layer '{layer.layer or layer.path.stem}' of {layer.path} ('layers.{name}') has no "
+            f"features; fix the file, or remove 'layers.{name}' from the config if there are none"
+        )
+    return gdf
 
 
 def _read_gdf(path: Path) -> gpd.GeoDataFrame:
@@ -515,8 +585,6 @@ def _write_gdf(gdf: gpd.GeoDataFrame, path: Path) -> None:
 
 
 def _plain_stats(obj: Any) -> dict[str, Any]:
-    import dataclasses
-
     if dataclasses.is_dataclass(obj):
         obj = dataclasses.asdict(obj)
     return {k: v for k, v in dict(obj).items() if isinstance(v, int | float | str | bool)}

@@ -40,10 +40,12 @@ def cli(verbose: int) -> None:
     verdicts and reports rectification rates.
     """
     level = max(logging.DEBUG, logging.WARNING - 10 * verbose)
+    # the console shows WARNING (-v INFO, -vv DEBUG); the root logger passes INFO on so the
+    # per-run JSON-lines log gets it whatever the console shows
     logging.basicConfig(
-        level=level,
+        level=min(level, logging.INFO),
         format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+        handlers=[RichHandler(level=level, console=console, show_path=False, show_time=False)],
         force=True,
     )
     logging.getLogger("rasterio").setLevel(logging.WARNING)

@@ -21,11 +21,11 @@ date_option = click.option(
     "--date",
     default=None,
     help="Date of the export/report folders (YYYY-MM-DD; default: today).",
-    callback=lambda ctx, param, value: _check_date(value),
+    callback=lambda ctx, param, value: check_date(value),
 )
 
 
-def _check_date(value: str | None) -> str | None:
+def check_date(value: str | None) -> str | None:
     if value is None:
         return None
     try:

@@ -6,7 +6,7 @@ import datetime as dt
 
 import click
 
-from pipeline.cli.options import config_option, date_option
+from pipeline.cli.options import check_date, config_option, date_option
 
 
 def _context(config_path, date):
@@ -41,12 +41,18 @@ def export(config_path, date):
 @click.command()
 @config_option
 @date_option
-def report(config_path, date):
+@click.option(
+    "--as-of",
+    default=None,
+    callback=lambda ctx, param, value: check_date(value),
+    help="Rates as they stood at the end of this date (YYYY-MM-DD), replayed from the events.",
+)
+def report(config_path, date, as_of):
     """Write the rectification-rate report (CSV, XLSX, HTML, PNG) from the registry."""
     from pipeline.stages import report_registry
     from pipeline.workspace import WorkspaceLock
 
     cfg, ws, date, _, _ = _context(config_path, date)
     with WorkspaceLock(ws):
-        report_registry(cfg, ws, date=date)
+        report_registry(cfg, ws, date=date, as_of=as_of)
     click.echo(f"report: {ws.reports_dir(date) / 'report.html'}")

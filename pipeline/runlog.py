@@ -1,0 +1,61 @@
+"""A JSON-lines log per run (``{workspace}/logs/{run_id}.jsonl``): one object per record,
+for scripts and monitoring to read without parsing console text."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class JsonLinesHandler(logging.Handler):
+    """Writes each record as ``{"time", "level", "logger", "message", "run_id", ...extra}``."""
+
+    def __init__(self, path: Path, run_id: str):
+        super().__init__(level=logging.INFO)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("a", encoding="utf-8")
+        self.run_id = run_id
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            entry = {
+                "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
+                "level": record.levelname,
+                "logger": record.name,
+                "message": record.getMessage(),
+                "run_id": self.run_id,
+            }
+            for key in ("stage", "status", "reason", "seconds", "counts"):
+                if hasattr(record, key):
+                    entry[key] = getattr(record, key)
+            if record.exc_info:
+                entry["exception"] = self.format(record).splitlines()[-1]
+            self._file.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+            self._file.flush()
+        except Exception:  # logging must never break the run
+            self.handleError(record)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+@contextlib.contextmanager
+def run_log(path: Path, run_id: str) -> Iterator[Path]:
+    """Attach a :class:`JsonLinesHandler` to the root logger for the ``with`` block."""
+    handler = JsonLinesHandler(path, run_id)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    try:
+        yield path
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        handler.close()

@@ -1,0 +1,229 @@
+"""Nightly operation: inbox, run log, and a battery of bad inputs.
+
+Every bad input must give a clear error that names the file and the problem, a non-zero
+exit code, and leave the registry's patches and events as they were.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyogrio
+import pytest
+import rasterio
+import shapely
+import yaml
+from click.testing import CliRunner
+
+from pipeline.cli.main import cli
+from pipeline.schema import EVENTS_TABLE, PATCHES_LAYER, P
+from tests.conftest import write_sample_config
+
+DATE = "2026-11-25"
+
+
+@pytest.fixture(scope="module")
+def small_sample(tmp_path_factory) -> Path:
+    from pipeline.sample import generate_sample
+
+    folder = tmp_path_factory.mktemp("small")
+    generate_sample(folder, size_px=600, seed=2017)
+    return folder
+
+
+@pytest.fixture()
+def area(small_sample, tmp_path):
+    """A private copy of the small sample with one good run done."""
+    folder = tmp_path / "area"
+    shutil.copytree(small_sample, folder)
+    config = write_sample_config(folder, folder / "out")
+    result = _run(config)
+    assert result.exit_code == 0, result.output
+    return folder, config
+
+
+def _run(config: Path, *args: str):
+    return CliRunner().invoke(cli, ["run", "--config", str(config), "--date", DATE, *args])
+
+
+def _registry(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    path = folder / "out" / "registry.gpkg"
+    patches = pyogrio.read_dataframe(path, layer=PATCHES_LAYER)
+    events = pyogrio.read_dataframe(path, layer=EVENTS_TABLE, read_geometry=False)
+    return patches.drop(columns=[P.UPDATED_AT]), events
+
+
+def _edit_config(config: Path, change) -> None:
+    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    change(raw)
+    config.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+
+
+def _first_tile(folder: Path, epoch: str = "2017") -> Path:
+    return sorted((folder / "imagery" / epoch).glob("*.tif"))[0]
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+def _zero_bytes(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def _strip_crs(path: Path) -> None:
+    with rasterio.open(path) as src:
+        profile, data = src.profile, src.read()
+    profile.pop("crs")
+    path.unlink()
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+
+
+def _all_nodata(path: Path) -> None:
+    with rasterio.open(path, "r+") as dst:
+        dst.write(dst.read() * 0)
+
+
+def _move_epoch_far_away(folder: Path) -> None:
+    for path in (folder / "imagery" / "2017").glob("*.tif"):
+        with rasterio.open(path, "r+") as dst:
+            t = dst.transform
+            dst.transform = rasterio.Affine(t.a, t.b, t.c + 500_000, t.d, t.e, t.f)
+
+
+def _overlapping_grid(folder: Path) -> None:
+    villages = pyogrio.read_dataframe(folder / "grids.gpkg", layer="village")
+    villages.loc[0, "geometry"] = villages.geometry.iloc[0].buffer(50)
+    pyogrio.write_dataframe(villages, folder / "grids.gpkg", layer="village")
+
+
+def _duplicate_codes(folder: Path) -> None:
+    villages = pyogrio.read_dataframe(folder / "grids.gpkg", layer="village")
+    villages.loc[1, "code"] = villages["code"].iloc[0]
+    pyogrio.write_dataframe(villages, folder / "grids.gpkg", layer="village")
+
+
+def _invalid_polygon(folder: Path) -> None:
+    villages = pyogrio.read_dataframe(folder / "grids.gpkg", layer="village")
+    x0, y0, x1, y1 = villages.geometry.iloc[0].bounds
+    bowtie = shapely.Polygon([(x0, y0), (x1, y1), (x1, y0), (x0, y1)])
+    villages.loc[0, "geometry"] = shapely.MultiPolygon([bowtie])
+    pyogrio.write_dataframe(villages, folder / "grids.gpkg", layer="village")
+
+
+def _empty_approvals(folder: Path) -> None:
+    approvals = pyogrio.read_dataframe(folder / "approvals.gpkg")
+    pyogrio.write_dataframe(approvals.iloc[:0], folder / "approvals.gpkg", layer="approvals")
+
+
+BATTERY = [
+    ("truncated GeoTIFF", lambda f: _truncate(_first_tile(f)), "r0c0.tif: cannot be opened", 3),
+    ("zero-byte file", lambda f: _zero_bytes(_first_tile(f)), "r0c0.tif: cannot be opened", 3),
+    ("raster with no CRS", lambda f: _strip_crs(_first_tile(f)), "CRS", 3),
+    (
+        "all-nodata epoch",
+        lambda f: [_all_nodata(p) for p in (f / "imagery" / "2017").glob("*.tif")],
+        "valid",
+        6,
+    ),
+    ("epochs that do not overlap", _move_epoch_far_away, "overlap", 3),
+    ("grid with overlapping villages", _overlapping_grid, "overlap", 3),
+    ("grid with duplicate codes", _duplicate_codes, "duplicate_code", 3),
+    ("grid with an invalid polygon", _invalid_polygon, "invalid_geometry", 3),
+    ("empty approvals layer", _empty_approvals, "has no features", 3),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "damage", "expected", "code"), BATTERY, ids=[b[0] for b in BATTERY]
+)
+def test_bad_input_fails_clearly_and_leaves_the_registry(area, what, damage, expected, code):
+    folder, config = area
+    before = _registry(folder)
+    damage(folder)
+    result = _run(config)
+    assert result.exit_code == code, result.output  # 3: bad input data
+    assert expected.lower() in result.output.lower(), result.output
+    after = _registry(folder)
+    pd.testing.assert_frame_equal(before[0], after[0])
+    pd.testing.assert_frame_equal(before[1], after[1])
+
+
+@pytest.mark.parametrize(
+    ("change", "expected", "code"),
+    [
+        (lambda r: r["detect"].update(treshold="otsu"), "did you mean 'threshold'", 2),
+        (lambda r: r["detect"].update(min_area_m2="200m2"), "'detect.min_area_m2' = '200m2'", 2),
+        (
+            lambda r: r["layers"]["farmland"].update(path="missing.gpkg"),
+            "'layers.farmland.path'",
+            2,
+        ),
+        (
+            lambda r: r["imagery"]["epochs"].update({"2017": ["nowhere/*.tif"]}),
+            "matches no files",
+            2,
+        ),
+    ],
+)
+def test_bad_config_fails_clearly_and_leaves_the_registry(area, change, expected, code):
+    folder, config = area
+    before = _registry(folder)
+    _edit_config(config, change)
+    result = _run(config)
+    assert result.exit_code != 0 and expected in result.output, result.output
+    assert _registry(folder)[0].equals(before[0])
+
+
+def test_noop_rerun_dry_run_and_status(area):
+    _, config = area
+    again = _run(config)
+    assert again.exit_code == 0 and "nothing to do" in again.output
+    _edit_config(config, lambda r: r["detect"].update(min_area_m2=300))
+    dry = _run(config, "--dry-run")
+    assert "would run detect[2016_2017] — parameters changed" in " ".join(dry.output.split())
+    assert "skipped" in dry.output  # nothing downstream is claimed before its inputs change
+    status = CliRunner().invoke(cli, ["status", "--config", str(config)])
+    assert (
+        status.exit_code == 0 and "stale" in status.output and "parameters changed" in status.output
+    )
+
+
+def test_inbox_imports_moves_and_rejects(area):
+    folder, config = area
+    patches, _ = _registry(folder)
+    inbox = folder / "out" / "inbox"
+    inbox.mkdir()
+    pid = patches[P.PATCH_ID].iloc[0]
+    good = pd.DataFrame({"图斑编号": [pid], "核实认定意见": ["违法"], "剩余未整改面积": ["0"]})
+    good.to_csv(inbox / "township_a.csv", index=False, encoding="gbk")
+    pd.DataFrame({"patch_id": ["130609201799999"], "verdict": ["legal"]}).to_csv(
+        inbox / "bad.csv", index=False
+    )
+    result = _run(config)
+    assert result.exit_code == 0, result.output
+    assert (inbox / "done" / "township_a.csv").exists()
+    assert (inbox / "rejected" / "bad.csv").exists()
+    assert "130609201799999" in (inbox / "rejected" / "bad.csv.rejected.csv").read_text(
+        encoding="utf-8-sig"
+    )
+    assert not list(inbox.glob("*.csv"))
+    now, events = _registry(folder)
+    assert now.set_index(P.PATCH_ID).loc[pid, P.VERDICT] == "illegal"
+    assert (events["source"].str.startswith("field:township_a.csv")).any()
+    assert "nothing to do" in _run(config).output  # the inbox is empty again
+
+
+def test_run_writes_a_json_lines_log(area):
+    folder, _ = area
+    logs = sorted((folder / "out" / "logs").glob("*.jsonl"))
+    assert logs
+    entries = [json.loads(line) for line in logs[0].read_text(encoding="utf-8").splitlines()]
+    stages = {e["stage"]: e for e in entries if "stage" in e}
+    assert stages["detect[2016_2017]"]["status"] == "ran"
+    assert {"time", "level", "message", "run_id"} <= set(entries[0])
