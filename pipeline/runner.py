@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +26,15 @@ from pipeline.errors import LandwatchError, StageError
 from pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
+
+FAULT_ENV = "LANDWATCH_KILL_AT"
+"""Fault injection for the crash-safety tests: ``before:<stage id>`` or ``after:<stage id>``
+makes the process SIGKILL itself at that point (never set it in production)."""
+
+
+def _failpoint(where: str, stage_id: str) -> None:
+    if os.environ.get(FAULT_ENV) == f"{where}:{stage_id}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -140,6 +151,7 @@ def run_stages(
             log.info("stage %s: running (%s)", stage.id, reason)
             state[stage.id] = {"status": "running", "started": time.time()}
             save_state(ws, state)
+            _failpoint("before", stage.id)
             t0 = time.perf_counter()
             try:
                 counts = stage.run() or {}
@@ -162,6 +174,7 @@ def run_stages(
                 "counts": counts,
             }
             save_state(ws, state)
+            _failpoint("after", stage.id)
             outcome = StageOutcome(stage.id, "ran", reason, seconds, counts)
         outcomes.append(outcome)
         if on_stage:
