@@ -4,9 +4,11 @@ Figures are built with the object-oriented matplotlib API on the Agg canvas
 (:class:`matplotlib.figure.Figure` + :class:`~matplotlib.backends.backend_agg.FigureCanvasAgg`),
 never through ``pyplot``: no global figure state, no GUI backend, safe in worker processes.
 
-Chinese text needs a CJK font. :func:`find_cjk_font` looks for one among the fonts matplotlib
-knows; when there is none the charts label units by code and use English titles (the caller
-logs a warning) instead of drawing empty boxes.
+Chinese text needs a CJK font. :func:`find_cjk_font` first registers the font shipped by the
+``noto-cjk-sans-otc`` wheel (Noto Sans CJK, SIL OFL 1.1; a dependency of landwatch, so a
+fresh ``pip install`` brings it), then looks among the fonts matplotlib knows; when there is
+none the charts label units by code and use English titles (the caller logs a warning)
+instead of drawing empty boxes.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ CJK_FONT_CANDIDATES = (
 )
 """Font families tried first, in this order, before scanning every font for Chinese glyphs."""
 
+BUNDLED_FONT_MODULES = ("noto_cjk_sans_otc",)
+"""Importable packages that ship a CJK font file as ``FONT_PATH`` (tried in this order)."""
+
 _PROBE_CHARS = "中村镇"
 MISSING_COLOR = "#e6e6e6"
 TARGET_COLOR = "#333333"
@@ -71,6 +76,7 @@ def find_cjk_font() -> str | None:
     from matplotlib import font_manager
     from matplotlib.ft2font import FT2Font
 
+    register_bundled_fonts()
     fonts = font_manager.fontManager.ttflist
     names = {f.name for f in fonts}
     for candidate in CJK_FONT_CANDIDATES:
@@ -88,6 +94,38 @@ def find_cjk_font() -> str | None:
         if None not in glyphs and len(glyphs) == len(_PROBE_CHARS):
             return font.name
     return None
+
+
+@functools.cache
+def register_bundled_fonts() -> tuple[str, ...]:
+    """Add the CJK fonts shipped by Python packages to matplotlib's font list.
+
+    Returns the font files registered (empty when no such package is installed).
+
+    Notes
+    -----
+    ``fontManager.addfont`` only affects this process (matplotlib's on-disk font cache is
+    not touched), so it runs once per process, cached. matplotlib >= 3.10 registers every
+    face of a ``.ttc`` collection (Noto Sans CJK SC / TC / JP / KR / HK).
+    """
+    import importlib
+
+    from matplotlib import font_manager
+
+    done = []
+    for name in BUNDLED_FONT_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        path = str(module.FONT_PATH)
+        try:
+            font_manager.fontManager.addfont(path)
+        except (OSError, RuntimeError, ValueError) as exc:
+            log.warning("could not register the font %s from %s: %s", path, name, exc)
+            continue
+        done.append(path)
+    return tuple(done)
 
 
 @contextlib.contextmanager

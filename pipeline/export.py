@@ -17,15 +17,18 @@ times, the DBF header date and the GeoPackage ``last_change`` are all set to ``d
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import io
 import json
 import logging
+import os
 import re
+import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +76,14 @@ log = logging.getLogger(__name__)
 KML_CRS = "EPSG:4326"
 UNASSIGNED_PACKAGE_NAME = "未分配"
 """Name part of the package of patches outside every township: ``unassigned_未分配.zip``."""
+TOWNSHIP_LEVEL, VILLAGE_LEVEL = "township", "village"
+VILLAGES_DIR = "villages"
+"""Sub-folder of the export folder holding the per-village packages (``export.per_village``)."""
+MANIFEST = "manifest.json"
+"""File in the export folder: package (relative path) -> key, level, code, built_on."""
+MANIFEST_FORMAT = 1
+CHIPS_DIR = "chips"
+"""Folder inside a package holding ``{patch_id}.png`` before/after image chips."""
 
 ROUND_2 = (
     P.AREA_M2,
@@ -125,6 +136,8 @@ def export_packages(
     area_name: str,
     date: str,
     only_townships: set[str] | None = None,
+    chips: Mapping[str, bytes] | None = None,
+    previous: Path | None = None,
 ) -> list[Path]:
     """Write one field package per township that has patches (and one for unassigned ones).
 
@@ -136,18 +149,29 @@ def export_packages(
         Grids with :attr:`G.CODE`, :attr:`G.NAME` (optional :attr:`G.PERSON`); villages
         with :attr:`G.TOWNSHIP_CODE` get a ``villages`` layer in the GeoPackage.
     out_dir : Path
-        Created if missing; packages are ``out_dir/{code}_{name}.zip``.
+        Created if missing; packages are ``out_dir/{code}_{name}.zip``, per-village ones
+        ``out_dir/villages/{village_code}_{village_name}.zip``, and ``out_dir/manifest.json``
+        records the key of each (see :func:`package_manifest_key`).
     cfg : ExportConfig
-        ``crs`` of the Shapefile / GeoPackage, ``encoding`` of the Shapefile text.
+        ``crs`` of the Shapefile / GeoPackage, ``encoding`` of the Shapefile text,
+        ``per_village`` (also one zip per village), ``chips`` (include image chips).
     area_name, date : str
         Shown in the README and list; ``date`` (``YYYY-MM-DD``) also stamps the files.
     only_townships : set of str, optional
         Township codes to export (``"unassigned"`` for the unassigned package); None = all.
+    chips : mapping of str to bytes, optional
+        PNG bytes per patch id (see :func:`pipeline.chips.read_chips`), written as
+        ``chips/{patch_id}.png`` in the packages and shown in ``patches.html``. Ignored when
+        ``cfg.chips`` is false.
+    previous : Path, optional
+        An earlier export folder (holding ``manifest.json``). A package whose key equals
+        the key recorded there is hard-linked (or copied) from it instead of rebuilt.
 
     Returns
     -------
     list of Path
-        The packages written, sorted by township code.
+        The township packages (sorted by township code), then the village packages
+        (sorted by village code); reused ones included.
 
     Notes
     -----
@@ -155,6 +179,12 @@ def export_packages(
     not allowed in Windows file names become ``_``. Each zip is written to a temporary
     sibling and renamed into place. A township that lost all its patches gets no package;
     an older zip of it in ``out_dir`` is left alone.
+
+    Re-export: the key covers everything a package shows (patches, grid entry, config,
+    area name, chip bytes, landwatch version) but not ``date``, so a reused package keeps
+    the date stamps of the export that built it (``built_on`` in the manifest). An earlier
+    manifest in ``out_dir`` itself is honoured too (a rerun on the same day rewrites
+    nothing that did not change).
     """
     check_columns(patches, PATCH_COLUMNS, "patches")
     check_columns(townships, (G.CODE, G.NAME), "townships")
@@ -167,29 +197,202 @@ def export_packages(
     parse_date(date)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    chips = chips if (cfg.chips and chips) else {}
     groups = split_by_township(patches)
     if only_townships is not None:
         groups = {k: v for k, v in groups.items() if k in only_townships}
     town_info = townships.set_index(G.CODE)
-    written = []
+    village_info = villages.drop_duplicates(G.CODE).set_index(G.CODE)
+    units: list[_Unit] = []
     for code, group in groups.items():
         name, person = _township_name(code, group, town_info)
-        stem = package_stem(code, name)
-        members = _package_members(
-            group,
-            villages,
+        units.append(
+            _Unit(TOWNSHIP_LEVEL, code, name, person, group, f"{package_stem(code, name)}.zip")
+        )
+    if cfg.per_village:
+        for unit in list(units):
+            for vcode, part in split_by_village(unit.patches).items():
+                vname, vperson = _village_name(vcode, part, village_info)
+                rel = f"{VILLAGES_DIR}/{package_stem(vcode, vname)}.zip"
+                units.append(_Unit(VILLAGE_LEVEL, vcode, vname, vperson, part, rel))
+
+    manifest = _read_manifest(out_dir)
+    earlier = {**_read_manifest(Path(previous)), **manifest} if previous is not None else manifest
+    written = []
+    for unit in units:
+        key = package_manifest_key(
+            unit.patches,
+            _unit_villages(villages, unit),
             cfg=cfg,
             area_name=area_name,
-            date=date,
-            code=code,
-            name=name,
-            person=person,
+            unit=(unit.level, unit.code, unit.name, unit.person),
+            chips=chips,
         )
-        path = out_dir / f"{stem}.zip"
-        write_atomic(path, zip_bytes({f"{stem}/{k}": v for k, v in members.items()}, date=date))
-        log.info("field package %s: %d patches", path.name, len(group))
+        path = out_dir / unit.relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        entry = earlier.get(unit.relpath)
+        source = _reusable(entry, key, out_dir, previous, unit.relpath)
+        if source is not None:
+            if source != path:
+                _link_or_copy(source, path)
+            built_on = entry["built_on"]
+            log.info("field package %s unchanged since %s: reused", unit.relpath, built_on)
+        else:
+            stem = Path(unit.relpath).stem
+            members = _package_members(
+                unit.patches,
+                villages,
+                cfg=cfg,
+                area_name=area_name,
+                date=date,
+                code=unit.code,
+                name=unit.name,
+                person=unit.person,
+                level=unit.level,
+                chips=chips,
+            )
+            write_atomic(path, zip_bytes({f"{stem}/{k}": v for k, v in members.items()}, date=date))
+            built_on = date
+            log.info("field package %s: %d patches", unit.relpath, len(unit.patches))
+        manifest[unit.relpath] = {
+            "level": unit.level,
+            "code": unit.code,
+            "key": key,
+            "built_on": built_on,
+            "n_patches": len(unit.patches),
+        }
         written.append(path)
+    _write_manifest(out_dir, manifest, date=date)
     return written
+
+
+def latest_export_dir(exports_root: Path, before: str) -> Path | None:
+    """The newest ``exports_root/{date}`` folder with a manifest dated before ``before``.
+
+    ``exports/{date}`` folders are named by ISO date, so text order is date order. Pass
+    the result as ``previous`` to :func:`export_packages`.
+    """
+    parse_date(before)
+    root = Path(exports_root)
+    if not root.is_dir():
+        return None
+    dated = sorted(
+        p for p in root.iterdir() if p.is_dir() and p.name < before and (p / MANIFEST).is_file()
+    )
+    return dated[-1] if dated else None
+
+
+def package_manifest_key(
+    patches: gpd.GeoDataFrame,
+    villages: gpd.GeoDataFrame,
+    *,
+    cfg: ExportConfig,
+    area_name: str,
+    unit: tuple[str, str, str, str],
+    chips: Mapping[str, bytes],
+) -> str:
+    """SHA-256 (hex) of everything one package shows except its date.
+
+    Folds :func:`package_key` of the patches with the unit (level, code, name, person),
+    the villages drawn in it (codes, names, persons, WKB), ``cfg``, ``area_name``, the
+    SHA-256 of each patch's chip and the landwatch version.
+    """
+    digest = hashlib.sha256()
+    cols = [c for c in (G.CODE, G.NAME, G.TOWNSHIP_CODE, G.PERSON) if c in villages.columns]
+    vrows = villages.sort_values(G.CODE, kind="stable")
+    head = {
+        "patches": package_key(patches),
+        "unit": list(unit),
+        "area_name": area_name,
+        "cfg": dataclasses.asdict(cfg),
+        "version": __version__,
+        "villages": [[_plain(v) for v in r] for r in vrows[cols].itertuples(index=False)],
+        "chips": {
+            pid: hashlib.sha256(chips[pid]).hexdigest()
+            for pid in sorted(map(str, patches[P.PATCH_ID]))
+            if pid in chips
+        },
+    }
+    digest.update(json.dumps(head, ensure_ascii=False, sort_keys=True, default=str).encode())
+    for wkb in shapely.to_wkb(np.asarray(vrows.geometry.values), output_dimension=2):
+        digest.update(b"\x00" if wkb is None else wkb)
+    return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unit:
+    level: str
+    code: str
+    name: str
+    person: str
+    patches: gpd.GeoDataFrame
+    relpath: str
+
+
+def _unit_villages(villages: gpd.GeoDataFrame, unit: _Unit) -> gpd.GeoDataFrame:
+    """The village polygons a package's GeoPackage holds (see :func:`_gpkg_bytes`)."""
+    if unit.level == VILLAGE_LEVEL:
+        return villages[villages[G.CODE] == unit.code]
+    if G.TOWNSHIP_CODE in villages.columns:
+        return villages[villages[G.TOWNSHIP_CODE] == unit.code]
+    return villages[villages[G.CODE].isin(unit.patches[P.VILLAGE_CODE])]
+
+
+def _reusable(
+    entry: dict[str, Any] | None, key: str, out_dir: Path, previous: Path | None, relpath: str
+) -> Path | None:
+    """The existing zip that can stand for this package, or None to rebuild it."""
+    if not entry or entry.get("key") != key or "built_on" not in entry:
+        return None
+    for folder in (out_dir, previous):
+        if folder is not None and (Path(folder) / relpath).is_file():
+            return Path(folder) / relpath
+    return None
+
+
+def _link_or_copy(source: Path, path: Path) -> None:
+    """Hard-link ``source`` to ``path`` (atomic rename into place); copy across devices.
+
+    Notes
+    -----
+    Hard links are safe because every writer here replaces files (new inode) instead of
+    writing into them.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, path)
+
+
+def _read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable %s (%s); packages will be rebuilt", path, exc)
+        return {}
+    if data.get("format") != MANIFEST_FORMAT or not isinstance(data.get("packages"), dict):
+        log.warning(
+            "ignoring %s: format %r, expected %r", path, data.get("format"), MANIFEST_FORMAT
+        )
+        return {}
+    return data["packages"]
+
+
+def _write_manifest(folder: Path, packages: dict[str, dict[str, Any]], *, date: str) -> None:
+    data = {
+        "format": MANIFEST_FORMAT,
+        "landwatch": __version__,
+        "date": date,
+        "packages": dict(sorted(packages.items())),
+    }
+    text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+    write_atomic(Path(folder) / MANIFEST, text.encode("utf-8"))
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -209,6 +412,21 @@ def split_by_township(patches: gpd.GeoDataFrame) -> dict[str, gpd.GeoDataFrame]:
         code: group.drop(columns="_town")
         for code, group in ordered.groupby("_town", sort=True, dropna=False)
     }
+
+
+def split_by_village(patches: gpd.GeoDataFrame) -> dict[str, gpd.GeoDataFrame]:
+    """The patches per village code, sorted by code then id; unassigned patches left out.
+
+    Notes
+    -----
+    Patches outside every village (code missing or ``"unassigned"``) get no village
+    package: they are in the unassigned township package.
+    """
+    codes = _as_text(patches[P.VILLAGE_CODE])
+    keep = codes.notna() & (codes != UNASSIGNED)
+    part = patches[keep.to_numpy()].assign(_vill=codes[keep].to_numpy())
+    part = part.sort_values(["_vill", P.PATCH_ID], kind="stable")
+    return {code: g.drop(columns="_vill") for code, g in part.groupby("_vill", sort=True)}
 
 
 def package_stem(code: str, name: str) -> str:
@@ -415,15 +633,20 @@ def _package_members(
     code: str,
     name: str,
     person: str,
+    level: str = TOWNSHIP_LEVEL,
+    chips: Mapping[str, bytes] | None = None,
 ) -> dict[str, bytes]:
-    """Every file of one package, name -> bytes."""
+    """Every file of one package (township or village), name -> bytes."""
     layer = f"{code}_patches"
+    chips = chips or {}
+    ids = [str(i) for i in group[P.PATCH_ID]]
+    chip_names = {pid: f"{CHIPS_DIR}/{pid}.png" for pid in ids if pid in chips}
     members: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory(prefix="landwatch-export-") as tmp:
         tmp_dir = Path(tmp)
         members.update(_shapefile_files(group, tmp_dir, layer, cfg=cfg, date=date))
         members[f"{layer}.gpkg"] = _gpkg_bytes(
-            group, villages, tmp_dir, layer, code, cfg=cfg, date=date
+            group, villages, tmp_dir, layer, code, cfg=cfg, date=date, level=level
         )
         members[f"{layer}.kml"] = _kml_bytes(group, tmp_dir, layer)
     members["data_dictionary.csv"] = data_dictionary().to_csv(index=False).encode("utf-8-sig")
@@ -433,11 +656,29 @@ def _package_members(
     )
     members["return_template.xlsx"] = workbook_bytes(_return_workbook(template), date=date)
     members["patches.html"] = _patch_list_html(
-        group, villages, area_name=area_name, date=date, code=code, name=name, person=person
+        group,
+        villages,
+        area_name=area_name,
+        date=date,
+        code=code,
+        name=name,
+        person=person,
+        level=level,
+        chip_names=chip_names,
     ).encode("utf-8")
     members["README.txt"] = _readme(
-        area_name=area_name, date=date, code=code, name=name, n=len(group), layer=layer, cfg=cfg
+        area_name=area_name,
+        date=date,
+        code=code,
+        name=name,
+        n=len(group),
+        layer=layer,
+        cfg=cfg,
+        level=level,
+        n_chips=len(chip_names),
     ).encode("utf-8-sig")
+    for pid, entry in chip_names.items():
+        members[entry] = chips[pid]
     return members
 
 
@@ -466,9 +707,12 @@ def _gpkg_bytes(
     *,
     cfg: ExportConfig,
     date: str,
+    level: str = TOWNSHIP_LEVEL,
 ) -> bytes:
     path = tmp_dir / f"{layer}.gpkg"
-    if G.TOWNSHIP_CODE in villages.columns:
+    if level == VILLAGE_LEVEL:
+        mine = villages[villages[G.CODE] == code]
+    elif G.TOWNSHIP_CODE in villages.columns:
         mine = villages[villages[G.TOWNSHIP_CODE] == code]
     else:
         mine = villages[villages[G.CODE].isin(group[P.VILLAGE_CODE])]
@@ -581,7 +825,10 @@ def _patch_list_html(
     code: str,
     name: str,
     person: str,
+    level: str = TOWNSHIP_LEVEL,
+    chip_names: Mapping[str, str] | None = None,
 ) -> str:
+    chip_names = chip_names or {}
     frame = group.sort_values([P.VILLAGE_CODE, P.PATCH_ID], kind="stable", na_position="last")
     points = frame.geometry.representative_point().to_crs(KML_CRS)
     persons = (
@@ -608,6 +855,7 @@ def _patch_list_html(
                 "first_seen": _text(r[P.FIRST_SEEN]),
                 "lon": x,
                 "lat": y,
+                "chip": chip_names.get(str(r[P.PATCH_ID])),
             }
             for r, x, y in zip(part.to_dict("records"), pts.x, pts.y, strict=True)
         ]
@@ -631,15 +879,36 @@ def _patch_list_html(
         area_m2=float(floats(frame[P.AREA_M2]).sum()),
         villages=village_groups,
         version=__version__,
+        level=level,
+        has_chips=bool(chip_names),
     )
 
 
 def _readme(
-    *, area_name: str, date: str, code: str, name: str, n: int, layer: str, cfg: ExportConfig
+    *,
+    area_name: str,
+    date: str,
+    code: str,
+    name: str,
+    n: int,
+    layer: str,
+    cfg: ExportConfig,
+    level: str = TOWNSHIP_LEVEL,
+    n_chips: int = 0,
 ) -> str:
+    unit = "行政村 village" if level == VILLAGE_LEVEL else "乡镇 township"
+    chips_lines = (
+        [
+            f"  {CHIPS_DIR}/<patch_id>.png   前后两期影像截图（左：前时相，右：后时相，黄线为图斑边界），"
+            f"{n_chips} 张",
+            "      before (left) / after (right) image chips, patch outlined in yellow",
+        ]
+        if n_chips
+        else []
+    )
     lines = [
         f"{area_name} 卫片执法图斑核查包 / field package",
-        f"乡镇 township: {name} ({code})    日期 date: {date}    图斑 patches: {n}",
+        f"{unit}: {name} ({code})    日期 date: {date}    图斑 patches: {n}",
         "",
         "内容 Contents",
         f"  {layer}.shp/.shx/.dbf/.prj/.cpg  图斑 Shapefile；字段名见 data_dictionary.csv；"
@@ -652,6 +921,7 @@ def _readme(
         "      the same patches in WGS 84 for phone map apps / Google Earth, coloured by status",
         "  patches.html    按行政村排列的图斑清单（含中心点经纬度），可打印",
         "      printable list of the patches by village, with a point inside each patch",
+        *chips_lines,
         "  data_dictionary.csv   字段说明 field dictionary",
         "  return_template.xlsx / return_template.csv   核查结果回填表 return template",
         "",
@@ -698,6 +968,16 @@ def _township_name(code: str, group: pd.DataFrame, town_info: pd.DataFrame) -> t
         "with its patches",
         code,
     )
+    return (_text(names.iloc[0]) if len(names) else code), ""
+
+
+def _village_name(code: str, group: pd.DataFrame, village_info: pd.DataFrame) -> tuple[str, str]:
+    """(name, responsible person) of a village, from the grid, else from the patches."""
+    if code in village_info.index:
+        row = village_info.loc[code]
+        person = _text(row[G.PERSON]) if G.PERSON in village_info.columns else ""
+        return _text(row[G.NAME]) or code, person
+    names = group[P.VILLAGE_NAME].dropna()
     return (_text(names.iloc[0]) if len(names) else code), ""
 
 

@@ -9,14 +9,20 @@ so a crash never leaves a half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.errors
 import rasterio.shutil
+from rasterio._err import CPLE_BaseError
 from rasterio.windows import Window
 
 from pipeline.grid import TargetGrid
@@ -25,6 +31,21 @@ log = logging.getLogger(__name__)
 
 TILE_PX = 512
 """Tile size of the temporary GeoTIFF and of the COG."""
+
+COG_COMPRESS = "DEFLATE"
+"""Compression of the published COGs (readable by every GDAL, QGIS and ArcGIS)."""
+COG_LEVEL = 6
+"""DEFLATE level of the COGs (zlib's default)."""
+COG_ZSTD_LEVEL = 1
+"""ZSTD level of COGs written with ``compress="ZSTD"``."""
+TMP_COMPRESS = ("ZSTD", "ZSTD_LEVEL", 1)
+"""Compression of the temporary GeoTIFF: the fastest codec that still keeps it small, so the
+driver's writes and the COG step's re-read cost little; falls back to
+:data:`TMP_COMPRESS_FALLBACK` where GDAL lacks ZSTD."""
+TMP_COMPRESS_FALLBACK = ("DEFLATE", "ZLEVEL", 1)
+COG_THREADS = "ALL_CPUS"
+"""``NUM_THREADS`` of the COG step: it runs after the workers are done, so compression may
+use every core."""
 
 
 def _tmp_sibling(path: Path, tag: str) -> Path:
@@ -50,36 +71,102 @@ def block_writer(
     -----
     ``overview_resampling``: ``nearest`` for masks (categories), ``average`` for scores.
     """
-    path = Path(path)
+    spec = RasterSpec(Path(path), dtype, nodata, overview_resampling)
+    with block_writers([spec], grid) as (dst,):
+        if description:
+            dst.set_band_description(1, description)
+        yield dst
+
+
+@dataclass(frozen=True)
+class RasterSpec:
+    """One output of :func:`block_writers`: target path, dtype, nodata, overview resampling
+    (``nearest`` for masks, ``average`` for scores) and COG compression."""
+
+    path: Path
+    dtype: str
+    nodata: float | None
+    overview_resampling: str = "nearest"
+    compress: str = COG_COMPRESS
+
+
+@contextlib.contextmanager
+def block_writers(
+    specs: Sequence[RasterSpec], grid: TargetGrid
+) -> Iterator[list[rasterio.io.DatasetWriter]]:
+    """Several :func:`block_writer` outputs at once, published as COGs concurrently.
+
+    Yields one writable dataset per spec, in order. On clean exit every temporary is
+    converted to its COG in its own thread (GDAL releases the GIL while copying), so the
+    conversions overlap; on an exception nothing is published and every temporary is removed.
+
+    Notes
+    -----
+    Each conversion also compresses with :data:`COG_THREADS`; the COG step is the only work
+    left once the workers are done, so it is what decides the stage's tail.
+    """
+    specs = list(specs)
+    with contextlib.ExitStack() as stack:
+        dsts = []
+        tmps = []
+        for spec in specs:
+            dst, tmp = _open_tmp(stack, Path(spec.path), grid, spec.dtype, spec.nodata)
+            dsts.append(dst)
+            tmps.append(tmp)
+        yield dsts
+        for dst in dsts:
+            dst.close()
+        with ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool:
+            futures = [
+                pool.submit(
+                    to_cog,
+                    tmp,
+                    spec.path,
+                    overview_resampling=spec.overview_resampling,
+                    compress=spec.compress,
+                )
+                for tmp, spec in zip(tmps, specs)
+            ]
+            for future in futures:
+                future.result()
+
+
+def _open_tmp(
+    stack: contextlib.ExitStack, path: Path, grid: TargetGrid, dtype: str, nodata: float | None
+):
+    """A tiled temporary GeoTIFF beside ``path``, removed when ``stack`` closes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(path, "blocks")
-    profile = {
-        "driver": "GTiff",
-        "width": grid.width,
-        "height": grid.height,
-        "count": 1,
-        "dtype": dtype,
-        "crs": grid.rio_crs,
-        "transform": grid.transform,
-        "nodata": nodata,
-        "tiled": True,
-        "blockxsize": TILE_PX,
-        "blockysize": TILE_PX,
-        "compress": "deflate",
-        "BIGTIFF": "IF_SAFER",
-    }
-    try:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            if description:
-                dst.set_band_description(1, description)
-            yield dst
-        to_cog(tmp, path, overview_resampling=overview_resampling)
-    finally:
-        tmp.unlink(missing_ok=True)
+    stack.callback(tmp.unlink, missing_ok=True)
+    codec, level_key, level = _tmp_codec()
+    dst = rasterio.open(
+        tmp,
+        "w",
+        driver="GTiff",
+        width=grid.width,
+        height=grid.height,
+        count=1,
+        dtype=dtype,
+        crs=grid.rio_crs,
+        transform=grid.transform,
+        nodata=nodata,
+        tiled=True,
+        blockxsize=TILE_PX,
+        blockysize=TILE_PX,
+        BIGTIFF="IF_SAFER",
+        compress=codec,
+        **{level_key: level},
+    )
+    stack.callback(dst.close)
+    return dst, tmp
 
 
 def to_cog(
-    src: str | os.PathLike, dst: str | os.PathLike, *, overview_resampling: str = "nearest"
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    overview_resampling: str = "nearest",
+    compress: str = COG_COMPRESS,
 ) -> Path:
     """Copy ``src`` to ``dst`` as a COG (deflate, tiled, overviews), atomically."""
     dst = Path(dst)
@@ -89,7 +176,9 @@ def to_cog(
             src,
             tmp,
             driver="COG",
-            COMPRESS="DEFLATE",
+            COMPRESS=compress,
+            LEVEL=COG_LEVEL if compress == "DEFLATE" else COG_ZSTD_LEVEL,
+            NUM_THREADS=COG_THREADS,
             BLOCKSIZE=TILE_PX,
             OVERVIEW_RESAMPLING=overview_resampling.upper(),
             BIGTIFF="IF_SAFER",
@@ -99,6 +188,22 @@ def to_cog(
         tmp.unlink(missing_ok=True)
     log.info("wrote %s", dst)
     return dst
+
+
+@functools.cache
+def _tmp_codec() -> tuple[str, str, int]:
+    """:data:`TMP_COMPRESS` if this GDAL has it, else :data:`TMP_COMPRESS_FALLBACK`."""
+    codec, level_key, level = TMP_COMPRESS
+    profile = {"driver": "GTiff", "width": 1, "height": 1, "count": 1, "dtype": "uint8"}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.MemoryFile() as mem, mem.open(**profile, compress=codec) as probe:
+                probe.write(np.zeros((1, 1, 1), np.uint8))
+    except (rasterio.errors.RasterioError, CPLE_BaseError):
+        log.info("GDAL has no %s; temporary rasters use %s", codec, TMP_COMPRESS_FALLBACK[0])
+        return TMP_COMPRESS_FALLBACK
+    return codec, level_key, level
 
 
 def write_block(dst, array: np.ndarray, window: Window) -> None:

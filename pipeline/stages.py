@@ -359,14 +359,18 @@ def export_registry(
     cfg: Config, ws: Workspace, *, date: str, run_id: str, now: str
 ) -> dict[str, Any]:
     """Write the field packages of every township from the registry; record ``exported`` events."""
-    from pipeline.export import export_packages
+    from pipeline.chips import read_chips
+    from pipeline.export import export_packages, latest_export_dir
     from pipeline.registry import load_registry, save_registry
 
     state = load_registry(ws.registry, cfg.area.crs)
     grids = load_grids_for(cfg)
+    out = ws.exports_dir(date)
+    chips = read_chips(cfg, state.patches) if cfg.export.chips else None
     paths = export_packages(
-        state.patches, grids.townships, grids.villages, ws.exports_dir(date),
+        state.patches, grids.townships, grids.villages, out,
         cfg=cfg.export, area_name=cfg.area.name, date=date,
+        chips=chips, previous=latest_export_dir(out.parent, date),
     )  # fmt: skip
     state = _with_export_events(state, paths, run_id=run_id, now=now)
     save_registry(ws.registry, state)

@@ -89,17 +89,18 @@ def block_pieces(
     labels, n = ndimage.label(mask)  # default structure: 4-connectivity
     if n == 0:
         return Pieces.empty(2 + 2 * nb)
-    labels = labels.astype(np.int32)
-    flat = labels.ravel()
-    cols = [
-        np.bincount(flat, minlength=n + 1),
-        np.bincount(flat, weights=score.ravel(), minlength=n + 1),
-    ]
-    for data in (data_a, data_b):
+    labels = labels.astype(np.int32, copy=False)
+    # sums over the labelled pixels only (masks are sparse): same pixels, same order, so the
+    # same float64 sums as over the whole block, without whole-block float64 temporaries
+    where = np.nonzero(labels)  # row-major, like ravel(); works on non-contiguous views
+    flat = labels[where]
+    sums = np.empty((n, 2 + 2 * nb), dtype=np.float64)
+    sums[:, 0] = np.bincount(flat, minlength=n + 1)[1:]
+    sums[:, 1] = np.bincount(flat, weights=score[where], minlength=n + 1)[1:]
+    for k, data in enumerate((data_a, data_b)):
         for i in range(nb):
-            w = data[i].ravel().astype(np.float64)
-            cols.append(np.bincount(flat, weights=w, minlength=n + 1))
-    sums = np.column_stack(cols)[1:].astype(np.float64)
+            w = data[i][where].astype(np.float64)
+            sums[:, 2 + k * nb + i] = np.bincount(flat, weights=w, minlength=n + 1)[1:]
 
     transform = Affine.translation(col_off, row_off)
     geoms = np.empty(n, dtype=object)

@@ -30,7 +30,9 @@ from pipeline.export import (
     RETURN_TEMPLATE_COLUMNS,
     data_dictionary,
     export_packages,
+    latest_export_dir,
     package_key,
+    package_manifest_key,
     package_stem,
     return_template,
     shapefile_frame,
@@ -413,3 +415,137 @@ def test_no_patches_no_packages(tmp_path):
         date=DATE,
     )
     assert paths == []
+
+
+# --------------------------------------------------------------------------- chips, villages, reuse
+FAKE_PNG = b"\x89PNG\r\n\x1a\nfake-chip-"
+
+
+def _chips(patches: gpd.GeoDataFrame) -> dict[str, bytes]:
+    """Stand-in PNG bytes per patch id (export only copies them; chips.py draws real ones)."""
+    return {pid: FAKE_PNG + pid.encode() for pid in patches[P.PATCH_ID]}
+
+
+def test_chips_are_packaged_and_linked_from_the_list(tmp_path):
+    townships, villages = make_grids()
+    patches = make_patches()
+    paths = export_packages(
+        patches, townships, villages, tmp_path / "out", cfg=ExportConfig(),
+        area_name="示例区", date=DATE, chips=_chips(patches),
+    )  # fmt: skip
+    folder = _unzip(paths[0], tmp_path / "x")  # 城关镇: patches 1-3
+    pngs = sorted(p.name for p in (folder / "chips").iterdir())
+    assert pngs == [f"130609201700{i:03d}.png" for i in (1, 2, 3)]
+    assert (folder / "chips" / pngs[0]).read_bytes() == FAKE_PNG + b"130609201700001"
+    html = (folder / "patches.html").read_text(encoding="utf-8")
+    assert 'src="chips/130609201700001.png"' in html, "linked by a relative path"
+    assert "130609201700004.png" not in html
+
+
+def test_chips_switched_off_by_config(tmp_path):
+    townships, villages = make_grids()
+    patches = make_patches()
+    paths = export_packages(
+        patches, townships, villages, tmp_path / "out", cfg=ExportConfig(chips=False),
+        area_name="示例区", date=DATE, chips=_chips(patches),
+    )  # fmt: skip
+    with zipfile.ZipFile(paths[0]) as zf:
+        assert not [n for n in zf.namelist() if "/chips/" in n]
+        html = zf.read(next(n for n in zf.namelist() if n.endswith("patches.html"))).decode()
+    assert "chips/" not in html
+
+
+def test_per_village_packages(tmp_path):
+    """One zip per village under villages/, with only that village's patches; no zip for
+    patches outside every village."""
+    townships, villages = make_grids()
+    patches = make_patches()
+    out = tmp_path / "out"
+    paths = export_packages(
+        patches, townships, villages, out, cfg=ExportConfig(per_village=True),
+        area_name="示例区", date=DATE, chips=_chips(patches),
+    )  # fmt: skip
+    village_zips = sorted(
+        p.relative_to(out).as_posix() for p in paths if p.parent.name == "villages"
+    )
+    assert village_zips == [
+        f"villages/{VIL_A1}_东村.zip",
+        f"villages/{VIL_A2}_西村.zip",
+        f"villages/{VIL_B1}_南庄村.zip",
+    ]
+    folder = _unzip(out / f"villages/{VIL_A1}_东村.zip", tmp_path / "v")
+    shp = gpd.read_file(folder / f"{VIL_A1}_patches.shp")
+    assert sorted(shp["patch_id"]) == ["130609201700001", "130609201700003"]
+    assert sorted(p.name for p in (folder / "chips").iterdir()) == [
+        "130609201700001.png",
+        "130609201700003.png",
+    ]
+    layers = dict(pyogrio.list_layers(folder / f"{VIL_A1}_patches.gpkg"))
+    vill = gpd.read_file(folder / f"{VIL_A1}_patches.gpkg", layer="villages")
+    assert "villages" in layers and list(vill["code"]) == [VIL_A1]
+    assert "东村" in (folder / "README.txt").read_text(encoding="utf-8-sig")
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["packages"][f"villages/{VIL_A1}_东村.zip"]["level"] == "village"
+
+
+def test_unchanged_packages_are_reused_from_the_previous_export(tmp_path):
+    """Night 1 exports everything; night 2 (a later date, one township changed) links or
+    copies the unchanged packages from night 1 and rebuilds only the changed one."""
+    townships, villages = make_grids()
+    patches = make_patches()
+    cfg = ExportConfig(per_village=True)
+    kwargs = dict(cfg=cfg, area_name="示例区")
+    night1 = tmp_path / "exports" / "2024-05-01"
+    first = export_packages(patches, townships, villages, night1, date="2024-05-01", **kwargs)
+
+    changed = patches.copy()
+    changed.loc[changed[P.PATCH_ID] == "130609201700004", P.VERDICT] = "illegal"  # 河西乡
+    night2 = tmp_path / "exports" / "2024-05-02"
+    previous = latest_export_dir(tmp_path / "exports", "2024-05-02")
+    assert previous == night1
+    second = export_packages(
+        changed, townships, villages, night2, date="2024-05-02", previous=previous, **kwargs
+    )
+    assert [p.relative_to(night2) for p in second] == [p.relative_to(night1) for p in first]
+    manifest = json.loads((night2 / "manifest.json").read_text(encoding="utf-8"))["packages"]
+    rebuilt = {k for k, v in manifest.items() if v["built_on"] == "2024-05-02"}
+    assert rebuilt == {f"{TOWN_B}_河西乡.zip", f"villages/{VIL_B1}_南庄村.zip"}
+    for rel, entry in manifest.items():
+        old, new = night1 / rel, night2 / rel
+        if rel in rebuilt:
+            assert old.read_bytes() != new.read_bytes(), rel
+        else:
+            assert entry["built_on"] == "2024-05-01"
+            assert old.read_bytes() == new.read_bytes(), rel
+
+    # a rerun of night 2 rewrites nothing: same inode and bytes for every package
+    inodes = {p: p.stat().st_ino for p in second}
+    again = export_packages(
+        changed, townships, villages, night2, date="2024-05-02", previous=previous, **kwargs
+    )
+    assert {p: p.stat().st_ino for p in again} == inodes
+
+
+def test_manifest_key_sees_chips_and_config():
+    _, villages = make_grids()
+    group = split_by_township(make_patches())[TOWN_A]
+    args = dict(area_name="示例区", unit=("township", TOWN_A, "城关镇", "张三"))
+    base = package_manifest_key(group, villages, cfg=ExportConfig(), chips={}, **args)
+    assert base == package_manifest_key(group, villages, cfg=ExportConfig(), chips={}, **args)
+    with_chips = package_manifest_key(
+        group, villages, cfg=ExportConfig(), chips=_chips(group), **args
+    )
+    gbk = package_manifest_key(group, villages, cfg=ExportConfig(encoding="GBK"), chips={}, **args)
+    assert len({base, with_chips, gbk}) == 3
+
+
+def test_corrupt_previous_manifest_means_rebuild(tmp_path, caplog):
+    townships, villages = make_grids()
+    prev = tmp_path / "prev"
+    prev.mkdir()
+    (prev / "manifest.json").write_text("{not json", encoding="utf-8")
+    paths = export_packages(
+        make_patches(), townships, villages, tmp_path / "out", cfg=ExportConfig(),
+        area_name="示例区", date=DATE, previous=prev,
+    )  # fmt: skip
+    assert len(paths) == 3 and "unreadable" in caplog.text

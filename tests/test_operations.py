@@ -128,8 +128,8 @@ BATTERY = [
     (
         "all-nodata epoch",
         lambda f: [_all_nodata(p) for p in (f / "imagery" / "2017").glob("*.tif")],
-        "valid",
-        6,
+        "valid in both epochs",
+        3,
     ),
     ("epochs that do not overlap", _move_epoch_far_away, "overlap", 3),
     ("grid with overlapping villages", _overlapping_grid, "overlap", 3),

@@ -413,3 +413,32 @@ def test_empty_district_still_reports(tmp_path):
     )
     assert paths.map_png.read_bytes().startswith(PNG)
     assert "—" in paths.html.read_text(encoding="utf-8")
+
+
+def test_bundled_font_package_is_registered(monkeypatch):
+    """A package exposing FONT_PATH (like noto-cjk-sans-otc) is added to matplotlib's fonts.
+
+    A stand-in module points at matplotlib's own DejaVu Sans file, so this runs anywhere.
+    """
+    import pathlib
+    import sys
+    import types
+
+    import matplotlib
+
+    fake = types.ModuleType("fake_cjk_font")
+    fake.FONT_PATH = pathlib.Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSans.ttf"
+    monkeypatch.setitem(sys.modules, "fake_cjk_font", fake)
+    monkeypatch.setattr(charts, "BUNDLED_FONT_MODULES", ("not_installed_font_pkg", "fake_cjk_font"))
+    charts.register_bundled_fonts.cache_clear()
+    try:
+        assert charts.register_bundled_fonts() == (str(fake.FONT_PATH),)
+    finally:
+        charts.register_bundled_fonts.cache_clear()
+
+
+def test_noto_cjk_wheel_gives_chinese_charts():
+    """With the noto-cjk-sans-otc dependency installed, charts find Noto Sans CJK SC."""
+    pytest.importorskip("noto_cjk_sans_otc", reason="noto-cjk-sans-otc is not installed")
+    charts.find_cjk_font.cache_clear()
+    assert charts.find_cjk_font() == "Noto Sans CJK SC"
