@@ -10,7 +10,9 @@ Rules, in order (the first that matches wins):
    (NDVI < :data:`NDVI_NONVEG_MAX`), *bright* (visible brightness ≥
    :data:`BUILT_BRIGHTNESS_MIN` × the scene mean) and its visible spectrum is *flat*
    (spread ≤ :data:`FLAT_SPREAD_MAX` of the mean: concrete, grey/white roofs, steel) or
-   *blue-dominant* (blue ≥ red: the blue/cyan steel roofs of sheds and factories).
+   *blue-dominant* (blue ≥ red: the blue/cyan steel roofs of sheds and factories) or
+   *tile-red* (red/green ≥ :data:`TILE_RED_GREEN_MIN`: fired-clay tiles, whose haematite
+   makes red far exceed green — more than any soil does).
 2. ``veg_to_bare`` — after the change it is not vegetated, *soil-coloured*
    (red > green > blue with red/blue ≥ :data:`SOIL_RED_BLUE_MIN`: iron oxides absorb blue)
    and *brighter* than before relative to the scene (gain ≥ :data:`BARE_GAIN_MIN`):
@@ -42,6 +44,10 @@ FLAT_SPREAD_MAX = 0.25
 soil rises steeply from blue to red (≥ 0.4)."""
 SOIL_RED_BLUE_MIN = 1.3
 """Bare soil: red/blue ≥ 1.3 (iron oxides absorb blue; dry loess ≈ 1.5–2)."""
+TILE_RED_GREEN_MIN = 1.45
+"""Red clay tile roofs: red/green ≈ 1.6–2 (haze in the later epoch lowers it a little); bare,
+ploughed or filled soil stays at 1.1–1.35. Red/green rather than red/blue because haze
+brightens blue most."""
 BARE_GAIN_MIN = 0.05
 """Earthworks brighten a patch: relative brightness (÷ scene mean) up by ≥ 0.05."""
 
@@ -93,11 +99,16 @@ def classify_change(
         rel_from = bright_from / _scene_brightness(scene_from)
         spread = np.nan_to_num((vis_to.max(axis=0) - vis_to.min(axis=0)) / bright_to, nan=1.0)
         red_blue = np.nan_to_num(t["red"] / t["blue"])
+        red_green = np.nan_to_num(t["red"] / t["green"])
     nonveg = ndvi_to < NDVI_NONVEG_MAX
     built = (
         nonveg
         & (rel_to >= BUILT_BRIGHTNESS_MIN)
-        & ((spread <= FLAT_SPREAD_MAX) | (t["blue"] >= t["red"]))
+        & (
+            (spread <= FLAT_SPREAD_MAX)
+            | (t["blue"] >= t["red"])
+            | (red_green >= TILE_RED_GREEN_MIN)
+        )
     )
     bare = (
         nonveg

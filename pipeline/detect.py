@@ -15,6 +15,7 @@ pixel changed. Invalid pixels (nodata or masked in either epoch) never become ch
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -226,6 +227,7 @@ def change_score(
     norm: Normalisation,
     method: str,
     band_names: Sequence[str],
+    model: NoveltyModel | None = None,
 ) -> np.ndarray:
     """Per-pixel change score (float32, 0 where invalid).
 
@@ -242,6 +244,16 @@ def change_score(
         with ``zB`` the mean of the visible bands' z-scores (each epoch's global statistics,
         so gain/offset differences between dates cancel). Needs red, nir and at least one
         other visible band.
+    ``novelty``
+        Change-vector novelty (needs ``model`` from :func:`fit_novelty_model`): the
+        Mahalanobis distance of the joint vector ``[z_before, z_after]`` to the nearest
+        *common* transition of the scene (mixture components and the no-change relation),
+        times the ``index`` method's non-vegetation weight of the later surface (softened to
+        fall from 1 at NDVI :data:`NDVI_NONVEG_MAX` to 0 at :data:`NOVELTY_NDVI_ZERO`), and
+        0 where the visible bands got darker than the no-change relation predicts (shadows,
+        water, crops greening). In units of standard deviations of the nearest common
+        transition; new roofs of any colour, concrete and fill on crop land are rare
+        transitions, seasonal crop changes are common ones.
 
     Notes
     -----
@@ -252,9 +264,13 @@ def change_score(
         score = _cva(data_a, data_b, norm)
     elif method == "index":
         score = _index(data_a, data_b, norm, band_names)
+    elif method == "novelty":
+        if model is None:
+            raise ConfigError("'detect.method' = 'novelty' needs the pass-1 novelty model")
+        score = _novelty(data_a, data_b, norm, model, band_names)
     else:
         raise ConfigError(
-            f"'detect.method' = {method!r} is not implemented yet; use 'cva' or 'index'"
+            f"'detect.method' = {method!r} is not implemented yet; use 'cva', 'index' or 'novelty'"
         )
     score[~valid] = 0.0
     return score
@@ -291,6 +307,249 @@ def _index(a, b, norm: Normalisation, band_names: Sequence[str]) -> np.ndarray:
     lim = np.float32(NDVI_NONVEG_MAX)
     nonveg = np.clip((lim - ndvi_b) / lim, 0, 1)
     return (np.maximum(gain, 0) * nonveg).astype(np.float32)
+
+
+def _novelty(a, b, norm: Normalisation, model: NoveltyModel, band_names) -> np.ndarray:
+    names = list(band_names)
+    missing = [n for n in INDEX_BANDS if n not in names]
+    if missing:
+        raise ConfigError(
+            f"'detect.method' = 'novelty' needs the band(s) {', '.join(missing)} "
+            f"(configured: {', '.join(names)}); add them to 'imagery.bands'/'band_files'"
+        )
+    nb, h, w = a.shape
+    d = model.n_dims
+    n = h * w
+    c = _NOVELTY_CHUNK
+    x = np.zeros((-(-n // c) * c, d), dtype=np.float32)
+    for i in range(nb):
+        x[:n, i] = ((a[i] - np.float32(norm.mean_a[i])) / np.float32(norm.std_a[i])).ravel()
+        x[:n, nb + i] = ((b[i] - np.float32(norm.mean_b[i])) / np.float32(norm.std_b[i])).ravel()
+    n_comp = model.whiten.shape[1] // d
+    d2 = np.empty(x.shape[0], dtype=np.float32)
+    for s in range(0, x.shape[0], c):
+        y = x[s : s + c] @ model.whiten
+        y -= model.offset
+        y *= y
+        d2[s : s + c] = y.reshape(c, n_comp, d).sum(axis=2).min(axis=1)
+    vis = [names.index(v) for v in VISIBLE_BANDS if v in names]
+    brighter = np.zeros(n, dtype=np.float32)
+    for i in vis:
+        g, o = np.float32(model.nochange_gain[i]), np.float32(model.nochange_offset[i])
+        brighter += x[:n, nb + i] - (g * x[:n, i] + o)
+    r, nir = names.index("red"), names.index("nir")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ndvi_b = np.nan_to_num((b[nir] - b[r]) / (b[nir] + b[r]))
+    lo, hi = np.float32(NDVI_NONVEG_MAX), np.float32(NOVELTY_NDVI_ZERO)
+    nonveg = np.clip((hi - ndvi_b) / (hi - lo), 0, 1)
+    score = np.sqrt(d2[:n]).reshape(h, w) * nonveg
+    score[(brighter <= 0).reshape(h, w)] = 0.0
+    return score.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- novelty model
+NOVELTY_FIT_MAX = 60_000
+"""Pixels of the pass-1 sample used to fit the novelty model (regularly thinned beyond)."""
+NOVELTY_EM_ITERATIONS = 40
+NOVELTY_RIDGE = 1e-3
+"""Added to every covariance diagonal (z units²): keeps near-constant clusters invertible."""
+NOVELTY_SEED = 0
+NOVELTY_NOCHANGE_QUANTILE = 0.99
+"""A sample pixel is an inlier of the no-change relation below this chi² quantile."""
+NOVELTY_NDVI_ZERO = 0.5
+"""``novelty``: the non-vegetation weight falls linearly from 1 at NDVI_NONVEG_MAX to 0 here
+(mixed roof/crop pixels on an outline keep part of their score)."""
+_NOVELTY_CHUNK = 8192
+"""Pixels per matrix product in :func:`_novelty`; chunks are padded to this size so every
+pixel goes through an identically shaped product (bit-identical whatever the block)."""
+
+
+@dataclass(frozen=True)
+class NoveltyModel:
+    """The common change vectors of a scene, fitted in pass 1 by :func:`fit_novelty_model`.
+
+    ``whiten`` (D, M*D) and ``offset`` (M*D,) map a joint z-vector ``x = [z_before, z_after]``
+    (D = 2 × bands) to M stacked whitened residuals ``x @ whiten - offset``; the squared
+    norm of each D-slice is the squared Mahalanobis distance to one common transition
+    (a Gaussian mixture component, or the no-change relation). ``weights`` are the mixture
+    weights of the components kept (the no-change relation last, weight = inlier share).
+    """
+
+    whiten: np.ndarray
+    offset: np.ndarray
+    weights: tuple[float, ...]
+    n_dims: int
+    nochange_gain: tuple[float, ...]
+    nochange_offset: tuple[float, ...]
+    """Per band: ``z_b`` of an unchanged pixel ≈ ``gain * z_a + offset`` (the brightening
+    test of the score is relative to this, not to the raw z difference)."""
+
+
+def fit_novelty_model(
+    values_a: np.ndarray,
+    values_b: np.ndarray,
+    norm: Normalisation,
+    *,
+    n_components: int,
+    min_weight: float,
+) -> NoveltyModel:
+    """Model the scene's *common* transitions from the pass-1 sample.
+
+    Parameters
+    ----------
+    values_a, values_b : ndarray (nbands, n)
+        The canonical pass-1 sample of both epochs (raw values, valid pixels only).
+    norm : Normalisation
+        The global z-score of each epoch.
+    n_components : int
+        Components of the Gaussian mixture fitted to the joint vectors ``[z_a, z_b]``.
+    min_weight : float
+        Components with a smaller mixture weight are dropped: a transition that covers less
+        than this share of the scene is *not* common (new construction is rare, crop
+        rotation and unchanged land are not).
+
+    Returns
+    -------
+    NoveltyModel
+
+    Notes
+    -----
+    Two kinds of "common transition" are modelled:
+
+    1. A Gaussian mixture on the joint before/after z-vectors (EM, full covariances, k-means++
+       start with a fixed seed — deterministic for a given sample): unchanged land covers,
+       and the seasonal crop transitions (green → ploughed, stubble → green, …) that cover
+       large areas.
+    2. The no-change relation ``z_b ≈ g * z_a + o`` per band with a full residual covariance,
+       fitted by iteratively reweighted regression on the pixels the relation explains
+       (started from the half of the sample with the smallest change vectors) — relative
+       radiometric normalisation in the spirit of IR-MAD's no-change selection (Canty &
+       Nielsen 2008). It covers every *unchanged* surface however rare (a factory's steel
+       roofs), which the mixture cannot.
+
+    The score (:func:`change_score` method ``novelty``) is the Mahalanobis distance to the
+    nearest common transition, so large changes that are common (crops) score low, and rare
+    transitions (a field turning into a roof, whatever its colour) score high — change-vector
+    novelty rather than change magnitude.
+    """
+    za = _z(values_a, norm.mean_a, norm.std_a).T  # (n, nb) float64
+    zb = _z(values_b, norm.mean_b, norm.std_b).T
+    n, nb = za.shape
+    if n < MIN_SAMPLE_PIXELS * n_components:
+        raise InputDataError(
+            f"only {n} sampled pixels are valid in both epochs; the novelty model needs at "
+            f"least {MIN_SAMPLE_PIXELS * n_components} (check overlap, nodata, masks, or "
+            "lower 'detect.sample_step' / 'detect.novelty_components')"
+        )
+    step = max(1, math.ceil(n / NOVELTY_FIT_MAX))
+    x = np.concatenate([za, zb], axis=1)[::step]
+    w, mu, cov = _fit_gmm(x, n_components)
+    keep = np.flatnonzero(w >= min_weight)
+    gain, off, cov_nc, share = _fit_no_change(
+        za[::step], zb[::step], values_a[:, ::step], values_b[:, ::step]
+    )
+    d = 2 * nb
+    blocks_w, blocks_o = [], []
+    for k in keep:
+        li = np.linalg.inv(np.linalg.cholesky(cov[k])).T  # x @ li - mu @ li is whitened
+        blocks_w.append(li)
+        blocks_o.append(mu[k] @ li)
+    # no-change: r = z_b - g*z_a - o, whitened by the residual covariance; embedded as a D x D
+    # map whose first nb columns carry the residual and the rest are zero
+    li = np.linalg.inv(np.linalg.cholesky(cov_nc)).T
+    m = np.zeros((d, d))
+    m[:nb, :nb] = -np.diag(gain) @ li
+    m[nb:, :nb] = li
+    blocks_w.append(m)
+    blocks_o.append(np.concatenate([off @ li, np.zeros(nb)]))
+    log.info(
+        "novelty model: %d of %d mixture components common (weights %s), no-change share %.2f",
+        len(keep),
+        n_components,
+        ", ".join(f"{v:.3f}" for v in np.sort(w)[::-1]),
+        share,
+    )
+    return NoveltyModel(
+        whiten=np.concatenate(blocks_w, axis=1).astype(np.float32),
+        offset=np.concatenate(blocks_o).astype(np.float32),
+        weights=(*(float(v) for v in w[keep]), float(share)),
+        n_dims=d,
+        nochange_gain=tuple(float(v) for v in gain),
+        nochange_offset=tuple(float(v) for v in off),
+    )
+
+
+def _z(values: np.ndarray, mean, std) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float64)
+    return (v - np.asarray(mean)[:, None]) / np.asarray(std)[:, None]
+
+
+def _fit_gmm(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gaussian mixture by EM (float64, full covariances, k-means++ start, fixed seed)."""
+    n, d = x.shape
+    rng = np.random.default_rng(NOVELTY_SEED)
+    centres = [int(rng.integers(n))]
+    d2 = ((x - x[centres[0]]) ** 2).sum(axis=1)
+    for _ in range(k - 1):
+        total = d2.sum()
+        j = int(rng.choice(n, p=d2 / total)) if total > 0 else int(rng.integers(n))
+        centres.append(j)
+        d2 = np.minimum(d2, ((x - x[j]) ** 2).sum(axis=1))
+    mu = x[centres].copy()
+    ridge = NOVELTY_RIDGE * np.eye(d)
+    cov = np.repeat((0.1 * np.cov(x.T) + ridge)[None], k, axis=0)
+    w = np.full(k, 1.0 / k)
+    for _ in range(NOVELTY_EM_ITERATIONS):
+        logp = np.empty((n, k))
+        for j in range(k):
+            chol = np.linalg.cholesky(cov[j])
+            y = np.linalg.solve(chol, (x - mu[j]).T)
+            logp[:, j] = np.log(w[j]) - 0.5 * (y * y).sum(axis=0) - np.log(np.diag(chol)).sum()
+        logp -= logp.max(axis=1, keepdims=True)
+        r = np.exp(logp)
+        r /= r.sum(axis=1, keepdims=True)
+        nk = r.sum(axis=0) + 1e-12
+        w = nk / n
+        mu = (r.T @ x) / nk[:, None]
+        for j in range(k):
+            xc = x - mu[j]
+            cov[j] = (r[:, j, None] * xc).T @ xc / nk[j] + ridge
+    return w, mu, cov
+
+
+def _fit_no_change(za: np.ndarray, zb: np.ndarray, raw_a, raw_b, iterations: int = 10):
+    """Per-band ``z_b = g z_a + o`` and residual covariance on the no-change pixels.
+
+    Orthogonal (total least squares) regression, as in IR-MAD relative radiometric
+    normalisation (Canty & Nielsen 2008): ordinary least squares would flatten the slope
+    towards 0 when the no-change pixels are mostly one noisy cover (regression dilution).
+    Started from the half of the sample whose per-band log ratio ``log(b / a)`` is closest
+    to its scene median (unchanged pixels share one gain, whatever their brightness).
+    """
+    nb = za.shape[1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lr = np.log(np.maximum(raw_b, 1.0) / np.maximum(raw_a, 1.0))
+    dev = np.abs(lr - np.median(lr, axis=1, keepdims=True)).sum(axis=0)
+    inl = dev <= np.median(dev)
+    cut = stats.chi2.ppf(NOVELTY_NOCHANGE_QUANTILE, nb)
+    ridge = NOVELTY_RIDGE * np.eye(nb)
+    for _ in range(iterations):
+        a, b = za[inl], zb[inl]
+        ma, mb = a.mean(axis=0), b.mean(axis=0)
+        saa, sbb = ((a - ma) ** 2).mean(axis=0), ((b - mb) ** 2).mean(axis=0)
+        sab = ((a - ma) * (b - mb)).mean(axis=0)
+        disc = np.sqrt((sbb - saa) ** 2 + 4 * sab * sab)
+        safe = np.where(np.abs(sab) > 1e-12, sab, 1.0)
+        gain = np.where(np.abs(sab) > 1e-12, (sbb - saa + disc) / (2 * safe), 1.0)
+        off = mb - gain * ma
+        res = zb - gain * za - off
+        cov = np.cov(res[inl].T).reshape(nb, nb) + ridge
+        y = np.linalg.solve(np.linalg.cholesky(cov), res.T)
+        new = (y * y).sum(axis=0) <= cut
+        if new.sum() < MIN_SAMPLE_PIXELS or np.array_equal(new, inl):
+            break
+        inl = new
+    return gain, off, cov, float(inl.mean())
 
 
 # --------------------------------------------------------------------------- thresholds

@@ -199,3 +199,95 @@ def test_refine_edges_recovers_half_covered_pixels():
     assert core.sum() == 36 and refined.sum() == truth.sum() - 4
     assert not (refined & ~ndimage.binary_dilation(truth)).any()  # never beyond one pixel
     assert not refine_edges(core, score, ~valid, 0.5).any()  # invalid pixels never change
+
+
+# --------------------------------------------------------------------------- novelty
+RED_TILE = (900, 1000, 1900, 2200)
+FACTORY = (2800, 2300, 1500, 1700)  # blue steel roof
+GROUND = (1200, 1300, 1400, 1800)  # bare village ground
+
+
+def _novelty_scene(seed: int = 0):
+    """120 x 120 px: the top 30 % is crop land that is ploughed between the dates (a common
+    transition); the rest stays vegetated (left) or bare village ground (right); an existing
+    blue factory roof (8 x 8 px, in both epochs) is a rare but *unchanged* surface; a red tile
+    roof and a concrete roof (6 x 6 px each) are new. Epoch 2 has a gain, an offset and more
+    noise."""
+    rng = np.random.default_rng(seed)
+    h = w = 120
+    before = np.empty((4, h, w))
+    before[:] = np.array(VEGETATION, float)[:, None, None]
+    before[:, 36:, 60:] = np.array(GROUND, float)[:, None, None]
+    before[:, 100:108, 100:108] = np.array(FACTORY, float)[:, None, None]
+    after = before.copy()
+    after[:, :36] = np.array(SOIL, float)[:, None, None]
+    after[:, 80:86, 20:26] = np.array(RED_TILE, float)[:, None, None]
+    after[:, 80:86, 40:46] = np.array(ROOF, float)[:, None, None]
+    after = after * np.array([1.05, 0.95, 1.1, 0.9])[:, None, None] + 80.0
+    before += rng.normal(0, 30, before.shape)
+    after += rng.normal(0, 45, after.shape)
+    return before.astype(np.float32), after.astype(np.float32), np.ones((h, w), bool)
+
+
+def _fit(before, after, valid, **kw):
+    chunk = detect.sample_block(before, after, valid, 0, 0, 1, 1, before.shape[2])
+    ma, mb, va, vb = detect.combine_samples([chunk])
+    norm = detect.normalisation(ma, mb, "zscore", 4)
+    kw = {"n_components": 4, "min_weight": 0.05} | kw
+    return norm, detect.fit_novelty_model(va, vb, norm, **kw)
+
+
+def test_novelty_scores_rare_transitions_high_and_common_or_unchanged_ones_low():
+    before, after, valid = _novelty_scene()
+    norm, model = _fit(before, after, valid)
+    score = detect.change_score(before, after, valid, norm, "novelty", BANDS, model)
+    assert score.dtype == np.float32
+    ploughed, unchanged = score[5:30, 5:115], score[50:75, :]
+    factory = score[101:107, 101:107]
+    red, concrete = score[81:85, 21:25], score[81:85, 41:45]
+    # new roofs of both colours stand far out of the common transitions...
+    assert red.min() > 6 and concrete.min() > 6
+    # ...a large seasonal change, unchanged land and a rare unchanged roof do not (the 99th
+    # percentile of a chi distribution with 8 degrees of freedom is 4.5)
+    assert np.percentile(ploughed, 99) < 5
+    assert np.percentile(unchanged, 99) < 5
+    assert factory.max() < 5
+
+
+def test_novelty_without_model_or_nir_is_a_config_error():
+    before, after, valid = _novelty_scene()
+    norm, model = _fit(before, after, valid)
+    with pytest.raises(ConfigError, match="novelty model"):
+        detect.change_score(before, after, valid, norm, "novelty", BANDS)
+    with pytest.raises(ConfigError, match="nir"):
+        detect.change_score(before[:3], after[:3], valid, norm, "novelty", BANDS[:3], model)
+
+
+def test_novelty_model_is_deterministic():
+    before, after, valid = _novelty_scene()
+    _, m1 = _fit(before, after, valid)
+    _, m2 = _fit(before, after, valid)
+    np.testing.assert_array_equal(m1.whiten, m2.whiten)
+    assert m1.weights == m2.weights
+
+
+@settings(max_examples=25, deadline=None)
+@given(r0=st.integers(0, 100), c0=st.integers(0, 100), h=st.integers(1, 20), w=st.integers(1, 20))
+def test_novelty_score_of_a_pixel_does_not_depend_on_the_block(r0, c0, h, w):
+    """Block-size independence: a crop scores bit-identically to the same pixels of the whole."""
+    before, after, valid = _SCENE
+    whole = detect.change_score(before, after, valid, _NORM, "novelty", BANDS, _MODEL)
+    sl = (slice(r0, r0 + h), slice(c0, c0 + w))
+    part = detect.change_score(
+        before[:, sl[0], sl[1]], after[:, sl[0], sl[1]], valid[sl], _NORM, "novelty", BANDS, _MODEL
+    )
+    np.testing.assert_array_equal(part, whole[sl])
+
+
+_SCENE = _novelty_scene(seed=3)
+_NORM, _MODEL = _fit(*_SCENE)
+
+
+def test_red_tile_roof_is_construction_and_soil_is_not():
+    assert _classify(VEGETATION, RED_TILE) == ChangeType.CONSTRUCTION
+    assert _classify(VEGETATION, SOIL) == ChangeType.EARTHWORKS
