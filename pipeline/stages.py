@@ -69,6 +69,14 @@ def _fast_fingerprint(path: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
+def _relative(path: Path, base: Path) -> str:
+    """``path`` relative to ``base`` when inside it: moving a project folder reruns nothing."""
+    try:
+        return path.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def _layer_fingerprints(cfg: Config, names: tuple[str, ...]) -> dict[str, str]:
     out = {}
     for name in names:
@@ -94,13 +102,29 @@ def registry_fingerprint(state) -> str:
 
 # --------------------------------------------------------------------------- stage builders
 def build_stages(ctx: RunContext) -> list[Stage]:
-    cfg, ws = ctx.cfg, ctx.ws
+    cfg = ctx.cfg
     stages: list[Stage] = []
     for pair in cfg.imagery.pairs:
         stages += [_detect_stage(ctx, pair), _classify_stage(ctx, pair), _assign_stage(ctx, pair)]
     stages += [_register_stage(ctx), _inbox_stage(ctx), _export_stage(ctx), _report_stage(ctx)]
-    del ws
-    return stages
+    base = str(cfg.imagery.base_dir.resolve()) + "/"
+    return [dataclasses.replace(s, params=_portable_params(s.params, base)) for s in stages]
+
+
+def _portable_params(params: Callable[[], Any], base: str) -> Callable[[], Any]:
+    """Parameters with paths under the config's folder made relative, so a moved project
+    folder reruns nothing."""
+
+    def portable(obj: Any) -> Any:
+        if isinstance(obj, str) and obj.startswith(base):
+            return obj[len(base) :]
+        if isinstance(obj, dict):
+            return {k: portable(v) for k, v in obj.items()}
+        if isinstance(obj, list | tuple):
+            return [portable(v) for v in obj]
+        return obj
+
+    return lambda: portable(params())
 
 
 def _pair_tag(pair: tuple[str, str]) -> str:
@@ -122,7 +146,7 @@ def _detect_stage(ctx: RunContext, pair: tuple[str, str]) -> Stage:
                     f"read from {cfg.imagery.base_dir}); check the globs"
                 )
             for f in [*files, *cfg.imagery.mask_files(label)]:
-                fps[f"{label}:{f}"] = _fast_fingerprint(f)
+                fps[f"{label}:{_relative(f, cfg.imagery.base_dir)}"] = _fast_fingerprint(f)
         return fps
 
     def run() -> dict[str, Any]:

@@ -26,22 +26,25 @@ DATE = "2026-11-25"
 
 
 @pytest.fixture(scope="module")
-def small_sample(tmp_path_factory) -> Path:
+def small_run(tmp_path_factory) -> Path:
+    """A small sample with one good run done (shared; each test works on a copy)."""
     from pipeline.sample import generate_sample
 
     folder = tmp_path_factory.mktemp("small")
-    generate_sample(folder, size_px=600, seed=2017)
+    generate_sample(folder, size_px=800, seed=2017)
+    config = write_sample_config(folder, folder / "out")
+    result = _run(config)
+    assert result.exit_code == 0, result.output
     return folder
 
 
 @pytest.fixture()
-def area(small_sample, tmp_path):
-    """A private copy of the small sample with one good run done."""
+def area(small_run, tmp_path):
+    """A private copy of the small sample and its workspace (file times kept, so the copy
+    is up to date: stage inputs are recorded relative to the config's folder)."""
     folder = tmp_path / "area"
-    shutil.copytree(small_sample, folder)
+    shutil.copytree(small_run, folder)
     config = write_sample_config(folder, folder / "out")
-    result = _run(config)
-    assert result.exit_code == 0, result.output
     return folder, config
 
 
@@ -182,8 +185,8 @@ def test_bad_config_fails_clearly_and_leaves_the_registry(area, change, expected
 
 def test_noop_rerun_dry_run_and_status(area):
     _, config = area
-    again = _run(config)
-    assert again.exit_code == 0 and "nothing to do" in again.output
+    again = _run(config)  # a copied workspace is up to date too
+    assert again.exit_code == 0 and "nothing to do" in again.output, again.output
     _edit_config(config, lambda r: r["detect"].update(min_area_m2=300))
     dry = _run(config, "--dry-run")
     assert "would run detect[2016_2017] — parameters changed" in " ".join(dry.output.split())
