@@ -111,7 +111,12 @@ class _BlockOutput:
 
 # --------------------------------------------------------------------------- public
 def detect_pair(
-    cfg: Config, pair: tuple[str, str], out_dir: Path, executor: Executor
+    cfg: Config,
+    pair: tuple[str, str],
+    out_dir: Path,
+    executor: Executor,
+    *,
+    progress: Callable[[int, int], None] | None = None,
 ) -> DetectionResult:
     """Detect changes between the epochs ``pair = (from_label, to_label)``.
 
@@ -125,6 +130,8 @@ def detect_pair(
         Receives ``score.tif`` and ``mask.tif`` (COGs, written atomically).
     executor : concurrent.futures.Executor
         From :func:`pipeline.executor.make_executor`.
+    progress : callable, optional
+        Called as ``progress(done, total)`` as pass-2 blocks complete (for progress bars).
 
     Returns
     -------
@@ -189,6 +196,7 @@ def detect_pair(
             norm,
             n_components=d.novelty_components,
             min_weight=d.novelty_min_weight,
+            trim=d.novelty_trim,
         )
     sample_valid = np.ones(sample_a.shape[1:], dtype=bool)
     sample_scores = detect.change_score(
@@ -250,6 +258,8 @@ def detect_pair(
             mask_dst.write(out.mask, 1, window=out.window)
             n_changed += int((out.mask == MASK_CHANGE).sum())
             pieces.append((int(out.window.row_off), int(out.window.col_off), out.pieces))
+            if progress is not None:
+                progress(len(pieces), len(windows))
         timings["pass2_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
     timings["cog_s"] = time.perf_counter() - t0

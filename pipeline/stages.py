@@ -52,6 +52,8 @@ class RunContext:
     scheduler: str | None
     command: str = "run"
     timings: dict[str, float] = field(default_factory=dict)
+    progress: Callable[[str, int, int], None] | None = None
+    """Called as ``progress(stage_id, done, total)`` by long stages (the CLI's progress bars)."""
 
 
 def new_run_id() -> str:
@@ -154,8 +156,14 @@ def _detect_stage(ctx: RunContext, pair: tuple[str, str]) -> Stage:
         from pipeline.executor import make_executor
 
         out_dir.mkdir(parents=True, exist_ok=True)
+        stage_id = f"detect[{_pair_tag(pair)}]"
+
+        def progress(done: int, total: int) -> None:
+            if ctx.progress is not None:
+                ctx.progress(stage_id, done, total)
+
         with make_executor(ctx.workers, ctx.scheduler) as executor:
-            result = detect_pair(cfg, pair, out_dir, executor)
+            result = detect_pair(cfg, pair, out_dir, executor, progress=progress)
         _write_gdf(result.detections, target)
         return {"detections": len(result.detections), **_plain_stats(result.stats)}
 
@@ -491,6 +499,7 @@ def run_pipeline(
     workers: int | None = None,
     scheduler: str | None = None,
     on_stage: Callable[[StageOutcome], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[RunContext, list[StageOutcome]]:
     """Run the whole pipeline (the stale part of it) on ``cfg`` under the workspace lock."""
     ws = Workspace(cfg.workspace)
@@ -502,6 +511,7 @@ def run_pipeline(
         now=utc_now(),
         workers=workers or cfg.run.workers,
         scheduler=scheduler or cfg.run.scheduler,
+        progress=progress,
     )
     stages = select_stages(build_stages(ctx), from_stage, until_stage)
     if dry_run:

@@ -40,10 +40,23 @@ def run(config_path, date, force, dry_run, from_stage, until_stage, workers, sch
             highlight=False,
         )
 
-    with console.status("running…" if not dry_run else "checking…"):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True, disable=dry_run,
+    ) as bars:  # fmt: skip
+        tasks: dict[str, int] = {}
+
+        def progress(stage_id: str, done: int, total: int) -> None:
+            if stage_id not in tasks:
+                tasks[stage_id] = bars.add_task(f"{stage_id} blocks", total=total)
+            bars.update(tasks[stage_id], completed=done)
+
         ctx, outcomes = run_pipeline(
             cfg, date=date, force=force, dry_run=dry_run, from_stage=from_stage,
             until_stage=until_stage, workers=workers, scheduler=scheduler, on_stage=show,
+            progress=progress,
         )  # fmt: skip
     if dry_run:
         return
