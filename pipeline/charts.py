@@ -51,8 +51,6 @@ CJK_FONT_CANDIDATES = (
 )
 """Font families tried first, in this order, before scanning every font for Chinese glyphs."""
 
-BUNDLED_FONT_MODULES = ("noto_cjk_sans_otc",)
-"""Importable packages that ship a CJK font file as ``FONT_PATH`` (tried in this order)."""
 
 _PROBE_CHARS = "中村镇"
 MISSING_COLOR = "#e6e6e6"
@@ -108,23 +106,18 @@ def register_bundled_fonts() -> tuple[str, ...]:
     not touched), so it runs once per process, cached. matplotlib >= 3.10 registers every
     face of a ``.ttc`` collection (Noto Sans CJK SC / TC / JP / KR / HK).
     """
-    import importlib
-
     from matplotlib import font_manager
 
+    from pipeline.webfont import bundled_font_files
+
     done = []
-    for name in BUNDLED_FONT_MODULES:
+    for path in bundled_font_files():
         try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        path = str(module.FONT_PATH)
-        try:
-            font_manager.fontManager.addfont(path)
+            font_manager.fontManager.addfont(str(path))
         except (OSError, RuntimeError, ValueError) as exc:
-            log.warning("could not register the font %s from %s: %s", path, name, exc)
+            log.warning("could not register the font %s: %s", path, exc)
             continue
-        done.append(path)
+        done.append(str(path))
     return tuple(done)
 
 

@@ -42,7 +42,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
 
-from pipeline import __version__
+from pipeline import __version__, webfont
 from pipeline.config import ExportConfig
 from pipeline.errors import InputDataError
 from pipeline.report import (
@@ -51,7 +51,7 @@ from pipeline.report import (
     fixed_zipinfo,
     floats,
     parse_date,
-    render_template,
+    render_page,
     workbook_bytes,
     write_atomic,
 )
@@ -295,7 +295,8 @@ def package_manifest_key(
 
     Folds :func:`package_key` of the patches with the unit (level, code, name, person),
     the villages drawn in it (codes, names, persons, WKB), ``cfg``, ``area_name``, the
-    SHA-256 of each patch's chip and the landwatch version.
+    SHA-256 of each patch's chip, the landwatch version and the embedded web font
+    (:func:`pipeline.webfont.embedding_id`).
     """
     digest = hashlib.sha256()
     cols = [c for c in (G.CODE, G.NAME, G.TOWNSHIP_CODE, G.PERSON) if c in villages.columns]
@@ -306,6 +307,9 @@ def package_manifest_key(
         "area_name": area_name,
         "cfg": dataclasses.asdict(cfg),
         "version": __version__,
+        # patches.html embeds a font subset: a package built without the font (or with
+        # another font / fontTools) must not be reused as if it were the same
+        "webfont": webfont.embedding_id(),
         "villages": [[_plain(v) for v in r] for r in vrows[cols].itertuples(index=False)],
         "chips": {
             pid: hashlib.sha256(chips[pid]).hexdigest()
@@ -868,7 +872,7 @@ def _patch_list_html(
                 "rows": rows,
             }
         )
-    return render_template(
+    return render_page(
         "patch_list.html.j2",
         area_name=area_name,
         date=date,

@@ -32,11 +32,12 @@ import geopandas as gpd
 import jinja2
 import numpy as np
 import pandas as pd
+from markupsafe import Markup
 from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
-from pipeline import __version__
+from pipeline import __version__, webfont
 from pipeline.config import ReportConfig
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.schema import (
@@ -186,7 +187,8 @@ def write_report(
     -----
     Charts need a CJK font for Chinese names; without one they label units by code and
     a warning is logged (the HTML tables always show the Chinese names). The HTML file is
-    self-contained: CSS inline, charts as base64 PNG, no external URL.
+    self-contained: CSS inline, charts as base64 PNG, the CJK font subset for its text as a
+    base64 ``@font-face`` (:mod:`pipeline.webfont`), no external URL.
     """
     _check_rates(rates)
     check_columns(patches, PATCH_COLUMNS, "patches")
@@ -227,7 +229,7 @@ def write_report(
         else f"趋势图需要至少两期报告（当前 {len(series)} 期）。"
         f" A trend needs at least two report dates (found {len(series)})."
     )
-    html = render_template("report.html.j2", **context)
+    html = render_page("report.html.j2", **context)
     write_atomic(paths.html, html.encode("utf-8"))
     log.info("report for %s (%s) written to %s", area_name, date, out_dir)
     return paths
@@ -646,6 +648,27 @@ def _sorted_patches(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- templates
+def render_page(template: str, /, **context: Any) -> str:
+    """Render a self-contained HTML page that embeds the CJK font subset for its own text.
+
+    The template receives ``font_face_css`` (put it first in ``<style>``) and
+    ``font_family`` (the ``font-family`` value of ``body``), both as safe markup.
+
+    Notes
+    -----
+    The page is rendered twice: once without the font to learn which characters it shows,
+    then with the ``@font-face`` of exactly those (:func:`pipeline.webfont.font_face_css`;
+    the rule adds only ASCII, so the character set does not change). Without the font
+    package the first rendering is the result and a warning is logged once.
+    """
+    fonts = {"font_family": Markup(webfont.FONT_STACK)}
+    draft = render_template(template, font_face_css=Markup(""), **fonts, **context)
+    css = webfont.font_face_css(draft)
+    if not css:
+        return draft
+    return render_template(template, font_face_css=Markup(css), **fonts, **context)
+
+
 def render_template(template: str, /, **context: Any) -> str:
     """Render a template shipped in ``pipeline/templates`` (read via importlib.resources).
 

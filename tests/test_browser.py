@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline import webfont
 from tests.conftest import RUN_DATE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,6 +115,8 @@ def test_report_loads_with_map_tables_and_no_console_errors(chromium, report_htm
     assert 'id="ranking-image"' in dom
     assert dom.count("<table") >= 2, "township ranking and patch tables"
     assert "<th>乡镇 township</th>" in dom
+    if webfont.embedding_id() != "none":
+        assert "@font-face" in dom, "the embedded CJK font subset is in the page's CSS"
     assert console_lines(result.stderr) == [], "the report logs nothing to the console"
 
 
@@ -136,3 +139,33 @@ def test_report_screenshot(chromium, report_html, tmp_path):
     assert pixels.std() > 10, "the screenshot is not blank"
     assert (pixels < 200).mean() > 0.02, "there is dark content (text, map, tables)"
     assert console_lines(result.stderr) == []
+
+
+@pytest.mark.skipif(webfont.embedding_id() == "none", reason="noto-cjk-sans-otc is not installed")
+def test_embedded_font_draws_distinct_chinese_glyphs(chromium, tmp_path):
+    """Without a CJK font chromium draws every Chinese character as the same empty box (so
+    "中" and "国" give identical screenshots on a machine without CJK fonts, like the CI
+    one); with the page's embedded subset the two characters must look different."""
+    shots = []
+    for char in "中国":
+        page = tmp_path / f"{ord(char):x}.html"
+        page.write_text(
+            '<!DOCTYPE html><html><head><meta charset="utf-8"><style>'
+            f"{webfont.font_face_css(char)}"
+            f"body {{ margin: 0; font-size: 120px; font-family: {webfont.FONT_STACK}; }}"
+            f"</style></head><body>{char}</body></html>",
+            encoding="utf-8",
+        )
+        shot = tmp_path / f"{ord(char):x}.png"
+        result = _run(
+            chromium,
+            page.as_uri(),
+            tmp_path,
+            f"--screenshot={shot}",
+            "--window-size=200,200",
+            "--hide-scrollbars",
+        )
+        assert result.returncode == 0 and shot.is_file(), result.stderr[-2000:]
+        shots.append(np.asarray(Image.open(shot).convert("L"), dtype=np.int16))
+    assert (shots[0] < 128).any(), "a glyph is drawn"
+    assert np.abs(shots[0] - shots[1]).max() > 128, "two different glyphs, not two boxes"

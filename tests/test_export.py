@@ -24,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely.geometry import box
 
+from pipeline import webfont
 from pipeline.config import ExportConfig
 from pipeline.errors import InputDataError
 from pipeline.export import (
@@ -306,6 +307,8 @@ def test_data_dictionary_and_html(exported, tmp_path):
     assert "城关镇" in html and html.index("东村") < html.index("西村")
     assert "130609201700004" not in html, "only this township's patches"
     assert "http://" not in html and "https://" not in html
+    if webfont.embedding_id() != "none":  # the bundled font is installed: it is embedded
+        assert "@font-face" in html and f'"{webfont.FONT_FAMILY}"' in html
     readme = (folder / "README.txt").read_text(encoding="utf-8-sig")
     assert "return_template.xlsx" in readme and "城关镇" in readme
 
@@ -537,6 +540,18 @@ def test_manifest_key_sees_chips_and_config():
     )
     gbk = package_manifest_key(group, villages, cfg=ExportConfig(encoding="GBK"), chips={}, **args)
     assert len({base, with_chips, gbk}) == 3
+
+
+def test_manifest_key_sees_the_embedded_font(monkeypatch):
+    """A package built with another (or no) embedded font in patches.html is not reused."""
+    _, villages = make_grids()
+    group = split_by_township(make_patches())[TOWN_A]
+    args = dict(
+        cfg=ExportConfig(), chips={}, area_name="示例区", unit=("township", TOWN_A, "城关镇", "")
+    )
+    base = package_manifest_key(group, villages, **args)
+    monkeypatch.setattr(webfont, "embedding_id", lambda: "other-font")
+    assert package_manifest_key(group, villages, **args) != base
 
 
 def test_corrupt_previous_manifest_means_rebuild(tmp_path, caplog):

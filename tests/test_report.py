@@ -7,9 +7,11 @@ Fake district: townships 城关镇 (villages 东村, 西村) and 河西乡 (南�
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import logging
+import re
 
 import geopandas as gpd
 import numpy as np
@@ -20,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely.geometry import box
 
-from pipeline import charts
+from pipeline import charts, webfont
 from pipeline.config import ReportConfig
 from pipeline.errors import InputDataError
 from pipeline.report import (
@@ -266,6 +268,26 @@ def test_report_html_self_contained(report):
     assert "<script" not in html
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("noto_cjk_sans_otc") is None, reason="noto-cjk-sans-otc missing"
+)
+def test_report_html_embeds_cjk_font_for_its_text(report):
+    """report.html carries, first in its CSS, a base64 @font-face whose unicode-range holds
+    every Chinese character of the page, so it renders without any CJK system font."""
+    html = report.html.read_text(encoding="utf-8")
+    style = html[html.index("<style>") : html.index("</style>")]
+    assert style.index("@font-face") < style.index("body {")
+    assert f'font-family: "{webfont.FONT_FAMILY}"' in style
+    assert "url(data:font/woff" in style
+    ranged = re.search(r"unicode-range: ([^;]+);", style).group(1)
+    codepoints = set()
+    for part in ranged.split(","):
+        lo, _, hi = part.strip().removeprefix("U+").partition("-")
+        codepoints.update(range(int(lo, 16), int(hi or lo, 16) + 1))
+    chinese = {ord(c) for c in html if 0x4E00 <= ord(c) <= 0x9FFF}
+    assert chinese and chinese <= codepoints
+
+
 def test_pngs_written(report):
     for path in (report.map_png, report.ranking_png, report.trend_png):
         assert path is not None and path.read_bytes().startswith(PNG)
@@ -429,7 +451,9 @@ def test_bundled_font_package_is_registered(monkeypatch):
     fake = types.ModuleType("fake_cjk_font")
     fake.FONT_PATH = pathlib.Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSans.ttf"
     monkeypatch.setitem(sys.modules, "fake_cjk_font", fake)
-    monkeypatch.setattr(charts, "BUNDLED_FONT_MODULES", ("not_installed_font_pkg", "fake_cjk_font"))
+    monkeypatch.setattr(
+        webfont, "BUNDLED_FONT_MODULES", ("not_installed_font_pkg", "fake_cjk_font")
+    )
     charts.register_bundled_fonts.cache_clear()
     try:
         assert charts.register_bundled_fonts() == (str(fake.FONT_PATH),)
