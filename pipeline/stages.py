@@ -452,14 +452,14 @@ def report_registry(
         "rect_rate_target": cfg.report.rect_rate_target,
         "illegal_ratio_target": cfg.report.illegal_ratio_target,
     }
+    # without a district layer the district row is the configured area (its name and code)
+    district = grids.district
+    if district is None:
+        district = (cfg.area.county_code, cfg.area.name)
     if as_of:
-        rates = rates_as_of(
-            state, as_of, grids.villages, grids.townships, grids.district, **targets
-        )
+        rates = rates_as_of(state, as_of, grids.villages, grids.townships, district, **targets)
     else:
-        rates = compute_rates(
-            state.patches, grids.villages, grids.townships, grids.district, **targets
-        )
+        rates = compute_rates(state.patches, grids.villages, grids.townships, district, **targets)
     relapsed = set(state.events.loc[state.events["kind"] == EventKind.RELAPSE, "patch_id"])
     write_report(
         rates, state.patches, grids.townships, grids.villages, ws.reports_dir(date),
