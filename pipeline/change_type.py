@@ -7,13 +7,14 @@ epoch, so a hazy or differently calibrated epoch does not shift the rules).
 Rules, in order (the first that matches wins):
 
 1. ``veg_to_construction`` — after the change the patch is *not vegetated*
-   (NDVI < :data:`NDVI_NONVEG_MAX`), *bright* (visible brightness ≥
+   (NDVI < :data:`BUILT_NDVI_MAX`), *bright* (visible brightness ≥
    :data:`BUILT_BRIGHTNESS_MIN` × the scene mean) and its visible spectrum is *flat*
    (spread ≤ :data:`FLAT_SPREAD_MAX` of the mean: concrete, grey/white roofs, steel) or
    *blue-dominant* (blue ≥ red: the blue/cyan steel roofs of sheds and factories) or
    *tile-red* (red/green ≥ :data:`TILE_RED_GREEN_MIN`: fired-clay tiles, whose haematite
    makes red far exceed green — more than any soil does).
-2. ``veg_to_bare`` — after the change it is not vegetated, *soil-coloured*
+2. ``veg_to_bare`` — after the change it is not vegetated (NDVI < :data:`NDVI_NONVEG_MAX`),
+   *soil-coloured*
    (red > green > blue with red/blue ≥ :data:`SOIL_RED_BLUE_MIN`: iron oxides absorb blue)
    and *brighter* than before relative to the scene (gain ≥ :data:`BARE_GAIN_MIN`):
    earthworks, cleared or filled land.
@@ -36,14 +37,19 @@ VISIBLE = ("blue", "green", "red")
 
 NDVI_NONVEG_MAX = 0.2
 """Healthy vegetation has NDVI 0.3–0.8; soil 0.05–0.2; roofs, concrete, asphalt ≈ 0–0.1."""
+BUILT_NDVI_MAX = 0.3
+"""NDVI limit of the construction rule. A patch's mean includes its outline pixels, half
+roof and half crop, and blue/cyan steel reflects more NIR than concrete, so a small steel
+roof on a green field averages NDVI 0.2–0.25; vegetation itself starts at 0.3."""
 BUILT_BRIGHTNESS_MIN = 1.1
 """Roofs and concrete reflect more in the visible than a scene of fields and villages: at
 least 1.1 × the scene's mean visible brightness (same epoch)."""
 FLAT_SPREAD_MAX = 0.25
 """(max − min) / mean of blue, green, red: grey materials are spectrally flat (≤ 0.25);
 soil rises steeply from blue to red (≥ 0.4)."""
-SOIL_RED_BLUE_MIN = 1.3
-"""Bare soil: red/blue ≥ 1.3 (iron oxides absorb blue; dry loess ≈ 1.5–2)."""
+SOIL_RED_BLUE_MIN = 1.2
+"""Bare soil: red/blue ≥ 1.2 (iron oxides absorb blue; dry loess ≈ 1.5–2, but haze in the
+later epoch adds to blue and brings fresh fill down to ≈ 1.25)."""
 TILE_RED_GREEN_MIN = 1.45
 """Red clay tile roofs: red/green ≈ 1.6–2 (haze in the later epoch lowers it a little); bare,
 ploughed or filled soil stays at 1.1–1.35. Red/green rather than red/blue because haze
@@ -102,7 +108,7 @@ def classify_change(
         red_green = np.nan_to_num(t["red"] / t["green"])
     nonveg = ndvi_to < NDVI_NONVEG_MAX
     built = (
-        nonveg
+        (ndvi_to < BUILT_NDVI_MAX)
         & (rel_to >= BUILT_BRIGHTNESS_MIN)
         & (
             (spread <= FLAT_SPREAD_MAX)

@@ -138,6 +138,10 @@ class DetectConfig:
     novelty_min_weight: float = 0.01
     """``novelty``: mixture components covering less than this share of the scene are not
     common transitions (rare change such as new construction must not get one)."""
+    novelty_trim: float = 0.02
+    """``novelty``: share of the pass-1 sample, the least likely under the mixture, left out of
+    every EM step (trimmed likelihood), so rare change cannot grow a broad catch-all component
+    of its own. Must exceed the share of the scene that is new construction (≈ 0.1–0.3 %)."""
 
 
 @dataclass(frozen=True)
@@ -564,6 +568,11 @@ def _check(cfg: Config, where: str) -> None:
     if not 0 <= d.novelty_min_weight < 1:
         raise ConfigError(
             f"{where}: 'detect.novelty_min_weight' = {d.novelty_min_weight} must be in [0, 1)"
+        )
+    if not 0 <= d.novelty_trim < 0.5:
+        raise ConfigError(
+            f"{where}: 'detect.novelty_trim' = {d.novelty_trim} must be in [0, 0.5) "
+            "(share of the sample left out of the mixture fit; 0 = no trimming)"
         )
 
     if not 0 < cfg.classify.legal_share <= 1:

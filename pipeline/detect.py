@@ -6,6 +6,24 @@ Everything here is pure numpy: arrays in, new arrays out, nothing read or writte
 threshold; pass 2 applies them block by block (:func:`change_score`, :func:`change_mask`,
 :func:`clean_mask`), so the result does not depend on the block size.
 
+The ``novelty`` method and its one configuration (``config.yaml``, never tuned per scene):
+
+- *Trimmed mixture* (``novelty_trim: 0.02``). The common transitions are a Gaussian mixture
+  fitted by trimmed-likelihood EM: in every M-step the least likely 2 % of the pass-1 sample
+  gets no weight. New construction covers 0.1–0.3 % of a scene (more on a small or
+  construction-dense one), so it always falls in the trimmed tail and can never grow a broad,
+  low-weight "catch-all" component that scores it as common — the failure of the plain EM on
+  small scenes, where such a component held 1–2 % of the sample and every new roof. Seasonal
+  crop transitions cover far more than 2 % and are fitted as before.
+- *Cut in standard deviations* (``threshold: fixed``, 6): the distance to the nearest common
+  transition in its own standard deviations; unchanged and seasonal pixels sit below ≈ 4,
+  new roofs at 7–25 (red tile roofs, closest to ploughed soil, at 6–9; hysteresis at 0.7 of
+  the cut keeps their weaker pixels).
+- *Gates before the distance*: a pixel vegetated afterwards (NDVI ≥ :data:`NOVELTY_NDVI_ZERO`)
+  or darker than the no-change relation predicts scores 0, so the distance is evaluated only
+  on the remaining *candidate* pixels (typically a third of a block), as one float32 matrix
+  product of quadratic features — ≈ 6× faster than whitening every pixel for every component.
+
 Notes
 -----
 Mask direction: ``valid`` is True where a pixel is usable; a change mask is True where the
@@ -254,6 +272,9 @@ def change_score(
         water, crops greening). In units of standard deviations of the nearest common
         transition; new roofs of any colour, concrete and fill on crop land are rare
         transitions, seasonal crop changes are common ones.
+        The distance is computed only for pixels that pass both gates (the others score 0
+        whatever their distance), in float32 from the expanded quadratic forms (agrees with a
+        float64 whitened distance to ~1e-4 relative).
 
     Notes
     -----
@@ -317,34 +338,52 @@ def _novelty(a, b, norm: Normalisation, model: NoveltyModel, band_names) -> np.n
             f"'detect.method' = 'novelty' needs the band(s) {', '.join(missing)} "
             f"(configured: {', '.join(names)}); add them to 'imagery.bands'/'band_files'"
         )
-    nb, h, w = a.shape
-    d = model.n_dims
-    n = h * w
-    c = _NOVELTY_CHUNK
-    x = np.zeros((-(-n // c) * c, d), dtype=np.float32)
-    for i in range(nb):
-        x[:n, i] = ((a[i] - np.float32(norm.mean_a[i])) / np.float32(norm.std_a[i])).ravel()
-        x[:n, nb + i] = ((b[i] - np.float32(norm.mean_b[i])) / np.float32(norm.std_b[i])).ravel()
-    n_comp = model.whiten.shape[1] // d
-    d2 = np.empty(x.shape[0], dtype=np.float32)
-    for s in range(0, x.shape[0], c):
-        y = x[s : s + c] @ model.whiten
-        y -= model.offset
-        y *= y
-        d2[s : s + c] = y.reshape(c, n_comp, d).sum(axis=2).min(axis=1)
-    vis = [names.index(v) for v in VISIBLE_BANDS if v in names]
-    brighter = np.zeros(n, dtype=np.float32)
-    for i in vis:
-        g, o = np.float32(model.nochange_gain[i]), np.float32(model.nochange_offset[i])
-        brighter += x[:n, nb + i] - (g * x[:n, i] + o)
+    h, w = a.shape[1:]
+    # the two cheap gates first, on every pixel: vegetated afterwards, or darker than the
+    # no-change relation predicts, scores 0 whatever its novelty
     r, nir = names.index("red"), names.index("nir")
     with np.errstate(divide="ignore", invalid="ignore"):
         ndvi_b = np.nan_to_num((b[nir] - b[r]) / (b[nir] + b[r]))
     lo, hi = np.float32(NDVI_NONVEG_MAX), np.float32(NOVELTY_NDVI_ZERO)
-    nonveg = np.clip((hi - ndvi_b) / (hi - lo), 0, 1)
-    score = np.sqrt(d2[:n]).reshape(h, w) * nonveg
-    score[(brighter <= 0).reshape(h, w)] = 0.0
-    return score.astype(np.float32)
+    nonveg = np.clip((hi - ndvi_b) / (hi - lo), 0, 1).astype(np.float32)
+    brighter = np.zeros((h, w), dtype=np.float32)
+    for i in (names.index(v) for v in VISIBLE_BANDS if v in names):
+        za = (a[i] - np.float32(norm.mean_a[i])) / np.float32(norm.std_a[i])
+        zb = (b[i] - np.float32(norm.mean_b[i])) / np.float32(norm.std_b[i])
+        g, o = np.float32(model.nochange_gain[i]), np.float32(model.nochange_offset[i])
+        brighter += zb - (g * za + o)
+    cand = np.flatnonzero((nonveg > 0) & (brighter > 0))
+    score = np.zeros(h * w, dtype=np.float32)
+    if cand.size:
+        score[cand] = np.sqrt(_min_mahalanobis2(a, b, norm, model, cand)) * nonveg.ravel()[cand]
+    return score.reshape(h, w)
+
+
+def _min_mahalanobis2(a, b, norm: Normalisation, model: NoveltyModel, cand) -> np.ndarray:
+    """Squared Mahalanobis distance of the candidate pixels (flat indices) to the nearest
+    common transition, float32 (≥ 0).
+
+    Candidates are gathered into chunks of :data:`_NOVELTY_CHUNK` pixels (the last one
+    padded), so every pixel goes through an identically shaped matrix product whatever the
+    block; each distance is one row of ``quad @ features``.
+    """
+    nb = a.shape[0]
+    n = cand.size
+    c = _NOVELTY_CHUNK
+    a2, b2 = a.reshape(nb, -1), b.reshape(nb, -1)
+    out = np.empty(n, dtype=np.float32)
+    x = np.empty((2 * nb, c), dtype=np.float32)
+    for s in range(0, n, c):
+        idx = cand[s : s + c]
+        m = idx.size
+        for i in range(nb):
+            x[i, :m] = (a2[i, idx] - np.float32(norm.mean_a[i])) / np.float32(norm.std_a[i])
+            x[nb + i, :m] = (b2[i, idx] - np.float32(norm.mean_b[i])) / np.float32(norm.std_b[i])
+        x[:, m:] = 0.0
+        d2 = model.quad @ _quadratic_features(x)
+        out[s : s + m] = np.minimum.reduce(d2, axis=0)[:m]
+    # expanding the quadratic form can leave a tiny negative for a pixel on a mean
+    return np.maximum(out, 0.0)
 
 
 # --------------------------------------------------------------------------- novelty model
@@ -368,15 +407,16 @@ pixel goes through an identically shaped product (bit-identical whatever the blo
 class NoveltyModel:
     """The common change vectors of a scene, fitted in pass 1 by :func:`fit_novelty_model`.
 
-    ``whiten`` (D, M*D) and ``offset`` (M*D,) map a joint z-vector ``x = [z_before, z_after]``
-    (D = 2 × bands) to M stacked whitened residuals ``x @ whiten - offset``; the squared
-    norm of each D-slice is the squared Mahalanobis distance to one common transition
-    (a Gaussian mixture component, or the no-change relation). ``weights`` are the mixture
+    Each of the M common transitions (the mixture components kept, then the no-change
+    relation) is a quadratic form ``d2(x) = x' P x - 2 (P mu)' x + mu' P mu`` of the joint
+    z-vector ``x = [z_before, z_after]`` (D = 2 × bands): the squared Mahalanobis distance to
+    that transition. ``quad`` (M, F) holds the coefficients on the features of
+    :func:`_quadratic_features` (the D(D+1)/2 products ``x_i x_j``, i ≤ j, then the D
+    values, then 1), so all M distances are one matrix product. ``weights`` are the mixture
     weights of the components kept (the no-change relation last, weight = inlier share).
     """
 
-    whiten: np.ndarray
-    offset: np.ndarray
+    quad: np.ndarray
     weights: tuple[float, ...]
     n_dims: int
     nochange_gain: tuple[float, ...]
@@ -392,6 +432,7 @@ def fit_novelty_model(
     *,
     n_components: int,
     min_weight: float,
+    trim: float = 0.0,
 ) -> NoveltyModel:
     """Model the scene's *common* transitions from the pass-1 sample.
 
@@ -407,6 +448,11 @@ def fit_novelty_model(
         Components with a smaller mixture weight are dropped: a transition that covers less
         than this share of the scene is *not* common (new construction is rare, crop
         rotation and unchanged land are not).
+    trim : float
+        Share of the sample, the least likely under the current mixture, left out of every
+        M-step (trimmed likelihood; 0 = plain EM). Must exceed the share of the scene that is
+        new construction, so rare change cannot get a component; the mixture weights are
+        then shares of the untrimmed sample.
 
     Returns
     -------
@@ -443,25 +489,23 @@ def fit_novelty_model(
         )
     step = max(1, math.ceil(n / NOVELTY_FIT_MAX))
     x = np.concatenate([za, zb], axis=1)[::step]
-    w, mu, cov = _fit_gmm(x, n_components)
+    w, mu, cov = _fit_gmm(x, n_components, trim)
     keep = np.flatnonzero(w >= min_weight)
     gain, off, cov_nc, share = _fit_no_change(
         za[::step], zb[::step], values_a[:, ::step], values_b[:, ::step]
     )
     d = 2 * nb
-    blocks_w, blocks_o = [], []
-    for k in keep:
-        li = np.linalg.inv(np.linalg.cholesky(cov[k])).T  # x @ li - mu @ li is whitened
-        blocks_w.append(li)
-        blocks_o.append(mu[k] @ li)
-    # no-change: r = z_b - g*z_a - o, whitened by the residual covariance; embedded as a D x D
-    # map whose first nb columns carry the residual and the rest are zero
-    li = np.linalg.inv(np.linalg.cholesky(cov_nc)).T
-    m = np.zeros((d, d))
-    m[:nb, :nb] = -np.diag(gain) @ li
-    m[nb:, :nb] = li
-    blocks_w.append(m)
-    blocks_o.append(np.concatenate([off @ li, np.zeros(nb)]))
+    forms = [
+        _quadratic_form(np.linalg.inv(cov[k]), mu[k] @ np.linalg.inv(cov[k]), None, mu[k])
+        for k in keep
+    ]
+    # no-change: r = A x - off with A = [-diag(g), I], residual precision C^-1: a quadratic
+    # form of x with precision A' C^-1 A (rank nb) and linear term A' C^-1 off
+    a_map = np.concatenate([-np.diag(gain), np.eye(nb)], axis=1)
+    prec_nc = np.linalg.inv(cov_nc)
+    forms.append(
+        _quadratic_form(a_map.T @ prec_nc @ a_map, off @ prec_nc @ a_map, off @ prec_nc @ off)
+    )
     log.info(
         "novelty model: %d of %d mixture components common (weights %s), no-change share %.2f",
         len(keep),
@@ -470,8 +514,7 @@ def fit_novelty_model(
         share,
     )
     return NoveltyModel(
-        whiten=np.concatenate(blocks_w, axis=1).astype(np.float32),
-        offset=np.concatenate(blocks_o).astype(np.float32),
+        quad=np.stack(forms).astype(np.float32),
         weights=(*(float(v) for v in w[keep]), float(share)),
         n_dims=d,
         nochange_gain=tuple(float(v) for v in gain),
@@ -479,12 +522,34 @@ def fit_novelty_model(
     )
 
 
+def _quadratic_form(prec: np.ndarray, lin: np.ndarray, const, mu=None) -> np.ndarray:
+    """Coefficients (F,) of ``x' P x - 2 lin' x + const`` on :func:`_quadratic_features`
+    (``const`` = ``mu' P mu`` when ``mu`` is given)."""
+    d = prec.shape[0]
+    iu, ju = np.triu_indices(d)
+    pair = np.where(iu == ju, 1.0, 2.0) * prec[iu, ju]
+    c = float(mu @ prec @ mu) if mu is not None else float(const)
+    return np.concatenate([pair, -2.0 * lin, [c]])
+
+
+def _quadratic_features(x: np.ndarray) -> np.ndarray:
+    """(F, n) features of column vectors ``x`` (D, n): ``x_i x_j`` (i ≤ j), ``x_i``, 1."""
+    d, n = x.shape
+    iu, ju = np.triu_indices(d)
+    out = np.empty((iu.size + d + 1, n), dtype=x.dtype)
+    for f, (i, j) in enumerate(zip(iu, ju)):
+        np.multiply(x[i], x[j], out=out[f])
+    out[iu.size : iu.size + d] = x
+    out[-1] = 1.0
+    return out
+
+
 def _z(values: np.ndarray, mean, std) -> np.ndarray:
     v = np.asarray(values, dtype=np.float64)
     return (v - np.asarray(mean)[:, None]) / np.asarray(std)[:, None]
 
 
-def _fit_gmm(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _fit_gmm(x: np.ndarray, k: int, trim: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gaussian mixture by EM (float64, full covariances, k-means++ start, fixed seed)."""
     n, d = x.shape
     rng = np.random.default_rng(NOVELTY_SEED)
@@ -505,11 +570,18 @@ def _fit_gmm(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
             chol = np.linalg.cholesky(cov[j])
             y = np.linalg.solve(chol, (x - mu[j]).T)
             logp[:, j] = np.log(w[j]) - 0.5 * (y * y).sum(axis=0) - np.log(np.diag(chol)).sum()
-        logp -= logp.max(axis=1, keepdims=True)
+        top = logp.max(axis=1, keepdims=True)
+        logp -= top
         r = np.exp(logp)
-        r /= r.sum(axis=1, keepdims=True)
+        total = r.sum(axis=1, keepdims=True)
+        r /= total
+        if trim > 0:
+            # trimmed likelihood: the least likely share of the sample never shapes the model,
+            # so rare change cannot grow a broad "catch-all" component of its own
+            loglik = top[:, 0] + np.log(total[:, 0])
+            r[loglik < np.quantile(loglik, trim)] = 0.0
         nk = r.sum(axis=0) + 1e-12
-        w = nk / n
+        w = nk / nk.sum()
         mu = (r.T @ x) / nk[:, None]
         for j in range(k):
             xc = x - mu[j]

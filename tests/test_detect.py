@@ -267,7 +267,7 @@ def test_novelty_model_is_deterministic():
     before, after, valid = _novelty_scene()
     _, m1 = _fit(before, after, valid)
     _, m2 = _fit(before, after, valid)
-    np.testing.assert_array_equal(m1.whiten, m2.whiten)
+    np.testing.assert_array_equal(m1.quad, m2.quad)
     assert m1.weights == m2.weights
 
 
@@ -291,3 +291,70 @@ _NORM, _MODEL = _fit(*_SCENE)
 def test_red_tile_roof_is_construction_and_soil_is_not():
     assert _classify(VEGETATION, RED_TILE) == ChangeType.CONSTRUCTION
     assert _classify(VEGETATION, SOIL) == ChangeType.EARTHWORKS
+
+
+def _catch_all_scene(seed: int = 0):
+    """A small scene where plain EM goes wrong: 60 x 60 px of one crop that is ploughed in
+    its top half (common), plus 1.5 % of pixels scattered singly (no spatial structure) that
+    turn into blue steel roofs of random brightness — rare change, spread widely in spectrum,
+    the kind a broad low-weight mixture component absorbs."""
+    rng = np.random.default_rng(seed)
+    h = w = 60
+    before = np.empty((4, h, w))
+    before[:] = np.array(VEGETATION, float)[:, None, None]
+    after = before.copy()
+    after[:, :30] = np.array(SOIL, float)[:, None, None]
+    rare = rng.choice(h * w, size=54, replace=False)
+    rr, cc = np.unravel_index(rare, (h, w))
+    bright = rng.uniform(0.6, 1.4, rare.size)
+    after[:, rr, cc] = np.array(FACTORY, float)[:, None] * bright
+    before += rng.normal(0, 30, before.shape)
+    after += rng.normal(0, 30, after.shape)
+    return before.astype(np.float32), after.astype(np.float32), np.ones((h, w), bool), (rr, cc)
+
+
+def test_trimmed_mixture_does_not_absorb_rare_change():
+    # with 6 components and a 1 % weight floor, plain EM may spend a component on the rare
+    # roofs; trimming the least likely 3 % of the sample from every M-step cannot (the roofs
+    # are 1.5 %), so every roof pixel stays far from the common transitions
+    before, after, valid, (rr, cc) = _catch_all_scene()
+    norm, model = _fit(before, after, valid, n_components=6, min_weight=0.01, trim=0.03)
+    score = detect.change_score(before, after, valid, norm, "novelty", BANDS, model)
+    assert np.percentile(score[rr, cc], 5) > 6
+    common = np.ones(valid.shape, bool)
+    common[rr, cc] = False
+    assert np.percentile(score[common], 99) < 5
+
+
+def test_novelty_distance_matches_a_float64_whitened_mahalanobis():
+    # the fast path (gates first, float32 expanded quadratic forms) equals the textbook
+    # distance min_k ||L_k^-1 (x - mu_k)|| to the components and the no-change relation
+    before, after, valid = _SCENE
+    score = detect.change_score(before, after, valid, _NORM, "novelty", BANDS, _MODEL)
+    cand = np.flatnonzero(score.ravel() > 0)[::7]
+    za = detect._z(before.reshape(4, -1)[:, cand], _NORM.mean_a, _NORM.std_a)
+    zb = detect._z(after.reshape(4, -1)[:, cand], _NORM.mean_b, _NORM.std_b)
+    x = np.concatenate([za, zb])
+    feats = detect._quadratic_features(x)
+    d2_64 = (_MODEL.quad.astype(np.float64) @ feats).min(axis=0)
+    fast = detect._min_mahalanobis2(before, after, _NORM, _MODEL, cand)
+    np.testing.assert_allclose(fast, d2_64, rtol=1e-3, atol=1e-2)
+
+
+def test_quadratic_form_is_the_squared_mahalanobis_distance():
+    rng = np.random.default_rng(5)
+    m = rng.normal(size=(4, 4))
+    cov = m @ m.T + np.eye(4)
+    mu = rng.normal(size=4)
+    prec = np.linalg.inv(cov)
+    x = rng.normal(size=(4, 50))
+    q = detect._quadratic_form(prec, mu @ prec, None, mu)
+    expected = np.einsum("in,ij,jn->n", x - mu[:, None], prec, x - mu[:, None])
+    np.testing.assert_allclose(q @ detect._quadratic_features(x), expected, rtol=1e-9)
+
+
+def test_small_blue_steel_roof_with_crop_outline_is_construction():
+    # outline pixels half crop raise a small steel roof's mean NDVI above 0.2 (not vegetation)
+    mixed = tuple(0.75 * r + 0.25 * v for r, v in zip(FACTORY, VEGETATION))
+    assert 0.2 < (mixed[3] - mixed[2]) / (mixed[3] + mixed[2]) < 0.3
+    assert _classify(VEGETATION, mixed) == ChangeType.CONSTRUCTION
