@@ -25,12 +25,12 @@ demo: $(STAMP) sample/.complete
 	$(BIN)/landwatch run --config config.yaml
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipeline tests benchmarks
-	$(BIN)/ruff format --check pipeline tests benchmarks
+	$(BIN)/ruff check pipeline tests benchmarks examples
+	$(BIN)/ruff format --check pipeline tests benchmarks examples
 
 format: $(STAMP)
-	$(BIN)/ruff format pipeline tests benchmarks
-	$(BIN)/ruff check --fix pipeline tests benchmarks
+	$(BIN)/ruff format pipeline tests benchmarks examples
+	$(BIN)/ruff check --fix pipeline tests benchmarks examples
 
 test: lint
 	$(BIN)/python -m pytest -q

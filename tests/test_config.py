@@ -103,6 +103,15 @@ def test_sample_config_loads():
             "'report.rect_rate_target' = 85.0 must be in [0, 1]",
         ),
         (lambda r: r["assign"].update(mode="largest"), "(allowed: majority, split)"),
+        (lambda r: r["detect"].update(novelty_trim=0.7), "'detect.novelty_trim' = 0.7"),
+        (
+            lambda r: r["assign"].update(strict_grid="yes"),
+            "'assign.strict_grid' = 'yes' is not valid",
+        ),
+        (
+            lambda r: r["detect"].update(method="novelty", novelty_components=0),
+            "novelty_components",
+        ),
         (
             lambda r: r["run"].update(workers=True),
             "'run.workers' = True is not valid; expected an integer",
