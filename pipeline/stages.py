@@ -17,6 +17,7 @@ import json
 import logging
 import secrets
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,33 @@ def _fast_fingerprint(path: Path) -> str:
     """Size and modification time: cheap for multi-GB imagery (content hashing would cost a read)."""
     st = path.stat()
     return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _check_has_data(path: Path) -> None:
+    """Refuse an input raster whose first band holds no valid pixel (a broken or empty
+    download), cheaply: GDAL's approximate statistics read a sample of blocks/overviews.
+
+    Notes
+    -----
+    ``GDAL_PAM_ENABLED=NO`` keeps GDAL from writing ``.aux.xml`` statistics files beside the
+    user's imagery. Unreadable files are left to the reader, which names the problem.
+    """
+    import rasterio
+    from rasterio.errors import RasterioIOError, StatisticsError
+
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"), warnings.catch_warnings():
+        # statistics() (unlike stats()) reports "no valid pixels"; rasterio < 2 is pinned
+        warnings.filterwarnings("ignore", message=r"statistics\(\) will be removed")
+        try:
+            with rasterio.open(path) as src:
+                src.statistics(1, approx=True)
+        except StatisticsError:
+            raise InputDataError(
+                f"{path}: holds no valid pixel (every pixel is nodata); expected imagery — "
+                "replace the file or remove it from the epoch's globs"
+            ) from None
+        except RasterioIOError:
+            return
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -156,6 +184,9 @@ def _detect_stage(ctx: RunContext, pair: tuple[str, str]) -> Stage:
         from pipeline.executor import make_executor
 
         out_dir.mkdir(parents=True, exist_ok=True)
+        for label in pair:
+            for path in cfg.imagery.files(label):
+                _check_has_data(path)
         stage_id = f"detect[{_pair_tag(pair)}]"
 
         def progress(done: int, total: int) -> None:

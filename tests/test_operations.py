@@ -129,9 +129,9 @@ BATTERY = [
     ("zero-byte file", lambda f: _zero_bytes(_first_tile(f)), "r0c0.tif: cannot be opened", 3),
     ("raster with no CRS", lambda f: _strip_crs(_first_tile(f)), "CRS", 3),
     (
-        "all-nodata epoch",
-        lambda f: [_all_nodata(p) for p in (f / "imagery" / "2017").glob("*.tif")],
-        "valid in both epochs",
+        "all-nodata tile",
+        lambda f: _all_nodata(_first_tile(f)),
+        "r0c0.tif: holds no valid pixel",
         3,
     ),
     ("epochs that do not overlap", _move_epoch_far_away, "overlap", 3),
@@ -230,3 +230,16 @@ def test_run_writes_a_json_lines_log(area):
     stages = {e["stage"]: e for e in entries if "stage" in e}
     assert stages["detect[2016_2017]"]["status"] == "ran"
     assert {"time", "level", "message", "run_id"} <= set(entries[0])
+
+
+def test_second_run_exits_at_once_while_the_workspace_is_locked(area):
+    """Another run holds the lock: this one exits with 75 and says so, touching nothing."""
+    from pipeline.workspace import Workspace, WorkspaceLock
+
+    folder, config = area
+    before = _registry(folder)
+    with WorkspaceLock(Workspace(folder / "out")):
+        result = _run(config, "--force")
+    assert result.exit_code == 75, result.output
+    assert "in use by another landwatch run" in result.output
+    pd.testing.assert_frame_equal(before[0], _registry(folder)[0])
