@@ -124,6 +124,11 @@ class DetectConfig:
     """Mixed pixels along a patch's outline join it when their score is at least this share
     of the neighbouring patch pixels' mean score (null = off); see detect.refine_edges."""
     normalise: Literal["zscore", "irmad_regression", "none"] = "zscore"
+    """``irmad_regression``: epoch 2 regressed band by band onto epoch 1 over the IR-MAD
+    no-change pixels of the pass-1 sample, before any score (see detect.irmad_regression)."""
+    smooth_sigma_m: float | None = None
+    """Optional spatial context: the score is smoothed with a Gaussian of this standard
+    deviation (metres) before thresholding (null = off); see detect.smooth_score."""
     opening_radius_m: float = 2.0
     closing_radius_m: float = 2.0
     min_area_m2: float = 200.0
@@ -556,6 +561,11 @@ def _check(cfg: Config, where: str) -> None:
         )
     if d.block_px < 64:
         raise ConfigError(f"{where}: 'detect.block_px' = {d.block_px} must be at least 64")
+    if d.smooth_sigma_m is not None and not 0 <= d.smooth_sigma_m <= 100:
+        raise ConfigError(
+            f"{where}: 'detect.smooth_sigma_m' = {d.smooth_sigma_m} must be in [0, 100] metres "
+            "or null (about one pixel, e.g. 10 at Sentinel-2 resolution)"
+        )
     for key in ("opening_radius_m", "closing_radius_m", "min_area_m2"):
         if getattr(d, key) < 0:
             raise ConfigError(f"{where}: 'detect.{key}' = {getattr(d, key)} must be >= 0")

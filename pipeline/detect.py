@@ -24,6 +24,28 @@ The ``novelty`` method and its one configuration (``config.yaml``, never tuned p
   on the remaining *candidate* pixels (typically a third of a block), as one float32 matrix
   product of quadratic features — ≈ 6× faster than whitening every pixel for every component.
 
+The methods and their references:
+
+- ``cva``: change vector analysis (Malila 1980) on per-epoch z-scored bands.
+- ``index``: built-up gain — brightening of a surface not vegetated afterwards (NDVI, Rouse et
+  al. 1974).
+- ``novelty``: change-vector novelty against a trimmed Gaussian mixture of the scene's common
+  transitions (trimmed likelihood: Neykov et al. 2007) and the no-change relation.
+- ``irmad``: iteratively re-weighted multivariate alteration detection (Nielsen 2007, IEEE
+  TIP 16(2); Canty, *Image Analysis, Classification and Change Detection in Remote Sensing*,
+  ch. 9): canonical correlation of the two epochs on the pass-1 sample, re-weighted by the
+  chi-square no-change probability; score = ``sum_i (MAD_i / sigma_i)**2``. The no-change
+  variances are estimated robustly (median) — the textbook ``2 (1 - rho)`` contracts onto a
+  handful of pixels on real 10 m scenes (see :func:`_robust_mad_variance`).
+- ``normalise: irmad_regression``: relative radiometric normalisation by orthogonal regression
+  over IR-MAD no-change pixels (Canty, Nielsen & Schmidt 2004, RSE 91; Canty & Nielsen 2008,
+  RSE 112), available to every method.
+- ``smooth_sigma_m``: spatial context, a Gaussian on the score before the cut
+  (:func:`smooth_score`).
+
+Measured on OSCD (8 labelled Sentinel-2 cities, one configuration, ``eval_oscd.py``): mean F1
+cva + otsu 0.181, cva fixed 5 0.240, irmad fixed 80 + 10 m smoothing 0.275.
+
 Notes
 -----
 Mask direction: ``valid`` is True where a pixel is usable; a change mask is True where the
@@ -204,8 +226,19 @@ def combine_samples(
     return ma, mb, va, vb
 
 
-def normalisation(moments_a: Moments, moments_b: Moments, how: str, nbands: int) -> Normalisation:
-    """The normalisation to apply (``zscore`` from the global moments, or ``none``).
+def normalisation(
+    moments_a: Moments,
+    moments_b: Moments,
+    how: str,
+    nbands: int,
+    sample_a: np.ndarray | None = None,
+    sample_b: np.ndarray | None = None,
+    irmad: IrmadModel | None = None,
+) -> Normalisation:
+    """The normalisation to apply: ``zscore`` from the global moments, ``none``, or
+    ``irmad_regression`` (epoch 2 regressed onto epoch 1 over the IR-MAD no-change pixels of
+    the pass-1 sample ``sample_a``/``sample_b``, see :func:`irmad_regression`; ``irmad`` is
+    the model fitted on that sample, fitted here when not given).
 
     Raises
     ------
@@ -217,9 +250,9 @@ def normalisation(moments_a: Moments, moments_b: Moments, how: str, nbands: int)
     if how == "none":
         ones, zeros = (1.0,) * nbands, (0.0,) * nbands
         return Normalisation(zeros, ones, zeros, ones)
-    if how != "zscore":
+    if how not in ("zscore", "irmad_regression"):
         raise ConfigError(
-            f"'detect.normalise' = {how!r} is not implemented yet; use 'zscore' or 'none'"
+            f"'detect.normalise' = {how!r} is not one of zscore, irmad_regression, none"
         )
     if min(moments_a.n, moments_b.n) < MIN_SAMPLE_PIXELS:
         raise InputDataError(
@@ -232,9 +265,16 @@ def normalisation(moments_a: Moments, moments_b: Moments, how: str, nbands: int)
     # a constant band carries no information; std 1 keeps it from dividing by zero
     std_a = np.where(std_a > 0, std_a, 1.0)
     std_b = np.where(std_b > 0, std_b, 1.0)
-    return Normalisation(
+    base = Normalisation(
         tuple(mean_a.tolist()), tuple(std_a.tolist()), tuple(mean_b.tolist()), tuple(std_b.tolist())
     )
+    if how == "zscore":
+        return base
+    if sample_a is None or sample_b is None:
+        raise ConfigError("'detect.normalise' = 'irmad_regression' needs the pass-1 sample")
+    if irmad is None:
+        irmad = fit_irmad(sample_a, sample_b)
+    return irmad_regression(sample_a, sample_b, irmad, base)
 
 
 # --------------------------------------------------------------------------- scores
@@ -245,7 +285,7 @@ def change_score(
     norm: Normalisation,
     method: str,
     band_names: Sequence[str],
-    model: NoveltyModel | None = None,
+    model: NoveltyModel | IrmadModel | None = None,
 ) -> np.ndarray:
     """Per-pixel change score (float32, 0 where invalid).
 
@@ -275,6 +315,11 @@ def change_score(
         The distance is computed only for pixels that pass both gates (the others score 0
         whatever their distance), in float32 from the expanded quadratic forms (agrees with a
         float64 whitened distance to ~1e-4 relative).
+    ``irmad``
+        The IR-MAD chi-square statistic ``Z = sum_i (MAD_i / sigma_i)**2`` (needs ``model``
+        from :func:`fit_irmad`); about ``chi2(bands)`` on unchanged pixels, so the natural
+        cut is a chi-square quantile (:func:`threshold` ``chi2`` with ``squared=True``).
+        Invariant to per-band gain/offset of either epoch; ``norm`` is not used.
 
     Notes
     -----
@@ -286,12 +331,17 @@ def change_score(
     elif method == "index":
         score = _index(data_a, data_b, norm, band_names)
     elif method == "novelty":
-        if model is None:
+        if not isinstance(model, NoveltyModel):
             raise ConfigError("'detect.method' = 'novelty' needs the pass-1 novelty model")
         score = _novelty(data_a, data_b, norm, model, band_names)
+    elif method == "irmad":
+        if not isinstance(model, IrmadModel):
+            raise ConfigError("'detect.method' = 'irmad' needs the pass-1 IR-MAD model")
+        score = _irmad_chi2(data_a, data_b, model)
     else:
         raise ConfigError(
-            f"'detect.method' = {method!r} is not implemented yet; use 'cva', 'index' or 'novelty'"
+            f"'detect.method' = {method!r} is not implemented; use 'cva', 'irmad', 'index' or "
+            "'novelty'"
         )
     score[~valid] = 0.0
     return score
@@ -624,8 +674,62 @@ def _fit_no_change(za: np.ndarray, zb: np.ndarray, raw_a, raw_b, iterations: int
     return gain, off, cov, float(inl.mean())
 
 
+# --------------------------------------------------------------------------- spatial context
+SMOOTH_TRUNCATE = 4.0
+"""The Gaussian of :func:`smooth_score` is cut at this many sigmas (its halo)."""
+
+
+def smoothing_halo(sigma_px: float) -> int:
+    """Halo (px) so that :func:`smooth_score` on block+halo equals the whole-image result."""
+    return math.ceil(SMOOTH_TRUNCATE * sigma_px) if sigma_px > 0 else 0
+
+
+def smooth_score(score: np.ndarray, valid: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gaussian-smoothed score over the valid pixels (normalised convolution), 0 where invalid.
+
+    Parameters
+    ----------
+    score : ndarray float32 (h, w)
+        A per-pixel change score.
+    valid : ndarray bool (h, w)
+        Pixels valid in both epochs.
+    sigma_px : float
+        Standard deviation of the Gaussian in pixels (0 = no smoothing).
+
+    Notes
+    -----
+    Spatial context: a 10 m pixel's change vector is noisy (misregistration, mixed pixels),
+    while a new building or site covers several pixels; averaging over the neighbourhood
+    suppresses isolated speckle far more than the extended change. Invalid pixels neither
+    contribute nor receive a score (``sum(g * s * valid) / sum(g * valid)``), so a cloud edge
+    does not dilute its neighbours. Each output pixel only reads ``smoothing_halo(sigma)``
+    pixels around it, in the same order wherever it lies, so block + halo gives the
+    whole-image result bit for bit.
+    """
+    if sigma_px <= 0:
+        return score
+    v = valid.astype(np.float32)
+    num = ndimage.gaussian_filter(
+        np.where(valid, score, 0).astype(np.float32),
+        sigma_px,
+        mode="constant",
+        truncate=SMOOTH_TRUNCATE,
+    )
+    den = ndimage.gaussian_filter(v, sigma_px, mode="constant", truncate=SMOOTH_TRUNCATE)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(valid & (den > 0), num / den, 0.0)
+    return out.astype(np.float32)
+
+
 # --------------------------------------------------------------------------- thresholds
-def threshold(scores: np.ndarray, how: str, value: float | None = None, nbands: int = 1) -> float:
+def threshold(
+    scores: np.ndarray,
+    how: str,
+    value: float | None = None,
+    nbands: int = 1,
+    *,
+    squared: bool = False,
+) -> float:
     """The score cut from the pass-1 sample of scores.
 
     ``otsu``: :func:`skimage.filters.threshold_otsu` on the sample. ``multiotsu``: the upper
@@ -635,8 +739,12 @@ def threshold(scores: np.ndarray, how: str, value: float | None = None, nbands: 
     ``fixed``: ``value``.
     ``chi2``: assumes unchanged pixels give ``score**2 / sigma**2 ~ chi2(nbands)``; sigma² is
     estimated robustly from the median of ``score**2`` and the cut is the ``value`` quantile
-    (default 0.99).
+    (default 0.99). With ``squared=True`` the scores already are chi-square statistics with
+    unit no-change variance (``irmad``): the cut is the ``value`` quantile of ``chi2(nbands)``
+    itself, whatever the sample.
     """
+    if how == "chi2" and squared:
+        return float(stats.chi2.ppf(CHI2_DEFAULT_QUANTILE if value is None else value, nbands))
     if how == "fixed":
         if value is None:
             raise ConfigError("'detect.threshold' = 'fixed' needs 'detect.threshold_value'")
@@ -736,3 +844,254 @@ def clean_mask(mask: np.ndarray, valid: np.ndarray, open_px: int, close_px: int)
     if close_px > 0:
         out = ndimage.binary_closing(out, structure=disk(close_px))
     return out & valid
+
+
+# --------------------------------------------------------------------------- IR-MAD
+IRMAD_ITERATIONS = 30
+"""Maximum re-weighting iterations of :func:`fit_irmad` (it stops earlier once the canonical
+correlations change by less than :data:`IRMAD_TOLERANCE`)."""
+IRMAD_TOLERANCE = 1e-5
+IRMAD_FIT_MAX = 200_000
+"""Pixels of the pass-1 sample used to fit IR-MAD (regularly thinned beyond)."""
+IRMAD_NOCHANGE_PROB = 0.95
+"""``irmad_regression``: a sample pixel is no-change when its IR-MAD no-change probability
+``1 - F_chi2(Z; bands)`` exceeds this (Canty & Nielsen 2008)."""
+_IRMAD_MIN_VAR = 1e-6
+"""Floor of a MAD variate's variance ``2 (1 - rho)`` (a band identical in both epochs)."""
+
+
+@dataclass(frozen=True)
+class IrmadModel:
+    """The IR-MAD transform fitted in pass 1 by :func:`fit_irmad`.
+
+    MAD variate ``i`` of a pixel with raw band vectors ``x`` (before) and ``y`` (after) is
+    ``(x - mean_a) @ coef_a[:, i] - (y - mean_b) @ coef_b[:, i]``; its no-change variance is
+    ``sigma2[i] = 2 (1 - rho[i])``. ``rho`` are the canonical correlations, ascending (the
+    first MAD variate has the largest variance). ``sigma2`` is the robust no-change variance
+    of each variate (see :func:`_robust_mad_variance`).
+    """
+
+    mean_a: tuple[float, ...]
+    mean_b: tuple[float, ...]
+    coef_a: np.ndarray  # (nbands, nbands) float64
+    coef_b: np.ndarray
+    rho: tuple[float, ...]
+    sigma2: tuple[float, ...]
+    iterations: int
+
+
+def fit_irmad(
+    values_a: np.ndarray,
+    values_b: np.ndarray,
+    *,
+    iterations: int = IRMAD_ITERATIONS,
+) -> IrmadModel:
+    """Iteratively re-weighted MAD (Nielsen 2007) on the pass-1 sample.
+
+    Parameters
+    ----------
+    values_a, values_b : ndarray (nbands, n)
+        The canonical pass-1 sample of both epochs (raw values, valid pixels only).
+    iterations : int
+        Maximum number of re-weightings.
+
+    Returns
+    -------
+    IrmadModel
+
+    Raises
+    ------
+    InputDataError
+        Too few sampled pixels, or bands that are constant/collinear on the sample.
+
+    Notes
+    -----
+    Each iteration computes the weighted covariances of both epochs, solves the generalized
+    symmetric eigenproblem ``S_ab S_bb^-1 S_ba a = rho² S_aa a`` (:func:`scipy.linalg.eigh`),
+    forms ``b = S_bb^-1 S_ba a / rho`` with unit variances, and re-weights every pixel by its
+    no-change probability ``1 - F_chi2(Z; bands)``, ``Z = sum_i MAD_i² / (2 (1 - rho_i))``.
+    Changed pixels thus lose their weight and the canonical correlation converges to the
+    relation of the unchanged ones. The MAD transform is linear in the raw values, hence
+    invariant to any per-band gain/offset of either epoch (no normalisation needed) and
+    block-size independent when applied pixel by pixel.
+    """
+    from scipy import linalg
+
+    xa = np.asarray(values_a, dtype=np.float64).T
+    xb = np.asarray(values_b, dtype=np.float64).T
+    n, nb = xa.shape
+    if n < MIN_SAMPLE_PIXELS * nb:
+        raise InputDataError(
+            f"only {n} sampled pixels are valid in both epochs; IR-MAD needs at least "
+            f"{MIN_SAMPLE_PIXELS * nb} (check overlap, nodata, masks, or lower "
+            "'detect.sample_step')"
+        )
+    step = max(1, math.ceil(n / IRMAD_FIT_MAX))
+    xa, xb = xa[::step], xb[::step]
+    weights = np.ones(xa.shape[0])
+    rho_old = np.zeros(nb)
+    done = 0
+    while done < iterations:
+        done += 1
+        mean_a, mean_b, coef_a, coef_b, rho = _cca(xa, xb, weights, linalg)
+        mad = (xa - mean_a) @ coef_a - (xb - mean_b) @ coef_b
+        sigma2 = _robust_mad_variance(mad)
+        z = (mad * mad / sigma2).sum(axis=1)
+        weights = stats.chi2.sf(z, nb)
+        if np.max(np.abs(rho - rho_old)) < IRMAD_TOLERANCE:
+            break
+        rho_old = rho
+    log.info(
+        "IR-MAD: %d iterations, canonical correlations %s",
+        done,
+        ", ".join(f"{v:.4f}" for v in rho),
+    )
+    return IrmadModel(
+        mean_a=tuple(float(v) for v in mean_a),
+        mean_b=tuple(float(v) for v in mean_b),
+        coef_a=coef_a,
+        coef_b=coef_b,
+        rho=tuple(float(v) for v in rho),
+        sigma2=tuple(float(v) for v in sigma2),
+        iterations=done,
+    )
+
+
+def _robust_mad_variance(mad: np.ndarray) -> np.ndarray:
+    """No-change variance of each MAD variate from the median of its square over the whole
+    sample (``median(MAD²) / median(chi2(1))``), floored at :data:`_IRMAD_MIN_VAR`.
+
+    The textbook ``2 (1 - rho)`` is the variance of the *weighted* pixels only; on real 10 m
+    scenes (heavy-tailed residuals: misregistration, mixed pixels) it is smaller than the
+    bulk of the unchanged pixels', which then get weight ≈ 0, so the next fit is on fewer
+    pixels with a still higher correlation, and IR-MAD contracts onto a handful of pixels
+    (rho → 1 on OSCD norcia and bordeaux). Change covers far less than half of a scene, so
+    the median is an unchanged pixel's and the weights stay calibrated.
+    """
+    var = np.median(mad * mad, axis=0) / stats.chi2.median(1)
+    return np.maximum(var, _IRMAD_MIN_VAR)
+
+
+def _cca(xa: np.ndarray, xb: np.ndarray, w: np.ndarray, linalg):
+    """Weighted canonical correlation analysis: means, coefficients (unit variance, positive
+    correlation, ascending rho) and canonical correlations."""
+    nb = xa.shape[1]
+    sw = w.sum()
+    if sw <= 0:
+        raise InputDataError(
+            "IR-MAD gave every sampled pixel a no-change probability of 0; the epochs share "
+            "no linear relation (check that both epochs cover the same place and bands)"
+        )
+    mean_a = w @ xa / sw
+    mean_b = w @ xb / sw
+    ca, cb = xa - mean_a, xb - mean_b
+    joint = np.concatenate([ca, cb], axis=1)
+    cov = (joint * w[:, None]).T @ joint / sw
+    s_aa, s_ab, s_bb = cov[:nb, :nb], cov[:nb, nb:], cov[nb:, nb:]
+    try:
+        s_bb_inv_s_ba = linalg.solve(s_bb, s_ab.T, assume_a="pos")
+        lam, coef_a = linalg.eigh(s_ab @ s_bb_inv_s_ba, s_aa)
+    except (linalg.LinAlgError, ValueError) as exc:
+        raise InputDataError(
+            f"IR-MAD: the band covariance of the sample is singular ({exc}); a band is "
+            "constant or a copy of another — drop it from 'imagery.bands'/'band_files'"
+        ) from exc
+    rho = np.sqrt(np.clip(lam, 0.0, 1.0))
+    # eigh normalises coef_a' S_aa coef_a = I; b = S_bb^-1 S_ba a, scaled to unit variance
+    coef_b = s_bb_inv_s_ba @ coef_a
+    var_b = np.einsum("ij,ik,kj->j", coef_b, s_bb, coef_b)
+    coef_b = coef_b / np.sqrt(np.where(var_b > 0, var_b, 1.0))
+    # the sign of each pair is arbitrary: make the canonical variates positively correlated
+    sign = np.sign(np.einsum("ij,ik,kj->j", coef_a, s_ab, coef_b))
+    coef_b = coef_b * np.where(sign == 0, 1.0, sign)
+    return mean_a, mean_b, coef_a, coef_b, rho
+
+
+def _irmad_chi2(a: np.ndarray, b: np.ndarray, model: IrmadModel) -> np.ndarray:
+    """``Z = sum_i MAD_i² / sigma2_i`` per pixel, float32, band by band (elementwise)."""
+    nb = a.shape[0]
+    ca = [a[j] - np.float32(model.mean_a[j]) for j in range(nb)]
+    cb = [b[j] - np.float32(model.mean_b[j]) for j in range(nb)]
+    z = np.zeros(a.shape[1:], dtype=np.float32)
+    for i in range(nb):
+        mad = np.zeros(a.shape[1:], dtype=np.float32)
+        for j in range(nb):
+            mad += np.float32(model.coef_a[j, i]) * ca[j]
+            mad -= np.float32(model.coef_b[j, i]) * cb[j]
+        z += mad * mad / np.float32(model.sigma2[i])
+    return z
+
+
+def irmad_nochange(values_a: np.ndarray, values_b: np.ndarray, model: IrmadModel) -> np.ndarray:
+    """Boolean (n,): sample pixels whose no-change probability exceeds
+    :data:`IRMAD_NOCHANGE_PROB`."""
+    z = _irmad_chi2(
+        np.asarray(values_a, np.float32)[:, :, None],
+        np.asarray(values_b, np.float32)[:, :, None],
+        model,
+    ).ravel()
+    return stats.chi2.sf(z.astype(np.float64), values_a.shape[0]) > IRMAD_NOCHANGE_PROB
+
+
+def irmad_regression(
+    values_a: np.ndarray, values_b: np.ndarray, model: IrmadModel, base: Normalisation
+) -> Normalisation:
+    """Relative radiometric normalisation of epoch 2 onto epoch 1 over IR-MAD no-change pixels.
+
+    Per band, the orthogonal (total least squares) regression ``y = g x + o`` of the later
+    epoch on the earlier one over the sample pixels with no-change probability above
+    :data:`IRMAD_NOCHANGE_PROB` (Canty, Nielsen & Schmidt 2004; Canty & Nielsen 2008).
+
+    Parameters
+    ----------
+    values_a, values_b : ndarray (nbands, n)
+        The pass-1 sample (raw values).
+    model : IrmadModel
+        From :func:`fit_irmad` on the same sample.
+    base : Normalisation
+        The ``zscore`` normalisation; epoch 1 keeps its statistics.
+
+    Returns
+    -------
+    Normalisation
+        Epoch 2 is z-scored with ``mean_b = o + g * mean_a`` and ``std_b = g * std_a``, i.e.
+        ``z_b = ((y - o) / g - mean_a) / std_a``: both epochs in epoch 1's scale, so every
+        score method sees the regressed bands.
+
+    Notes
+    -----
+    Orthogonal regression rather than least squares: the no-change pixels are noisy in both
+    epochs, and ordinary least squares would bias the gain towards 0. A band whose fitted gain
+    is not positive (no usable relation) keeps its ``zscore`` statistics.
+    """
+    inl = irmad_nochange(values_a, values_b, model)
+    nb = values_a.shape[0]
+    if inl.sum() < MIN_SAMPLE_PIXELS:
+        raise InputDataError(
+            f"only {int(inl.sum())} sampled pixels are IR-MAD no-change (probability > "
+            f"{IRMAD_NOCHANGE_PROB}); expected at least {MIN_SAMPLE_PIXELS}. The epochs "
+            "barely overlap or changed throughout; use 'detect.normalise: zscore'"
+        )
+    x = np.asarray(values_a, np.float64)[:, inl]
+    y = np.asarray(values_b, np.float64)[:, inl]
+    mean_b, std_b = list(base.mean_b), list(base.std_b)
+    gains = []
+    for i in range(nb):
+        mx, my = x[i].mean(), y[i].mean()
+        sxx, syy = x[i].var(), y[i].var()
+        sxy = ((x[i] - mx) * (y[i] - my)).mean()
+        if sxy <= 0:
+            gains.append(float("nan"))
+            continue
+        g = (syy - sxx + math.sqrt((syy - sxx) ** 2 + 4 * sxy * sxy)) / (2 * sxy)
+        o = my - g * mx
+        mean_b[i] = o + g * base.mean_a[i]
+        std_b[i] = g * base.std_a[i]
+        gains.append(g)
+    log.info(
+        "IR-MAD regression on %d no-change pixels (%.0f %%): gains %s",
+        int(inl.sum()),
+        100 * inl.mean(),
+        ", ".join(f"{g:.3f}" for g in gains),
+    )
+    return Normalisation(base.mean_a, base.std_a, tuple(mean_b), tuple(std_b))

@@ -1,13 +1,17 @@
 """The two-pass blockwise driver: align + detect + vectorize one epoch pair.
 
 Pass 1 samples every block (every ``sample_step``-th global row and column) for the global
-normalisation statistics and the threshold. Pass 2 processes every block with a halo: read
-both epochs onto the grid → score → threshold → refine edges → clean → crop the halo → return the score and
-mask blocks plus polygon pieces with per-label sums. The driver writes the blocks into the
-output rasters as they arrive and merges the pieces across block edges at the end.
+normalisation statistics and the threshold. Pass 2 hands each worker a region of whole blocks
+(:data:`REGION_PX`); the worker streams it top to bottom in row chunks with a halo, reading
+every input row once: read both epochs onto the grid → score → threshold → refine edges →
+clean → crop the halo → write score and mask into the region's own part files → polygon
+pieces with per-label sums. The driver merges the pieces across chunk and region edges,
+applies the object-level filters, sets the pixels of dropped patches back to "no change" in
+the mask parts (so ``mask.tif`` is exactly the detections), and publishes both rasters as
+COGs assembled from the parts through a VRT.
 
-Memory stays flat in the image size: the driver never holds a whole-image array, at most
-``2 × workers`` blocks are in flight, and the pass-1 threshold sample is capped at
+Memory stays flat in the image size: the driver never holds a pixel array, a worker holds
+at most two chunks of its region per epoch, and the pass-1 threshold sample is capped at
 :data:`MAX_SCORE_SAMPLE` pixels.
 """
 
@@ -15,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
@@ -24,15 +30,25 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import rasterio
 import shapely
+from affine import Affine
+from rasterio.features import rasterize
 from rasterio.windows import Window
 
 from pipeline import detect
 from pipeline.change_type import classify_change
 from pipeline.config import Config
 from pipeline.grid import TargetGrid, blocks, target_grid
-from pipeline.imagery import EpochSource, check_bands, epoch_footprint, epoch_source, read_block
-from pipeline.rasterio_out import RasterSpec, block_writers
+from pipeline.imagery import (
+    EpochSource,
+    RowStream,
+    check_bands,
+    epoch_footprint,
+    epoch_source,
+    read_block,
+)
+from pipeline.rasterio_out import RasterSpec, part_writer, parts_to_cogs
 from pipeline.schema import P
 from pipeline.vectorize import Pieces, block_pieces, merge_pieces, sums_columns, to_map
 
@@ -52,18 +68,24 @@ def mean_column(epoch_side: str, band: str) -> str:
 SCORE_FILE = "score.tif"
 MASK_FILE = "mask.tif"
 MASK_CHANGE, MASK_NO_CHANGE, MASK_NODATA = 1, 0, 255
-"""Values of ``mask.tif``: change, no change, invalid (nodata/masked in either epoch)."""
+"""Values of ``mask.tif``: 1 = a pixel of a returned detection, 0 = no change (including the
+pixels of patches dropped by ``min_area_m2`` / ``min_mean_score``), 255 = invalid
+(nodata/masked in either epoch). ``mask == 1`` is exactly the union of the detections."""
 MAX_SCORE_SAMPLE = 2_000_000
 """Pixels in the pass-1 sample kept for the threshold (thinned regularly beyond this)."""
 SCORE_COMPRESS = "ZSTD"
 """Compression of ``score.tif``: DEFLATE of a noisy float32 score is the slowest step of the
 stage (≈ 20 s for 10240² on two cores); ZSTD level 1 is ~5× faster at the same size. ZSTD
 GeoTIFFs need GDAL ≥ 2.3 (QGIS 3 has it); set "DEFLATE" for older readers."""
-GROUP_PX = 3072
-"""Pass 2 hands workers groups of blocks covering about this many pixels a side: within a
-group the tiles a block's halo shares with its neighbours come from the worker's GDAL cache
-instead of being decoded again (with 1024 px blocks and a 6 px halo over 512 px tiles, a
-lone block decodes ~3.5× the tiles it needs)."""
+REGION_PX = 5120
+"""Pass 2 hands each worker a region of whole blocks about this many pixels a side (4 for a
+10240² scene). The worker streams the region top to bottom in chunks of
+:data:`CHUNK_ROWS_PX` rows over its full width (:class:`~pipeline.imagery.RowStream`), so
+every input tile is decoded once (plus one tile row/column of halo at region edges), and
+writes its score and mask into its own part files: the driver only merges polygons."""
+CHUNK_ROWS_PX = 512
+"""Rows per pass-2 chunk (at most ``block_px``): bounds a worker's memory to about
+``(2 × chunk + halo) × region width × bands × 4 B`` per epoch."""
 SAMPLE_CELL_PX = 512
 """Pass 1 reads the scene in cells of this size (global pixel indices; the usual tile size
 of the inputs, so a skipped cell is a tile never decoded)."""
@@ -98,7 +120,15 @@ class _BlockJob:
     open_px: int
     close_px: int
     halo: int
-    model: detect.NoveltyModel | None = None
+    model: detect.NoveltyModel | detect.IrmadModel | None = None
+    smooth_px: float = 0.0
+
+
+@dataclass
+class _RegionOutput:
+    region: Window
+    files: tuple[str, str]  # score and mask part files
+    pieces: list[tuple[int, int, Pieces]]  # (row_off, col_off, pieces) per chunk
 
 
 @dataclass
@@ -186,8 +216,12 @@ def detect_pair(
     ]
     mom_a, mom_b, sample_a, sample_b = detect.combine_samples(chunks)
     del chunks
-    norm = detect.normalisation(mom_a, mom_b, d.normalise, len(bands))
-    model = None
+    irmad = None
+    if d.method == "irmad" or d.normalise == "irmad_regression":
+        # IR-MAD on the canonical (key-sorted) sample: the same whatever the block size
+        irmad = detect.fit_irmad(sample_a, sample_b)
+    norm = detect.normalisation(mom_a, mom_b, d.normalise, len(bands), sample_a, sample_b, irmad)
+    model: detect.NoveltyModel | detect.IrmadModel | None = irmad if d.method == "irmad" else None
     if d.method == "novelty":
         # fitted on the canonical (key-sorted) sample: the same whatever the block size
         model = detect.fit_novelty_model(
@@ -208,19 +242,27 @@ def detect_pair(
         bands,
         model,
     ).ravel()
-    cut = detect.threshold(sample_scores, d.threshold, d.threshold_value, nbands=len(bands))
+    cut = detect.threshold(
+        sample_scores,
+        d.threshold,
+        d.threshold_value,
+        nbands=len(bands),
+        squared=d.method == "irmad",
+    )
     scene_a, _ = mom_a.mean_std()
     scene_b, _ = mom_b.mean_std()
     timings["pass1_s"] = time.perf_counter() - t0
     log.info("threshold %s = %.4f from %d sampled pixels", d.threshold, cut, sample_scores.size)
     del sample_a, sample_b
 
-    # ---- pass 2: blockwise detection, rasters written as blocks arrive
+    # ---- pass 2: regions streamed by the workers, each writing its own part files
     t0 = time.perf_counter()
     res = grid.resolution
     open_px = detect.radius_px(d.opening_radius_m, res)
     close_px = detect.radius_px(d.closing_radius_m, res)
     halo = detect.cleaning_halo(open_px, close_px)
+    smooth_px = d.smooth_sigma_m / res if d.smooth_sigma_m else 0.0
+    halo += detect.smoothing_halo(smooth_px)
     if d.hysteresis_low is not None:
         halo += detect.HYSTERESIS_HALO_PX
     if d.edge_ratio is not None:
@@ -238,51 +280,63 @@ def detect_pair(
         close_px,
         halo,
         model,
+        smooth_px,
     )
     score_path, mask_path = out_dir / SCORE_FILE, out_dir / MASK_FILE
-    pieces: list[tuple[int, int, Pieces]] = []
-    n_changed = 0
     specs = [
         RasterSpec(score_path, "float32", float("nan"), "average", compress=SCORE_COMPRESS),
         RasterSpec(mask_path, "uint8", MASK_NODATA, "nearest"),
     ]
-    with block_writers(specs, grid) as (score_dst, mask_dst):
-        groups = [(job, g) for g in block_groups(windows, max(1, GROUP_PX // d.block_px))]
-        outputs = (
-            out
-            for part in _run_bounded(executor, _detect_group_job, groups, in_flight)
-            for out in part
-        )
-        for out in outputs:
-            score_dst.write(out.score, 1, window=out.window)
-            mask_dst.write(out.mask, 1, window=out.window)
-            n_changed += int((out.mask == MASK_CHANGE).sum())
-            pieces.append((int(out.window.row_off), int(out.window.col_off), out.pieces))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # workers write their parts here (a shared folder when the workers are remote)
+    parts_dir = Path(tempfile.mkdtemp(prefix=f".{MASK_FILE}.parts-", dir=out_dir))
+    try:
+        regions = pass2_regions(windows, d.block_px)
+        chunk_rows = min(d.block_px, CHUNK_ROWS_PX)
+        args = [(job, region, chunk_rows, str(parts_dir)) for region, _ in regions]
+        n_blocks = {(int(r.row_off), int(r.col_off)): n for r, n in regions}
+        pieces: list[tuple[int, int, Pieces]] = []
+        parts: list[tuple[Window, tuple[str, str]]] = []
+        done = 0
+        for out in _run_bounded(executor, _detect_region_job, args, in_flight):
+            pieces.extend(out.pieces)
+            parts.append((out.region, out.files))
+            done += n_blocks[(int(out.region.row_off), int(out.region.col_off))]
             if progress is not None:
-                progress(len(pieces), len(windows))
+                progress(done, len(windows))
         timings["pass2_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-    timings["cog_s"] = time.perf_counter() - t0
 
-    # ---- merge pieces across block edges, then the minimum area
-    t0 = time.perf_counter()
-    pieces.sort(key=lambda p: (p[0], p[1]))  # deterministic union order
-    geoms, sums = merge_pieces([p for _, _, p in pieces])
-    if len(geoms) == 0:
-        sums = np.zeros((0, len(sums_columns(bands))))
-    n_before = len(geoms)
-    keep = sums[:, 0] * res * res >= d.min_area_m2
-    n_small = int(np.count_nonzero(~keep))
-    if d.min_mean_score is not None:
-        # a patch seeded by a few strong pixels in a large weakly changed area (a ploughed
-        # field) has a low mean score; real new surfaces change throughout
-        with np.errstate(divide="ignore", invalid="ignore"):
-            keep &= sums[:, 1] / sums[:, 0] >= d.min_mean_score * cut
-    geoms, sums = geoms[keep], sums[keep]
-    detections = _detections_frame(
-        geoms, sums, grid, bands, pair, dict(zip(bands, scene_a)), dict(zip(bands, scene_b))
-    )
-    timings["merge_s"] = time.perf_counter() - t0
+        # ---- merge pieces across block edges, then the minimum area
+        t0 = time.perf_counter()
+        pieces.sort(key=lambda p: (p[0], p[1]))  # deterministic union order
+        geoms, sums = merge_pieces([p for _, _, p in pieces])
+        if len(geoms) == 0:
+            sums = np.zeros((0, len(sums_columns(bands))))
+        n_before = len(geoms)
+        keep = sums[:, 0] * res * res >= d.min_area_m2
+        n_small = int(np.count_nonzero(~keep))
+        if d.min_mean_score is not None:
+            # a patch seeded by a few strong pixels in a large weakly changed area (a ploughed
+            # field) has a low mean score; real new surfaces change throughout
+            with np.errstate(divide="ignore", invalid="ignore"):
+                keep &= sums[:, 1] / sums[:, 0] >= d.min_mean_score * cut
+        dropped = geoms[~keep]
+        geoms, sums = geoms[keep], sums[keep]
+        n_changed = int(sums[:, 0].sum())
+        detections = _detections_frame(
+            geoms, sums, grid, bands, pair, dict(zip(bands, scene_a)), dict(zip(bands, scene_b))
+        )
+        timings["merge_s"] = time.perf_counter() - t0
+
+        # ---- mask.tif = the detections: dropped patches back to "no change", then COGs
+        t0 = time.perf_counter()
+        erase_dropped([(w, files[1]) for w, files in parts], dropped)
+        timings["erase_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        parts_to_cogs(specs, parts, grid, parts_dir)
+        timings["cog_s"] = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(parts_dir, ignore_errors=True)
     log.info(
         "%s→%s: %d changed pixels, %d patches (%d below %.0f m² dropped)",
         label_a,
@@ -302,7 +356,10 @@ def detect_pair(
         "mean_to": dict(zip(bands, norm.mean_b)),
         "std_to": dict(zip(bands, norm.std_b)),
         "n_sample": int(sample_scores.size),
-        "novelty_weights": list(model.weights) if model is not None else None,
+        "novelty_weights": (
+            list(model.weights) if isinstance(model, detect.NoveltyModel) else None
+        ),
+        "irmad_rho": list(irmad.rho) if irmad is not None else None,
         "n_blocks": len(windows),
         "block_px": d.block_px,
         "halo_px": halo,
@@ -316,6 +373,68 @@ def detect_pair(
         "timings": timings,
     }
     return DetectionResult(detections, score_path, mask_path, stats)
+
+
+def pass2_regions(windows: list[Window], block_px: int) -> list[tuple[Window, int]]:
+    """The pass-2 work units: square groups of whole blocks about :data:`REGION_PX` a side,
+    each as (its window, its number of blocks), row-major."""
+    side = max(1, REGION_PX // block_px)
+    out = []
+    for group in block_groups(windows, side):
+        r0 = min(int(w.row_off) for w in group)
+        c0 = min(int(w.col_off) for w in group)
+        r1 = max(int(w.row_off + w.height) for w in group)
+        c1 = max(int(w.col_off + w.width) for w in group)
+        out.append((Window(c0, r0, c1 - c0, r1 - r0), len(group)))
+    return out
+
+
+def erase_dropped(parts: list[tuple[Window, str | Path]], dropped: np.ndarray) -> int:
+    """Set the pixels of ``dropped`` patches to :data:`MASK_NO_CHANGE` in the mask part files.
+
+    Parameters
+    ----------
+    parts : list of (window on the grid, mask part file)
+        Updated in place.
+    dropped : ndarray of Polygon
+        Patches removed by the object-level filters, in *global pixel coordinates*.
+
+    Returns
+    -------
+    int
+        Pixels set back to no change.
+
+    Notes
+    -----
+    The polygons follow pixel edges, so rasterizing them by pixel centre (rasterio's default,
+    ``all_touched=False``) gives back exactly their pixels; dropped patches never share a
+    pixel with kept ones (they are separate 4-connected components).
+    """
+    if len(dropped) == 0:
+        return 0
+    tree = shapely.STRtree(dropped)
+    n = 0
+    for window, path in parts:
+        r0, c0 = int(window.row_off), int(window.col_off)
+        box = shapely.box(c0, r0, c0 + int(window.width), r0 + int(window.height))
+        hits = tree.query(box, predicate="intersects")
+        if len(hits) == 0:
+            continue
+        with rasterio.open(path, "r+") as dst:
+            mask = dst.read(1)
+            burn = rasterize(
+                dropped[hits],
+                out_shape=mask.shape,
+                transform=Affine.translation(c0, r0),
+                fill=0,
+                default_value=1,
+                dtype="uint8",
+            ).astype(bool)
+            burn &= mask == MASK_CHANGE
+            n += int(burn.sum())
+            mask[burn] = MASK_NO_CHANGE
+            dst.write(mask, 1)
+    return n
 
 
 def block_groups(windows: list[Window], side: int) -> list[list[Window]]:
@@ -401,25 +520,63 @@ def _sample_job(
     return out
 
 
-def _detect_group_job(job: _BlockJob, windows: list[Window]) -> list[_BlockOutput]:
-    """Pass 2 for a group of neighbouring blocks, one after the other in one worker: the
-    input tiles under the halo shared by neighbours are decoded once (GDAL's block cache)."""
-    return [_detect_job(job, w) for w in windows]
-
-
-def _detect_job(job: _BlockJob, window: Window) -> _BlockOutput:
-    """Pass 2 for one block (runs in a worker)."""
+def _detect_region_job(
+    job: _BlockJob, region: Window, chunk_rows: int, parts_dir: str
+) -> _RegionOutput:
+    """Pass 2 for one region (runs in a worker): stream it top to bottom in chunks of
+    ``chunk_rows`` rows over its full width, each input row read once
+    (:class:`~pipeline.imagery.RowStream`), write score and mask into this region's part
+    files and return the polygon pieces of every chunk."""
     halo = job.halo
-    a, va = read_block(job.source_a, job.grid, window, halo)
-    b, vb = read_block(job.source_b, job.grid, window, halo)
+    r0, c0 = int(region.row_off), int(region.col_off)
+    h, w = int(region.height), int(region.width)
+    stream_args = (job.grid, c0 - halo, w + 2 * halo, r0 + h + halo)
+    stream_a = RowStream(job.source_a, *stream_args)
+    stream_b = RowStream(job.source_b, *stream_args)
+    files = (
+        str(Path(parts_dir) / f"score_{r0}_{c0}.tif"),
+        str(Path(parts_dir) / f"mask_{r0}_{c0}.tif"),
+    )
+    pieces = []
+    with (
+        part_writer(files[0], job.grid, region, "float32", float("nan")) as score_dst,
+        part_writer(files[1], job.grid, region, "uint8", MASK_NODATA) as mask_dst,
+    ):
+        for y in range(r0, r0 + h, chunk_rows):
+            ch = min(chunk_rows, r0 + h - y)
+            a, va = stream_a.rows(y - halo, y + ch + halo)
+            b, vb = stream_b.rows(y - halo, y + ch + halo)
+            out = _detect_job(job, Window(c0, y, w, ch), (a, va, b, vb))
+            part_window = Window(0, y - r0, w, ch)
+            score_dst.write(out.score, 1, window=part_window)
+            mask_dst.write(out.mask, 1, window=part_window)
+            pieces.append((y, c0, out.pieces))
+    return _RegionOutput(region, files, pieces)
+
+
+def _detect_job(
+    job: _BlockJob,
+    window: Window,
+    inputs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> _BlockOutput:
+    """Pass 2 for one block (runs in a worker); ``inputs`` = (a, valid_a, b, valid_b) on the
+    block + halo when already read (else read here)."""
+    halo = job.halo
+    if inputs is None:
+        a, va = read_block(job.source_a, job.grid, window, halo)
+        b, vb = read_block(job.source_b, job.grid, window, halo)
+    else:
+        a, va, b, vb = inputs
     valid = va & vb
     score = detect.change_score(
         a, b, valid, job.norm, job.method, job.source_a.band_names, job.model
     )
+    score = detect.smooth_score(score, valid, job.smooth_px)
     mask = detect.change_mask(score, valid, job.cut, job.hysteresis_low)
-    if job.edge_ratio is not None:
-        mask = detect.refine_edges(mask, score, valid, job.edge_ratio)
-    mask = detect.clean_mask(mask, valid, job.open_px, job.close_px)
+    if mask.any():  # most chunks of a real scene have no candidate: nothing to refine
+        if job.edge_ratio is not None:
+            mask = detect.refine_edges(mask, score, valid, job.edge_ratio)
+        mask = detect.clean_mask(mask, valid, job.open_px, job.close_px)
     h, w = int(window.height), int(window.width)
     core = (slice(halo, halo + h), slice(halo, halo + w))
     mask_c, score_c, valid_c = mask[core], score[core], valid[core]

@@ -203,6 +203,78 @@ def read_block(
     return data, valid
 
 
+READ_ROWS_PX = 512
+""":class:`RowStream` reads in slabs ending on multiples of this many global rows (the usual
+tile height of the inputs), so every input tile under a strip is decoded exactly once."""
+
+
+class RowStream:
+    """The rows of one epoch on a fixed column range of the grid, read top to bottom once.
+
+    ``rows(r0, r1)`` returns rows ``[r0, r1)``; successive calls must not go back up (``r0``
+    never decreases). Rows already read are kept while a later call can still need them, so
+    the halo rows two neighbouring chunks share are read once, and reads are issued in slabs
+    ending on multiples of ``align`` global rows: on inputs tiled on the grid every tile is
+    decoded once, instead of up to four times under the halos of separate block reads.
+
+    Parameters
+    ----------
+    source, grid
+        As for :func:`read_block`.
+    col_off, width : int
+        Columns of the grid to read (may extend past the grid: those pixels are invalid).
+    row_end : int
+        Last row (exclusive) any call will ask for: slabs never read past it.
+    align : int
+        Slab boundary in global rows (:data:`READ_ROWS_PX`).
+
+    Notes
+    -----
+    Values are identical to :func:`read_block` on the same pixels (it is what reads each
+    slab). Memory: at most ``r1 - r0 + align`` rows × ``width`` × bands float32.
+    """
+
+    def __init__(
+        self,
+        source: EpochSource,
+        grid: TargetGrid,
+        col_off: int,
+        width: int,
+        row_end: int,
+        align: int = READ_ROWS_PX,
+    ) -> None:
+        self.source, self.grid = source, grid
+        self.col_off, self.width, self.row_end, self.align = col_off, width, row_end, align
+        nb = len(source.band_names)
+        self._data = np.zeros((nb, 0, width), dtype=np.float32)
+        self._valid = np.zeros((0, width), dtype=bool)
+        self._r0 = self._r1 = None
+
+    def rows(self, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
+        """(data (nbands, r1 - r0, width) float32, valid (r1 - r0, width) bool) of rows
+        ``[r0, r1)``; views into the stream's buffer, valid until the next call."""
+        if self._r0 is None:
+            self._r0 = self._r1 = r0
+        if r0 < self._r0:
+            raise ValueError(f"RowStream: rows {r0}.. asked after {self._r0}..; read top down")
+        if r0 > self._r1:  # a gap: nothing buffered is needed any more
+            self._r0 = self._r1 = r0
+            self._data, self._valid = self._data[:, :0], self._valid[:0]
+        drop = r0 - self._r0
+        data, valid = self._data[:, drop:], self._valid[drop:]
+        self._r0 = r0
+        if self._r1 < r1:
+            stop = min(max(r1, -(-r1 // self.align) * self.align), max(self.row_end, r1))
+            win = Window(self.col_off, self._r1, self.width, stop - self._r1)
+            new_data, new_valid = read_block(self.source, self.grid, win)
+            data = np.concatenate([data, new_data], axis=1)
+            valid = np.concatenate([valid, new_valid], axis=0)
+            self._r1 = stop
+        self._data, self._valid = data, valid
+        n = r1 - r0
+        return data[:, :n], valid[:n]
+
+
 def _read_single_aligned(
     source: EpochSource, grid: TargetGrid, win: Window
 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -440,6 +512,7 @@ def _matches(path: str, pattern: str) -> bool:
 __all__ = [
     "BandSource",
     "EpochSource",
+    "RowStream",
     "check_bands",
     "epoch_footprint",
     "epoch_source",

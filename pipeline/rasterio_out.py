@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
@@ -209,3 +210,114 @@ def _tmp_codec() -> tuple[str, str, int]:
 def write_block(dst, array: np.ndarray, window: Window) -> None:
     """Write a 2-D ``array`` into band 1 of ``dst`` at ``window``."""
     dst.write(array, 1, window=window)
+
+
+# --------------------------------------------------------------------------- parts
+_VRT_TYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "float32": "Float32"}
+
+
+@contextlib.contextmanager
+def part_writer(
+    path: str | os.PathLike, grid: TargetGrid, window: Window, dtype: str, nodata: float | None
+) -> Iterator[rasterio.io.DatasetWriter]:
+    """A tiled GeoTIFF covering ``window`` of ``grid``: one worker's part of an output.
+
+    Write with ``dst.write(array, 1, window=...)`` in coordinates *of the part*. Parts are
+    assembled by :func:`parts_to_cogs`; each is written by one process only, so workers write
+    their results themselves and the driver never handles pixel arrays.
+    """
+    codec, level_key, level = _tmp_codec()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=int(window.width),
+        height=int(window.height),
+        count=1,
+        dtype=dtype,
+        crs=grid.rio_crs,
+        transform=grid.window_transform(window),
+        nodata=nodata,
+        tiled=True,
+        blockxsize=TILE_PX,
+        blockysize=TILE_PX,
+        BIGTIFF="IF_SAFER",
+        compress=codec,
+        **{level_key: level},
+    ) as dst:
+        yield dst
+
+
+def parts_vrt(
+    parts: Sequence[tuple[Window, str | os.PathLike]],
+    grid: TargetGrid,
+    dtype: str,
+    nodata: float | None,
+    path: str | os.PathLike,
+) -> Path:
+    """Write a VRT mosaic of non-overlapping ``parts`` ((window on the grid, file)) at ``path``.
+
+    Notes
+    -----
+    Pixels no part covers read as ``nodata``. Written by hand (GDAL's ``gdalbuildvrt`` is
+    not part of rasterio); the parts already share the grid's CRS and pixel size.
+    """
+    t = grid.transform
+    nd = ""
+    if nodata is not None:
+        nd = f"<NoDataValue>{'nan' if np.isnan(nodata) else repr(float(nodata))}</NoDataValue>"
+    sources = "".join(
+        f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(str(Path(f).resolve()))}'
+        f"</SourceFilename><SourceBand>1</SourceBand>"
+        f'<SrcRect xOff="0" yOff="0" xSize="{int(w.width)}" ySize="{int(w.height)}"/>'
+        f'<DstRect xOff="{int(w.col_off)}" yOff="{int(w.row_off)}" xSize="{int(w.width)}" '
+        f'ySize="{int(w.height)}"/></SimpleSource>'
+        for w, f in parts
+    )
+    xml = (
+        f'<VRTDataset rasterXSize="{grid.width}" rasterYSize="{grid.height}">'
+        f"<SRS>{escape(grid.rio_crs.to_wkt())}</SRS>"
+        f"<GeoTransform>{t.c!r}, {t.a!r}, {t.b!r}, {t.f!r}, {t.d!r}, {t.e!r}</GeoTransform>"
+        f'<VRTRasterBand dataType="{_VRT_TYPES[dtype]}" band="1">{nd}{sources}</VRTRasterBand>'
+        "</VRTDataset>"
+    )
+    path = Path(path)
+    path.write_text(xml, encoding="utf-8")
+    return path
+
+
+def parts_to_cogs(
+    specs: Sequence[RasterSpec],
+    parts: Sequence[tuple[Window, Sequence[str | os.PathLike]]],
+    grid: TargetGrid,
+    work_dir: str | os.PathLike,
+) -> list[Path]:
+    """Publish each spec as a COG assembled from ``parts`` ((window, one file per spec)).
+
+    The conversions run concurrently, one thread each (GDAL releases the GIL), each written
+    to a temporary sibling and renamed into place (:func:`to_cog`). VRTs go to ``work_dir``.
+    """
+    vrts = [
+        parts_vrt(
+            [(w, files[k]) for w, files in parts],
+            grid,
+            spec.dtype,
+            spec.nodata,
+            Path(work_dir) / f"{Path(spec.path).stem}.vrt",
+        )
+        for k, spec in enumerate(specs)
+    ]
+    with ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool:
+        futures = [
+            pool.submit(
+                to_cog,
+                vrt,
+                spec.path,
+                overview_resampling=spec.overview_resampling,
+                compress=spec.compress,
+            )
+            for vrt, spec in zip(vrts, specs)
+        ]
+        return [future.result() for future in futures]

@@ -60,11 +60,11 @@ def test_index_method_needs_red_and_nir():
         detect.change_score(a, a, np.ones((2, 2), bool), norm, "index", ("blue", "red"))
 
 
-def test_unimplemented_method_is_a_config_error():
+def test_unknown_method_is_a_config_error():
     norm = detect.normalisation(detect.Moments(), detect.Moments(), "none", 1)
     a = np.ones((1, 2, 2), np.float32)
-    with pytest.raises(ConfigError, match="irmad"):
-        detect.change_score(a, a, np.ones((2, 2), bool), norm, "irmad", ("red",))
+    with pytest.raises(ConfigError, match="magic"):
+        detect.change_score(a, a, np.ones((2, 2), bool), norm, "magic", ("red",))
 
 
 def test_thresholds():
@@ -358,3 +358,113 @@ def test_small_blue_steel_roof_with_crop_outline_is_construction():
     mixed = tuple(0.75 * r + 0.25 * v for r, v in zip(FACTORY, VEGETATION))
     assert 0.2 < (mixed[3] - mixed[2]) / (mixed[3] + mixed[2]) < 0.3
     assert _classify(VEGETATION, mixed) == ChangeType.CONSTRUCTION
+
+
+# --------------------------------------------------------------------------- IR-MAD
+def _irmad_scene(seed=0, h=90, w=100):
+    """Six correlated bands; epoch 2 = a per-band gain/offset of epoch 1 plus noise, and three
+    squares whose spectrum changed (a different linear mix of the bands)."""
+    rng = np.random.default_rng(seed)
+    latent = rng.gamma(4.0, 300.0, (3, h, w))
+    mix = rng.uniform(0.2, 1.0, (6, 3))
+    before = np.einsum("bk,khw->bhw", mix, latent) + rng.normal(0, 20, (6, h, w))
+    gain = np.array([1.2, 0.8, 1.1, 0.9, 1.3, 0.7])[:, None, None]
+    offset = np.array([50, -30, 100, 0, 20, 80])[:, None, None]
+    after = gain * np.einsum("bk,khw->bhw", mix, latent) + offset + rng.normal(0, 20, (6, h, w))
+    squares = [(10, 10, 8), (50, 60, 10), (70, 15, 6)]
+    changed = np.zeros((h, w), bool)
+    for r, c, s in squares:
+        after[:, r : r + s, c : c + s] = rng.uniform(500, 3000, (6, 1, 1))
+        changed[r : r + s, c : c + s] = True
+    return before.astype(np.float32), after.astype(np.float32), changed
+
+
+def _irmad_fit(before, after):
+    valid = np.ones(before.shape[1:], bool)
+    chunk = detect.sample_block(before, after, valid, 0, 0, 1, 1, before.shape[2])
+    ma, mb, va, vb = detect.combine_samples([chunk])
+    return ma, mb, va, vb, detect.fit_irmad(va, vb)
+
+
+def test_irmad_flags_changed_squares_and_is_chi2_elsewhere():
+    before, after, changed = _irmad_scene()
+    *_, model = _irmad_fit(before, after)
+    valid = np.ones(changed.shape, bool)
+    z = detect.change_score(before, after, valid, None, "irmad", BANDS, model)
+    assert z.dtype == np.float32
+    cut = detect.threshold(z[valid].ravel(), "chi2", 0.999, nbands=6, squared=True)
+    # every changed pixel is far out of chi2(6); the unchanged ones follow it (mean ≈ 6,
+    # about 0.1 % above the 0.999 quantile)
+    assert z[changed].min() > cut
+    assert 5.0 < z[~changed].mean() < 7.0
+    assert (z[~changed] > cut).mean() < 0.005
+    # the linear radiometric change is absorbed: the three signal dimensions (of the latent
+    # covers) correlate ≈ 1 across dates, the three pure-noise dimensions do not
+    assert sorted(model.rho)[-3] > 0.99 and sorted(model.rho)[2] < 0.5
+
+
+def test_irmad_is_invariant_to_a_gain_and_offset_of_either_epoch():
+    before, after, _ = _irmad_scene(seed=3)
+    valid = np.ones(before.shape[1:], bool)
+    *_, m1 = _irmad_fit(before, after)
+    scaled = (after * np.float32(2.5) + np.float32(300)).astype(np.float32)
+    *_, m2 = _irmad_fit(before, scaled)
+    z1 = detect.change_score(before, after, valid, None, "irmad", BANDS, m1)
+    z2 = detect.change_score(before, scaled, valid, None, "irmad", BANDS, m2)
+    # equal up to the float32 application and the convergence tolerance of the fit
+    np.testing.assert_allclose(z1, z2, rtol=1e-2, atol=0.05)
+
+
+@settings(max_examples=20, deadline=None)
+@given(r0=st.integers(0, 60), c0=st.integers(0, 60), h=st.integers(1, 30), w=st.integers(1, 40))
+def test_irmad_score_of_a_pixel_does_not_depend_on_the_block(r0, c0, h, w):
+    # the MAD transform is applied pixel by pixel: any block gives the whole-image values
+    before, after, _ = _irmad_scene(seed=1)
+    *_, model = _irmad_fit(before, after)
+    valid = np.ones(before.shape[1:], bool)
+    whole = detect.change_score(before, after, valid, None, "irmad", BANDS, model)
+    win = (slice(r0, r0 + h), slice(c0, c0 + w))
+    part = detect.change_score(
+        before[:, win[0], win[1]], after[:, win[0], win[1]], valid[win], None, "irmad", BANDS, model
+    )
+    np.testing.assert_array_equal(part, whole[win])
+
+
+def test_irmad_regression_normalisation_recovers_the_gain_and_offset():
+    before, after, _ = _irmad_scene(seed=2)
+    ma, mb, va, vb, model = _irmad_fit(before, after)
+    norm = detect.normalisation(ma, mb, "irmad_regression", 6, va, vb, model)
+    # z_b = ((y - o) / g - mean_a) / std_a, so std_b / std_a = g and the offset follows
+    gain = np.array(norm.std_b) / np.array(norm.std_a)
+    offset = np.array(norm.mean_b) - gain * np.array(norm.mean_a)
+    np.testing.assert_allclose(gain, [1.2, 0.8, 1.1, 0.9, 1.3, 0.7], rtol=0.03)
+    np.testing.assert_allclose(offset, [50, -30, 100, 0, 20, 80], atol=40)
+    with pytest.raises(ConfigError, match="sample"):
+        detect.normalisation(ma, mb, "irmad_regression", 6)
+
+
+def test_irmad_without_model_is_a_config_error():
+    a = np.ones((1, 2, 2), np.float32)
+    norm = detect.normalisation(detect.Moments(), detect.Moments(), "none", 1)
+    with pytest.raises(ConfigError, match="IR-MAD model"):
+        detect.change_score(a, a, np.ones((2, 2), bool), norm, "irmad", ("red",))
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 1000), r0=st.integers(0, 30), c0=st.integers(0, 30))
+def test_smoothing_on_block_plus_halo_equals_whole_image(seed, r0, c0):
+    # Gaussian smoothing reads smoothing_halo(sigma) px around a pixel, nothing more
+    rng = np.random.default_rng(seed)
+    score = rng.random((60, 70)).astype(np.float32)
+    valid = rng.random((60, 70)) > 0.1
+    sigma = 1.5
+    whole = detect.smooth_score(score, valid, sigma)
+    halo = detect.smoothing_halo(sigma)
+    h, w = 20, 25
+    rs, cs = max(0, r0 - halo), max(0, c0 - halo)
+    re_, ce = min(60, r0 + h + halo), min(70, c0 + w + halo)
+    part = detect.smooth_score(score[rs:re_, cs:ce], valid[rs:re_, cs:ce], sigma)
+    np.testing.assert_array_equal(
+        part[r0 - rs : r0 - rs + h, c0 - cs : c0 - cs + w], whole[r0 : r0 + h, c0 : c0 + w]
+    )
+    assert not whole[~valid].any()
