@@ -32,7 +32,7 @@ from pipeline.config import Config, to_plain
 from pipeline.errors import ConfigError, GridError, InputDataError
 from pipeline.runlog import run_log
 from pipeline.runner import Stage, StageOutcome
-from pipeline.schema import RC, ChangeType, EventKind, P, R
+from pipeline.schema import RC, UNASSIGNED, E, EventKind, P, R
 from pipeline.workspace import Workspace, WorkspaceLock
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def registry_fingerprint(state) -> str:
         pd.util.hash_pandas_object(patches.drop(columns="geometry"), index=False).values.tobytes()
     )
     digest.update(b"".join(patches.geometry.to_wkb()))
-    events = state.events[state.events["kind"] != EventKind.EXPORTED]
+    events = state.events[state.events[E.KIND] != EventKind.EXPORTED]
     digest.update(pd.util.hash_pandas_object(events, index=False).values.tobytes())
     return digest.hexdigest()[:16]
 
@@ -268,7 +268,7 @@ def _assign_stage(ctx: RunContext, pair: tuple[str, str]) -> Stage:
             # overlap areas cannot be shared out by area: measure each part again
             assigned = _classify(cfg, assigned)
         _write_gdf(assigned, target)
-        unassigned = int((assigned[P.VILLAGE_CODE] == "unassigned").sum())
+        unassigned = int((assigned[P.VILLAGE_CODE] == UNASSIGNED).sum())
         return {
             "patches": len(assigned),
             "unassigned": unassigned,
@@ -441,7 +441,6 @@ def export_registry(
 
 
 def _with_export_events(state, paths: list[Path], *, run_id: str, now: str):
-    from pipeline.schema import E
 
     by_township = {p.name.split("_", 1)[0]: p.name for p in paths}
     patches = state.patches
@@ -491,7 +490,7 @@ def report_registry(
         rates = rates_as_of(state, as_of, grids.villages, grids.townships, district, **targets)
     else:
         rates = compute_rates(state.patches, grids.villages, grids.townships, district, **targets)
-    relapsed = set(state.events.loc[state.events["kind"] == EventKind.RELAPSE, "patch_id"])
+    relapsed = set(state.events.loc[state.events[E.KIND] == EventKind.RELAPSE, E.PATCH_ID])
     write_report(
         rates, state.patches, grids.townships, grids.villages, ws.reports_dir(date),
         cfg=cfg.report, area_name=cfg.area.name, date=date,
@@ -659,4 +658,4 @@ def _plain_stats(obj: Any) -> dict[str, Any]:
     return {k: v for k, v in dict(obj).items() if isinstance(v, int | float | str | bool)}
 
 
-__all__ = ["STAGE_NAMES", "ChangeType", "RunContext", "build_stages", "run_pipeline"]
+__all__ = ["STAGE_NAMES", "RunContext", "build_stages", "run_pipeline"]
