@@ -441,7 +441,7 @@ def export_registry(
 
 
 def _with_export_events(state, paths: list[Path], *, run_id: str, now: str):
-
+    """One ``exported`` event per patch that went into a township package of this run."""
     by_township = {p.name.split("_", 1)[0]: p.name for p in paths}
     patches = state.patches
     rows = []
