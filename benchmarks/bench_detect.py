@@ -157,7 +157,9 @@ def run_landwatch(before: Path, after: Path, out: Path, workers: int, block: int
         t1 = time.perf_counter()
         res = detect_pair(cfg, ("a", "b"), out, ex)
     t2 = time.perf_counter()
-    timings = {k: round(v, 3) for k, v in res.stats["timings"].items()}
+    timings = {
+        k: round(v, 3) if isinstance(v, float) else v for k, v in res.stats["timings"].items()
+    }
     timings["pool_start_s"] = round(t1 - t0, 3)
     timings["detect_pair_s"] = round(t2 - t1, 3)
     return {"n_patches": len(res.detections), "timings": timings}

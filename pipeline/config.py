@@ -113,7 +113,7 @@ class LayersConfig:
 class DetectConfig:
     """Change detection and clean-up parameters."""
 
-    method: Literal["cva", "irmad", "index", "novelty"] = "cva"
+    method: Literal["cva", "irmad", "index", "novelty", "selftrain"] = "cva"
     threshold: Literal["otsu", "multiotsu", "chi2", "fixed"] = "otsu"
     threshold_value: float | None = None
     """For ``fixed``: the score cut; for ``chi2``: the quantile (default 0.99)."""
@@ -147,6 +147,12 @@ class DetectConfig:
     """``novelty``: share of the pass-1 sample, the least likely under the mixture, left out of
     every EM step (trimmed likelihood), so rare change cannot grow a broad catch-all component
     of its own. Must exceed the share of the scene that is new construction (≈ 0.1–0.3 %)."""
+    selftrain_change_quantile: float = 0.99
+    """``selftrain``: pass-1 sample pixels whose IR-MAD statistic is at or above this quantile
+    are the confident *change* examples of the per-scene classifier (detect.fit_self_train)."""
+    selftrain_nochange_quantile: float = 0.8
+    """``selftrain``: sample pixels at or below this quantile of the IR-MAD statistic are the
+    confident *no-change* examples."""
 
 
 @dataclass(frozen=True)
@@ -583,6 +589,12 @@ def _check(cfg: Config, where: str) -> None:
         raise ConfigError(
             f"{where}: 'detect.novelty_trim' = {d.novelty_trim} must be in [0, 0.5) "
             "(share of the sample left out of the mixture fit; 0 = no trimming)"
+        )
+    if not 0 < d.selftrain_nochange_quantile < d.selftrain_change_quantile < 1:
+        raise ConfigError(
+            f"{where}: 'detect.selftrain_nochange_quantile' = {d.selftrain_nochange_quantile} "
+            f"and 'detect.selftrain_change_quantile' = {d.selftrain_change_quantile} must "
+            "satisfy 0 < no-change < change < 1 (e.g. 0.8 and 0.99)"
         )
 
     if not 0 < cfg.classify.legal_share <= 1:

@@ -120,7 +120,7 @@ class _BlockJob:
     open_px: int
     close_px: int
     halo: int
-    model: detect.NoveltyModel | detect.IrmadModel | None = None
+    model: detect.NoveltyModel | detect.IrmadModel | detect.SelfTrainModel | None = None
     smooth_px: float = 0.0
 
 
@@ -129,6 +129,7 @@ class _RegionOutput:
     region: Window
     files: tuple[str, str]  # score and mask part files
     pieces: list[tuple[int, int, Pieces]]  # (row_off, col_off, pieces) per chunk
+    timings: dict[str, float] = field(default_factory=dict)  # worker wall / CPU per step
 
 
 @dataclass
@@ -217,11 +218,22 @@ def detect_pair(
     mom_a, mom_b, sample_a, sample_b = detect.combine_samples(chunks)
     del chunks
     irmad = None
-    if d.method == "irmad" or d.normalise == "irmad_regression":
+    if d.method in ("irmad", "selftrain") or d.normalise == "irmad_regression":
         # IR-MAD on the canonical (key-sorted) sample: the same whatever the block size
         irmad = detect.fit_irmad(sample_a, sample_b)
     norm = detect.normalisation(mom_a, mom_b, d.normalise, len(bands), sample_a, sample_b, irmad)
-    model: detect.NoveltyModel | detect.IrmadModel | None = irmad if d.method == "irmad" else None
+    model: detect.NoveltyModel | detect.IrmadModel | detect.SelfTrainModel | None = (
+        irmad if d.method == "irmad" else None
+    )
+    if d.method == "selftrain":
+        # fitted on the canonical (key-sorted) sample: the same whatever the block size
+        model = detect.fit_self_train(
+            sample_a,
+            sample_b,
+            irmad,
+            change_quantile=d.selftrain_change_quantile,
+            nochange_quantile=d.selftrain_nochange_quantile,
+        )
     if d.method == "novelty":
         # fitted on the canonical (key-sorted) sample: the same whatever the block size
         model = detect.fit_novelty_model(
@@ -298,13 +310,17 @@ def detect_pair(
         pieces: list[tuple[int, int, Pieces]] = []
         parts: list[tuple[Window, tuple[str, str]]] = []
         done = 0
+        worker_timings: dict[str, float] = {}
         for out in _run_bounded(executor, _detect_region_job, args, in_flight):
             pieces.extend(out.pieces)
+            _add_timings(worker_timings, out.timings)
             parts.append((out.region, out.files))
             done += n_blocks[(int(out.region.row_off), int(out.region.col_off))]
             if progress is not None:
                 progress(done, len(windows))
         timings["pass2_s"] = time.perf_counter() - t0
+        # summed over regions (all workers): compare wall with CPU to see waiting/contention
+        timings["pass2_worker"] = {k: round(v, 3) for k, v in sorted(worker_timings.items())}
 
         # ---- merge pieces across block edges, then the minimum area
         t0 = time.perf_counter()
@@ -538,6 +554,7 @@ def _detect_region_job(
         str(Path(parts_dir) / f"mask_{r0}_{c0}.tif"),
     )
     pieces = []
+    clock = _StepClock()
     with (
         part_writer(files[0], job.grid, region, "float32", float("nan")) as score_dst,
         part_writer(files[1], job.grid, region, "uint8", MASK_NODATA) as mask_dst,
@@ -546,12 +563,16 @@ def _detect_region_job(
             ch = min(chunk_rows, r0 + h - y)
             a, va = stream_a.rows(y - halo, y + ch + halo)
             b, vb = stream_b.rows(y - halo, y + ch + halo)
+            clock.lap("read")
             out = _detect_job(job, Window(c0, y, w, ch), (a, va, b, vb))
+            clock.lap("detect")
             part_window = Window(0, y - r0, w, ch)
             score_dst.write(out.score, 1, window=part_window)
             mask_dst.write(out.mask, 1, window=part_window)
             pieces.append((y, c0, out.pieces))
-    return _RegionOutput(region, files, pieces)
+            clock.lap("write")
+    clock.lap("close")
+    return _RegionOutput(region, files, pieces, clock.totals)
 
 
 def _detect_job(
@@ -596,6 +617,27 @@ def _detect_job(
 
 
 # --------------------------------------------------------------------------- helpers
+class _StepClock:
+    """Wall (:func:`time.perf_counter`) and CPU (:func:`time.process_time`, all threads of
+    the process) seconds per named step, summed over laps: ``totals["read_wall_s"]`` …"""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def lap(self, step: str) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        for kind, dt in (("wall", wall - self._wall), ("cpu", cpu - self._cpu)):
+            key = f"{step}_{kind}_s"
+            self.totals[key] = self.totals.get(key, 0.0) + dt
+        self._wall, self._cpu = wall, cpu
+
+
+def _add_timings(total: dict[str, float], part: dict[str, float]) -> None:
+    for key, value in part.items():
+        total[key] = total.get(key, 0.0) + value
+
+
 def _run_bounded(
     executor: Executor, fn: Callable, arg_list: Iterable[tuple], max_in_flight: int
 ) -> Iterator:

@@ -7,13 +7,41 @@ Everything submitted must be a picklable top-level function with picklable argum
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import multiprocessing
+import os
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 
 log = logging.getLogger(__name__)
+
+
+WORKER_THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "GDAL_NUM_THREADS": "1",
+}
+"""Set in every pool worker before it imports numpy or opens a raster: ``workers`` processes
+already fill the cores, so a worker that also spread BLAS or GDAL work over all cores
+would oversubscribe them (2 processes × N threads on N cores)."""
+WORKER_PRELOAD = ("pipeline.engine",)
+"""Modules each pool worker imports in its initializer, so the pool start-up (≈ 1–2 s of
+imports: rasterio, geopandas, scipy) is paid when the pool is made, in parallel, not in
+the first pass of the first stage."""
+
+
+def _init_worker(env: dict[str, str], preload: tuple[str, ...]) -> None:
+    """Pool initializer: thread limits (:data:`WORKER_THREAD_ENV`), then warm imports."""
+    os.environ.update(env)
+    for module in preload:
+        importlib.import_module(module)
+
+
+def _ready() -> int:
+    return os.getpid()
 
 
 class SynchronousExecutor(Executor):
@@ -43,7 +71,9 @@ def make_executor(workers: int = 2, scheduler: str | None = None) -> Iterator[Ex
     Notes
     -----
     The process pool uses the ``forkserver`` start method where available (``spawn``
-    elsewhere): forking a process that holds GDAL state or threads is unsafe.
+    elsewhere): forking a process that holds GDAL state or threads is unsafe. Its workers
+    run single-threaded numeric libraries (:data:`WORKER_THREAD_ENV`) and are started and
+    warmed up (:data:`WORKER_PRELOAD`) before the executor is yielded.
     """
     if scheduler:
         from distributed import Client  # optional engine, imported lazily
@@ -61,8 +91,16 @@ def make_executor(workers: int = 2, scheduler: str | None = None) -> Iterator[Ex
         yield SynchronousExecutor()
         return
     method = "forkserver" if sys.platform.startswith("linux") else "spawn"
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context(method),
+        initializer=_init_worker,
+        initargs=(WORKER_THREAD_ENV, WORKER_PRELOAD),
+    )
     try:
+        # one task per worker: each submit without an idle worker starts a process
+        pids = {f.result() for f in [pool.submit(_ready) for _ in range(workers)]}
+        log.debug("process pool of %d workers ready (%d started)", workers, len(pids))
         yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

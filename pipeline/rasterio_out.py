@@ -44,6 +44,11 @@ TMP_COMPRESS = ("ZSTD", "ZSTD_LEVEL", 1)
 driver's writes and the COG step's re-read cost little; falls back to
 :data:`TMP_COMPRESS_FALLBACK` where GDAL lacks ZSTD."""
 TMP_COMPRESS_FALLBACK = ("DEFLATE", "ZLEVEL", 1)
+COG_CACHE_MB = 64
+"""GDAL block cache (MB) while the COGs are written. The conversion streams the source
+twice (overviews, then full resolution) and never re-reads a block soon, so a larger cache
+only fills up: at GDAL's default (5 % of RAM) the driver grew to ~0.9 GB at 10240² for no
+speed gain; 64 MB keeps it under ~0.2 GB at the same speed."""
 COG_THREADS = "ALL_CPUS"
 """``NUM_THREADS`` of the COG step: it runs after the workers are done, so compression may
 use every core."""
@@ -298,6 +303,11 @@ def parts_to_cogs(
 
     The conversions run concurrently, one thread each (GDAL releases the GIL), each written
     to a temporary sibling and renamed into place (:func:`to_cog`). VRTs go to ``work_dir``.
+
+    Notes
+    -----
+    GDAL's block cache is capped at :data:`COG_CACHE_MB` during the conversion (it is
+    process-wide: the cap also applies to other threads of the process meanwhile).
     """
     vrts = [
         parts_vrt(
@@ -309,7 +319,10 @@ def parts_to_cogs(
         )
         for k, spec in enumerate(specs)
     ]
-    with ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool:
+    with (
+        rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB),
+        ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool,
+    ):
         futures = [
             pool.submit(
                 to_cog,

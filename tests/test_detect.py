@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 
 from pipeline import detect
 from pipeline.change_type import classify_change
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, InputDataError
 from pipeline.schema import ChangeType
 from tests.rasters import ROOF, SOIL, VEGETATION, scene
 
@@ -468,3 +470,79 @@ def test_smoothing_on_block_plus_halo_equals_whole_image(seed, r0, c0):
         part[r0 - rs : r0 - rs + h, c0 - cs : c0 - cs + w], whole[r0 : r0 + h, c0 : c0 + w]
     )
     assert not whole[~valid].any()
+
+
+# --------------------------------------------------------------------------- self-training
+def _selftrain_fit(before, after, **kw):
+    *_, va, vb, irmad = _irmad_fit(before, after)
+    kw = {"change_quantile": 0.98, "nochange_quantile": 0.8, **kw}
+    return detect.fit_self_train(va, vb, irmad, **kw)
+
+
+def test_selftrain_scores_changed_squares_high_and_unchanged_pixels_low():
+    # the squares (≈ 2.7 % of the scene) are the confident IR-MAD change; the classifier
+    # trained on them gives every changed pixel P > 0.5 and almost no unchanged pixel
+    before, after, changed = _irmad_scene()
+    model = _selftrain_fit(before, after)
+    valid = np.ones(changed.shape, bool)
+    p = detect.change_score(before, after, valid, None, "selftrain", BANDS, model)
+    assert p.dtype == np.float32
+    assert p.min() >= 0.0 and p.max() <= 1.0
+    assert (p[changed] > 0.5).mean() > 0.95
+    assert (p[~changed] > 0.5).mean() < 0.02
+
+
+def test_selftrain_model_is_deterministic_and_invalid_pixels_score_zero():
+    before, after, changed = _irmad_scene(seed=4)
+    m1, m2 = _selftrain_fit(before, after), _selftrain_fit(before, after)
+    assert (m1.coef, m1.intercept, m1.change_cut) == (m2.coef, m2.intercept, m2.change_cut)
+    valid = np.ones(changed.shape, bool)
+    valid[:5] = False
+    p = detect.change_score(before, after, valid, None, "selftrain", BANDS, m1)
+    assert (p[:5] == 0).all()
+
+
+@functools.cache
+def _selftrain_whole():
+    """Scene, model and whole-image score shared by the Hypothesis examples (fitted once)."""
+    before, after, _ = _irmad_scene(seed=1)
+    model = _selftrain_fit(before, after)
+    valid = np.ones(before.shape[1:], bool)
+    return (
+        before,
+        after,
+        model,
+        detect.change_score(before, after, valid, None, "selftrain", BANDS, model),
+    )
+
+
+@settings(max_examples=20, deadline=None)
+@given(r0=st.integers(0, 60), c0=st.integers(0, 60), h=st.integers(1, 30), w=st.integers(1, 40))
+def test_selftrain_score_of_a_pixel_does_not_depend_on_the_block(r0, c0, h, w):
+    # features are elementwise and summed feature by feature: any block gives the
+    # whole-image values bit for bit
+    before, after, model, whole = _selftrain_whole()
+    valid = np.ones(before.shape[1:], bool)
+    win = (slice(r0, r0 + h), slice(c0, c0 + w))
+    part = detect.change_score(
+        before[:, win[0], win[1]],
+        after[:, win[0], win[1]],
+        valid[win],
+        None,
+        "selftrain",
+        BANDS,
+        model,
+    )
+    np.testing.assert_array_equal(part, whole[win])
+
+
+def test_selftrain_without_model_or_examples_is_an_error():
+    a = np.ones((1, 2, 2), np.float32)
+    with pytest.raises(ConfigError, match="self-trained model"):
+        detect.change_score(a, a, np.ones((2, 2), bool), None, "selftrain", ("red",))
+    before, after, _ = _irmad_scene(h=20, w=20)
+    *_, va, vb, irmad = _irmad_fit(before, after)
+    with pytest.raises(InputDataError, match="examples"):
+        detect.fit_self_train(
+            va[:, :120], vb[:, :120], irmad, change_quantile=0.99, nochange_quantile=0.5
+        )

@@ -10,6 +10,7 @@ files with different tiling, and has a nodata strip.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -79,6 +80,25 @@ def test_detections_frame(runs, crisp):
     stats = runs[96].stats
     assert stats["n_blocks"] == 16 and stats["threshold"] > 0
     assert set(stats["timings"]) >= {"pass1_s", "pass2_s", "merge_s"}
+    # per-step worker wall and CPU seconds of pass 2, summed over regions
+    worker = stats["timings"]["pass2_worker"]
+    for step in ("read", "detect", "write"):
+        assert worker[f"{step}_wall_s"] >= 0 and worker[f"{step}_cpu_s"] >= 0
+
+
+def _worker_env() -> tuple[int, str | None, str | None]:
+    return os.getpid(), os.environ.get("OMP_NUM_THREADS"), os.environ.get("GDAL_NUM_THREADS")
+
+
+def test_process_pool_workers_are_single_threaded_and_started():
+    """make_executor(2) yields a pool whose 2 workers already run (started and warmed up
+    before the first stage) with single-threaded BLAS and GDAL: 2 processes on 2 cores
+    must not each spread over all cores."""
+    with make_executor(2) as ex:
+        assert len(ex._processes) == 2  # started before any stage work
+        envs = [f.result() for f in [ex.submit(_worker_env) for _ in range(4)]]
+    assert {(omp, gdal) for _, omp, gdal in envs} == {("1", "1")}
+    assert all(pid != os.getpid() for pid, _, _ in envs)
 
 
 def test_block_size_does_not_change_anything(runs):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from affine import Affine
 from pyproj import Transformer
 from rasterio.windows import Window
 
+from pipeline import imagery
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.grid import Footprint, target_grid
 from pipeline.imagery import check_bands, epoch_footprint, epoch_source, read_block
@@ -152,3 +155,28 @@ def test_footprint_unions_the_files(tmp_path):
     fp = epoch_footprint(epoch_source(cfg.imagery, "a"))
     assert isinstance(fp, Footprint)
     assert fp.bounds == (X0, Y0 - 20, X0 + 120, Y0)
+
+
+def test_threads_read_concurrently_with_their_own_dataset_handles(tmp_path):
+    """A threaded Dask worker runs several tasks in one process: each thread must get its
+    own rasterio dataset (sharing one corrupts decoding), and concurrent reads stay exact."""
+    whole = scene((256, 256), [(100, 100, 30)], seed=5)
+    write_tif(tmp_path / "e/t.tif", whole, grid_transform(), blocksize=16)
+    cfg = make_config(tmp_path, {"a": ["e/*.tif"], "b": ["e/*.tif"]})
+    source = epoch_source(cfg.imagery, "a")
+    grid = _grid(cfg, "a", "b")
+    path = source.files[0].path
+    windows = [Window(c, r, 64, 64) for r in range(0, 256, 64) for c in range(0, 256, 64)]
+
+    def work(window):
+        data, _ = read_block(source, grid, window)
+        return id(imagery._open(path)), window, data
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(work, windows * 4))
+    for _, window, data in results:
+        np.testing.assert_array_equal(data, whole[(slice(None), *window.toslices())])
+    main_ds = imagery._open(path)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        other_ds = pool.submit(imagery._open, path).result()
+    assert other_ds is not main_ds

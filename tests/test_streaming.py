@@ -135,3 +135,23 @@ def test_row_stream_refuses_to_go_back(stream_data):
     stream.rows(10, 20)
     with pytest.raises(ValueError, match="top down"):
         stream.rows(5, 15)
+
+
+def test_row_stream_long_run_reuses_its_buffer(stream_data):
+    """Many small top-down chunks: the stream's buffer is reused (kept rows moved to its top
+    when new slabs no longer fit below them), and every chunk still equals read_block."""
+    source, grid = stream_data
+    halo, step = 5, 7
+    stream = RowStream(source, grid, -3, grid.width + 6, row_end=grid.height + halo, align=16)
+    buffers = set()
+    starts = range(0, grid.height, step)
+    for y in starts:
+        data, valid = stream.rows(y - halo, y + step + halo)
+        buffers.add(id(stream._data))
+        ref_data, ref_valid = read_block(
+            source, grid, Window(-3, y - halo, grid.width + 6, step + 2 * halo)
+        )
+        np.testing.assert_array_equal(data, ref_data)
+        np.testing.assert_array_equal(valid, ref_valid)
+    # grown during the first chunks until the steady request size, then reused
+    assert len(buffers) <= 3 < len(starts)
