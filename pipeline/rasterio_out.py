@@ -1,9 +1,10 @@
-"""Block-wise GeoTIFF writing, then conversion to a Cloud-Optimized GeoTIFF.
+"""Raster outputs written in parts, then published as Cloud-Optimized GeoTIFFs.
 
-Blocks are written into a tiled temporary GeoTIFF beside the target (by one process: GDAL's
-GTiff driver is not safe for concurrent writers), which is then copied with the ``COG``
-driver to a second temporary sibling and renamed over the target with :func:`os.replace` —
-so a crash never leaves a half-written file under the final name.
+Each worker writes its own tiled part GeoTIFF (:func:`part_writer`; one writer per file, since
+GDAL's GTiff driver is not safe for concurrent writers). The driver stitches the parts with a
+VRT and copies it with the ``COG`` driver to a temporary sibling that is renamed over the
+target with :func:`os.replace` — so a crash never leaves a half-written file under the final
+name.
 """
 
 from __future__ import annotations
@@ -58,35 +59,9 @@ def _tmp_sibling(path: Path, tag: str) -> Path:
     return path.with_name(f".{path.name}.{tag}-{os.getpid()}.tif")
 
 
-@contextlib.contextmanager
-def block_writer(
-    path: str | os.PathLike,
-    grid: TargetGrid,
-    dtype: str,
-    nodata: float | None,
-    *,
-    overview_resampling: str = "nearest",
-    description: str | None = None,
-) -> Iterator[rasterio.io.DatasetWriter]:
-    """Open a tiled temporary GeoTIFF on ``grid``; on clean exit publish it as a COG at ``path``.
-
-    Yields the writable dataset: write blocks with ``dst.write(array, 1, window=window)``.
-    On an exception the temporaries are removed and ``path`` is left untouched.
-
-    Notes
-    -----
-    ``overview_resampling``: ``nearest`` for masks (categories), ``average`` for scores.
-    """
-    spec = RasterSpec(Path(path), dtype, nodata, overview_resampling)
-    with block_writers([spec], grid) as (dst,):
-        if description:
-            dst.set_band_description(1, description)
-        yield dst
-
-
 @dataclass(frozen=True)
 class RasterSpec:
-    """One output of :func:`block_writers`: target path, dtype, nodata, overview resampling
+    """One output raster of :func:`parts_to_cogs`: target path, dtype, nodata, overview resampling
     (``nearest`` for masks, ``average`` for scores) and COG compression."""
 
     path: Path
@@ -94,77 +69,6 @@ class RasterSpec:
     nodata: float | None
     overview_resampling: str = "nearest"
     compress: str = COG_COMPRESS
-
-
-@contextlib.contextmanager
-def block_writers(
-    specs: Sequence[RasterSpec], grid: TargetGrid
-) -> Iterator[list[rasterio.io.DatasetWriter]]:
-    """Several :func:`block_writer` outputs at once, published as COGs concurrently.
-
-    Yields one writable dataset per spec, in order. On clean exit every temporary is
-    converted to its COG in its own thread (GDAL releases the GIL while copying), so the
-    conversions overlap; on an exception nothing is published and every temporary is removed.
-
-    Notes
-    -----
-    Each conversion also compresses with :data:`COG_THREADS`; the COG step is the only work
-    left once the workers are done, so it is what decides the stage's tail.
-    """
-    specs = list(specs)
-    with contextlib.ExitStack() as stack:
-        dsts = []
-        tmps = []
-        for spec in specs:
-            dst, tmp = _open_tmp(stack, Path(spec.path), grid, spec.dtype, spec.nodata)
-            dsts.append(dst)
-            tmps.append(tmp)
-        yield dsts
-        for dst in dsts:
-            dst.close()
-        with ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool:
-            futures = [
-                pool.submit(
-                    to_cog,
-                    tmp,
-                    spec.path,
-                    overview_resampling=spec.overview_resampling,
-                    compress=spec.compress,
-                )
-                for tmp, spec in zip(tmps, specs)
-            ]
-            for future in futures:
-                future.result()
-
-
-def _open_tmp(
-    stack: contextlib.ExitStack, path: Path, grid: TargetGrid, dtype: str, nodata: float | None
-):
-    """A tiled temporary GeoTIFF beside ``path``, removed when ``stack`` closes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(path, "blocks")
-    stack.callback(tmp.unlink, missing_ok=True)
-    codec, level_key, level = _tmp_codec()
-    dst = rasterio.open(
-        tmp,
-        "w",
-        driver="GTiff",
-        width=grid.width,
-        height=grid.height,
-        count=1,
-        dtype=dtype,
-        crs=grid.rio_crs,
-        transform=grid.transform,
-        nodata=nodata,
-        tiled=True,
-        blockxsize=TILE_PX,
-        blockysize=TILE_PX,
-        BIGTIFF="IF_SAFER",
-        compress=codec,
-        **{level_key: level},
-    )
-    stack.callback(dst.close)
-    return dst, tmp
 
 
 def to_cog(
@@ -210,11 +114,6 @@ def _tmp_codec() -> tuple[str, str, int]:
         log.info("GDAL has no %s; temporary rasters use %s", codec, TMP_COMPRESS_FALLBACK[0])
         return TMP_COMPRESS_FALLBACK
     return codec, level_key, level
-
-
-def write_block(dst, array: np.ndarray, window: Window) -> None:
-    """Write a 2-D ``array`` into band 1 of ``dst`` at ``window``."""
-    dst.write(array, 1, window=window)
 
 
 # --------------------------------------------------------------------------- parts
