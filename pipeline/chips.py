@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import geopandas as gpd
 import numpy as np
@@ -270,8 +270,3 @@ def _read_panel(source, grid: TargetGrid, win: Window, step: int) -> tuple[np.nd
         data = data.mean(axis=(2, 4))
         valid = valid[:h, :w].reshape(h // step, step, w // step, step).all(axis=(1, 3))
     return data, valid
-
-
-def chip_entries(chips: Mapping[str, bytes], patch_ids: Sequence[str]) -> dict[str, bytes]:
-    """Package members ``chips/{patch_id}.png`` for the ``patch_ids`` that have a chip."""
-    return {f"chips/{pid}.png": chips[pid] for pid in patch_ids if pid in chips}
