@@ -25,27 +25,16 @@ from pipeline.registry import (
     normalise_table,
     to_json,
 )
-from pipeline.schema import EVENTS_TABLE, PATCH_COLUMNS, E, EventKind, P, Verdict
+from pipeline.schema import (
+    DETECTION_INPUT_COLUMNS,
+    EVENTS_TABLE,
+    E,
+    EventKind,
+    P,
+    Verdict,
+)
 
 log = logging.getLogger(__name__)
-
-REGISTRY_MANAGED_COLUMNS = (
-    P.PATCH_ID,
-    P.VERDICT,
-    P.VERDICT_SUBTYPE,
-    P.RECT_METHOD,
-    P.REMAINING_M2,
-    P.FIRST_SEEN,
-    P.LAST_SEEN,
-    P.CHECKED_ON,
-    P.INSPECTOR,
-    P.NOTE,
-    P.UPDATED_AT,
-)
-"""Patch columns only the registry sets; a detection carries all the others."""
-
-DETECTION_INPUT_COLUMNS = tuple(c for c in PATCH_COLUMNS if c not in REGISTRY_MANAGED_COLUMNS)
-"""Columns ``register_detections`` requires on its detections (plus ``geometry``)."""
 
 GROWTH_FACTOR = 1.10
 """A matched detection larger than ``GROWTH_FACTOR`` x the patch area is ``grown``."""

@@ -197,14 +197,24 @@ RUN_COLUMNS = (
 )
 
 # --------------------------------------------------------------------------- detections
-# Columns of the detections GeoDataFrame passed from vectorize -> classify -> assign -> register.
-DETECTION_COLUMNS = (
-    P.EPOCH_FROM,
-    P.EPOCH_TO,
-    P.SCORE,
-    P.CHANGE_TYPE,
-    P.AREA_M2,
+REGISTRY_MANAGED_COLUMNS = (
+    P.PATCH_ID,
+    P.VERDICT,
+    P.VERDICT_SUBTYPE,
+    P.RECT_METHOD,
+    P.REMAINING_M2,
+    P.FIRST_SEEN,
+    P.LAST_SEEN,
+    P.CHECKED_ON,
+    P.INSPECTOR,
+    P.NOTE,
+    P.UPDATED_AT,
 )
+"""Patch columns only the registry sets; a classified and assigned detection carries all the
+others (:data:`DETECTION_INPUT_COLUMNS`)."""
+
+DETECTION_INPUT_COLUMNS = tuple(c for c in PATCH_COLUMNS if c not in REGISTRY_MANAGED_COLUMNS)
+"""Columns ``register_detections`` requires on its detections (plus ``geometry``)."""
 
 
 # --------------------------------------------------------------------------- rates table
@@ -378,4 +388,3 @@ class G:
     NAME = "name"
     TOWNSHIP_CODE = "township_code"
     PERSON = "person"
-    LEVEL = "level"

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from shapely.geometry import box
 
 from pipeline.errors import StageError
-from pipeline.register import DETECTION_INPUT_COLUMNS, register_detections
+from pipeline.register import register_detections
 from pipeline.registry import empty_state
-from pipeline.schema import ChangeType, E, EventKind, LegalHint, P, Verdict
+from pipeline.schema import DETECTION_INPUT_COLUMNS, ChangeType, E, EventKind, LegalHint, P, Verdict
 from pipeline.units import MU_M2
 
 CRS = "EPSG:4548"
