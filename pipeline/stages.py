@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -398,10 +399,19 @@ assignment of a patch ambiguous or wrong."""
 
 def load_grids_for(cfg: Config):
     """The grid layers of ``cfg``, validated; defects in :data:`FATAL_GRID_ISSUES` raise
-    :class:`GridError` under ``assign.strict_grid``."""
-    from pipeline.grids import load_grids
+    :class:`GridError` under ``assign.strict_grid``.
 
-    grids = load_grids(cfg.layers, crs=cfg.area.crs, code_pattern=cfg.assign.code_pattern)
+    Notes
+    -----
+    assign, export and report all need the grid: it is read and validated once per set of
+    unchanged layer files (the cache key holds their size and modification time).
+    """
+    files = tuple(
+        (str(layer.path), *_fast_fingerprint(layer.path).split(":"))
+        for layer in (cfg.layers.district, cfg.layers.township, cfg.layers.village)
+        if layer is not None
+    )
+    grids = _load_grids_cached(cfg.layers, cfg.area.crs, cfg.assign.code_pattern, files)
     fatal = [i for i in grids.issues if str(i.kind) in FATAL_GRID_ISSUES]
     if fatal and cfg.assign.strict_grid:
         shown = "; ".join(
@@ -416,6 +426,14 @@ def load_grids_for(cfg: Config):
             "repair invalid polygons and go on with the defects reported"
         )
     return grids
+
+
+@functools.lru_cache(maxsize=4)
+def _load_grids_cached(layers, crs: str, code_pattern: str, files: tuple):
+    from pipeline.grids import load_grids
+
+    del files  # part of the cache key only
+    return load_grids(layers, crs=crs, code_pattern=code_pattern)
 
 
 def export_registry(
