@@ -839,13 +839,29 @@ def refine_edges(
     2 m loses about a quarter of its area otherwise). One pass, purely local (3×3), so the
     result does not depend on the block size given :data:`EDGE_HALO_PX` of halo.
     """
-    m = mask.astype(np.float32)
-    kernel = np.ones((3, 3), dtype=np.float32)
-    n = ndimage.convolve(m, kernel, mode="constant")
-    total = ndimage.convolve(np.where(mask, score, 0).astype(np.float32), kernel, mode="constant")
+    n = box3_sum(mask.astype(np.float32))
+    total = box3_sum(np.where(mask, score, np.float32(0)).astype(np.float32))
     with np.errstate(divide="ignore", invalid="ignore"):
         ref = np.where(n > 0, total / n, np.inf)
     return (mask | ((n > 0) & (score >= np.float32(ratio) * ref))) & valid
+
+
+def box3_sum(x: np.ndarray) -> np.ndarray:
+    """Sum over each pixel's 3×3 neighbourhood (outside the array counts as 0), same dtype.
+
+    Notes
+    -----
+    Separable (rows, then columns) with slice additions: two passes of two adds instead of
+    a nine-tap convolution. Purely local, in the same order for every pixel, so a block
+    with a 1 px halo gives the whole-image result bit for bit.
+    """
+    rows = x.copy()
+    rows[1:] += x[:-1]
+    rows[:-1] += x[1:]
+    out = rows.copy()
+    out[:, 1:] += rows[:, :-1]
+    out[:, :-1] += rows[:, 1:]
+    return out
 
 
 def clean_mask(mask: np.ndarray, valid: np.ndarray, open_px: int, close_px: int) -> np.ndarray:
@@ -859,10 +875,74 @@ def clean_mask(mask: np.ndarray, valid: np.ndarray, open_px: int, close_px: int)
     """
     out = mask
     if open_px > 0:
-        out = ndimage.binary_opening(out, structure=disk(open_px))
+        out = dilate_disk(erode_disk(out, open_px), open_px)
     if close_px > 0:
-        out = ndimage.binary_closing(out, structure=disk(close_px))
+        out = erode_disk(dilate_disk(out, close_px), close_px)
     return out & valid
+
+
+def _shift_combine(out: np.ndarray, x: np.ndarray, dy: int, dx: int, op: str) -> None:
+    """``out[p] = out[p] op x[p + (dy, dx)]`` in place, ``x`` being False outside the array."""
+    h, w = x.shape
+    if abs(dy) >= h or abs(dx) >= w:
+        if op == "and":
+            out[:] = False
+        return
+    dst = (slice(max(0, -dy), h - max(0, dy)), slice(max(0, -dx), w - max(0, dx)))
+    src = (slice(max(0, dy), h - max(0, -dy)), slice(max(0, dx), w - max(0, -dx)))
+    if op == "or":
+        out[dst] |= x[src]
+        return
+    out[dst] &= x[src]
+    if dy > 0:
+        out[h - dy :] = False
+    elif dy < 0:
+        out[:-dy] = False
+    if dx > 0:
+        out[:, w - dx :] = False
+    elif dx < 0:
+        out[:, :-dx] = False
+
+
+def _disk_morphology(mask: np.ndarray, radius: int, op: str) -> np.ndarray:
+    """Erosion (``op="and"``) or dilation (``"or"``) by :func:`disk` ``(radius)``.
+
+    The disk is the union of its rows: row ``dy`` is a horizontal run of half-width
+    ``isqrt(r² - dy²)``. The horizontal runs are built incrementally (one shift per extra
+    pixel), then each is shifted by its ``dy`` and combined: ``4 r`` array passes instead of
+    one per disk pixel.
+    """
+    x = np.ascontiguousarray(mask, dtype=bool)
+    if radius <= 0:
+        return x.copy()
+    runs = [x]
+    for k in range(1, radius + 1):
+        run = runs[-1].copy()
+        _shift_combine(run, x, 0, k, op)
+        _shift_combine(run, x, 0, -k, op)
+        runs.append(run)
+    out = runs[radius].copy()
+    for dy in range(1, radius + 1):
+        run = runs[math.isqrt(radius * radius - dy * dy)]
+        _shift_combine(out, run, dy, 0, op)
+        _shift_combine(out, run, -dy, 0, op)
+    return out
+
+
+def erode_disk(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary erosion by :func:`disk` ``(radius)``, outside the array counting as False.
+
+    Same result as ``scipy.ndimage.binary_erosion(mask, structure=disk(radius))`` (its default
+    ``border_value=0``), several times faster for the small radii of the clean-up: boolean
+    slice operations only.
+    """
+    return _disk_morphology(mask, radius, "and")
+
+
+def dilate_disk(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation by :func:`disk` ``(radius)``; same result as
+    ``scipy.ndimage.binary_dilation(mask, structure=disk(radius))``."""
+    return _disk_morphology(mask, radius, "or")
 
 
 # --------------------------------------------------------------------------- IR-MAD

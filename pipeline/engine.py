@@ -17,6 +17,7 @@ at most two chunks of its region per epoch, and the pass-1 threshold sample is c
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
@@ -48,9 +49,23 @@ from pipeline.imagery import (
     epoch_source,
     read_block,
 )
-from pipeline.rasterio_out import RasterSpec, part_writer, parts_to_cogs
+from pipeline.rasterio_out import (
+    RasterSpec,
+    decimated_grid,
+    mean_pyramid,
+    overview_factors,
+    part_writer,
+    parts_to_cogs,
+)
 from pipeline.schema import P
-from pipeline.vectorize import Pieces, block_pieces, merge_pieces, sums_columns, to_map
+from pipeline.vectorize import (
+    PatchFilter,
+    Pieces,
+    block_pieces,
+    merge_pieces,
+    sums_columns,
+    to_map,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +88,11 @@ pixels of patches dropped by ``min_area_m2`` / ``min_mean_score``), 255 = invali
 (nodata/masked in either epoch). ``mask == 1`` is exactly the union of the detections."""
 MAX_SCORE_SAMPLE = 2_000_000
 """Pixels in the pass-1 sample kept for the threshold (thinned regularly beyond this)."""
-SCORE_COMPRESS = "ZSTD"
-"""Compression of ``score.tif``: DEFLATE of a noisy float32 score is the slowest step of the
-stage (≈ 20 s for 10240² on two cores); ZSTD level 1 is ~5× faster at the same size. ZSTD
-GeoTIFFs need GDAL ≥ 2.3 (QGIS 3 has it); set "DEFLATE" for older readers."""
+OUTPUT_COMPRESS = "ZSTD"
+"""Compression of ``score.tif`` and ``mask.tif``: DEFLATE of a noisy float32 score was the
+slowest step of the stage (≈ 20 s for 10240² on two cores) and DEFLATE level 6 of the mask
+took twice ZSTD's time at the same size; ZSTD level 1 is several times faster. ZSTD GeoTIFFs
+need GDAL ≥ 2.3 (QGIS 3, ArcGIS Pro have it); set "DEFLATE" for older readers."""
 REGION_PX = 5120
 """Pass 2 hands each worker a region of whole blocks about this many pixels a side (4 for a
 10240² scene). The worker streams the region top to bottom in chunks of
@@ -122,6 +138,8 @@ class _BlockJob:
     halo: int
     model: detect.NoveltyModel | detect.IrmadModel | detect.SelfTrainModel | None = None
     smooth_px: float = 0.0
+    patch_filter: PatchFilter | None = None
+    score_overviews: tuple[int, ...] = ()  # factors of the overviews the worker builds
 
 
 @dataclass
@@ -130,6 +148,9 @@ class _RegionOutput:
     files: tuple[str, str]  # score and mask part files
     pieces: list[tuple[int, int, Pieces]]  # (row_off, col_off, pieces) per chunk
     timings: dict[str, float] = field(default_factory=dict)  # worker wall / CPU per step
+    n_small: int = 0  # whole patches dropped in the worker by the patch filter
+    n_low_score: int = 0
+    overviews: list[tuple[int, Window, str]] = field(default_factory=list)  # score levels
 
 
 @dataclass
@@ -138,6 +159,8 @@ class _BlockOutput:
     score: np.ndarray  # float32, NaN where invalid
     mask: np.ndarray  # uint8, MASK_* values
     pieces: Pieces
+    n_small: int = 0
+    n_low_score: int = 0
 
 
 # --------------------------------------------------------------------------- public
@@ -279,6 +302,11 @@ def detect_pair(
         halo += detect.HYSTERESIS_HALO_PX
     if d.edge_ratio is not None:
         halo += detect.EDGE_HALO_PX
+    patch_filter = PatchFilter(
+        res * res,
+        d.min_area_m2,
+        None if d.min_mean_score is None else d.min_mean_score * cut,
+    )
     job = _BlockJob(
         source_a,
         source_b,
@@ -293,11 +321,13 @@ def detect_pair(
         halo,
         model,
         smooth_px,
+        patch_filter,
+        score_overviews(grid, d.block_px),
     )
     score_path, mask_path = out_dir / SCORE_FILE, out_dir / MASK_FILE
     specs = [
-        RasterSpec(score_path, "float32", float("nan"), "average", compress=SCORE_COMPRESS),
-        RasterSpec(mask_path, "uint8", MASK_NODATA, "nearest"),
+        RasterSpec(score_path, "float32", float("nan"), "average", compress=OUTPUT_COMPRESS),
+        RasterSpec(mask_path, "uint8", MASK_NODATA, "nearest", compress=OUTPUT_COMPRESS),
     ]
     out_dir.mkdir(parents=True, exist_ok=True)
     # workers write their parts here (a shared folder when the workers are remote)
@@ -309,12 +339,17 @@ def detect_pair(
         n_blocks = {(int(r.row_off), int(r.col_off)): n for r, n in regions}
         pieces: list[tuple[int, int, Pieces]] = []
         parts: list[tuple[Window, tuple[str, str]]] = []
+        score_levels: list[tuple[int, Window, str]] = []
         done = 0
         worker_timings: dict[str, float] = {}
+        n_small_early = n_low_early = 0
         for out in _run_bounded(executor, _detect_region_job, args, in_flight):
             pieces.extend(out.pieces)
+            n_small_early += out.n_small
+            n_low_early += out.n_low_score
             _add_timings(worker_timings, out.timings)
             parts.append((out.region, out.files))
+            score_levels.extend(out.overviews)
             done += n_blocks[(int(out.region.row_off), int(out.region.col_off))]
             if progress is not None:
                 progress(done, len(windows))
@@ -328,14 +363,9 @@ def detect_pair(
         geoms, sums = merge_pieces([p for _, _, p in pieces])
         if len(geoms) == 0:
             sums = np.zeros((0, len(sums_columns(bands))))
-        n_before = len(geoms)
-        keep = sums[:, 0] * res * res >= d.min_area_m2
-        n_small = int(np.count_nonzero(~keep))
-        if d.min_mean_score is not None:
-            # a patch seeded by a few strong pixels in a large weakly changed area (a ploughed
-            # field) has a low mean score; real new surfaces change throughout
-            with np.errstate(divide="ignore", invalid="ignore"):
-                keep &= sums[:, 1] / sums[:, 0] >= d.min_mean_score * cut
+        keep = patch_filter.keep(sums[:, 0], sums[:, 1])
+        n_small = int(np.count_nonzero(patch_filter.too_small(sums[:, 0]))) + n_small_early
+        n_before = len(geoms) + n_small_early + n_low_early
         dropped = geoms[~keep]
         geoms, sums = geoms[keep], sums[keep]
         n_changed = int(sums[:, 0].sum())
@@ -348,9 +378,10 @@ def detect_pair(
         t0 = time.perf_counter()
         erase_dropped([(w, files[1]) for w, files in parts], dropped)
         timings["erase_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        parts_to_cogs(specs, parts, grid, parts_dir)
+        t0, c0 = time.perf_counter(), time.process_time()
+        parts_to_cogs(specs, parts, grid, parts_dir, [score_levels, []])
         timings["cog_s"] = time.perf_counter() - t0
+        timings["cog_cpu_s"] = time.process_time() - c0  # GDAL's threads included
     finally:
         shutil.rmtree(parts_dir, ignore_errors=True)
     log.info(
@@ -389,6 +420,23 @@ def detect_pair(
         "timings": timings,
     }
     return DetectionResult(detections, score_path, mask_path, stats)
+
+
+def score_overviews(grid: TargetGrid, block_px: int) -> tuple[int, ...]:
+    """The overview factors of ``score.tif`` the pass-2 workers build themselves, or ``()``.
+
+    The COG needs overviews (:func:`~pipeline.rasterio_out.overview_factors`); averaging
+    float scores over the whole raster twice was the slowest part of publishing it, while a
+    worker holds each chunk in memory anyway. Workers can build them when every chunk starts
+    on a multiple of the largest factor (``block_px`` and the chunk height are multiples of
+    it); otherwise GDAL builds them from the parts (the same means, up to rounding).
+    """
+    factors = overview_factors(grid.width, grid.height)
+    if not factors:
+        return ()
+    top = factors[-1]
+    chunk_rows = min(block_px, CHUNK_ROWS_PX)
+    return tuple(factors) if block_px % top == 0 and chunk_rows % top == 0 else ()
 
 
 def pass2_regions(windows: list[Window], block_px: int) -> list[tuple[Window, int]]:
@@ -554,11 +602,30 @@ def _detect_region_job(
         str(Path(parts_dir) / f"mask_{r0}_{c0}.tif"),
     )
     pieces = []
+    n_small = n_low = 0
+    factors = job.score_overviews
+    overviews = [
+        (
+            f,
+            Window(c0 // f, r0 // f, -(-w // f), -(-h // f)),
+            str(Path(parts_dir) / f"score_ov{f}_{r0}_{c0}.tif"),
+        )
+        for f in factors
+    ]
     clock = _StepClock()
-    with (
-        part_writer(files[0], job.grid, region, "float32", float("nan")) as score_dst,
-        part_writer(files[1], job.grid, region, "uint8", MASK_NODATA) as mask_dst,
-    ):
+    with contextlib.ExitStack() as stack:
+        score_dst = stack.enter_context(
+            part_writer(files[0], job.grid, region, "float32", float("nan"))
+        )
+        mask_dst = stack.enter_context(
+            part_writer(files[1], job.grid, region, "uint8", MASK_NODATA)
+        )
+        level_dsts = [
+            stack.enter_context(
+                part_writer(path, decimated_grid(job.grid, f), win, "float32", float("nan"))
+            )
+            for f, win, path in overviews
+        ]
         for y in range(r0, r0 + h, chunk_rows):
             ch = min(chunk_rows, r0 + h - y)
             a, va = stream_a.rows(y - halo, y + ch + halo)
@@ -569,10 +636,17 @@ def _detect_region_job(
             part_window = Window(0, y - r0, w, ch)
             score_dst.write(out.score, 1, window=part_window)
             mask_dst.write(out.mask, 1, window=part_window)
+            # chunks start on multiples of the largest factor: their levels are whole rows
+            for (f, _, _), dst, level in zip(
+                overviews, level_dsts, mean_pyramid(out.score, factors)
+            ):
+                dst.write(level, 1, window=Window(0, (y - r0) // f, level.shape[1], level.shape[0]))
             pieces.append((y, c0, out.pieces))
+            n_small += out.n_small
+            n_low += out.n_low_score
             clock.lap("write")
     clock.lap("close")
-    return _RegionOutput(region, files, pieces, clock.totals)
+    return _RegionOutput(region, files, pieces, clock.totals, n_small, n_low, overviews)
 
 
 def _detect_job(
@@ -602,7 +676,7 @@ def _detect_job(
     core = (slice(halo, halo + h), slice(halo, halo + w))
     mask_c, score_c, valid_c = mask[core], score[core], valid[core]
     a_c, b_c = a[(slice(None), *core)], b[(slice(None), *core)]
-    pieces = block_pieces(
+    found = block_pieces(
         mask_c,
         score_c,
         a_c,
@@ -610,10 +684,14 @@ def _detect_job(
         int(window.row_off),
         int(window.col_off),
         (job.grid.height, job.grid.width),
+        job.patch_filter,
     )
-    mask_out = np.where(valid_c, mask_c.astype(np.uint8), np.uint8(MASK_NODATA)).astype(np.uint8)
+    # patches completed in this block and dropped by the filter are "no change" in mask.tif
+    mask_out = np.where(valid_c, found.mask.astype(np.uint8), np.uint8(MASK_NODATA))
     score_out = np.where(valid_c, score_c, np.float32(np.nan)).astype(np.float32)
-    return _BlockOutput(window, score_out, mask_out, pieces)
+    return _BlockOutput(
+        window, score_out, mask_out.astype(np.uint8), found.pieces, found.n_small, found.n_low_score
+    )
 
 
 # --------------------------------------------------------------------------- helpers

@@ -157,9 +157,17 @@ def epoch_footprint(source: EpochSource) -> Footprint:
 
 # --------------------------------------------------------------------------- reading
 def read_block(
-    source: EpochSource, grid: TargetGrid, window: Window, halo: int = 0
+    source: EpochSource,
+    grid: TargetGrid,
+    window: Window,
+    halo: int = 0,
+    out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read ``window`` (grown by ``halo`` px) of the epoch onto the target grid.
+
+    ``out``, optional: (data, valid) arrays of the returned shapes to fill and return (views
+    into a larger buffer are fine); on the common on-grid path GDAL decodes straight into
+    them, with no intermediate array.
 
     Returns
     -------
@@ -181,9 +189,14 @@ def read_block(
     covers are treated as usable.
     """
     win = expand(window, halo)
-    fast = _read_single_aligned(source, grid, win)
+    fast = _read_single_aligned(source, grid, win, out)
     if fast is not None:
         return fast
+    if out is not None:
+        data, valid = read_block(source, grid, win)
+        out[0][...] = data
+        out[1][...] = valid
+        return out
     h, w = int(win.height), int(win.width)
     nb = len(source.band_names)
     data = np.zeros((nb, h, w), dtype=np.float32)
@@ -271,18 +284,25 @@ class RowStream:
         if self._r1 < r1:
             stop = min(max(r1, -(-r1 // self.align) * self.align), max(self.row_end, r1))
             win = Window(self.col_off, self._r1, self.width, stop - self._r1)
-            new_data, new_valid = read_block(self.source, self.grid, win)
-            self._append(new_data, new_valid)
+            s = self._make_room(stop - self._r1)
+            n_new = stop - self._r1
+            read_block(
+                self.source,
+                self.grid,
+                win,
+                out=(self._data[:, s : s + n_new], self._valid[s : s + n_new]),
+            )
             self._r1 = stop
         i, n = self._start, r1 - r0
         return self._data[:, i : i + n], self._valid[i : i + n]
 
-    def _append(self, new_data: np.ndarray, new_valid: np.ndarray) -> None:
-        """Put freshly read rows after the kept ones in the reused buffer, moving the kept
-        rows to its top when the new rows do not fit below them. Compared with
-        concatenating (a new buffer per call) this copies only the kept rows and never
-        holds two buffers at once; no slack is allocated, to keep worker memory flat."""
-        kept, n_new = self._r1 - self._r0, new_data.shape[1]
+    def _make_room(self, n_new: int) -> int:
+        """Make room for ``n_new`` rows after the kept ones in the reused buffer (moving the
+        kept rows to its top when the new rows do not fit below them) and return the buffer
+        row where they go. Compared with concatenating (a new buffer per call) this copies
+        only the kept rows and never holds two buffers at once; the new rows are decoded
+        straight into place. No slack is allocated, to keep worker memory flat."""
+        kept = self._r1 - self._r0
         need = kept + n_new
         if self._start + need > self._data.shape[1]:
             if need > self._data.shape[1]:  # grow (first call, or larger requests)
@@ -294,13 +314,14 @@ class RowStream:
             data[:, :kept] = self._data[:, s : s + kept]  # overlap-safe in numpy
             valid[:kept] = self._valid[s : s + kept]
             self._data, self._valid, self._start = data, valid, 0
-        s = self._start + kept
-        self._data[:, s : s + n_new] = new_data
-        self._valid[s : s + n_new] = new_valid
+        return self._start + kept
 
 
 def _read_single_aligned(
-    source: EpochSource, grid: TargetGrid, win: Window
+    source: EpochSource,
+    grid: TargetGrid,
+    win: Window,
+    out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The common case, fast: one on-grid multi-band file holds every band of ``win``.
 
@@ -335,8 +356,18 @@ def _read_single_aligned(
         slice(cs - int(win.col_off), ce - int(win.col_off)),
     )
     whole = (re_ - rs, ce - cs) == (h, w)
+    nb = len(indexes)
+    if out is None:
+        data = np.empty((nb, h, w), dtype=np.float32) if whole else np.zeros((nb, h, w), np.float32)
+        valid = np.zeros((h, w), dtype=bool)
+    else:
+        data, valid = out
+        if not whole:
+            data[...] = 0.0
+            valid[...] = False
+    part = data[(slice(None), *inner)]
     try:
-        part = ds.read(indexes, window=Window(fc, fr, ce - cs, re_ - rs), out_dtype=np.float32)
+        ds.read(indexes, window=Window(fc, fr, ce - cs, re_ - rs), out=part)
     except RasterioError as exc:
         raise InputDataError(
             f"{band_source.path}: reading failed ({exc}); the file is damaged or not a "
@@ -348,11 +379,6 @@ def _read_single_aligned(
         part *= ok  # 0 where invalid, in place
         if nodata is not None and np.isnan(nodata):
             part[:, ~ok] = 0.0  # NaN * 0 is NaN
-    if whole:
-        return part, ok
-    data = np.zeros((len(indexes), h, w), dtype=np.float32)
-    valid = np.zeros((h, w), dtype=bool)
-    data[(slice(None), *inner)] = part
     valid[inner] = ok
     return data, valid
 

@@ -24,6 +24,7 @@ import numpy as np
 import rasterio
 import rasterio.errors
 import rasterio.shutil
+from affine import Affine
 from rasterio._err import CPLE_BaseError
 from rasterio.windows import Window
 
@@ -77,8 +78,13 @@ def to_cog(
     *,
     overview_resampling: str = "nearest",
     compress: str = COG_COMPRESS,
+    existing_overviews: bool = False,
 ) -> Path:
-    """Copy ``src`` to ``dst`` as a COG (deflate, tiled, overviews), atomically."""
+    """Copy ``src`` to ``dst`` as a COG (deflate, tiled, overviews), atomically.
+
+    With ``existing_overviews`` the source's overviews are copied as they are
+    (``OVERVIEWS=FORCE_USE_EXISTING``) instead of being computed with
+    ``overview_resampling``."""
     dst = Path(dst)
     tmp = _tmp_sibling(dst, "cog")
     try:
@@ -91,6 +97,7 @@ def to_cog(
             NUM_THREADS=COG_THREADS,
             BLOCKSIZE=TILE_PX,
             OVERVIEW_RESAMPLING=overview_resampling.upper(),
+            OVERVIEWS="FORCE_USE_EXISTING" if existing_overviews else "AUTO",
             BIGTIFF="IF_SAFER",
         )
         os.replace(tmp, dst)
@@ -154,14 +161,84 @@ def part_writer(
         yield dst
 
 
+def overview_factors(width: int, height: int, block: int = TILE_PX) -> list[int]:
+    """The overview decimation factors GDAL's COG driver builds for a ``width`` × ``height``
+    raster: halve (rounding up) until both sides are at most ``block`` — ``[2, 4, …]``."""
+    out, f = [], 1
+    while width > block or height > block:
+        f *= 2
+        width, height = -(-width // 2), -(-height // 2)
+        out.append(f)
+    return out
+
+
+def decimated_grid(grid: TargetGrid, factor: int) -> TargetGrid:
+    """The grid of an overview: ``factor`` times coarser, sides rounded up (as GDAL does)."""
+    return TargetGrid(
+        grid.crs,
+        grid.transform @ Affine.scale(factor),
+        -(-grid.width // factor),
+        -(-grid.height // factor),
+    )
+
+
+def mean_pyramid(values: np.ndarray, factors: Sequence[int]) -> list[np.ndarray]:
+    """Block means of ``values`` for each factor: the overviews of a float raster.
+
+    Parameters
+    ----------
+    values : ndarray float32 (h, w)
+        NaN = nodata.
+    factors : sequence of int
+        Increasing powers of two (:func:`overview_factors`).
+
+    Returns
+    -------
+    list of ndarray float32, one per factor, shape ``(ceil(h / f), ceil(w / f))``
+        The mean of the non-NaN pixels of each ``f × f`` block (of the pixels inside the
+        array, for blocks cut by its edge); NaN where a block has none.
+
+    Notes
+    -----
+    Each level is built from the previous one's sums and counts (float32 2 × 2 sums), so it
+    is the mean of the full-resolution pixels, not a mean of means. For a raster built in row chunks, the
+    levels of a chunk are the rows of the raster's levels when the chunk starts on a multiple
+    of the largest factor.
+    """
+    ok = ~np.isnan(values)
+    total = np.where(ok, values, np.float32(0)).astype(np.float32)
+    count = ok.astype(np.float32)
+    out, done = [], 1
+    for f in factors:
+        for _ in range((f // done).bit_length() - 1):  # halve until this factor
+            total, count = _pair_sum(total), _pair_sum(count)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out.append(np.where(count > 0, total / count, np.float32(np.nan)).astype(np.float32))
+        done = f
+    return out
+
+
+def _pair_sum(x: np.ndarray) -> np.ndarray:
+    """Sums over 2 × 2 blocks (odd sides padded with a zero row/column): four strided adds."""
+    h, w = x.shape
+    if h % 2 or w % 2:
+        x = np.pad(x, ((0, h % 2), (0, w % 2)))
+    return x[0::2, 0::2] + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2]
+
+
 def parts_vrt(
     parts: Sequence[tuple[Window, str | os.PathLike]],
     grid: TargetGrid,
     dtype: str,
     nodata: float | None,
     path: str | os.PathLike,
+    overviews: Sequence[str | os.PathLike] = (),
 ) -> Path:
     """Write a VRT mosaic of non-overlapping ``parts`` ((window on the grid, file)) at ``path``.
+
+    ``overviews``: rasters (VRTs from this function on :func:`decimated_grid` grids) listed
+    as the band's overviews, finest first; GDAL then reads them instead of computing
+    overviews.
 
     Notes
     -----
@@ -180,11 +257,17 @@ def parts_vrt(
         f'ySize="{int(w.height)}"/></SimpleSource>'
         for w, f in parts
     )
+    ovr = "".join(
+        f'<Overview><SourceFilename relativeToVRT="0">{escape(str(Path(o).resolve()))}'
+        "</SourceFilename><SourceBand>1</SourceBand></Overview>"
+        for o in overviews
+    )
     xml = (
         f'<VRTDataset rasterXSize="{grid.width}" rasterYSize="{grid.height}">'
         f"<SRS>{escape(grid.rio_crs.to_wkt())}</SRS>"
         f"<GeoTransform>{t.c!r}, {t.a!r}, {t.b!r}, {t.f!r}, {t.d!r}, {t.e!r}</GeoTransform>"
-        f'<VRTRasterBand dataType="{_VRT_TYPES[dtype]}" band="1">{nd}{sources}</VRTRasterBand>'
+        f'<VRTRasterBand dataType="{_VRT_TYPES[dtype]}" band="1">{nd}{sources}{ovr}'
+        "</VRTRasterBand>"
         "</VRTDataset>"
     )
     path = Path(path)
@@ -197,8 +280,15 @@ def parts_to_cogs(
     parts: Sequence[tuple[Window, Sequence[str | os.PathLike]]],
     grid: TargetGrid,
     work_dir: str | os.PathLike,
+    overview_parts: Sequence[Sequence[tuple[int, Window, str | os.PathLike]]] | None = None,
 ) -> list[Path]:
     """Publish each spec as a COG assembled from ``parts`` ((window, one file per spec)).
+
+    ``overview_parts``, optional, one list per spec: (factor, window on
+    :func:`decimated_grid` ``(grid, factor)``, file) for every factor of
+    :func:`overview_factors` — overviews computed by the workers (:func:`mean_pyramid`);
+    the COG driver then copies them instead of building them from the full resolution,
+    which would read every part twice. An empty list: GDAL builds that spec's overviews.
 
     The conversions run concurrently, one thread each (GDAL releases the GIL), each written
     to a temporary sibling and renamed into place (:func:`to_cog`). VRTs go to ``work_dir``.
@@ -208,16 +298,32 @@ def parts_to_cogs(
     GDAL's block cache is capped at :data:`COG_CACHE_MB` during the conversion (it is
     process-wide: the cap also applies to other threads of the process meanwhile).
     """
-    vrts = [
-        parts_vrt(
-            [(w, files[k]) for w, files in parts],
-            grid,
-            spec.dtype,
-            spec.nodata,
-            Path(work_dir) / f"{Path(spec.path).stem}.vrt",
+    vrts, given = [], []
+    for k, spec in enumerate(specs):
+        stem = Path(spec.path).stem
+        levels = []
+        for f in sorted({f for f, _, _ in (overview_parts[k] if overview_parts else ())}):
+            level_parts = [(w, file) for ff, w, file in overview_parts[k] if ff == f]
+            levels.append(
+                parts_vrt(
+                    level_parts,
+                    decimated_grid(grid, f),
+                    spec.dtype,
+                    spec.nodata,
+                    Path(work_dir) / f"{stem}.ov{f}.vrt",
+                )
+            )
+        given.append(bool(levels))
+        vrts.append(
+            parts_vrt(
+                [(w, files[k]) for w, files in parts],
+                grid,
+                spec.dtype,
+                spec.nodata,
+                Path(work_dir) / f"{stem}.vrt",
+                overviews=levels,
+            )
         )
-        for k, spec in enumerate(specs)
-    ]
     with (
         rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB),
         ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool,
@@ -229,7 +335,8 @@ def parts_to_cogs(
                 spec.path,
                 overview_resampling=spec.overview_resampling,
                 compress=spec.compress,
+                existing_overviews=has_overviews,
             )
-            for vrt, spec in zip(vrts, specs)
+            for vrt, spec, has_overviews in zip(vrts, specs, given)
         ]
         return [future.result() for future in futures]

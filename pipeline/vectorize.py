@@ -62,6 +62,43 @@ def sums_columns(band_names: Sequence[str]) -> list[str]:
     )
 
 
+@dataclass(frozen=True)
+class PatchFilter:
+    """The patch filters of the detect stage, applied to whole patches.
+
+    A patch is kept when ``n_pixels * pixel_area_m2 >= min_area_m2`` and, with
+    ``min_mean_score`` set, ``score_sum / n_pixels >= min_mean_score`` (already multiplied by
+    the cut). :func:`block_pieces` applies it to the pieces that are whole patches (not on
+    a block edge), the engine to the merged ones — the same expressions, so the result does
+    not depend on where a patch was completed.
+    """
+
+    pixel_area_m2: float
+    min_area_m2: float
+    min_mean_score: float | None = None
+
+    def too_small(self, n_pixels: np.ndarray) -> np.ndarray:
+        return n_pixels * self.pixel_area_m2 < self.min_area_m2
+
+    def keep(self, n_pixels: np.ndarray, score_sum: np.ndarray) -> np.ndarray:
+        keep = ~self.too_small(n_pixels)
+        if self.min_mean_score is not None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                keep &= score_sum / n_pixels >= self.min_mean_score
+        return keep
+
+
+@dataclass
+class BlockPieces:
+    """:func:`block_pieces` output: the pieces, the core mask without the dropped patches,
+    and how many whole patches each filter dropped."""
+
+    pieces: Pieces
+    mask: np.ndarray
+    n_small: int = 0
+    n_low_score: int = 0
+
+
 def block_pieces(
     mask: np.ndarray,
     score: np.ndarray,
@@ -70,7 +107,8 @@ def block_pieces(
     row_off: int,
     col_off: int,
     grid_shape: tuple[int, int],
-) -> Pieces:
+    patch_filter: PatchFilter | None = None,
+) -> BlockPieces:
     """Polygons and per-label sums of the change mask of one block core (halo cropped).
 
     Parameters
@@ -84,23 +122,70 @@ def block_pieces(
         Global position of the core on the target grid.
     grid_shape : (height, width)
         Of the target grid; edges of the grid are not merge candidates.
+    patch_filter : PatchFilter, optional
+        Drop the pieces that are whole patches (not touching an edge shared with another
+        block) and fail the filter *before* polygonising them: most components of a real
+        change mask are specks below the minimum area, and building their polygons was the
+        costliest step of the block. Pieces on a shared edge are kept for merging.
+
+    Returns
+    -------
+    BlockPieces
+        ``mask`` is the input mask without the dropped patches (the input itself when
+        nothing was dropped).
     """
     nb = data_a.shape[0]
+    ncols = 2 + 2 * nb
     labels, n = ndimage.label(mask)  # default structure: 4-connectivity
     if n == 0:
-        return Pieces.empty(2 + 2 * nb)
+        return BlockPieces(Pieces.empty(ncols), mask)
     labels = labels.astype(np.int32, copy=False)
     # sums over the labelled pixels only (masks are sparse): same pixels, same order, so the
     # same float64 sums as over the whole block, without whole-block float64 temporaries
     where = np.nonzero(labels)  # row-major, like ravel(); works on non-contiguous views
     flat = labels[where]
-    sums = np.empty((n, 2 + 2 * nb), dtype=np.float64)
-    sums[:, 0] = np.bincount(flat, minlength=n + 1)[1:]
-    sums[:, 1] = np.bincount(flat, weights=score[where], minlength=n + 1)[1:]
+    count = np.bincount(flat, minlength=n + 1)[1:].astype(np.float64)
+    score_sum = np.bincount(flat, weights=score[where], minlength=n + 1)[1:]
+
+    h, w = mask.shape
+    edge = np.zeros(n + 1, dtype=bool)
+    if row_off > 0:
+        edge[labels[0]] = True
+    if row_off + h < grid_shape[0]:
+        edge[labels[-1]] = True
+    if col_off > 0:
+        edge[labels[:, 0]] = True
+    if col_off + w < grid_shape[1]:
+        edge[labels[:, -1]] = True
+    edge = edge[1:]
+
+    n_small = n_low = 0
+    if patch_filter is not None:
+        small = ~edge & patch_filter.too_small(count)
+        keep = edge | patch_filter.keep(count, score_sum)
+        n_small = int(np.count_nonzero(small))
+        n_low = int(np.count_nonzero(~keep)) - n_small
+        if not keep.all():
+            # renumber the kept labels 1..k (in label order), dropped ones become 0
+            lut = np.zeros(n + 1, dtype=np.int32)
+            lut[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+            sel = lut[flat] > 0
+            where = (where[0][sel], where[1][sel])
+            flat = lut[flat][sel]
+            labels = lut[labels]
+            mask = labels > 0
+            count, score_sum, edge = count[keep], score_sum[keep], edge[keep]
+            n = len(count)
+            if n == 0:
+                return BlockPieces(Pieces.empty(ncols), mask, n_small, n_low)
+
+    sums = np.empty((n, ncols), dtype=np.float64)
+    sums[:, 0] = count
+    sums[:, 1] = score_sum
     for k, data in enumerate((data_a, data_b)):
         for i in range(nb):
-            w = data[i][where].astype(np.float64)
-            sums[:, 2 + k * nb + i] = np.bincount(flat, weights=w, minlength=n + 1)[1:]
+            wts = data[i][where].astype(np.float64)
+            sums[:, 2 + k * nb + i] = np.bincount(flat, weights=wts, minlength=n + 1)[1:]
 
     transform = Affine.translation(col_off, row_off)
     geoms = np.empty(n, dtype=object)
@@ -115,18 +200,7 @@ def block_pieces(
     else:  # one label in several polygons should not happen with 4-connectivity; be safe
         for i in np.unique(idx):
             geoms[i] = shapely.union_all(polys[idx == i])
-
-    h, w = mask.shape
-    edge = np.zeros(n + 1, dtype=bool)
-    if row_off > 0:
-        edge[labels[0]] = True
-    if row_off + h < grid_shape[0]:
-        edge[labels[-1]] = True
-    if col_off > 0:
-        edge[labels[:, 0]] = True
-    if col_off + w < grid_shape[1]:
-        edge[labels[:, -1]] = True
-    return Pieces(geoms, sums, edge[1:])
+    return BlockPieces(Pieces(geoms, sums, edge), mask, n_small, n_low)
 
 
 def merge_pieces(pieces: Sequence[Pieces]) -> tuple[np.ndarray, np.ndarray]:

@@ -146,6 +146,39 @@ def test_clean_up_on_block_plus_halo_equals_whole_image(seed, open_px, close_px,
     np.testing.assert_array_equal(out, whole)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    radius=st.integers(0, 6),
+    h=st.integers(1, 40),
+    w=st.integers(1, 40),
+    density=st.floats(0.05, 0.95),
+)
+def test_disk_morphology_equals_scipy(seed, radius, h, w, density):
+    # the slice-based erosion/dilation is a speed-up, not a new definition: it must give
+    # scipy.ndimage's result (border_value=0) bit for bit, also on arrays smaller than the disk
+    from scipy import ndimage
+
+    mask = np.random.default_rng(seed).random((h, w)) < density
+    se = detect.disk(radius)
+    np.testing.assert_array_equal(
+        detect.erode_disk(mask, radius), ndimage.binary_erosion(mask, structure=se)
+    )
+    np.testing.assert_array_equal(
+        detect.dilate_disk(mask, radius), ndimage.binary_dilation(mask, structure=se)
+    )
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), h=st.integers(1, 30), w=st.integers(1, 30))
+def test_box3_sum_equals_a_3x3_convolution(seed, h, w):
+    from scipy import ndimage
+
+    x = np.random.default_rng(seed).integers(0, 50, (h, w)).astype(np.float32)
+    expected = ndimage.convolve(x, np.ones((3, 3), np.float32), mode="constant")
+    np.testing.assert_array_equal(detect.box3_sum(x), expected)  # integers: exact
+
+
 # --------------------------------------------------------------------------- change type
 def _classify(before, after, scene_before=VEGETATION, scene_after=VEGETATION):
     f = {b: np.array([v], float) for b, v in zip(BANDS, before)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -211,3 +212,37 @@ def test_novelty_method_is_block_size_independent_and_finds_the_squares(novelty_
             novelty_runs[bp].stats["novelty_weights"] == novelty_runs[64].stats["novelty_weights"]
         )
     assert len(novelty_runs[64].detections) == len(runs[64].detections)
+
+
+def test_score_overviews_from_the_workers_are_block_means(tmp_path):
+    # score.tif's overviews are built by the pass-2 workers when chunks align with the largest
+    # factor (block 64: factors 2 and 4 for 1100 px), by GDAL otherwise (block 90); both must
+    # be the mean of the valid full-resolution pixels of each block
+    from pipeline.engine import score_overviews
+    from pipeline.grid import TargetGrid
+
+    shape = (600, 1100)
+    write_tif(tmp_path / "2016/a.tif", scene(shape, seed=1), grid_transform(), nodata=0)
+    after = scene(shape, [(100, 700, 40)], seed=2)
+    after[:, 500:, 900:] = 0  # a nodata corner: blocks with no or some valid pixels
+    write_tif(tmp_path / "2017/a.tif", after, grid_transform(), nodata=0)
+    grid = TargetGrid("EPSG:32650", grid_transform(), shape[1], shape[0])
+    assert score_overviews(grid, 64) == (2, 4) and score_overviews(grid, 90) == ()
+    levels = {}
+    for block in (64, 90):
+        res = _run(tmp_path, tmp_path / f"out{block}", block_px=block)
+        with rasterio.open(res.score_path) as src:
+            assert src.overviews(1) == [2, 4]
+            full = src.read(1)
+            levels[block] = [src.read(1, out_shape=(-(-600 // f), -(-1100 // f))) for f in (2, 4)]
+    for f, got, gdal in zip((2, 4), levels[64], levels[90]):
+        h, w = got.shape
+        pad = np.full((h * f, w * f), np.nan, np.float32)
+        pad[:600, :1100] = full
+        blocks = pad.reshape(h, f, w, f).transpose(0, 2, 1, 3).reshape(h, w, f * f)
+        with warnings.catch_warnings():  # all-NaN blocks: NaN expected, no warning wanted
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = np.nanmean(blocks.astype(np.float64), axis=2)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(gdal, expected, rtol=1e-5, atol=1e-6)
+        assert np.isnan(got[-1, -1]) and not np.isnan(got[0, 0])

@@ -8,10 +8,10 @@ from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.vectorize import block_pieces, merge_pieces, sums_columns, to_map
+from pipeline.vectorize import PatchFilter, block_pieces, merge_pieces, sums_columns, to_map
 
 
-def _blockwise(mask, score, a, b, bh, bw):
+def _blockwise(mask, score, a, b, bh, bw, patch_filter=None):
     """Pieces of every block of a (bh x bw) tiling, merged."""
     h, w = mask.shape
     pieces = []
@@ -20,8 +20,15 @@ def _blockwise(mask, score, a, b, bh, bw):
             sl = (slice(r, r + bh), slice(c, c + bw))
             pieces.append(
                 block_pieces(
-                    mask[sl], score[sl], a[(slice(None), *sl)], b[(slice(None), *sl)], r, c, (h, w)
-                )
+                    mask[sl],
+                    score[sl],
+                    a[(slice(None), *sl)],
+                    b[(slice(None), *sl)],
+                    r,
+                    c,
+                    (h, w),
+                    patch_filter,
+                ).pieces
             )
     return merge_pieces(pieces)
 
@@ -102,5 +109,49 @@ def test_to_map_applies_the_grid_transform():
 
 def test_empty_mask_gives_no_pieces():
     z = np.zeros((1, 5, 5), np.float32)
-    geoms, sums = merge_pieces([block_pieces(np.zeros((5, 5), bool), z[0], z, z, 0, 0, (5, 5))])
+    empty = block_pieces(np.zeros((5, 5), bool), z[0], z, z, 0, 0, (5, 5)).pieces
+    geoms, sums = merge_pieces([empty])
     assert len(geoms) == 0 and sums.shape == (0, 4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 100_000),
+    bh=st.integers(3, 30),
+    bw=st.integers(3, 30),
+    min_px=st.integers(1, 12),
+    min_mean=st.one_of(st.none(), st.floats(0, 80)),
+)
+def test_early_patch_filter_equals_filtering_after_the_merge(seed, bh, bw, min_px, min_mean):
+    # whole patches dropped inside their block == the same patches dropped after merging,
+    # whatever the block size; pieces on a shared edge are never dropped early
+    rng = np.random.default_rng(seed)
+    h, w = 30, 34
+    mask = rng.random((h, w)) < 0.35
+    score = rng.integers(0, 100, (h, w)).astype(np.float32)
+    a = rng.integers(0, 1000, (2, h, w)).astype(np.float32)
+    b = rng.integers(0, 1000, (2, h, w)).astype(np.float32)
+    pf = PatchFilter(1.0, float(min_px), min_mean)
+    g_all, s_all = _blockwise(mask, score, a, b, h, w)
+    keep = pf.keep(s_all[:, 0], s_all[:, 1])
+    g1, s1 = _canonical(g_all[keep], s_all[keep])
+    g_early, s_early = _blockwise(mask, score, a, b, bh, bw, pf)
+    keep = pf.keep(s_early[:, 0], s_early[:, 1])
+    g2, s2 = _canonical(g_early[keep], s_early[keep])
+    assert len(g1) == len(g2)
+    assert shapely.equals_exact(g1, g2, 0).all()
+    np.testing.assert_array_equal(s1, s2)
+
+
+def test_block_pieces_returns_the_mask_without_dropped_patches():
+    mask = np.zeros((10, 10), bool)
+    mask[1:3, 1:3] = True  # 4 px: dropped (whole patch, below 5 px)
+    mask[5:9, 5:9] = True  # 16 px: kept
+    mask[0, 8:10] = True  # 2 px on the top edge of a block with a neighbour above: kept
+    z = np.zeros((1, 10, 10), np.float32)
+    out = block_pieces(mask, z[0], z, z, 10, 0, (30, 10), PatchFilter(1.0, 5.0))
+    assert out.n_small == 1 and out.n_low_score == 0
+    assert sorted(out.pieces.sums[:, 0]) == [2.0, 16.0]
+    expected = mask.copy()
+    expected[1:3, 1:3] = False
+    np.testing.assert_array_equal(out.mask, expected)
