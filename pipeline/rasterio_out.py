@@ -136,8 +136,13 @@ def part_writer(
     Write with ``dst.write(array, 1, window=...)`` in coordinates *of the part*. Parts are
     assembled by :func:`parts_to_cogs`; each is written by one process only, so workers write
     their results themselves and the driver never handles pixel arrays.
+
+    Integer parts (masks) are compressed with :data:`TMP_COMPRESS`; float parts (scores)
+    are written uncompressed: a noisy float32 score barely compresses (ZSTD saves ~10 %),
+    so encoding it here and decoding it again for the COG only cost CPU time.
     """
     codec, level_key, level = _tmp_codec()
+    options = {} if np.dtype(dtype).kind == "f" else {"compress": codec, level_key: level}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(
@@ -155,8 +160,7 @@ def part_writer(
         blockxsize=TILE_PX,
         blockysize=TILE_PX,
         BIGTIFF="IF_SAFER",
-        compress=codec,
-        **{level_key: level},
+        **options,
     ) as dst:
         yield dst
 

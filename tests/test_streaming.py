@@ -74,6 +74,7 @@ def test_many_small_regions_give_the_same_result(data_dir, monkeypatch):
     written as its own part file) give the same rasters and patches as one region."""
     ref = _run(data_dir, data_dir / "one", block_px=64)
     monkeypatch.setattr(engine, "REGION_PX", 64)
+    monkeypatch.setattr(engine, "REGION_ROWS_PX", 64)
     monkeypatch.setattr(engine, "CHUNK_ROWS_PX", 16)
     res = _run(data_dir, data_dir / "many", block_px=64)
     np.testing.assert_array_equal(_mask(res)[0], _mask(ref)[0])
@@ -86,10 +87,14 @@ def test_many_small_regions_give_the_same_result(data_dir, monkeypatch):
     assert sorted(p.name for p in res.mask_path.parent.iterdir()) == ["mask.tif", "score.tif"]
 
 
-def test_regions_cover_the_grid_once():
-    """pass2_regions: whole blocks, no overlap, every block counted once."""
+@pytest.mark.parametrize("region", [(5120, 10240), (128, 256), (64, 64)])
+def test_regions_cover_the_grid_once(monkeypatch, region):
+    """pass2_regions: whole blocks, no overlap, every block counted once, at most the
+    configured width and height."""
     from pipeline.grid import TargetGrid, blocks
 
+    monkeypatch.setattr(engine, "REGION_PX", region[0])
+    monkeypatch.setattr(engine, "REGION_ROWS_PX", region[1])
     grid = TargetGrid("EPSG:32650", grid_transform(), 300, 250)
     windows = blocks(grid, 64)
     regions = engine.pass2_regions(windows, 64)
@@ -98,6 +103,7 @@ def test_regions_cover_the_grid_once():
         cover[w.toslices()] += 1
     assert (cover == 1).all()
     assert sum(n for _, n in regions) == len(windows)
+    assert all(w.width <= max(64, region[0]) and w.height <= max(64, region[1]) for w, _ in regions)
 
 
 @settings(max_examples=15, deadline=None)
