@@ -839,11 +839,21 @@ def refine_edges(
     2 m loses about a quarter of its area otherwise). One pass, purely local (3×3), so the
     result does not depend on the block size given :data:`EDGE_HALO_PX` of halo.
     """
-    n = box3_sum(mask.astype(np.float32))
-    total = box3_sum(np.where(mask, score, np.float32(0)).astype(np.float32))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ref = np.where(n > 0, total / n, np.inf)
-    return (mask | ((n > 0) & (score >= np.float32(ratio) * ref))) & valid
+    n = box3_sum(mask.astype(np.uint8))  # masked neighbours (≤ 9)
+    rows, cols = np.nonzero((n > 0) & ~mask & valid)  # the only pixels that can join
+    out = mask & valid
+    if len(rows) == 0:
+        return out
+    # masked 3×3 score sums at the candidates only (they are a thin rim around the mask)
+    masked = np.pad(np.where(mask, score, np.float32(0)).astype(np.float32), 1)
+    total = np.zeros(len(rows), dtype=np.float32)
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            total += masked[rows + dy, cols + dx]
+    ref = total / n[rows, cols].astype(np.float32)
+    join = score[rows, cols] >= np.float32(ratio) * ref
+    out[rows[join], cols[join]] = True
+    return out
 
 
 def box3_sum(x: np.ndarray) -> np.ndarray:
@@ -1205,6 +1215,50 @@ SELFTRAIN_FIT_MAX = 200_000
 """Pixels of the pass-1 sample used to fit the self-trained classifier (thinned beyond)."""
 _LOG_FLOOR = np.float32(1.0)
 """Reflectance floor (digital numbers) before the logarithm of a band."""
+NUISANCE_NDVI = 0.5
+"""``selftrain``: a sample pixel with NDVI above this in both epochs is vegetation in both
+(crops, forest, lawns changing with the season) — never a *change* example."""
+NUISANCE_MNDWI = 0.0
+"""``selftrain``: a sample pixel with MNDWI ``(green - swir1) / (green + swir1)`` above this in
+both epochs is water in both (tide, turbidity, sun glint) — never a *change* example."""
+
+
+def nuisance_pixels(a: np.ndarray, b: np.ndarray, band_names: Sequence[str]) -> np.ndarray:
+    """Pixels whose strong change is not the change we look for: vegetation in both epochs
+    (NDVI > :data:`NUISANCE_NDVI`) or water in both (MNDWI > :data:`NUISANCE_MNDWI`).
+
+    Parameters
+    ----------
+    a, b : ndarray (nbands, ...)
+        Raw values of both epochs, bands in ``band_names`` order.
+    band_names : sequence of str
+        The vegetation test needs ``red`` and ``nir``, the water test ``green`` and
+        ``swir1``; a test whose bands are not configured is skipped.
+
+    Returns
+    -------
+    ndarray bool, shape ``a.shape[1:]``
+
+    Notes
+    -----
+    Ratios of raw values, so independent of the data's scale. Used by
+    :func:`fit_self_train` to choose its examples only — a nuisance pixel can still be
+    detected when it looks like the scene's real changes.
+    """
+    names = list(band_names)
+    out = np.zeros(a.shape[1:], dtype=bool)
+
+    def both_above(i: int, j: int, cut: float) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ia = (a[i] - a[j]) / np.maximum(a[i] + a[j], _LOG_FLOOR)
+            ib = (b[i] - b[j]) / np.maximum(b[i] + b[j], _LOG_FLOOR)
+        return (ia > cut) & (ib > cut)
+
+    if "red" in names and "nir" in names:
+        out |= both_above(names.index("nir"), names.index("red"), NUISANCE_NDVI)
+    if "green" in names and "swir1" in names:
+        out |= both_above(names.index("green"), names.index("swir1"), NUISANCE_MNDWI)
+    return out
 
 
 @dataclass(frozen=True)
@@ -1251,6 +1305,24 @@ def self_train_features(a: np.ndarray, b: np.ndarray, z: np.ndarray) -> list[np.
     return [f.astype(np.float32, copy=False) for f in feats]
 
 
+def self_train_examples(
+    z: np.ndarray, nuisance: np.ndarray, change_quantile: float, nochange_quantile: float
+) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """The self-training examples: ``(change, no_change, change_cut, nochange_cut)``.
+
+    *Change*: IR-MAD statistic ``z`` at or above the ``change_quantile`` of the non-nuisance
+    pixels (of all pixels when fewer than :data:`MIN_SAMPLE_PIXELS` are left), nuisance
+    pixels excluded. *No change*: ``z`` at or below its ``nochange_quantile``, plus every
+    nuisance pixel. Boolean arrays of ``z``'s shape; the two never overlap.
+    """
+    candidates = z[~nuisance] if np.count_nonzero(~nuisance) >= MIN_SAMPLE_PIXELS else z
+    hi = float(np.quantile(candidates, change_quantile))
+    lo = float(np.quantile(z, nochange_quantile))
+    pos = (z >= hi) & ~nuisance
+    neg = ((z <= lo) | nuisance) & ~pos
+    return pos, neg, hi, lo
+
+
 def fit_self_train(
     values_a: np.ndarray,
     values_b: np.ndarray,
@@ -1258,6 +1330,7 @@ def fit_self_train(
     *,
     change_quantile: float,
     nochange_quantile: float,
+    band_names: Sequence[str] = (),
 ) -> SelfTrainModel:
     """Self-training: a logistic regression fitted on the scene's own confident IR-MAD pixels.
 
@@ -1268,8 +1341,11 @@ def fit_self_train(
     irmad : IrmadModel
         From :func:`fit_irmad` on the same sample.
     change_quantile, nochange_quantile : float
-        Sample pixels with the IR-MAD statistic at or above the first quantile are the
-        *change* examples, at or below the second the *no-change* examples.
+        Sample pixels with the IR-MAD statistic at or above the first quantile (of the
+        pixels that are not :func:`nuisance_pixels`) are the *change* examples; those at or
+        below the second quantile, and every nuisance pixel, the *no-change* examples.
+    band_names : sequence of str
+        The sample's bands (for :func:`nuisance_pixels`; none → no nuisance pixels).
 
     Returns
     -------
@@ -1286,17 +1362,19 @@ def fit_self_train(
     balanced (each weighs half), so ``P = 0.5`` is the natural cut. The classifier sees the
     bands and indices of both epochs, not only the change magnitude, so it learns which
     *kinds* of transition the strongest IR-MAD changes of this scene are, and scores weaker
-    pixels of the same kind higher than equally strong changes of other kinds. Newton steps
-    with a small ridge (:data:`SELFTRAIN_L2`), float64, deterministic.
+    pixels of the same kind higher than equally strong changes of other kinds. The strongest
+    IR-MAD changes of a scene are often not new construction but vegetation changing with
+    the season or water changing colour; such pixels are taught as *no change*
+    (:func:`nuisance_pixels`), so the classifier does not learn them as the scene's change.
+    Newton steps with a small ridge (:data:`SELFTRAIN_L2`), float64, deterministic.
     """
     a = np.asarray(values_a, np.float32)
     b = np.asarray(values_b, np.float32)
     step = max(1, math.ceil(a.shape[1] / SELFTRAIN_FIT_MAX))
     a, b = a[:, ::step], b[:, ::step]
     z = _irmad_chi2(a[:, :, None], b[:, :, None], irmad)[:, 0]
-    hi = float(np.quantile(z, change_quantile))
-    lo = float(np.quantile(z, nochange_quantile))
-    pos, neg = z >= hi, z <= lo
+    nuisance = nuisance_pixels(a, b, band_names)
+    pos, neg, hi, lo = self_train_examples(z, nuisance, change_quantile, nochange_quantile)
     if min(pos.sum(), neg.sum()) < MIN_SAMPLE_PIXELS:
         raise InputDataError(
             f"self-training found {int(pos.sum())} change and {int(neg.sum())} no-change "
@@ -1314,11 +1392,13 @@ def fit_self_train(
     coef = w[:-1] / sd
     intercept = float(w[-1] - coef @ mu)
     log.info(
-        "self-training: %d change / %d no-change examples (IR-MAD cuts %.1f / %.1f)",
+        "self-training: %d change / %d no-change examples (IR-MAD cuts %.1f / %.1f, "
+        "%d nuisance pixels)",
         int(pos.sum()),
         int(neg.sum()),
         hi,
         lo,
+        int(nuisance.sum()),
     )
     return SelfTrainModel(irmad, tuple(float(v) for v in coef), intercept, hi, lo)
 

@@ -110,10 +110,11 @@ CHUNK_ROWS_PX = 512
 SAMPLE_CELL_PX = 512
 """Pass 1 reads the scene in cells of this size (global pixel indices; the usual tile size
 of the inputs, so a skipped cell is a tile never decoded)."""
-PASS1_TARGET_SAMPLE = 1_000_000
-"""Beyond this many regularly sampled pixels pass 1 reads only one cell in ``stride²``
+PASS1_TARGET_SAMPLE = 500_000
+"""From four times this many regularly sampled pixels on, pass 1 reads one cell in ``stride²``
 (see :func:`sample_cell_stride`): the statistics are then still from ≥ this many pixels
-spread over the whole scene, at a fraction of the decoding cost."""
+spread over the whole scene, at a fraction of the decoding cost (a 10240² scene at
+``sample_step`` 4: 49 of 400 cells, ~800 000 pixels; scenes up to 4000² are read whole)."""
 
 
 @dataclass(frozen=True)
@@ -261,6 +262,7 @@ def detect_pair(
             irmad,
             change_quantile=d.selftrain_change_quantile,
             nochange_quantile=d.selftrain_nochange_quantile,
+            band_names=bands,
         )
     if d.method == "novelty":
         # fitted on the canonical (key-sorted) sample: the same whatever the block size
@@ -534,9 +536,10 @@ def block_groups(
 def sample_cell_stride(n_sample: int) -> int:
     """How sparsely pass 1 reads: one :data:`SAMPLE_CELL_PX` cell in ``stride × stride``.
 
-    1 (every cell) until the full regular sample would exceed :data:`PASS1_TARGET_SAMPLE`
-    pixels; then the smallest stride that brings it near that size. Depends only on the grid
-    size and ``sample_step``, never on the block size.
+    1 (every cell) until the full regular sample reaches four times
+    :data:`PASS1_TARGET_SAMPLE` pixels; then ``isqrt(n_sample / target)``, which keeps at
+    least the target. Depends only on the grid size and ``sample_step``, never on the block
+    size.
     """
     return max(1, math.isqrt(max(n_sample, 0) // PASS1_TARGET_SAMPLE))
 

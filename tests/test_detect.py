@@ -579,3 +579,42 @@ def test_selftrain_without_model_or_examples_is_an_error():
         detect.fit_self_train(
             va[:, :120], vb[:, :120], irmad, change_quantile=0.99, nochange_quantile=0.5
         )
+
+
+def test_nuisance_pixels_are_vegetation_or_water_in_both_epochs():
+    names = ("blue", "green", "red", "nir", "swir1", "swir2")
+    #                  blue green red  nir  swir1 swir2
+    veg = np.array([300, 600, 300, 3000, 1500, 800], np.float32)
+    soil = np.array([900, 1100, 1300, 1800, 2500, 2200], np.float32)
+    water = np.array([700, 800, 500, 300, 100, 80], np.float32)
+    a = np.stack([veg, veg, soil, water, water], axis=1)[:, :, None]  # (bands, 5 px, 1)
+    b = np.stack([veg * 1.3, soil, veg, water * 0.5, soil], axis=1)[:, :, None]
+    got = detect.nuisance_pixels(a, b, names)[:, 0]
+    # veg→veg and water→water are nuisance; veg→soil, soil→veg, water→soil are not
+    assert got.tolist() == [True, False, False, True, False]
+    # without swir1 the water test is skipped; without band names nothing is nuisance
+    assert detect.nuisance_pixels(a[:4], b[:4], names[:4])[:, 0].tolist() == [
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
+    assert not detect.nuisance_pixels(a, b, ()).any()
+
+
+def test_selftrain_examples_never_take_nuisance_pixels_as_change():
+    # the strongest IR-MAD changes here are nuisance (say, crops growing): they become
+    # no-change examples and the change cut is taken over the other pixels only
+    rng = np.random.default_rng(0)
+    z = rng.chisquare(6, 5000)
+    nuisance = np.zeros(5000, bool)
+    nuisance[z > np.quantile(z, 0.97)] = True  # the top 3 % are nuisance
+    pos, neg, hi, lo = detect.self_train_examples(z, nuisance, 0.99, 0.8)
+    assert not (pos & nuisance).any() and nuisance[~pos].sum() == nuisance.sum()
+    assert (neg[nuisance]).all() and not (pos & neg).any()
+    assert np.isclose(pos.sum(), 0.01 * (~nuisance).sum(), atol=2)
+    assert hi == np.quantile(z[~nuisance], 0.99) and lo == np.quantile(z, 0.8)
+    # nothing nuisance: the plain quantile rule
+    pos2, neg2, *_ = detect.self_train_examples(z, np.zeros(5000, bool), 0.99, 0.8)
+    assert pos2.sum() == (z >= np.quantile(z, 0.99)).sum() and neg2.sum() == 4000
