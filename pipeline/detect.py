@@ -367,13 +367,21 @@ def change_score(
 
 
 def _cva(a: np.ndarray, b: np.ndarray, norm: Normalisation) -> np.ndarray:
+    """``sqrt(sum_i (z_b,i - z_a,i)**2)`` as ``b * kb - a * ka + c`` per band (the z-scores'
+    scales and offsets folded into two factors and a constant), in place: no temporaries."""
     acc = np.zeros(a.shape[1:], dtype=np.float32)
+    d = np.empty_like(acc)
+    t = np.empty_like(acc)
     for i in range(a.shape[0]):
-        za = (a[i] - np.float32(norm.mean_a[i])) / np.float32(norm.std_a[i])
-        zb = (b[i] - np.float32(norm.mean_b[i])) / np.float32(norm.std_b[i])
-        d = zb - za
-        acc += d * d
-    return np.sqrt(acc)
+        ka, kb = 1.0 / norm.std_a[i], 1.0 / norm.std_b[i]
+        c = np.float32(norm.mean_a[i] * ka - norm.mean_b[i] * kb)
+        np.multiply(b[i], np.float32(kb), out=d)
+        np.multiply(a[i], np.float32(ka), out=t)
+        d -= t
+        d += c
+        d *= d
+        acc += d
+    return np.sqrt(acc, out=acc)
 
 
 def _index(a, b, norm: Normalisation, band_names: Sequence[str]) -> np.ndarray:

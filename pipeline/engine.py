@@ -51,6 +51,7 @@ from pipeline.imagery import (
 )
 from pipeline.rasterio_out import (
     RasterSpec,
+    change_pyramid,
     decimated_grid,
     mean_pyramid,
     overview_factors,
@@ -110,11 +111,11 @@ CHUNK_ROWS_PX = 512
 SAMPLE_CELL_PX = 512
 """Pass 1 reads the scene in cells of this size (global pixel indices; the usual tile size
 of the inputs, so a skipped cell is a tile never decoded)."""
-PASS1_TARGET_SAMPLE = 500_000
+PASS1_TARGET_SAMPLE = 400_000
 """From four times this many regularly sampled pixels on, pass 1 reads one cell in ``stride²``
 (see :func:`sample_cell_stride`): the statistics are then still from ≥ this many pixels
 spread over the whole scene, at a fraction of the decoding cost (a 10240² scene at
-``sample_step`` 4: 49 of 400 cells, ~800 000 pixels; scenes up to 4000² are read whole)."""
+``sample_step`` 4: 25 of 400 cells, ~410 000 pixels; scenes up to 5000² are read whole)."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,7 @@ class _RegionOutput:
     n_small: int = 0  # whole patches dropped in the worker by the patch filter
     n_low_score: int = 0
     overviews: list[tuple[int, Window, str]] = field(default_factory=list)  # score levels
+    mask_overviews: list[tuple[int, Window, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -347,6 +349,7 @@ def detect_pair(
         pieces: list[tuple[int, int, Pieces]] = []
         parts: list[tuple[Window, tuple[str, str]]] = []
         score_levels: list[tuple[int, Window, str]] = []
+        mask_levels: dict[str, list[tuple[int, Window, str]]] = {}  # by mask part file
         done = 0
         worker_timings: dict[str, float] = {}
         n_small_early = n_low_early = 0
@@ -357,6 +360,7 @@ def detect_pair(
             _add_timings(worker_timings, out.timings)
             parts.append((out.region, out.files))
             score_levels.extend(out.overviews)
+            mask_levels[out.files[1]] = out.mask_overviews
             done += n_blocks[(int(out.region.row_off), int(out.region.col_off))]
             if progress is not None:
                 progress(done, len(windows))
@@ -383,10 +387,11 @@ def detect_pair(
 
         # ---- mask.tif = the detections: dropped patches back to "no change", then COGs
         t0 = time.perf_counter()
-        erase_dropped([(w, files[1]) for w, files in parts], dropped)
+        n_erased = erase_dropped([(w, files[1]) for w, files in parts], dropped, mask_levels)
         timings["erase_s"] = time.perf_counter() - t0
         t0, c0 = time.perf_counter(), time.process_time()
-        parts_to_cogs(specs, parts, grid, parts_dir, [score_levels, []])
+        all_mask_levels = [level for levels in mask_levels.values() for level in levels]
+        parts_to_cogs(specs, parts, grid, parts_dir, [score_levels, all_mask_levels])
         timings["cog_s"] = time.perf_counter() - t0
         timings["cog_cpu_s"] = time.process_time() - c0  # GDAL's threads included
     finally:
@@ -423,6 +428,7 @@ def detect_pair(
         "n_pixels_changed": n_changed,
         "n_patches": len(detections),
         "n_patches_below_min_area": n_small,
+        "n_pixels_erased": n_erased,
         "n_patches_below_min_mean_score": n_before - n_small - len(detections),
         "timings": timings,
     }
@@ -460,7 +466,11 @@ def pass2_regions(windows: list[Window], block_px: int) -> list[tuple[Window, in
     return out
 
 
-def erase_dropped(parts: list[tuple[Window, str | Path]], dropped: np.ndarray) -> int:
+def erase_dropped(
+    parts: list[tuple[Window, str | Path]],
+    dropped: np.ndarray,
+    levels: dict[str, list[tuple[int, Window, str]]] | None = None,
+) -> int:
     """Set the pixels of ``dropped`` patches to :data:`MASK_NO_CHANGE` in the mask part files.
 
     Parameters
@@ -469,6 +479,9 @@ def erase_dropped(parts: list[tuple[Window, str | Path]], dropped: np.ndarray) -
         Updated in place.
     dropped : ndarray of Polygon
         Patches removed by the object-level filters, in *global pixel coordinates*.
+    levels : dict, optional
+        Overview level files of each mask part ((factor, window, file), from the workers):
+        rebuilt (:func:`~pipeline.rasterio_out.change_pyramid`) for every part changed here.
 
     Returns
     -------
@@ -505,6 +518,13 @@ def erase_dropped(parts: list[tuple[Window, str | Path]], dropped: np.ndarray) -
             n += int(burn.sum())
             mask[burn] = MASK_NO_CHANGE
             dst.write(mask, 1)
+        part_levels = (levels or {}).get(str(path), [])
+        rebuilt = change_pyramid(
+            mask, [f for f, _, _ in part_levels], MASK_CHANGE, MASK_NO_CHANGE, MASK_NODATA
+        )
+        for (_, _, level_path), level in zip(part_levels, rebuilt):
+            with rasterio.open(level_path, "r+") as dst:
+                dst.write(level, 1)
     return n
 
 
@@ -615,14 +635,17 @@ def _detect_region_job(
     pieces = []
     n_small = n_low = 0
     factors = job.score_overviews
-    overviews = [
-        (
-            f,
-            Window(c0 // f, r0 // f, -(-w // f), -(-h // f)),
-            str(Path(parts_dir) / f"score_ov{f}_{r0}_{c0}.tif"),
-        )
-        for f in factors
-    ]
+    overviews, mask_overviews = (
+        [
+            (
+                f,
+                Window(c0 // f, r0 // f, -(-w // f), -(-h // f)),
+                str(Path(parts_dir) / f"{kind}_ov{f}_{r0}_{c0}.tif"),
+            )
+            for f in factors
+        ]
+        for kind in ("score", "mask")
+    )
     clock = _StepClock()
     with contextlib.ExitStack() as stack:
         score_dst = stack.enter_context(
@@ -637,6 +660,12 @@ def _detect_region_job(
             )
             for f, win, path in overviews
         ]
+        mask_level_dsts = [
+            stack.enter_context(
+                part_writer(path, decimated_grid(job.grid, f), win, "uint8", MASK_NODATA)
+            )
+            for f, win, path in mask_overviews
+        ]
         for y in range(r0, r0 + h, chunk_rows):
             ch = min(chunk_rows, r0 + h - y)
             a, va = stream_a.rows(y - halo, y + ch + halo)
@@ -648,16 +677,26 @@ def _detect_region_job(
             score_dst.write(out.score, 1, window=part_window)
             mask_dst.write(out.mask, 1, window=part_window)
             # chunks start on multiples of the largest factor: their levels are whole rows
-            for (f, _, _), dst, level in zip(
-                overviews, level_dsts, mean_pyramid(out.score, factors)
-            ):
-                dst.write(level, 1, window=Window(0, (y - r0) // f, level.shape[1], level.shape[0]))
+            if factors:
+                levels = zip(
+                    overviews,
+                    level_dsts,
+                    mask_level_dsts,
+                    mean_pyramid(out.score, factors),
+                    change_pyramid(out.mask, factors, MASK_CHANGE, MASK_NO_CHANGE, MASK_NODATA),
+                )
+                for (f, _, _), dst, mask_level_dst, level, mask_level in levels:
+                    level_window = Window(0, (y - r0) // f, level.shape[1], level.shape[0])
+                    dst.write(level, 1, window=level_window)
+                    mask_level_dst.write(mask_level, 1, window=level_window)
             pieces.append((y, c0, out.pieces))
             n_small += out.n_small
             n_low += out.n_low_score
             clock.lap("write")
     clock.lap("close")
-    return _RegionOutput(region, files, pieces, clock.totals, n_small, n_low, overviews)
+    return _RegionOutput(
+        region, files, pieces, clock.totals, n_small, n_low, overviews, mask_overviews
+    )
 
 
 def _detect_job(

@@ -222,6 +222,52 @@ def mean_pyramid(values: np.ndarray, factors: Sequence[int]) -> list[np.ndarray]
     return out
 
 
+def change_pyramid(
+    mask: np.ndarray, factors: Sequence[int], change: int, no_change: int, nodata: int
+) -> list[np.ndarray]:
+    """Overviews of a change mask: a block shows ``change`` when any of its pixels does.
+
+    Parameters
+    ----------
+    mask : ndarray uint8 (h, w)
+        ``change``, ``nodata`` or any other value (no change).
+    factors : sequence of int
+        Increasing powers of two (:func:`overview_factors`).
+    change, no_change, nodata : int
+        The mask's codes.
+
+    Returns
+    -------
+    list of ndarray uint8, one per factor, shape ``(ceil(h / f), ceil(w / f))``
+        ``change`` where any pixel of the ``f × f`` block is ``change``, else ``no_change``
+        where any is valid (not ``nodata``), else ``nodata``.
+
+    Notes
+    -----
+    Unlike nearest-neighbour overviews (one pixel stands for the block), a small patch stays
+    visible when the map is zoomed out — what a reader of a change map looks for.
+    """
+    is_change = mask == change
+    is_valid = mask != nodata
+    out, done = [], 1
+    for f in factors:
+        for _ in range((f // done).bit_length() - 1):
+            is_change, is_valid = _pair_any(is_change), _pair_any(is_valid)
+        level = np.where(is_valid, np.uint8(no_change), np.uint8(nodata))
+        level[is_change] = change
+        out.append(level)
+        done = f
+    return out
+
+
+def _pair_any(x: np.ndarray) -> np.ndarray:
+    """Logical OR over 2 × 2 blocks (odd sides padded with False)."""
+    h, w = x.shape
+    if h % 2 or w % 2:
+        x = np.pad(x, ((0, h % 2), (0, w % 2)))
+    return x[0::2, 0::2] | x[1::2, 0::2] | x[0::2, 1::2] | x[1::2, 1::2]
+
+
 def _pair_sum(x: np.ndarray) -> np.ndarray:
     """Sums over 2 × 2 blocks (odd sides padded with a zero row/column): four strided adds."""
     h, w = x.shape

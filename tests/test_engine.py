@@ -220,10 +220,13 @@ def test_score_overviews_from_the_workers_are_block_means(tmp_path):
     # be the mean of the valid full-resolution pixels of each block
     from pipeline.engine import score_overviews
     from pipeline.grid import TargetGrid
+    from pipeline.rasterio_out import change_pyramid
 
     shape = (600, 1100)
     write_tif(tmp_path / "2016/a.tif", scene(shape, seed=1), grid_transform(), nodata=0)
-    after = scene(shape, [(100, 700, 40)], seed=2)
+    # a 4 px square across the chunk edge at row 64 is merged from two chunks, then dropped
+    # (below the minimum area) and erased from mask.tif and from its overviews
+    after = scene(shape, [(100, 700, 40), (62, 300, 4)], seed=2)
     after[:, 500:, 900:] = 0  # a nodata corner: blocks with no or some valid pixels
     write_tif(tmp_path / "2017/a.tif", after, grid_transform(), nodata=0)
     grid = TargetGrid("EPSG:32650", grid_transform(), shape[1], shape[0])
@@ -235,6 +238,14 @@ def test_score_overviews_from_the_workers_are_block_means(tmp_path):
             assert src.overviews(1) == [2, 4]
             full = src.read(1)
             levels[block] = [src.read(1, out_shape=(-(-600 // f), -(-1100 // f))) for f in (2, 4)]
+        if block == 64:  # the mask's overviews: a block is change when any pixel is
+            assert res.stats["n_pixels_erased"] >= 8  # the merged square (opened: 12 px)
+            with rasterio.open(res.mask_path) as src:
+                mask = src.read(1)
+                assert not mask[60:68, 298:306].any()  # erased
+                for expected in change_pyramid(mask, (2, 4), 1, 0, 255):
+                    got = src.read(1, out_shape=expected.shape)
+                    np.testing.assert_array_equal(got, expected)
     for f, got, gdal in zip((2, 4), levels[64], levels[90]):
         h, w = got.shape
         pad = np.full((h * f, w * f), np.nan, np.float32)
