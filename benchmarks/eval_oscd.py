@@ -85,7 +85,7 @@ DEFAULT_DETECT: dict = {
 scene on its own confident IR-MAD change (top 1 % of the sample, vegetation-in-both-epochs and
 water-in-both-epochs pixels excluded and taught as no change) and no-change (bottom 80 %)
 pixels — its P(change) smoothed with a 20 m Gaussian and cut at 0.5 with hysteresis: mean F1
-0.303, norcia 1.0 patches/km² (without the nuisance rule 0.296 and 1.6/km²; irmad fixed 80 +
+0.302, norcia 1.0 patches/km² (without the nuisance rule 0.296 and 1.6/km²; irmad fixed 80 +
 10 m: 0.275, 2.4/km²; cva fixed 5: 0.240; cva + otsu: 0.181)."""
 FALSE_ALARM_CITIES = ("norcia",)
 """Imagery-only cities scored by patches per km² (every patch there is a false alarm)."""

@@ -118,8 +118,9 @@ class DetectConfig:
     threshold_value: float | None = None
     """For ``fixed``: the score cut; for ``chi2``: the quantile (default 0.99)."""
     hysteresis_low: float | None = None
-    """Optional low cut as a fraction of the threshold: pixels above it join a patch that
-    has pixels above the threshold."""
+    """Optional low cut as a fraction of the threshold: patches are drawn at the low cut and
+    kept when one of their pixels is above the threshold (hysteresis, completed per patch
+    after clean-up and merging, so exact whatever the block size)."""
     edge_ratio: float | None = 0.5
     """Mixed pixels along a patch's outline join it when their score is at least this share
     of the neighbouring patch pixels' mean score (null = off); see detect.refine_edges."""

@@ -71,7 +71,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage, stats
-from skimage.filters import apply_hysteresis_threshold, threshold_multiotsu, threshold_otsu
+from skimage.filters import threshold_multiotsu, threshold_otsu
 
 from pipeline.errors import ConfigError, InputDataError
 
@@ -84,10 +84,6 @@ NDVI_NONVEG_MAX = 0.3
 """``index``: NDVI at or above which the later surface counts as vegetated (weight 0); roofs,
 concrete and fresh fill are near 0, ploughed soil ≈ 0.1, stubble ≈ 0.2, crops > 0.5."""
 CHI2_DEFAULT_QUANTILE = 0.99
-HYSTERESIS_HALO_PX = 32
-"""Extra halo for hysteresis: a weak pixel joins a strong one only if a path of weak pixels
-reaches it within the block plus this halo (hysteresis is not exactly block-independent for
-weak chains longer than this)."""
 MIN_SAMPLE_PIXELS = 16
 """Fewer valid pixels than this in the pass-1 sample cannot give a threshold."""
 _INT_EXACT_LIMIT = 2**20
@@ -801,12 +797,17 @@ def threshold(
 def change_mask(
     score: np.ndarray, valid: np.ndarray, cut: float, hysteresis_low: float | None = None
 ) -> np.ndarray:
-    """``score > cut`` (or hysteresis between ``hysteresis_low * cut`` and ``cut``) & valid."""
-    if hysteresis_low is None:
-        mask = score > np.float32(cut)
-    else:
-        mask = apply_hysteresis_threshold(score, hysteresis_low * cut, cut)
-    return mask & valid
+    """``score > cut & valid``; with ``hysteresis_low``, ``score > hysteresis_low * cut``.
+
+    Notes
+    -----
+    Hysteresis is completed at the patch level: patches drawn at the low cut are kept only
+    when one of their pixels is above ``cut`` (:class:`~pipeline.vectorize.PatchFilter`
+    ``min_peak``), after the clean-up and after merging across blocks — so, unlike a
+    per-block hysteresis, the result is exact whatever the block size, and it needs no halo.
+    """
+    level = cut if hysteresis_low is None else hysteresis_low * cut
+    return (score > np.float32(level)) & valid
 
 
 # --------------------------------------------------------------------------- clean-up

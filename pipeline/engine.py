@@ -307,14 +307,13 @@ def detect_pair(
     halo = detect.cleaning_halo(open_px, close_px)
     smooth_px = d.smooth_sigma_m / res if d.smooth_sigma_m else 0.0
     halo += detect.smoothing_halo(smooth_px)
-    if d.hysteresis_low is not None:
-        halo += detect.HYSTERESIS_HALO_PX
     if d.edge_ratio is not None:
         halo += detect.EDGE_HALO_PX
     patch_filter = PatchFilter(
         res * res,
         d.min_area_m2,
         None if d.min_mean_score is None else d.min_mean_score * cut,
+        None if d.hysteresis_low is None else cut,  # hysteresis: a pixel above the cut
     )
     job = _BlockJob(
         source_a,
@@ -371,10 +370,10 @@ def detect_pair(
         # ---- merge pieces across block edges, then the minimum area
         t0 = time.perf_counter()
         pieces.sort(key=lambda p: (p[0], p[1]))  # deterministic union order
-        geoms, sums = merge_pieces([p for _, _, p in pieces])
+        geoms, sums, peaks = merge_pieces([p for _, _, p in pieces])
         if len(geoms) == 0:
             sums = np.zeros((0, len(sums_columns(bands))))
-        keep = patch_filter.keep(sums[:, 0], sums[:, 1])
+        keep = patch_filter.keep(sums[:, 0], sums[:, 1], peaks)
         n_small = int(np.count_nonzero(patch_filter.too_small(sums[:, 0]))) + n_small_early
         n_before = len(geoms) + n_small_early + n_low_early
         dropped = geoms[~keep]

@@ -41,16 +41,23 @@ class Pieces:
 
     ``sums`` columns: ``n_pixels``, ``score_sum``, then one column per band of epoch A, then
     one per band of epoch B (raw values). ``on_edge`` marks pieces touching a block edge
-    that has a neighbouring block (candidates for merging).
+    that has a neighbouring block (candidates for merging). ``peak``: the highest score of
+    each piece (NaN when not asked for, see :attr:`PatchFilter.min_peak`).
     """
 
     geoms: np.ndarray
     sums: np.ndarray
     on_edge: np.ndarray
+    peak: np.ndarray
 
     @classmethod
     def empty(cls, ncols: int) -> Pieces:
-        return cls(np.empty(0, dtype=object), np.zeros((0, ncols)), np.zeros(0, dtype=bool))
+        return cls(
+            np.empty(0, dtype=object),
+            np.zeros((0, ncols)),
+            np.zeros(0, dtype=bool),
+            np.zeros(0, dtype=np.float64),
+        )
 
 
 def sums_columns(band_names: Sequence[str]) -> list[str]:
@@ -66,25 +73,34 @@ def sums_columns(band_names: Sequence[str]) -> list[str]:
 class PatchFilter:
     """The patch filters of the detect stage, applied to whole patches.
 
-    A patch is kept when ``n_pixels * pixel_area_m2 >= min_area_m2`` and, with
+    A patch is kept when ``n_pixels * pixel_area_m2 >= min_area_m2``; with
     ``min_mean_score`` set, ``score_sum / n_pixels >= min_mean_score`` (already multiplied by
-    the cut). :func:`block_pieces` applies it to the pieces that are whole patches (not on
-    a block edge), the engine to the merged ones — the same expressions, so the result does
-    not depend on where a patch was completed.
+    the cut); with ``min_peak`` set, its highest score ``> min_peak`` (hysteresis: the patch
+    was drawn at the low cut and needs one pixel above the threshold). :func:`block_pieces`
+    applies it to the pieces that are whole patches (not on a block edge), the engine to the
+    merged ones — the same expressions, so the result does not depend on where a patch was
+    completed.
     """
 
     pixel_area_m2: float
     min_area_m2: float
     min_mean_score: float | None = None
+    min_peak: float | None = None
 
     def too_small(self, n_pixels: np.ndarray) -> np.ndarray:
         return n_pixels * self.pixel_area_m2 < self.min_area_m2
 
-    def keep(self, n_pixels: np.ndarray, score_sum: np.ndarray) -> np.ndarray:
+    def keep(
+        self, n_pixels: np.ndarray, score_sum: np.ndarray, peak: np.ndarray | None = None
+    ) -> np.ndarray:
         keep = ~self.too_small(n_pixels)
         if self.min_mean_score is not None:
             with np.errstate(divide="ignore", invalid="ignore"):
                 keep &= score_sum / n_pixels >= self.min_mean_score
+        if self.min_peak is not None:
+            if peak is None:
+                raise ValueError("PatchFilter with min_peak needs the patches' peak scores")
+            keep &= peak > self.min_peak
         return keep
 
 
@@ -145,7 +161,13 @@ def block_pieces(
     where = np.nonzero(labels)  # row-major, like ravel(); works on non-contiguous views
     flat = labels[where]
     count = np.bincount(flat, minlength=n + 1)[1:].astype(np.float64)
-    score_sum = np.bincount(flat, weights=score[where], minlength=n + 1)[1:]
+    values = score[where]
+    score_sum = np.bincount(flat, weights=values, minlength=n + 1)[1:]
+    peak = np.full(n + 1, np.nan)
+    if patch_filter is not None and patch_filter.min_peak is not None:
+        peak[1:] = -np.inf
+        np.maximum.at(peak, flat, values.astype(np.float64))
+    peak = peak[1:]
 
     h, w = mask.shape
     edge = np.zeros(n + 1, dtype=bool)
@@ -162,7 +184,7 @@ def block_pieces(
     n_small = n_low = 0
     if patch_filter is not None:
         small = ~edge & patch_filter.too_small(count)
-        keep = edge | patch_filter.keep(count, score_sum)
+        keep = edge | patch_filter.keep(count, score_sum, peak)
         n_small = int(np.count_nonzero(small))
         n_low = int(np.count_nonzero(~keep)) - n_small
         if not keep.all():
@@ -174,7 +196,7 @@ def block_pieces(
             flat = lut[flat][sel]
             labels = lut[labels]
             mask = labels > 0
-            count, score_sum, edge = count[keep], score_sum[keep], edge[keep]
+            count, score_sum, edge, peak = count[keep], score_sum[keep], edge[keep], peak[keep]
             n = len(count)
             if n == 0:
                 return BlockPieces(Pieces.empty(ncols), mask, n_small, n_low)
@@ -200,10 +222,10 @@ def block_pieces(
     else:  # one label in several polygons should not happen with 4-connectivity; be safe
         for i in np.unique(idx):
             geoms[i] = shapely.union_all(polys[idx == i])
-    return BlockPieces(Pieces(geoms, sums, edge), mask, n_small, n_low)
+    return BlockPieces(Pieces(geoms, sums, edge, peak), mask, n_small, n_low)
 
 
-def merge_pieces(pieces: Sequence[Pieces]) -> tuple[np.ndarray, np.ndarray]:
+def merge_pieces(pieces: Sequence[Pieces]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Join pieces that share an edge across block boundaries.
 
     Returns
@@ -212,6 +234,8 @@ def merge_pieces(pieces: Sequence[Pieces]) -> tuple[np.ndarray, np.ndarray]:
         One per connected patch (global pixel coordinates).
     sums : ndarray float64 (n, ncols)
         Summed per-label sums (see :class:`Pieces`).
+    peak : ndarray float64 (n,)
+        The highest piece peak of each patch.
 
     Notes
     -----
@@ -224,9 +248,10 @@ def merge_pieces(pieces: Sequence[Pieces]) -> tuple[np.ndarray, np.ndarray]:
     ncols = pieces[0].sums.shape[1] if len(pieces) else 2
     pieces = [p for p in pieces if len(p.geoms)]
     if not pieces:
-        return np.empty(0, dtype=object), np.zeros((0, ncols))
+        return np.empty(0, dtype=object), np.zeros((0, ncols)), np.zeros(0)
     geoms = np.concatenate([p.geoms for p in pieces])
     sums = np.concatenate([p.sums for p in pieces])
+    peaks = np.concatenate([p.peak for p in pieces])
     on_edge = np.concatenate([p.on_edge for p in pieces])
     n = len(geoms)
     cand = np.flatnonzero(on_edge)
@@ -243,6 +268,7 @@ def merge_pieces(pieces: Sequence[Pieces]) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(group, kind="stable")
     uniq, start, counts = np.unique(group[order], return_index=True, return_counts=True)
     out_sums = np.add.reduceat(sums[order], start, axis=0)
+    out_peak = np.fmax.reduceat(peaks[order], start)
     out_geoms = np.empty(len(uniq), dtype=object)
     single = counts == 1
     out_geoms[single] = geoms[order[start[single]]]
@@ -255,7 +281,7 @@ def merge_pieces(pieces: Sequence[Pieces]) -> tuple[np.ndarray, np.ndarray]:
     if bad.any():
         log.warning("repairing %d invalid merged polygons", int(bad.sum()))
         out_geoms[bad] = shapely.make_valid(out_geoms[bad])
-    return out_geoms, out_sums
+    return out_geoms, out_sums, out_peak
 
 
 def to_map(geoms: np.ndarray, transform: Affine) -> np.ndarray:

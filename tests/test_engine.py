@@ -257,3 +257,31 @@ def test_score_overviews_from_the_workers_are_block_means(tmp_path):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(gdal, expected, rtol=1e-5, atol=1e-6)
         assert np.isnan(got[-1, -1]) and not np.isnan(got[0, 0])
+
+
+def test_hysteresis_is_exact_whatever_the_block_size(tmp_path):
+    # a strong roof square with a 180 px long strip of half-changed pixels attached (score
+    # between the low cut and the cut), and a separate weak strip with no strong pixel:
+    # hysteresis keeps the attached strip whole — far beyond any halo — drops the separate
+    # one, and gives the same rasters and patches for every block size
+    from tests.rasters import ROOF, VEGETATION
+
+    before = scene((300, 300), seed=1)
+    after = scene((300, 300), [(40, 40, 20)], seed=2)
+    half = ((np.array(VEGETATION) + np.array(ROOF)) / 2).astype(np.uint16)[:, None, None]
+    after[:, 45:53, 60:240] = half  # attached to the square's right edge (col 60)
+    after[:, 150:158, 30:270] = half  # weak only: no pixel above the cut
+    write_tif(tmp_path / "2016/a.tif", before, grid_transform(), nodata=0)
+    write_tif(tmp_path / "2017/a.tif", after, grid_transform(), nodata=0)
+    kw = dict(threshold="fixed", threshold_value=12.0, hysteresis_low=0.5, edge_ratio=None)
+    runs = {bp: _run(tmp_path, tmp_path / f"h{bp}", block_px=bp, **kw) for bp in (64, 96, 512)}
+    det = runs[512].detections
+    assert len(det) == 1  # square + attached strip; the separate weak strip is dropped
+    assert det[N_PIXELS].iloc[0] >= 20 * 20 + 8 * 170
+    ref_mask = _read(runs[512].mask_path)[0]
+    assert not ref_mask[150:158, 30:270].any()
+    for bp in (64, 96):
+        np.testing.assert_array_equal(_read(runs[bp].mask_path)[0], ref_mask)
+        assert shapely.equals_exact(
+            runs[bp].detections.geometry.values, det.geometry.values, 0
+        ).all()

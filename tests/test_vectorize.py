@@ -7,11 +7,12 @@ import shapely
 from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import ndimage
 
 from pipeline.vectorize import PatchFilter, block_pieces, merge_pieces, sums_columns, to_map
 
 
-def _blockwise(mask, score, a, b, bh, bw, patch_filter=None):
+def _blockwise(mask, score, a, b, bh, bw, patch_filter=None, with_peak=False):
     """Pieces of every block of a (bh x bw) tiling, merged."""
     h, w = mask.shape
     pieces = []
@@ -30,7 +31,8 @@ def _blockwise(mask, score, a, b, bh, bw, patch_filter=None):
                     patch_filter,
                 ).pieces
             )
-    return merge_pieces(pieces)
+    geoms, sums, peak = merge_pieces(pieces)
+    return (geoms, sums, peak) if with_peak else (geoms, sums)
 
 
 def _canonical(geoms, sums):
@@ -110,7 +112,8 @@ def test_to_map_applies_the_grid_transform():
 def test_empty_mask_gives_no_pieces():
     z = np.zeros((1, 5, 5), np.float32)
     empty = block_pieces(np.zeros((5, 5), bool), z[0], z, z, 0, 0, (5, 5)).pieces
-    geoms, sums = merge_pieces([empty])
+    geoms, sums, peak = merge_pieces([empty])
+    assert len(peak) == 0
     assert len(geoms) == 0 and sums.shape == (0, 4)
 
 
@@ -121,26 +124,38 @@ def test_empty_mask_gives_no_pieces():
     bw=st.integers(3, 30),
     min_px=st.integers(1, 12),
     min_mean=st.one_of(st.none(), st.floats(0, 80)),
+    min_peak=st.one_of(st.none(), st.floats(0, 100)),
 )
-def test_early_patch_filter_equals_filtering_after_the_merge(seed, bh, bw, min_px, min_mean):
+def test_early_patch_filter_equals_filtering_after_the_merge(
+    seed, bh, bw, min_px, min_mean, min_peak
+):
     # whole patches dropped inside their block == the same patches dropped after merging,
-    # whatever the block size; pieces on a shared edge are never dropped early
+    # whatever the block size; pieces on a shared edge are never dropped early. With
+    # min_peak this is the patch-level hysteresis: exact for every block size.
     rng = np.random.default_rng(seed)
     h, w = 30, 34
     mask = rng.random((h, w)) < 0.35
     score = rng.integers(0, 100, (h, w)).astype(np.float32)
     a = rng.integers(0, 1000, (2, h, w)).astype(np.float32)
     b = rng.integers(0, 1000, (2, h, w)).astype(np.float32)
-    pf = PatchFilter(1.0, float(min_px), min_mean)
-    g_all, s_all = _blockwise(mask, score, a, b, h, w)
-    keep = pf.keep(s_all[:, 0], s_all[:, 1])
+    pf = PatchFilter(1.0, float(min_px), min_mean, min_peak)
+    g_all, s_all, p_all = _blockwise(mask, score, a, b, h, w, pf, with_peak=True)
+    keep = pf.keep(s_all[:, 0], s_all[:, 1], p_all)
     g1, s1 = _canonical(g_all[keep], s_all[keep])
-    g_early, s_early = _blockwise(mask, score, a, b, bh, bw, pf)
-    keep = pf.keep(s_early[:, 0], s_early[:, 1])
+    g_early, s_early, p_early = _blockwise(mask, score, a, b, bh, bw, pf, with_peak=True)
+    keep = pf.keep(s_early[:, 0], s_early[:, 1], p_early)
     g2, s2 = _canonical(g_early[keep], s_early[keep])
     assert len(g1) == len(g2)
     assert shapely.equals_exact(g1, g2, 0).all()
     np.testing.assert_array_equal(s1, s2)
+    if min_peak is not None:  # a merged patch's peak is the max of its pixels
+        labels, n = ndimage.label(mask)
+        idx = np.arange(1, n + 1)
+        count = ndimage.sum_labels(np.ones_like(score), labels, idx)
+        total = ndimage.sum_labels(score.astype(np.float64), labels, idx)
+        peak = ndimage.maximum(score, labels, idx)
+        expected = np.sort(peak[pf.keep(count, total, peak)])
+        np.testing.assert_array_equal(np.sort(p_early[keep]), expected)
 
 
 def test_block_pieces_returns_the_mask_without_dropped_patches():
