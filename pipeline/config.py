@@ -13,6 +13,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import os
 import re
 import types
 import typing
@@ -273,7 +274,7 @@ def parse_config(raw: Any, *, base_dir: Path, source: Path | None = None) -> Con
         raise ConfigError(
             f"{where}: expected a mapping at the top level, found {type(raw).__name__}"
         )
-    cfg = _build(Config, raw, "", base_dir, where)
+    cfg = _build(Config, expand_env_paths(raw, where), "", base_dir, where)
     cfg = dataclasses.replace(
         cfg,
         imagery=dataclasses.replace(cfg.imagery, base_dir=base_dir),
@@ -305,6 +306,70 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+# --------------------------------------------------------------------------- environment
+_ENV_REF = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)")
+"""``${NAME}``, ``${NAME:-default}`` or ``$NAME`` in a path."""
+_ENV_KEYS = {"path", "workspace", "inbox"}
+"""Keys whose string values are paths (anywhere in the config)."""
+_ENV_LISTS = {"epochs", "masks"}
+"""``imagery`` keys mapping labels to lists of path globs."""
+
+
+def expand_env(text: str, key: str, where: str, env: Mapping[str, str] | None = None) -> str:
+    """``text`` with environment variables and a leading ``~`` expanded.
+
+    ``${NAME}`` and ``$NAME`` take the variable's value, ``${NAME:-default}`` the default
+    when it is unset or empty — so one config can point at data that lives elsewhere on each
+    machine (``"${LANDWATCH_DATA:-../data}/oscd/*.tif"``).
+
+    Raises
+    ------
+    ConfigError
+        A variable without default is not set (the message names it and the key).
+    """
+    env = os.environ if env is None else env
+
+    def value(m: re.Match) -> str:
+        name, default = m.group(1) or m.group(3), m.group(2)
+        if env.get(name):
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{where}: '{key}' = {text!r} uses ${name}, which is not set; set the environment "
+            f"variable or give a default as ${{{name}:-...}}"
+        )
+
+    return os.path.expanduser(_ENV_REF.sub(value, text))
+
+
+def expand_env_paths(raw: Any, where: str, prefix: str = "") -> Any:
+    """A copy of the raw config with :func:`expand_env` applied to every path value: the
+    ``path``, ``workspace`` and ``inbox`` keys and the globs of ``imagery.epochs`` /
+    ``imagery.masks``. Other values are left as written."""
+    if not isinstance(raw, Mapping):
+        return raw
+    out = {}
+    for k, v in raw.items():
+        key = f"{prefix}{k}"
+        if k in _ENV_KEYS and isinstance(v, str):
+            out[k] = expand_env(v, key, where)
+        elif prefix == "imagery." and k in _ENV_LISTS and isinstance(v, Mapping):
+            out[k] = {label: _expand_globs(g, f"{key}.{label}", where) for label, g in v.items()}
+        else:
+            out[k] = expand_env_paths(v, where, f"{key}.")
+    return out
+
+
+def _expand_globs(globs: Any, key: str, where: str) -> Any:
+    """One glob or a list of globs, expanded; other values unchanged (validated later)."""
+    if isinstance(globs, str):
+        return expand_env(globs, key, where)
+    if isinstance(globs, list):
+        return [expand_env(g, key, where) if isinstance(g, str) else g for g in globs]
+    return globs
 
 
 # --------------------------------------------------------------------------- internals

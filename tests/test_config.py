@@ -146,3 +146,29 @@ def test_hash_changes_with_parameters(tmp_path):
     assert a.section_hash("detect") != b.section_hash("detect")
     assert a.section_hash("area") == b.section_hash("area")
     assert to_plain(b)["detect"]["min_area_m2"] == 400.0
+
+
+def test_paths_expand_environment_variables(tmp_path, monkeypatch):
+    # ${NAME}, $NAME and ${NAME:-default} in paths and epoch globs: one config for machines
+    # that keep the data in different places
+    raw = _minimal(tmp_path)
+    monkeypatch.setenv("LW_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("LW_UNSET", raising=False)
+    raw["imagery"]["epochs"] = {"2016": ["${LW_DATA}/a/*.tif"], "2017": "$LW_DATA/b/*.tif"}
+    raw["layers"]["village"]["path"] = "${LW_UNSET:-grids.gpkg}"
+    raw["workspace"] = "${LW_DATA}/out"
+    cfg = load_config(_write(tmp_path, raw))
+    assert cfg.imagery.epochs == {
+        "2016": (f"{tmp_path}/data/a/*.tif",),
+        "2017": (f"{tmp_path}/data/b/*.tif",),
+    }
+    assert cfg.layers.village.path == tmp_path / "grids.gpkg"
+    assert cfg.workspace == tmp_path / "data" / "out"
+
+
+def test_unset_environment_variable_is_a_config_error(tmp_path, monkeypatch):
+    raw = _minimal(tmp_path)
+    monkeypatch.delenv("LW_UNSET", raising=False)
+    raw["imagery"]["epochs"]["2016"] = ["${LW_UNSET}/a/*.tif"]
+    with pytest.raises(ConfigError, match=r"imagery\.epochs\.2016.*\$LW_UNSET.*not set"):
+        load_config(_write(tmp_path, raw))

@@ -123,17 +123,18 @@ def test_prepare_builds_a_small_grid(data, tmp_path):
 
 
 @pytest.mark.parametrize("city", CONFIGS)
-def test_example_config_loads(city, data, tmp_path):
+def test_example_config_loads(city, data, tmp_path, monkeypatch):
     """The example config validates with load_config, its globs find the six bands of both
     epochs, and its epoch labels are the dates of dates.txt.
 
-    The copy differs only in absolute paths (data folder, grid built in tmp_path)."""
+    The data folder comes from ``$LANDWATCH_DATA`` (the globs read it); the copy differs
+    only in the grid (built in tmp_path) and the workspace."""
     source = EXAMPLE / f"{city}.yaml"
     raw = yaml.safe_load(source.read_text(encoding="utf-8"))
     grid = prepare.prepare_grid(prepare.EXAMPLES[city], tmp_path / "grids.gpkg", data=data)
-    for label, globs in raw["imagery"]["epochs"].items():
-        rel = [Path(g).relative_to("../../../shared/data") for g in globs]
-        raw["imagery"]["epochs"][label] = [str(data / r) for r in rel]
+    monkeypatch.setenv("LANDWATCH_DATA", str(data))
+    for globs in raw["imagery"]["epochs"].values():
+        assert all(g.startswith("${LANDWATCH_DATA:-../../../shared/data}/oscd/") for g in globs)
     for layer in raw["layers"].values():
         layer["path"] = str(grid)
     raw["workspace"] = str(tmp_path / "out")
