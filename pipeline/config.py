@@ -155,6 +155,12 @@ class DetectConfig:
     selftrain_nochange_quantile: float = 0.8
     """``selftrain``: sample pixels at or below this quantile of the IR-MAD statistic are the
     confident *no-change* examples."""
+    selftrain_shift_feature: bool = True
+    """``selftrain``: add the shift-tolerant log difference (detect.shift_tolerant_difference,
+    1 px) to the classifier's features — misregistration by a pixel is not change."""
+    selftrain_vegetation_weight: bool = True
+    """``selftrain``: weight the smoothed probability by the scene-relative vegetation change
+    (detect.vegetation_weight): change that removes or brings vegetation ranks higher."""
 
 
 @dataclass(frozen=True)

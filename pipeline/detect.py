@@ -156,6 +156,7 @@ class SampleChunk:
     keys: np.ndarray  # global flat pixel index (row * grid_width + col), int64
     values_a: np.ndarray  # (nbands, n) float32
     values_b: np.ndarray
+    context: np.ndarray | None = None  # (k, n) float32: neighbourhood features, see below
 
 
 def sample_block(
@@ -167,6 +168,7 @@ def sample_block(
     step: int,
     thin: int,
     grid_width: int,
+    context: np.ndarray | None = None,
 ) -> SampleChunk:
     """Sample one block (no halo) for the global statistics.
 
@@ -185,6 +187,9 @@ def sample_block(
         which bounds the driver's memory on large scenes.
     grid_width : int
         Used to make global pixel keys, so the driver can sort the sample canonically.
+    context : ndarray (k, h, w), optional
+        Per-pixel neighbourhood features computed on the block with a halo
+        (:func:`self_train_context`), sampled at the same pixels as the values.
     """
     h, w = valid.shape
     rs, cs = sample_slices(row_off, col_off, h, w, step)
@@ -198,7 +203,12 @@ def sample_block(
     cols = np.arange(w)[cs] + col_off
     keys = (rows[:, None].astype(np.int64) * grid_width + cols[None, :])[v]
     return SampleChunk(
-        moments_a, moments_b, keys, data_a[:, rs, cs][:, v].copy(), data_b[:, rs, cs][:, v].copy()
+        moments_a,
+        moments_b,
+        keys,
+        data_a[:, rs, cs][:, v].copy(),
+        data_b[:, rs, cs][:, v].copy(),
+        None if context is None else context[:, rs, cs][:, v].astype(np.float32),
     )
 
 
@@ -230,6 +240,16 @@ def combine_samples(
     va = np.concatenate([c.values_a for c in chunks], axis=1)[:, order]
     vb = np.concatenate([c.values_b for c in chunks], axis=1)[:, order]
     return ma, mb, va, vb
+
+
+def combine_context(chunks: Sequence[SampleChunk]) -> np.ndarray | None:
+    """The chunks' context features in the canonical (key-sorted) order of
+    :func:`combine_samples`; None when the chunks carry none."""
+    if not chunks or chunks[0].context is None:
+        return None
+    keys = np.concatenate([c.keys for c in chunks])
+    order = np.argsort(keys, kind="stable")
+    return np.concatenate([c.context for c in chunks], axis=1)[:, order]
 
 
 def normalisation(
@@ -292,8 +312,12 @@ def change_score(
     method: str,
     band_names: Sequence[str],
     model: NoveltyModel | IrmadModel | SelfTrainModel | None = None,
+    context: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-pixel change score (float32, 0 where invalid).
+
+    ``context``: the :func:`self_train_context` features of these pixels, when they cannot
+    be computed here (the pass-1 sample is single pixels); otherwise computed from the block.
 
     Methods
     -------
@@ -330,7 +354,9 @@ def change_score(
         Self-training (needs ``model`` from :func:`fit_self_train`): the probability of change
         from a logistic regression fitted on the scene's own confident IR-MAD change and
         no-change pixels of the pass-1 sample, on the bands, indices and IR-MAD statistic of
-        both epochs (:func:`self_train_features`). In [0, 1]; the natural cut is 0.5.
+        both epochs and the shift-tolerant difference (:func:`self_train_features`). In
+        [0, 1]. The engine then smooths it and, with ``model.vegetation_ref``, weights it by
+        the vegetation change (:func:`vegetation_weight`).
 
     Notes
     -----
@@ -352,7 +378,14 @@ def change_score(
     elif method == "selftrain":
         if not isinstance(model, SelfTrainModel):
             raise ConfigError("'detect.method' = 'selftrain' needs the pass-1 self-trained model")
-        score = _self_train(data_a, data_b, model)
+        shift = None
+        if model.shift_feature:
+            shift = (
+                context[0]
+                if context is not None
+                else shift_tolerant_difference(data_a, data_b, valid)
+            )
+        score = _self_train(data_a, data_b, model, shift)
     else:
         raise ConfigError(
             f"'detect.method' = {method!r} is not implemented; use 'cva', 'irmad', 'index', "
@@ -1232,6 +1265,107 @@ NUISANCE_MNDWI = 0.0
 both epochs is water in both (tide, turbidity, sun glint) — never a *change* example."""
 
 
+SHIFT_SCALE = 100.0
+""":func:`shift_tolerant_difference` is ``log1p(SHIFT_SCALE * d2)``: spreads the squared log
+differences of a few per cent (noise) apart from those of real change (≥ 0.1)."""
+VEG_WEIGHT_OFFSET = 0.1
+""":func:`vegetation_weight`: added to the vegetation change and to its scene reference, so a
+pixel without any NDVI change keeps a weight of about ``sqrt(0.1 / (0.1 + ref))``."""
+VEG_WEIGHT_POWER = 0.5
+""":func:`vegetation_weight`: exponent of the ratio (a square root: a soft preference)."""
+VEG_REF_MIN_PIXELS = 10
+"""Fewer sample pixels with ``P > 0.5`` than this: the reference is the 0.99 quantile."""
+CONTEXT_FEATURES = ("shift_difference", "vegetation_change")
+"""The rows of the pass-1 ``context`` array of the ``selftrain`` method."""
+
+
+def shift_tolerant_difference(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Change that one-pixel misregistration cannot explain, per pixel (float32).
+
+    ``log1p(SHIFT_SCALE * min_d sum_k (ln b_k(x) - ln a_k(x + d))**2)`` over the shifts
+    ``d`` of the 3 × 3 neighbourhood (the centre included); neighbours that are invalid or
+    outside the array are skipped, a pixel with no valid neighbour gets 0.
+
+    Notes
+    -----
+    A sharp edge (a road, a roof outline) that moved by a pixel between the dates has a large
+    plain difference but a small shift-tolerant one; a new building has both. Looks 1 px
+    around each pixel: exact on a block with a 1 px halo.
+    """
+    la = np.log(np.maximum(a, _LOG_FLOOR)).astype(np.float32)
+    lb = np.log(np.maximum(b, _LOG_FLOOR)).astype(np.float32)
+    h, w = valid.shape
+    best = np.full((h, w), np.inf, dtype=np.float32)
+    d2 = np.empty((h, w), dtype=np.float32)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            # pixels x whose neighbour x + d is inside the array
+            out = (slice(max(0, -dy), h - max(0, dy)), slice(max(0, -dx), w - max(0, dx)))
+            src = (slice(max(0, dy), h - max(0, -dy)), slice(max(0, dx), w - max(0, -dx)))
+            d2[:] = np.inf
+            acc = np.zeros((out[0].stop - out[0].start, out[1].stop - out[1].start), np.float32)
+            for k in range(a.shape[0]):
+                diff = lb[k][out] - la[k][src]
+                acc += diff * diff
+            d2[out] = np.where(valid[src], acc, np.float32(np.inf))
+            np.minimum(best, d2, out=best)
+    best[~np.isfinite(best)] = 0.0
+    return np.log1p(np.float32(SHIFT_SCALE) * best).astype(np.float32)
+
+
+def vegetation_change(
+    a: np.ndarray, b: np.ndarray, valid: np.ndarray, band_names: Sequence[str], sigma_px: float
+) -> np.ndarray:
+    """``|NDVI_b - NDVI_a|`` smoothed like the score (:func:`smooth_score`), float32; zeros
+    when ``red`` or ``nir`` is not configured."""
+    names = list(band_names)
+    if "red" not in names or "nir" not in names:
+        return np.zeros(valid.shape, dtype=np.float32)
+    r, n = names.index("red"), names.index("nir")
+
+    def ndvi(x: np.ndarray) -> np.ndarray:
+        return (x[n] - x[r]) / np.maximum(x[n] + x[r], _LOG_FLOOR)
+
+    change = np.abs(ndvi(b) - ndvi(a)).astype(np.float32)
+    change[~valid] = 0.0
+    return smooth_score(change, valid, sigma_px)
+
+
+def context_halo(sigma_px: float) -> int:
+    """Halo (px) for :func:`self_train_context` to be exact on a block."""
+    return smoothing_halo(sigma_px) + 1
+
+
+def self_train_context(
+    a: np.ndarray, b: np.ndarray, valid: np.ndarray, band_names: Sequence[str], sigma_px: float
+) -> np.ndarray:
+    """The ``selftrain`` neighbourhood features of a block (:data:`CONTEXT_FEATURES`),
+    (2, h, w) float32; exact at least :func:`context_halo` pixels from the block edge."""
+    return np.stack(
+        [
+            shift_tolerant_difference(a, b, valid),
+            vegetation_change(a, b, valid, band_names, sigma_px),
+        ]
+    )
+
+
+def vegetation_weight(score: np.ndarray, veg_change: np.ndarray, ref: float) -> np.ndarray:
+    """``score * ((C + W) / (C + ref)) ** p`` (``C`` = :data:`VEG_WEIGHT_OFFSET`, ``p`` =
+    :data:`VEG_WEIGHT_POWER`, ``W`` = :func:`vegetation_change`), float32.
+
+    Notes
+    -----
+    ``ref`` is the scene's typical vegetation change among its detected change
+    (:func:`fit_self_train`), so a pixel changing as much as the scene's typical change
+    keeps its score, one that changed less (a roof repainted, a shadow, a car park filling
+    up) is damped, and vegetation cleared for construction is favoured — the change land
+    inspection looks for.
+    """
+    c = np.float32(VEG_WEIGHT_OFFSET)
+    ratio = (c + veg_change) / (c + np.float32(ref))
+    return (score * ratio ** np.float32(VEG_WEIGHT_POWER)).astype(np.float32)
+
+
 def nuisance_pixels(a: np.ndarray, b: np.ndarray, band_names: Sequence[str]) -> np.ndarray:
     """Pixels whose strong change is not the change we look for: vegetation in both epochs
     (NDVI > :data:`NUISANCE_NDVI`) or water in both (MNDWI > :data:`NUISANCE_MNDWI`).
@@ -1284,19 +1418,28 @@ class SelfTrainModel:
     intercept: float
     change_cut: float
     nochange_cut: float
+    shift_feature: bool = False
+    """The last coefficient is for :func:`shift_tolerant_difference`."""
+    vegetation_ref: float | None = None
+    """Set: the smoothed probability is weighted by :func:`vegetation_weight` with this
+    reference."""
 
 
-def self_train_features(a: np.ndarray, b: np.ndarray, z: np.ndarray) -> list[np.ndarray]:
+def self_train_features(
+    a: np.ndarray, b: np.ndarray, z: np.ndarray, shift: np.ndarray | None = None
+) -> list[np.ndarray]:
     """Per-pixel features (float32 arrays of ``z``'s shape) of the ``selftrain`` classifier.
 
     Both epochs' log bands, their differences, NDVI and NDBI of both epochs and their change
     (bands in the order blue, green, red, nir, swir1, … — NDVI from bands 2/3, NDBI from 4/3
-    when present), and ``log(1 + Z)`` of the IR-MAD statistic ``z``.
+    when present), ``log(1 + Z)`` of the IR-MAD statistic ``z`` and, when given, the
+    shift-tolerant difference ``shift`` (:func:`shift_tolerant_difference`).
 
     Notes
     -----
-    Elementwise only (no neighbourhood), so a pixel's features do not depend on the block it
-    is computed in, and the pass-1 sample (single pixels) gives the same features.
+    Elementwise given ``shift`` (computed with its 1 px neighbourhood on the block, or in
+    pass 1 on the sampled cell with a halo), so a pixel's features do not depend on the block
+    it is computed in, and the pass-1 sample gives the same features.
     """
     nb = a.shape[0]
     la = [np.log(np.maximum(a[i], _LOG_FLOOR)) for i in range(nb)]
@@ -1311,6 +1454,8 @@ def self_train_features(a: np.ndarray, b: np.ndarray, z: np.ndarray) -> list[np.
             na, nbb = nd(a, i, j), nd(b, i, j)
             feats += [na, nbb, nbb - na]
     feats.append(np.log1p(z))
+    if shift is not None:
+        feats.append(shift)
     return [f.astype(np.float32, copy=False) for f in feats]
 
 
@@ -1340,6 +1485,9 @@ def fit_self_train(
     change_quantile: float,
     nochange_quantile: float,
     band_names: Sequence[str] = (),
+    context: np.ndarray | None = None,
+    shift_feature: bool = False,
+    vegetation_weight: bool = False,
 ) -> SelfTrainModel:
     """Self-training: a logistic regression fitted on the scene's own confident IR-MAD pixels.
 
@@ -1355,6 +1503,15 @@ def fit_self_train(
         below the second quantile, and every nuisance pixel, the *no-change* examples.
     band_names : sequence of str
         The sample's bands (for :func:`nuisance_pixels`; none → no nuisance pixels).
+    context : ndarray (2, n), optional
+        The sample's :func:`self_train_context` features (:data:`CONTEXT_FEATURES`); needed
+        by the two options below.
+    shift_feature : bool
+        Add :func:`shift_tolerant_difference` to the features.
+    vegetation_weight : bool
+        Fit the reference of :func:`vegetation_weight`: the median vegetation change of the
+        sample pixels the classifier calls change (``P > 0.5``; the 0.99 quantile over all
+        when fewer than :data:`VEG_REF_MIN_PIXELS` are).
 
     Returns
     -------
@@ -1377,10 +1534,14 @@ def fit_self_train(
     (:func:`nuisance_pixels`), so the classifier does not learn them as the scene's change.
     Newton steps with a small ridge (:data:`SELFTRAIN_L2`), float64, deterministic.
     """
+    if (shift_feature or vegetation_weight) and context is None:
+        raise ValueError("fit_self_train: the shift feature and vegetation weight need context")
     a = np.asarray(values_a, np.float32)
     b = np.asarray(values_b, np.float32)
     step = max(1, math.ceil(a.shape[1] / SELFTRAIN_FIT_MAX))
     a, b = a[:, ::step], b[:, ::step]
+    ctx = None if context is None else np.asarray(context, np.float32)[:, ::step]
+    shift = ctx[0] if shift_feature else None
     z = _irmad_chi2(a[:, :, None], b[:, :, None], irmad)[:, 0]
     nuisance = nuisance_pixels(a, b, band_names)
     pos, neg, hi, lo = self_train_examples(z, nuisance, change_quantile, nochange_quantile)
@@ -1390,7 +1551,7 @@ def fit_self_train(
             f"examples in the pass-1 sample; expected at least {MIN_SAMPLE_PIXELS} each "
             "(lower 'detect.sample_step' or widen the 'detect.selftrain_*_quantile' gap)"
         )
-    feats = np.stack(self_train_features(a, b, z)).astype(np.float64)  # (F, n)
+    feats = np.stack(self_train_features(a, b, z, shift)).astype(np.float64)  # (F, n)
     mu = feats.mean(axis=1)
     sd = feats.std(axis=1)
     sd = np.where(sd > 0, sd, 1.0)
@@ -1400,6 +1561,15 @@ def fit_self_train(
     w = _logistic_regression(x, y)
     coef = w[:-1] / sd
     intercept = float(w[-1] - coef @ mu)
+    ref = None
+    if vegetation_weight:
+        p = 1.0 / (1.0 + np.exp(-np.clip(feats.T @ coef + intercept, -50, 50)))
+        veg = ctx[1].astype(np.float64)
+        changed = p > 0.5
+        if changed.sum() >= VEG_REF_MIN_PIXELS:
+            ref = float(np.median(veg[changed]))
+        else:
+            ref = float(np.quantile(veg, 0.99))
     log.info(
         "self-training: %d change / %d no-change examples (IR-MAD cuts %.1f / %.1f, "
         "%d nuisance pixels)",
@@ -1409,7 +1579,9 @@ def fit_self_train(
         lo,
         int(nuisance.sum()),
     )
-    return SelfTrainModel(irmad, tuple(float(v) for v in coef), intercept, hi, lo)
+    return SelfTrainModel(
+        irmad, tuple(float(v) for v in coef), intercept, hi, lo, shift_feature, ref
+    )
 
 
 def _logistic_regression(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -1432,10 +1604,12 @@ def _logistic_regression(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return w
 
 
-def _self_train(a: np.ndarray, b: np.ndarray, model: SelfTrainModel) -> np.ndarray:
-    """``P(change)`` per pixel, float32, feature by feature (elementwise)."""
+def _self_train(
+    a: np.ndarray, b: np.ndarray, model: SelfTrainModel, shift: np.ndarray | None = None
+) -> np.ndarray:
+    """``P(change)`` per pixel, float32, feature by feature (elementwise given ``shift``)."""
     z = _irmad_chi2(a, b, model.irmad)
     logit = np.full(z.shape, np.float32(model.intercept), dtype=np.float32)
-    for c, f in zip(model.coef, self_train_features(a, b, z)):
+    for c, f in zip(model.coef, self_train_features(a, b, z, shift)):
         logit += np.float32(c) * f
     return (1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50)))).astype(np.float32)

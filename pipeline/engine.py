@@ -236,8 +236,13 @@ def detect_pair(
     cell_stride = sample_cell_stride(n_sample_est)
     n_sample_est = math.ceil(n_sample_est / cell_stride**2)
     thin = max(1, math.ceil(math.sqrt(n_sample_est / MAX_SCORE_SAMPLE)))
+    smooth_px = d.smooth_sigma_m / grid.resolution if d.smooth_sigma_m else 0.0
+    uses_context = d.method == "selftrain" and (
+        d.selftrain_shift_feature or d.selftrain_vegetation_weight
+    )
+    context_sigma = smooth_px if uses_context else None
     sample_args = [
-        (source_a, source_b, grid, cells, d.sample_step, thin)
+        (source_a, source_b, grid, cells, d.sample_step, thin, context_sigma)
         for w in windows
         if (cells := sample_cells(w, cell_stride))
     ]
@@ -247,6 +252,7 @@ def detect_pair(
         for chunk in part
     ]
     mom_a, mom_b, sample_a, sample_b = detect.combine_samples(chunks)
+    context = detect.combine_context(chunks)
     del chunks
     irmad = None
     if d.method in ("irmad", "selftrain") or d.normalise == "irmad_regression":
@@ -265,6 +271,9 @@ def detect_pair(
             change_quantile=d.selftrain_change_quantile,
             nochange_quantile=d.selftrain_nochange_quantile,
             band_names=bands,
+            context=context,
+            shift_feature=d.selftrain_shift_feature,
+            vegetation_weight=d.selftrain_vegetation_weight,
         )
     if d.method == "novelty":
         # fitted on the canonical (key-sorted) sample: the same whatever the block size
@@ -285,7 +294,10 @@ def detect_pair(
         d.method,
         bands,
         model,
+        None if context is None else context[:, :, None],
     ).ravel()
+    if isinstance(model, detect.SelfTrainModel) and model.vegetation_ref is not None:
+        sample_scores = detect.vegetation_weight(sample_scores, context[1], model.vegetation_ref)
     cut = detect.threshold(
         sample_scores,
         d.threshold,
@@ -305,8 +317,9 @@ def detect_pair(
     open_px = detect.radius_px(d.opening_radius_m, res)
     close_px = detect.radius_px(d.closing_radius_m, res)
     halo = detect.cleaning_halo(open_px, close_px)
-    smooth_px = d.smooth_sigma_m / res if d.smooth_sigma_m else 0.0
-    halo += detect.smoothing_halo(smooth_px)
+    halo += detect.smoothing_halo(smooth_px)  # the score's (and the vegetation change's)
+    if isinstance(model, detect.SelfTrainModel) and model.shift_feature:
+        halo += 1  # the shift-tolerant difference looks one pixel around
     if d.edge_ratio is not None:
         halo += detect.EDGE_HALO_PX
     patch_filter = PatchFilter(
@@ -600,15 +613,34 @@ def _sample_job(
     cells: list[Window],
     step: int,
     thin: int,
+    context_sigma: float | None = None,
 ) -> list[detect.SampleChunk]:
-    """Pass 1 for the sampled cells of one block (runs in a worker)."""
+    """Pass 1 for the sampled cells of one block (runs in a worker). With ``context_sigma``
+    the cells are read with a halo and the ``selftrain`` neighbourhood features
+    (:func:`~pipeline.detect.self_train_context`) are sampled too."""
     out = []
+    halo = 0 if context_sigma is None else detect.context_halo(context_sigma)
     for window in cells:
-        a, va = read_block(source_a, grid, window)
-        b, vb = read_block(source_b, grid, window)
+        a, va = read_block(source_a, grid, window, halo)
+        b, vb = read_block(source_b, grid, window, halo)
+        valid = va & vb
+        context = None
+        if context_sigma is not None:
+            context = detect.self_train_context(a, b, valid, source_a.band_names, context_sigma)
+            core = (slice(halo, a.shape[1] - halo), slice(halo, a.shape[2] - halo))
+            a, b, valid = a[(slice(None), *core)], b[(slice(None), *core)], valid[core]
+            context = context[(slice(None), *core)]
         out.append(
             detect.sample_block(
-                a, b, va & vb, int(window.row_off), int(window.col_off), step, thin, grid.width
+                a,
+                b,
+                valid,
+                int(window.row_off),
+                int(window.col_off),
+                step,
+                thin,
+                grid.width,
+                context,
             )
         )
     return out
@@ -716,6 +748,9 @@ def _detect_job(
         a, b, valid, job.norm, job.method, job.source_a.band_names, job.model
     )
     score = detect.smooth_score(score, valid, job.smooth_px)
+    if isinstance(job.model, detect.SelfTrainModel) and job.model.vegetation_ref is not None:
+        veg = detect.vegetation_change(a, b, valid, job.source_a.band_names, job.smooth_px)
+        score = detect.vegetation_weight(score, veg, job.model.vegetation_ref)
     mask = detect.change_mask(score, valid, job.cut, job.hysteresis_low)
     if mask.any():  # most chunks of a real scene have no candidate: nothing to refine
         if job.edge_ratio is not None:

@@ -618,3 +618,85 @@ def test_selftrain_examples_never_take_nuisance_pixels_as_change():
     # nothing nuisance: the plain quantile rule
     pos2, neg2, *_ = detect.self_train_examples(z, np.zeros(5000, bool), 0.99, 0.8)
     assert pos2.sum() == (z >= np.quantile(z, 0.99)).sum() and neg2.sum() == 4000
+
+
+# --------------------------------------------------------------------------- selftrain context
+def test_shift_tolerant_difference_ignores_a_one_pixel_shift_but_not_new_objects():
+    # epoch B is epoch A moved by one pixel (misregistration) plus a new bright square: the
+    # plain difference is large along every edge, the shift-tolerant one only on the square
+    rng = np.random.default_rng(0)
+    a = rng.uniform(200, 3000, (4, 40, 40)).astype(np.float32)
+    b = np.roll(a, 1, axis=2)
+    b[:, 10:20, 10:20] = 9000.0
+    valid = np.ones((40, 40), bool)
+    d = detect.shift_tolerant_difference(a, b, valid)
+    square = np.zeros((40, 40), bool)
+    square[10:20, 10:20] = True
+    assert d.dtype == np.float32
+    # b(x) = a(x - 1 column) exactly everywhere but the square (and column 0, wrapped round)
+    assert d[:, 1:][~square[:, 1:]].max() == 0.0
+    assert d[11:19, 11:19].min() > 3.0  # log1p(100 * d2) with d2 ≥ 0.5
+    # invalid neighbours are skipped: no valid pixel around -> 0
+    assert detect.shift_tolerant_difference(a, b, np.zeros((40, 40), bool)).max() == 0.0
+
+
+def test_shift_tolerant_difference_on_block_plus_halo_equals_whole_image():
+    rng = np.random.default_rng(1)
+    a = rng.uniform(200, 3000, (3, 30, 36)).astype(np.float32)
+    b = rng.uniform(200, 3000, (3, 30, 36)).astype(np.float32)
+    valid = rng.random((30, 36)) > 0.1
+    whole = detect.shift_tolerant_difference(a, b, valid)
+    part = detect.shift_tolerant_difference(a[:, 9:21, 4:30], b[:, 9:21, 4:30], valid[9:21, 4:30])
+    np.testing.assert_array_equal(part[1:-1, 1:-1], whole[10:20, 5:29])
+
+
+def test_vegetation_change_and_weight():
+    names = ("blue", "green", "red", "nir")
+    a = np.zeros((4, 10, 10), np.float32)
+    a[2], a[3] = 500, 3000  # NDVI 0.714
+    b = a.copy()
+    b[2, :, 5:], b[3, :, 5:] = 2000, 2200  # cleared: NDVI 0.048 on the right half
+    valid = np.ones((10, 10), bool)
+    w = detect.vegetation_change(a, b, valid, names, 0.0)
+    np.testing.assert_allclose(w[:, :5], 0.0)
+    np.testing.assert_allclose(w[:, 5:], 2500 / 3500 - 200 / 4200, rtol=1e-5)
+    assert not detect.vegetation_change(a[:2], b[:2], valid, names[:2], 1.0).any()  # no nir
+    score = np.full((10, 10), 0.8, np.float32)
+    ref = float(w[0, 9])
+    out = detect.vegetation_weight(score, w, ref)
+    np.testing.assert_allclose(out[:, 5:], 0.8, rtol=1e-6)  # as much change as the reference
+    c = detect.VEG_WEIGHT_OFFSET
+    np.testing.assert_allclose(out[:, :5], 0.8 * np.sqrt(c / (c + ref)), rtol=1e-5)
+
+
+def test_selftrain_with_context_is_fitted_and_scores_like_without_on_plain_change():
+    # the context features of the pass-1 sample (here: every pixel) feed the same model the
+    # blocks use; the changed squares stay above the cut
+    before, after, changed = _irmad_scene()
+    names = ("blue", "green", "red", "nir", "swir1", "swir2")
+    valid = np.ones(changed.shape, bool)
+    ctx = detect.self_train_context(before, after, valid, names, 0.0)
+    chunk = detect.sample_block(before, after, valid, 0, 0, 1, 1, before.shape[2], ctx)
+    *_, va, vb = detect.combine_samples([chunk])
+    context = detect.combine_context([chunk])
+    assert context.shape == (2, va.shape[1])
+    irmad = detect.fit_irmad(va, vb)
+    model = detect.fit_self_train(
+        va,
+        vb,
+        irmad,
+        change_quantile=0.98,
+        nochange_quantile=0.8,
+        band_names=names,
+        context=context,
+        shift_feature=True,
+        vegetation_weight=True,
+    )
+    assert model.shift_feature and model.vegetation_ref is not None
+    assert len(model.coef) == len(detect.self_train_features(va, vb, va[0], va[0]))
+    p = detect.change_score(before, after, valid, None, "selftrain", names, model)
+    assert (p[changed] > 0.5).mean() > 0.9 and (p[~changed] > 0.5).mean() < 0.05
+    with pytest.raises(ValueError, match="context"):
+        detect.fit_self_train(
+            va, vb, irmad, change_quantile=0.98, nochange_quantile=0.8, shift_feature=True
+        )

@@ -285,3 +285,31 @@ def test_hysteresis_is_exact_whatever_the_block_size(tmp_path):
         assert shapely.equals_exact(
             runs[bp].detections.geometry.values, det.geometry.values, 0
         ).all()
+
+
+def test_selftrain_with_context_is_block_size_independent(data_dir):
+    # selftrain with its neighbourhood features (shift-tolerant difference, vegetation
+    # weight), smoothing and hysteresis: pass 1 samples the features on cells read with a
+    # halo, pass 2 on blocks with a halo — identical rasters and patches for every block size
+    kw = dict(
+        method="selftrain",
+        threshold="fixed",
+        threshold_value=0.6,
+        smooth_sigma_m=4.0,
+        hysteresis_low=0.7,
+        min_mean_score=1.0,
+        # all but the squares is vegetation in both epochs (nuisance, taught as no change):
+        # the change examples are the top 20 % of the few other sample pixels
+        selftrain_change_quantile=0.8,
+        selftrain_nochange_quantile=0.5,
+    )
+    st = {bp: _run(data_dir, data_dir / f"st{bp}", block_px=bp, **kw) for bp in (64, 96, 256)}
+    model_stats = st[64].stats
+    assert model_stats["method"] == "selftrain" and len(st[64].detections) >= 2
+    ref_score, ref_mask = _read(st[256].score_path)[0], _read(st[256].mask_path)[0]
+    for bp in (64, 96):
+        np.testing.assert_array_equal(_read(st[bp].score_path)[0], ref_score)
+        np.testing.assert_array_equal(_read(st[bp].mask_path)[0], ref_mask)
+        assert shapely.equals_exact(
+            st[bp].detections.geometry.values, st[256].detections.geometry.values, 0
+        ).all()
