@@ -11,7 +11,9 @@ Then, each in its own subprocess (so peak memory is measured per contender):
     ``cva``, threshold ``otsu``, ``--workers`` processes, ``--block`` px blocks);
 (b) ``naive``: read both epochs whole, z-score in float64, CVA, Otsu, binary opening,
     :func:`rasterio.features.shapes` — the script people write first;
-(c) GDAL command-line tools (``gdal_calc.py`` + ``gdal_polygonize.py``) if installed.
+(c) ``decode``: only decoding both epochs to float32 in ``--workers`` processes — the
+    ceiling any detector reading these files can reach;
+(d) GDAL command-line tools (``gdal_calc.py`` + ``gdal_polygonize.py``) if installed.
 
 Wall time and peak RSS are measured from outside: the parent samples the summed RSS of the
 child's whole process tree (workers included) from ``/proc`` every 20 ms, and also reports
@@ -205,6 +207,40 @@ def run_naive(before: Path, after: Path, out: Path) -> dict:
     return {"n_patches": len(keep), "timings": {k: round(v, 3) for k, v in t.items()}}
 
 
+def run_decode(before: Path, after: Path, out: Path, workers: int) -> dict:
+    """The ceiling: decode both epochs to float32 (what the detect stage must read), in
+    ``workers`` processes each decoding column strips top to bottom, nothing else."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    import rasterio
+
+    with rasterio.open(before) as src:
+        width = src.width
+    step = -(-width // max(workers, 1))
+    jobs = [
+        (str(p), c, min(step, width - c)) for p in (before, after) for c in range(0, width, step)
+    ]
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_decode_strip, jobs[:workers]))  # start the workers (imports)
+        t0 = time.perf_counter()
+        list(pool.map(_decode_strip, jobs))
+        seconds = time.perf_counter() - t0
+    return {"n_patches": -1, "timings": {"total_s": round(seconds, 3)}}
+
+
+def _decode_strip(job: tuple[str, int, int]) -> int:
+    import rasterio
+    from rasterio.windows import Window
+
+    path, col, width = job
+    with rasterio.open(path) as src:
+        buf = np.empty((src.count, TILE, width), np.float32)
+        for row in range(0, src.height, TILE):
+            h = min(TILE, src.height - row)
+            src.read(window=Window(col, row, width, h), out=buf[:, :h])
+    return width
+
+
 def gdal_commands(before: Path, after: Path, out: Path) -> list[list[str]] | None:
     """GDAL's own tools: ``gdal_calc.py`` (a red-band difference cut, the simplest change
     mask) then ``gdal_polygonize.py``; None when the tools are not installed."""
@@ -295,6 +331,8 @@ def _child(args: argparse.Namespace) -> int:
     try:
         if args.child == "landwatch":
             result = run_landwatch(before, after, out, args.workers, args.block)
+        elif args.child == "decode":
+            result = run_decode(before, after, out, args.workers)
         else:
             result = run_naive(before, after, out)
     finally:
@@ -311,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block", type=int, default=1024)
     parser.add_argument("--repeat", type=int, default=1, help="landwatch runs (best is kept)")
     parser.add_argument("--skip-naive", action="store_true")
-    parser.add_argument("--child", choices=["landwatch", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["landwatch", "naive", "decode"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return _child(args)
@@ -340,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     lw = min(lw_runs, key=lambda r: r["wall_s"])
     rows.append(("landwatch", lw))
+    decode = measure([*base, "--child", "decode", "--workers", str(args.workers)], env)
+    rows.append(("decode", decode))
     naive = None
     if not args.skip_naive:
         naive = measure([*base, "--child", "naive"], env)
@@ -388,6 +428,11 @@ def main(argv: list[str] | None = None) -> int:
         f"rates below: in-process stage time (landwatch detect_pair {lw_s:.2f} s, naive "
         f"{naive['timings']['total_s'] if naive else float('nan'):.2f} s); the table's wall "
         "time adds interpreter start-up, imports and the worker pool"
+    )
+    decode_rate = mpx / decode["timings"]["total_s"]
+    print(
+        f"decoding the pair alone (the ceiling, {args.workers} processes): "
+        f"{decode_rate:.1f} Mpx/s; landwatch reaches {100 * lw_rate / decode_rate:.0f} % of it"
     )
     print(
         f"landwatch_mpx_s={lw_rate:.2f} naive_mpx_s={naive_rate:.2f} "
