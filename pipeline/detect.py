@@ -933,6 +933,14 @@ def clean_mask(mask: np.ndarray, valid: np.ndarray, open_px: int, close_px: int)
     return out & valid
 
 
+def _shift_slices(h: int, w: int, dy: int, dx: int) -> tuple[tuple[slice, slice], ...]:
+    """``(dst, src)``: ``array[dst]`` are the pixels ``p`` of an ``h × w`` array whose
+    neighbour ``p + (dy, dx)`` is inside it, ``array[src]`` those neighbours."""
+    dst = (slice(max(0, -dy), h - max(0, dy)), slice(max(0, -dx), w - max(0, dx)))
+    src = (slice(max(0, dy), h - max(0, -dy)), slice(max(0, dx), w - max(0, -dx)))
+    return dst, src
+
+
 def _shift_combine(out: np.ndarray, x: np.ndarray, dy: int, dx: int, op: str) -> None:
     """``out[p] = out[p] op x[p + (dy, dx)]`` in place, ``x`` being False outside the array."""
     h, w = x.shape
@@ -940,8 +948,7 @@ def _shift_combine(out: np.ndarray, x: np.ndarray, dy: int, dx: int, op: str) ->
         if op == "and":
             out[:] = False
         return
-    dst = (slice(max(0, -dy), h - max(0, dy)), slice(max(0, -dx), w - max(0, dx)))
-    src = (slice(max(0, dy), h - max(0, -dy)), slice(max(0, dx), w - max(0, -dx)))
+    dst, src = _shift_slices(h, w, dy, dx)
     if op == "or":
         out[dst] |= x[src]
         return
@@ -1279,6 +1286,12 @@ CONTEXT_FEATURES = ("shift_difference", "vegetation_change")
 """The rows of the pass-1 ``context`` array of the ``selftrain`` method."""
 
 
+def _nd(x: np.ndarray, i: int, j: int) -> np.ndarray:
+    """Normalised difference ``(x_i - x_j) / max(x_i + x_j, 1)`` of bands ``i`` and ``j``
+    (NDVI, NDBI, MNDWI on raw values; the floor keeps dark or zero pixels finite)."""
+    return (x[i] - x[j]) / np.maximum(x[i] + x[j], _LOG_FLOOR)
+
+
 def shift_tolerant_difference(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Change that one-pixel misregistration cannot explain, per pixel (float32).
 
@@ -1299,9 +1312,7 @@ def shift_tolerant_difference(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -
     d2 = np.empty((h, w), dtype=np.float32)
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
-            # pixels x whose neighbour x + d is inside the array
-            out = (slice(max(0, -dy), h - max(0, dy)), slice(max(0, -dx), w - max(0, dx)))
-            src = (slice(max(0, dy), h - max(0, -dy)), slice(max(0, dx), w - max(0, -dx)))
+            out, src = _shift_slices(h, w, dy, dx)
             d2[:] = np.inf
             acc = np.zeros((out[0].stop - out[0].start, out[1].stop - out[1].start), np.float32)
             for k in range(a.shape[0]):
@@ -1323,10 +1334,7 @@ def vegetation_change(
         return np.zeros(valid.shape, dtype=np.float32)
     r, n = names.index("red"), names.index("nir")
 
-    def ndvi(x: np.ndarray) -> np.ndarray:
-        return (x[n] - x[r]) / np.maximum(x[n] + x[r], _LOG_FLOOR)
-
-    change = np.abs(ndvi(b) - ndvi(a)).astype(np.float32)
+    change = np.abs(_nd(b, n, r) - _nd(a, n, r)).astype(np.float32)
     change[~valid] = 0.0
     return smooth_score(change, valid, sigma_px)
 
@@ -1392,10 +1400,7 @@ def nuisance_pixels(a: np.ndarray, b: np.ndarray, band_names: Sequence[str]) -> 
     out = np.zeros(a.shape[1:], dtype=bool)
 
     def both_above(i: int, j: int, cut: float) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ia = (a[i] - a[j]) / np.maximum(a[i] + a[j], _LOG_FLOOR)
-            ib = (b[i] - b[j]) / np.maximum(b[i] + b[j], _LOG_FLOOR)
-        return (ia > cut) & (ib > cut)
+        return (_nd(a, i, j) > cut) & (_nd(b, i, j) > cut)
 
     if "red" in names and "nir" in names:
         out |= both_above(names.index("nir"), names.index("red"), NUISANCE_NDVI)
@@ -1446,12 +1451,9 @@ def self_train_features(
     lb = [np.log(np.maximum(b[i], _LOG_FLOOR)) for i in range(nb)]
     feats = [*la, *lb, *(y - x for x, y in zip(la, lb))]
 
-    def nd(x: np.ndarray, i: int, j: int) -> np.ndarray:
-        return (x[i] - x[j]) / np.maximum(x[i] + x[j], _LOG_FLOOR)
-
     for i, j in ((3, 2), (4, 3)):
         if max(i, j) < nb:
-            na, nbb = nd(a, i, j), nd(b, i, j)
+            na, nbb = _nd(a, i, j), _nd(b, i, j)
             feats += [na, nbb, nbb - na]
     feats.append(np.log1p(z))
     if shift is not None:

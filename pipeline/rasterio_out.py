@@ -260,20 +260,22 @@ def change_pyramid(
     return out
 
 
+def _pair_sum(x: np.ndarray) -> np.ndarray:
+    """Sums over 2 × 2 blocks (odd sides padded with zeros): four strided adds."""
+    return _pair_reduce(x, np.add)
+
+
 def _pair_any(x: np.ndarray) -> np.ndarray:
     """Logical OR over 2 × 2 blocks (odd sides padded with False)."""
+    return _pair_reduce(x, np.logical_or)
+
+
+def _pair_reduce(x: np.ndarray, op: np.ufunc) -> np.ndarray:
+    """``op`` over the four pixels of each 2 × 2 block, odd sides padded with zeros."""
     h, w = x.shape
     if h % 2 or w % 2:
         x = np.pad(x, ((0, h % 2), (0, w % 2)))
-    return x[0::2, 0::2] | x[1::2, 0::2] | x[0::2, 1::2] | x[1::2, 1::2]
-
-
-def _pair_sum(x: np.ndarray) -> np.ndarray:
-    """Sums over 2 × 2 blocks (odd sides padded with a zero row/column): four strided adds."""
-    h, w = x.shape
-    if h % 2 or w % 2:
-        x = np.pad(x, ((0, h % 2), (0, w % 2)))
-    return x[0::2, 0::2] + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2]
+    return op(op(op(x[0::2, 0::2], x[1::2, 0::2]), x[0::2, 1::2]), x[1::2, 1::2])
 
 
 def parts_vrt(
