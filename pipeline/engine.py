@@ -18,6 +18,7 @@ at most two chunks of its region per epoch, and the pass-1 threshold sample is c
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import shutil
@@ -42,6 +43,7 @@ from pipeline.change_type import classify_change
 from pipeline.config import Config
 from pipeline.grid import TargetGrid, blocks, target_grid
 from pipeline.imagery import (
+    READ_ROWS_PX,
     EpochSource,
     RowStream,
     check_bands,
@@ -464,6 +466,38 @@ def score_overviews(grid: TargetGrid, block_px: int) -> tuple[int, ...]:
     return tuple(factors) if block_px % top == 0 and chunk_rows % top == 0 else ()
 
 
+def region_chunks(
+    r0: int, height: int, chunk_rows: int, halo: int, align: int, factor: int = 1
+) -> list[tuple[int, int]]:
+    """(first row, number of rows) of the chunks a worker streams the rows
+    ``[r0, r0 + height)`` of a region in.
+
+    Chunks end ``lead`` rows before a multiple of ``align`` (the :class:`RowStream`'s
+    tile-aligned slab), ``lead`` = ``halo`` rounded up to a multiple of ``factor`` (chunk
+    starts stay multiples of the largest overview factor). A chunk's lower halo then ends
+    where the slab read for it ends, and the rows the stream keeps for the next chunk are
+    ``lead + halo``, not most of a slab: moving those in the buffer before every read was
+    a tenth of a worker's CPU, and the buffer is one slab smaller. The first chunk is
+    shorter; a last sliver of at most ``lead`` rows joins the chunk before it. Falls back to
+    chunks on multiples of ``chunk_rows`` when ``chunk_rows`` is not
+    ``align`` or the halo is half a slab or more. The result does not depend on the
+    chunking (statistics are global, patches are merged across chunk edges).
+    """
+    end = r0 + height
+    lead = -(-halo // factor) * factor
+    if chunk_rows != align or 2 * lead >= align:
+        return [(y, min(chunk_rows, end - y)) for y in range(r0, end, chunk_rows)]
+    bounds = [r0]
+    y = ((r0 + lead) // align + 1) * align - lead  # the first chunk end after r0
+    while y < end:
+        bounds.append(y)
+        y += align
+    if len(bounds) > 1 and end - bounds[-1] <= lead:
+        bounds.pop()  # a last sliver of at most `lead` rows joins the chunk before it
+    bounds.append(end)
+    return [(a, b - a) for a, b in itertools.pairwise(bounds)]
+
+
 def pass2_regions(windows: list[Window], block_px: int) -> list[tuple[Window, int]]:
     """The pass-2 work units: groups of whole blocks about :data:`REGION_PX` wide and
     :data:`REGION_ROWS_PX` tall, each as (its window, its number of blocks), row-major."""
@@ -697,8 +731,8 @@ def _detect_region_job(
             )
             for f, win, path in mask_overviews
         ]
-        for y in range(r0, r0 + h, chunk_rows):
-            ch = min(chunk_rows, r0 + h - y)
+        top = factors[-1] if factors else 1
+        for y, ch in region_chunks(r0, h, chunk_rows, halo, READ_ROWS_PX, top):
             a, va = stream_a.rows(y - halo, y + ch + halo)
             b, vb = stream_b.rows(y - halo, y + ch + halo)
             clock.lap("read")
@@ -771,11 +805,10 @@ def _detect_job(
         job.patch_filter,
     )
     # patches completed in this block and dropped by the filter are "no change" in mask.tif
-    mask_out = np.where(valid_c, found.mask.astype(np.uint8), np.uint8(MASK_NODATA))
-    score_out = np.where(valid_c, score_c, np.float32(np.nan)).astype(np.float32)
-    return _BlockOutput(
-        window, score_out, mask_out.astype(np.uint8), found.pieces, found.n_small, found.n_low_score
-    )
+    # bool True/False -> MASK_CHANGE/MASK_NO_CHANGE (1/0); one pass each, no extra copies
+    mask_out = np.where(valid_c, found.mask, np.uint8(MASK_NODATA)).astype(np.uint8, copy=False)
+    score_out = np.where(valid_c, score_c, np.float32(np.nan)).astype(np.float32, copy=False)
+    return _BlockOutput(window, score_out, mask_out, found.pieces, found.n_small, found.n_low_score)
 
 
 # --------------------------------------------------------------------------- helpers

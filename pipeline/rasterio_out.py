@@ -210,14 +210,25 @@ def mean_pyramid(values: np.ndarray, factors: Sequence[int]) -> list[np.ndarray]
     of the largest factor.
     """
     ok = ~np.isnan(values)
-    total = np.where(ok, values, np.float32(0)).astype(np.float32)
-    count = ok.astype(np.float32)
+    if ok.all():  # the usual case: counts are the blocks' pixel counts, no masked copy
+        total, count = values.astype(np.float32, copy=False), None
+    else:
+        total = np.where(ok, values, np.float32(0)).astype(np.float32, copy=False)
+        count = ok.astype(np.float32)
     out, done = [], 1
     for f in factors:
         for _ in range((f // done).bit_length() - 1):  # halve until this factor
-            total, count = _pair_sum(total), _pair_sum(count)
+            total = _pair_sum(total)
+            if count is not None:
+                count = _pair_sum(count)
+        if count is None:
+            count = _block_counts(values.shape, f)
         with np.errstate(divide="ignore", invalid="ignore"):
-            out.append(np.where(count > 0, total / count, np.float32(np.nan)).astype(np.float32))
+            out.append(
+                np.where(count > 0, total / count, np.float32(np.nan)).astype(
+                    np.float32, copy=False
+                )
+            )
         done = f
     return out
 
@@ -258,6 +269,15 @@ def change_pyramid(
         out.append(level)
         done = f
     return out
+
+
+def _block_counts(shape: tuple[int, int], f: int) -> np.ndarray:
+    """Pixels inside the array of each ``f × f`` block (float32, ``(ceil(h/f), ceil(w/f))``):
+    ``f²``, less along the bottom and right edges when a side is not a multiple of ``f``."""
+    h, w = shape
+    rows = np.minimum(f, h - np.arange(0, h, f)).astype(np.float32)
+    cols = np.minimum(f, w - np.arange(0, w, f)).astype(np.float32)
+    return np.outer(rows, cols)
 
 
 def _pair_sum(x: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ import shapely
 from affine import Affine
 from rasterio.features import shapes
 from scipy import ndimage
-from scipy.sparse import coo_matrix
+from scipy.sparse import coo_matrix, csc_matrix
 from scipy.sparse.csgraph import connected_components
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,14 @@ SHARED_EDGE = "F***1****"
 """DE-9IM pattern: interiors disjoint, boundaries meet along a line (not only a point).
 Pieces of one 4-connected component meet like this; diagonal neighbours only touch at a
 point and stay separate, as in the whole-image labelling."""
+
+PACK_CELL_PX = 32
+"""Cell size (px) of the occupancy grid that groups a block's patches for polygonising
+(:func:`_polygonise`)."""
+PACK_MAX_GROUPS = 4096
+"""Above this many groups, or when their boxes cover more than :data:`PACK_MAX_SHARE` of the
+core, the core is polygonised whole (packing would not pay)."""
+PACK_MAX_SHARE = 0.7
 
 
 @dataclass
@@ -156,12 +164,12 @@ def block_pieces(
     if n == 0:
         return BlockPieces(Pieces.empty(ncols), mask)
     labels = labels.astype(np.int32, copy=False)
-    # sums over the labelled pixels only (masks are sparse): same pixels, same order, so the
-    # same float64 sums as over the whole block, without whole-block float64 temporaries
-    where = np.nonzero(labels)  # row-major, like ravel(); works on non-contiguous views
-    flat = labels[where]
+    # the labelled pixels only (masks are sparse), row-major like ravel(); the bool mask is
+    # scanned faster than the int32 labels
+    rows, cols = np.nonzero(mask)
+    flat = labels[rows, cols]
+    values = score[rows, cols]
     count = np.bincount(flat, minlength=n + 1)[1:].astype(np.float64)
-    values = score[where]
     score_sum = np.bincount(flat, weights=values, minlength=n + 1)[1:]
     peak = np.full(n + 1, np.nan)
     if patch_filter is not None and patch_filter.min_peak is not None:
@@ -182,20 +190,20 @@ def block_pieces(
     edge = edge[1:]
 
     n_small = n_low = 0
+    lut = None  # old label -> kept label 1..k (0 = dropped), when something is dropped
     if patch_filter is not None:
         small = ~edge & patch_filter.too_small(count)
         keep = edge | patch_filter.keep(count, score_sum, peak)
         n_small = int(np.count_nonzero(small))
         n_low = int(np.count_nonzero(~keep)) - n_small
         if not keep.all():
-            # renumber the kept labels 1..k (in label order), dropped ones become 0
             lut = np.zeros(n + 1, dtype=np.int32)
             lut[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-            sel = lut[flat] > 0
-            where = (where[0][sel], where[1][sel])
-            flat = lut[flat][sel]
-            labels = lut[labels]
-            mask = labels > 0
+            new = lut[flat]
+            kept = new > 0
+            mask = mask.copy()
+            mask[rows[~kept], cols[~kept]] = False
+            rows, cols, flat, values = rows[kept], cols[kept], new[kept], values[kept]
             count, score_sum, edge, peak = count[keep], score_sum[keep], edge[keep], peak[keep]
             n = len(count)
             if n == 0:
@@ -204,25 +212,111 @@ def block_pieces(
     sums = np.empty((n, ncols), dtype=np.float64)
     sums[:, 0] = count
     sums[:, 1] = score_sum
-    for k, data in enumerate((data_a, data_b)):
-        for i in range(nb):
-            wts = data[i][where].astype(np.float64)
-            sums[:, 2 + k * nb + i] = np.bincount(flat, weights=wts, minlength=n + 1)[1:]
+    sums[:, 2:] = _band_sums(flat, n, [data[:, rows, cols] for data in (data_a, data_b)])
+    geoms = _polygonise(labels, lut, rows, cols, flat, n, row_off, col_off)
+    return BlockPieces(Pieces(geoms, sums, edge, peak), mask, n_small, n_low)
 
-    transform = Affine.translation(col_off, row_off)
-    geoms = np.empty(n, dtype=object)
-    found = [
-        (int(value) - 1, shapely.geometry.shape(geom))
-        for geom, value in shapes(labels, mask=labels > 0, connectivity=4, transform=transform)
+
+def _band_sums(flat: np.ndarray, n: int, values: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-label sums (n, total bands) of ``values`` ((bands, m) each, one column per labelled
+    pixel, labels ``flat`` in 1..n), in float64.
+
+    One sparse product (label × pixel indicator, in CSC form: one entry per pixel column, no
+    sorting) instead of one :func:`numpy.bincount` per band: each output row is summed in
+    pixel order, as bincount does."""
+    m = len(flat)
+    g = np.empty((m, sum(v.shape[0] for v in values)), dtype=np.float64)
+    j = 0
+    for v in values:
+        g[:, j : j + v.shape[0]] = v.T
+        j += v.shape[0]
+    indicator = csc_matrix((np.ones(m), flat - 1, np.arange(m + 1)), shape=(n, m))
+    return np.asarray(indicator @ g)
+
+
+def _polygonise(
+    labels: np.ndarray,
+    lut: np.ndarray | None,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    flat: np.ndarray,
+    n: int,
+    row_off: int,
+    col_off: int,
+) -> np.ndarray:
+    """Polygons (global pixel coordinates) of the kept labels 1..n of one block core.
+
+    ``labels`` is the core's labelling, ``lut`` (or None: identity) maps it to the kept labels;
+    ``rows, cols, flat`` are the kept pixels and their kept labels.
+
+    Notes
+    -----
+    GDAL's polygoniser costs about the same per pixel scanned whether it is empty or not, so
+    scanning the whole core spent most of the time on empty ground. The kept pixels are
+    grouped instead by the connected components of the :data:`PACK_CELL_PX` cells they occupy
+    (a patch lies inside one group's box), the group boxes are packed into one smaller
+    canvas (shelf packing), polygonised in ONE :func:`rasterio.features.shapes` call (a call
+    has a fixed cost) and moved back by their box's offset — integer shifts, so the
+    coordinates are those the whole-core call gives. When the boxes would cover most of the
+    core anyway, the core is polygonised as it is.
+    """
+    h, w = labels.shape
+    cell_r, cell_c = rows // PACK_CELL_PX, cols // PACK_CELL_PX
+    occupied = np.zeros((-(-h // PACK_CELL_PX), -(-w // PACK_CELL_PX)), dtype=bool)
+    occupied[cell_r, cell_c] = True
+    group, n_groups = ndimage.label(occupied)
+    group_of = np.zeros(n + 1, dtype=np.int32)  # kept label -> its group
+    group_of[flat] = group[cell_r, cell_c]
+    boxes = [
+        (
+            sr.start * PACK_CELL_PX,
+            min(sr.stop * PACK_CELL_PX, h),
+            sc.start * PACK_CELL_PX,
+            min(sc.stop * PACK_CELL_PX, w),
+        )
+        for sr, sc in ndimage.find_objects(group)
     ]
-    idx = np.array([i for i, _ in found])
-    polys = np.array([g for _, g in found], dtype=object)
+    box_area = sum((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in boxes)
+    if n_groups > PACK_MAX_GROUPS or box_area > PACK_MAX_SHARE * h * w:
+        canvas, shift = (labels if lut is None else lut[labels]), None
+    else:
+        # shelf packing, tallest boxes first, on a canvas as wide as the core
+        order = sorted(range(n_groups), key=lambda k: (-(boxes[k][1] - boxes[k][0]), k))
+        place = np.zeros((n_groups, 2), dtype=np.int64)  # canvas row, col of each box
+        y = x = shelf = 0
+        for k in order:
+            r0, r1, c0, c1 = boxes[k]
+            if x + (c1 - c0) > w:
+                y, x, shelf = y + shelf, 0, 0
+            place[k] = y, x
+            x += c1 - c0
+            shelf = max(shelf, r1 - r0)
+        canvas = np.zeros((y + shelf, w), dtype=np.int32)
+        for k in order:
+            r0, r1, c0, c1 = boxes[k]
+            sub = labels[r0:r1, c0:c1] if lut is None else lut[labels[r0:r1, c0:c1]]
+            py, px = place[k]
+            # only this group's labels: a box may overlap pixels of another group
+            canvas[py : py + r1 - r0, px : px + c1 - c0] = np.where(group_of[sub] == k + 1, sub, 0)
+        # canvas -> core offset of each label, through its group's box
+        box_origin = np.array([(b[0], b[2]) for b in boxes], dtype=np.int64)
+        shift = np.zeros((n + 1, 2), dtype=np.float64)
+        shift[1:] = (box_origin - place)[group_of[1:] - 1][:, ::-1]  # (dx, dy)
+    found = list(shapes(canvas, mask=canvas > 0, connectivity=4))
+    idx = np.array([int(value) for _, value in found], dtype=np.int64)
+    polys = np.array([shapely.geometry.shape(geom) for geom, _ in found], dtype=object)
+    offset = np.array([col_off, row_off], dtype=np.float64)
+    if len(polys):
+        coords, which = shapely.get_coordinates(polys, return_index=True)
+        coords += offset if shift is None else offset + shift[idx[which]]
+        polys = shapely.set_coordinates(polys, coords)
+    geoms = np.empty(n, dtype=object)
     if len(np.unique(idx)) == len(idx):
-        geoms[idx] = polys
+        geoms[idx - 1] = polys
     else:  # one label in several polygons should not happen with 4-connectivity; be safe
         for i in np.unique(idx):
-            geoms[i] = shapely.union_all(polys[idx == i])
-    return BlockPieces(Pieces(geoms, sums, edge, peak), mask, n_small, n_low)
+            geoms[i - 1] = shapely.union_all(polys[idx == i])
+    return geoms
 
 
 def merge_pieces(pieces: Sequence[Pieces]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

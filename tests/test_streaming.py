@@ -161,3 +161,50 @@ def test_row_stream_long_run_reuses_its_buffer(stream_data):
         np.testing.assert_array_equal(valid, ref_valid)
     # grown during the first chunks until the steady request size, then reused
     assert len(buffers) <= 3 < len(starts)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    r0_slabs=st.integers(0, 5),
+    height=st.integers(1, 3000),
+    halo=st.integers(0, 300),
+    factor=st.sampled_from([1, 2, 16, 32]),
+    chunk_rows=st.sampled_from([256, 512]),
+)
+def test_region_chunks_tile_the_region_and_end_where_the_slabs_end(
+    r0_slabs, height, halo, factor, chunk_rows
+):
+    """Chunks cover the region's rows once, start on multiples of the overview factor and
+    (when they can) end `lead` rows before a slab boundary, so a RowStream keeps only
+    lead + halo rows from one chunk to the next."""
+    align = 512
+    r0 = r0_slabs * 256
+    chunks = engine.region_chunks(r0, height, chunk_rows, halo, align, factor)
+    starts = [y for y, _ in chunks]
+    assert starts[0] == r0
+    assert all(n > 0 for _, n in chunks)
+    assert [y + n for y, n in chunks[:-1]] == starts[1:]
+    assert chunks[-1][0] + chunks[-1][1] == r0 + height
+    assert all(y % factor == 0 for y in starts)
+    lead = -(-halo // factor) * factor
+    if chunk_rows == align and 2 * lead < align:
+        assert all((y + n + lead) % align == 0 for y, n in chunks[:-1])
+        assert all(n <= align + lead for _, n in chunks)
+    else:
+        assert all(n <= chunk_rows for _, n in chunks)
+
+
+def test_row_stream_keeps_few_rows_on_slab_aligned_chunks(stream_data):
+    """Streaming the chunks of region_chunks: every chunk equals read_block and the buffer
+    never holds much more than one slab plus the halos."""
+    source, grid = stream_data
+    halo, align = 5, 16
+    stream = RowStream(source, grid, 0, grid.width, row_end=grid.height + halo, align=align)
+    for y, n in engine.region_chunks(0, grid.height, align, halo, align, 1):
+        data, valid = stream.rows(y - halo, y + n + halo)
+        ref_data, ref_valid = read_block(
+            source, grid, Window(0, y - halo, grid.width, n + 2 * halo)
+        )
+        np.testing.assert_array_equal(data, ref_data)
+        np.testing.assert_array_equal(valid, ref_valid)
+        assert stream._data.shape[1] <= align + 3 * halo

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import shapely
 from affine import Affine
 from hypothesis import given, settings
@@ -170,3 +171,41 @@ def test_block_pieces_returns_the_mask_without_dropped_patches():
     expected = mask.copy()
     expected[1:3, 1:3] = False
     np.testing.assert_array_equal(out.mask, expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 100_000),
+    n_blobs=st.integers(1, 40),
+    min_px=st.integers(1, 30),
+    row_off=st.sampled_from([0, 64]),
+)
+def test_packed_polygonising_equals_polygonising_the_whole_block(seed, n_blobs, min_px, row_off):
+    # sparse patches (the real case) are polygonised on a packed canvas of their groups'
+    # boxes, then moved back: the polygons, sums and mask must be exactly those of one
+    # call on the whole block, with and without dropped patches
+    import pipeline.vectorize as vectorize
+
+    rng = np.random.default_rng(seed)
+    h, w = 96, 160
+    mask = np.zeros((h, w), bool)
+    for _ in range(n_blobs):  # blobs with holes, notches and diagonal contacts
+        r, c = rng.integers(0, h - 4), rng.integers(0, w - 4)
+        hh, ww = rng.integers(1, 30, 2)
+        mask[r : r + hh, c : c + ww] |= rng.random((min(hh, h - r), min(ww, w - c))) < 0.8
+    score = rng.integers(0, 100, (h, w)).astype(np.float32)
+    a = rng.integers(0, 1000, (2, h, w)).astype(np.float32)
+    b = rng.integers(0, 1000, (2, h, w)).astype(np.float32)
+    pf = PatchFilter(1.0, float(min_px))
+    args = (mask, score, a, b, row_off, 32, (256, 256), pf)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vectorize, "PACK_MAX_SHARE", 1.0)  # always pack
+        packed = block_pieces(*args)
+        mp.setattr(vectorize, "PACK_MAX_GROUPS", 0)  # never pack
+        whole = block_pieces(*args)
+    assert len(packed.pieces.geoms) == len(whole.pieces.geoms)
+    assert shapely.equals_exact(packed.pieces.geoms, whole.pieces.geoms, 0).all()
+    np.testing.assert_array_equal(packed.pieces.sums, whole.pieces.sums)
+    np.testing.assert_array_equal(packed.pieces.on_edge, whole.pieces.on_edge)
+    np.testing.assert_array_equal(packed.mask, whole.mask)
+    assert shapely.area(packed.pieces.geoms).sum() == packed.mask.sum()
