@@ -898,8 +898,12 @@ def refine_edges(
     2 m loses about a quarter of its area otherwise). One pass, purely local (3×3), so the
     result does not depend on the block size given :data:`EDGE_HALO_PX` of halo.
     """
-    n = box3_sum(mask.astype(np.uint8))  # masked neighbours (≤ 9)
-    rows, cols = np.nonzero((n > 0) & ~mask & valid)  # the only pixels that can join
+    n = box3_sum(mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8))
+    # the only pixels that can join: next to the mask, not in it, valid (bool a > b = a & ~b)
+    cand = n > 0
+    np.logical_and(cand, valid, out=cand)
+    np.greater(cand, mask, out=cand)
+    rows, cols = np.nonzero(cand)
     out = mask & valid
     if len(rows) == 0:
         return out

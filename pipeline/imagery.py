@@ -32,6 +32,8 @@ from pipeline.grid import Footprint, TargetGrid, expand
 
 log = logging.getLogger(__name__)
 
+STRIP_PX = 1 << 18
+"""Pixels per row strip of the element-wise passes over a read block (cache-sized)."""
 GDAL_CACHE_MB = 64
 """GDAL block cache per process (set through ``GDAL_CACHEMAX`` before the first open, unless
 already set). Reads go through :class:`RowStream` in tile-aligned slabs, each tile decoded
@@ -489,11 +491,18 @@ def _not_nodata(arr: np.ndarray, nodata: float | None) -> np.ndarray:
         return np.ones(arr.shape[1:], dtype=bool)
     if np.isnan(nodata):
         return ~np.isnan(arr).any(axis=0)
-    # band by band into one buffer: no (nbands, h, w) boolean temporary
+    # band by band into one buffer, in row strips that stay in the CPU cache: no
+    # (nbands, h, w) boolean temporary, one pass over memory instead of one per band
     nd = np.float32(nodata)
-    ok = arr[0] != nd
-    for band in arr[1:]:
-        ok &= band != nd
+    ok = np.empty(arr.shape[1:], dtype=bool)
+    step = max(1, STRIP_PX // max(1, arr.shape[2]))
+    tmp = np.empty((step, arr.shape[2]), dtype=bool)
+    for r0 in range(0, arr.shape[1], step):
+        r1 = min(r0 + step, arr.shape[1])
+        out, t = ok[r0:r1], tmp[: r1 - r0]
+        np.not_equal(arr[0, r0:r1], nd, out=out)
+        for band in arr[1:, r0:r1]:
+            out &= np.not_equal(band, nd, out=t)
     return ok
 
 

@@ -209,3 +209,21 @@ def test_packed_polygonising_equals_polygonising_the_whole_block(seed, n_blobs, 
     np.testing.assert_array_equal(packed.pieces.on_edge, whole.pieces.on_edge)
     np.testing.assert_array_equal(packed.mask, whole.mask)
     assert shapely.area(packed.pieces.geoms).sum() == packed.mask.sum()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.tuples(st.integers(1, 90), st.integers(1, 90)), min_size=1, max_size=40),
+    max_width=st.integers(90, 400),
+)
+def test_packed_boxes_do_not_overlap_and_fit_the_canvas(sizes, max_width):
+    from pipeline.vectorize import pack_boxes
+
+    place, (ch, cw) = pack_boxes(sizes, max_width)
+    assert cw <= max_width
+    cover = np.zeros((ch, cw), dtype=int)
+    for (y, x), (hh, ww) in zip(place, sizes, strict=True):
+        assert y + hh <= ch and x + ww <= cw
+        cover[y : y + hh, x : x + ww] += 1
+    assert cover.max() == 1
+    assert cover.sum() == sum(hh * ww for hh, ww in sizes)
