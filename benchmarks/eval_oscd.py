@@ -75,6 +75,7 @@ DEFAULT_DETECT: dict = {
     "selftrain_nochange_quantile": 0.8,
     "threshold": "fixed",
     "threshold_value": 0.6,
+    "sample_step": 3,
     "smooth_sigma_m": 20.0,
     "hysteresis_low": 0.7,
     "min_mean_score": 1.0,
@@ -84,12 +85,15 @@ DEFAULT_DETECT: dict = {
 """The best single configuration measured: self-training — a logistic regression fitted per
 scene on its own confident IR-MAD change (top 1 % of the sample; vegetation-in-both-epochs and
 water-in-both-epochs pixels excluded and taught as no change) and no-change (bottom 80 %)
-pixels, with the shift-tolerant difference among its features — its P(change) smoothed with a
-20 m Gaussian, weighted by the scene-relative vegetation change, cut at 0.6 with hysteresis:
-mean F1 0.337, norcia 1.3 patches/km². Cuts 0.5 / 0.55 / 0.65 give 0.323 / 0.327 / 0.330
-(the 0.6 was chosen on these same cities); without the vegetation weight 0.305 (best cut
-0.55: 0.328), without the shift feature 0.324, with neither and cut 0.5 0.302 (1.0/km²);
-the selftrain of before, without the nuisance rule, 0.296; cva + otsu: 0.181."""
+pixels of a pass-1 sample of every 3rd row and column, with the shift-tolerant difference
+among its features — its P(change) smoothed with a 20 m Gaussian, weighted by the
+scene-relative vegetation change, cut at 0.6 with hysteresis: mean F1 0.345, norcia 1.1
+patches/km². The same with ``sample_step`` 4 (the detect default): 0.337, 1.3/km². Cuts 0.5
+/ 0.55 / 0.65 gave 0.323 / 0.327 / 0.330 at ``sample_step`` 4 (the 0.6 was chosen on these
+same cities); without the vegetation weight 0.305 (best cut 0.55: 0.328), without the shift
+feature 0.324, with neither and cut 0.5 0.302 (1.0/km²); the selftrain of before, without the
+nuisance rule, 0.296; cva + otsu: 0.181. About 110 single settings around this one gave
+0.33–0.35 (examples/oscd_france/README.md)."""
 FALSE_ALARM_CITIES = ("norcia",)
 """Imagery-only cities scored by patches per km² (every patch there is a false alarm)."""
 
