@@ -236,6 +236,60 @@ def test_refine_edges_recovers_half_covered_pixels():
     assert not refine_edges(core, score, ~valid, 0.5).any()  # invalid pixels never change
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), strip=st.integers(1, 400))
+def test_cva_in_strips_is_bit_identical_whatever_the_strip_size(seed, strip):
+    """The strip-wise CVA gives every pixel the same operations in the same order: the same
+    float32 bits for any strip size, and the change-vector magnitude up to rounding."""
+    rng = np.random.default_rng(seed)
+    nb, h, w = 3, int(rng.integers(1, 40)), int(rng.integers(1, 60))
+    a = rng.uniform(0, 3000, (nb, h, w)).astype(np.float32)
+    b = rng.uniform(0, 3000, (nb, h, w)).astype(np.float32)
+    norm = detect.Normalisation(
+        tuple(rng.uniform(500, 1500, nb)),
+        tuple(rng.uniform(100, 400, nb)),
+        tuple(rng.uniform(500, 1500, nb)),
+        tuple(rng.uniform(100, 400, nb)),
+    )
+    whole = detect._cva(a, b, norm)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(detect, "STRIP_PX", strip)
+        strips = detect._cva(a, b, norm)
+    np.testing.assert_array_equal(strips, whole)
+    za = (a - np.array(norm.mean_a)[:, None, None]) / np.array(norm.std_a)[:, None, None]
+    zb = (b - np.array(norm.mean_b)[:, None, None]) / np.array(norm.std_b)[:, None, None]
+    np.testing.assert_allclose(whole, np.sqrt(((zb - za) ** 2).sum(axis=0)), rtol=1e-4, atol=1e-3)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), ratio=st.floats(0.1, 1.0))
+def test_refine_edges_equals_the_3x3_definition(seed, ratio):
+    """A pixel next to the mask (not in it, valid) joins when its score is at least ratio ×
+    the mean score of its masked 3×3 neighbours — checked pixel by pixel, edges included."""
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(1, 30)), int(rng.integers(1, 30))
+    score = rng.gamma(2.0, 1.0, (h, w)).astype(np.float32)
+    mask = score > rng.uniform(1.5, 4.0)
+    valid = rng.random((h, w)) > 0.1
+    out = detect.refine_edges(mask, score, valid, ratio)
+    expected = mask & valid
+    for r in range(h):
+        for c in range(w):
+            if mask[r, c] or not valid[r, c]:
+                continue
+            win = (slice(max(r - 1, 0), r + 2), slice(max(c - 1, 0), c + 2))
+            n = int(mask[win].sum())
+            if n and score[r, c] >= np.float32(ratio) * (score[win][mask[win]].sum() / n):
+                expected[r, c] = True
+    # the reference sums in another order: allow ties within float rounding to go either way
+    differ = out != expected
+    if differ.any():
+        for r, c in zip(*np.nonzero(differ)):
+            win = (slice(max(r - 1, 0), r + 2), slice(max(c - 1, 0), c + 2))
+            ref = ratio * score[win][mask[win]].mean()
+            assert abs(score[r, c] - ref) <= 1e-5 * max(1.0, abs(ref))
+
+
 # --------------------------------------------------------------------------- novelty
 RED_TILE = (900, 1000, 1900, 2200)
 FACTORY = (2800, 2300, 1500, 1700)  # blue steel roof
