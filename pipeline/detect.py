@@ -74,6 +74,7 @@ from scipy import ndimage, stats
 from skimage.filters import threshold_multiotsu, threshold_otsu
 
 from pipeline.errors import ConfigError, InputDataError
+from pipeline.grid import row_strips
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,6 @@ MIN_SAMPLE_PIXELS = 16
 _INT_EXACT_LIMIT = 2**20
 """Sample values below this magnitude that are whole numbers are summed as integers
 (exact, so global statistics are bit-identical whatever the block size)."""
-
-STRIP_PX = 1 << 18
-"""Pixels per row strip of the element-wise passes that work strip by strip (:func:`_cva`):
-a few float32 arrays of this size fit in the CPU's L2/L3 cache."""
 
 
 # --------------------------------------------------------------------------- pass 1: sampling
@@ -403,20 +400,19 @@ def _cva(a: np.ndarray, b: np.ndarray, norm: Normalisation) -> np.ndarray:
     """``sqrt(sum_i (z_b,i - z_a,i)**2)`` as ``b * kb - a * ka + c`` per band (the z-scores'
     scales and offsets folded into two factors and a constant), in place.
 
-    Row strips of about :data:`STRIP_PX` pixels: the six passes per band then stay in the
-    CPU cache instead of streaming the whole block through memory six times (≈ 1.7× faster
-    on a 5000-px-wide block); every pixel gets the same operations in the same order."""
+    In row strips (:func:`~pipeline.grid.row_strips`): the six passes per band then stay in
+    the CPU cache instead of streaming the whole block through memory six times (≈ 1.7×
+    faster on a 5000-px-wide block); every pixel gets the same operations in the same order."""
     out = np.empty(a.shape[1:], dtype=np.float32)
-    step = max(1, STRIP_PX // max(1, a.shape[2]))
-    d = np.empty((step, a.shape[2]), dtype=np.float32)
+    strips = row_strips(a.shape[1], a.shape[2])
+    d = np.empty((max((r1 - r0 for r0, r1 in strips), default=0), a.shape[2]), np.float32)
     t = np.empty_like(d)
     factors = []
     for i in range(a.shape[0]):
         ka, kb = 1.0 / norm.std_a[i], 1.0 / norm.std_b[i]
         c = np.float32(norm.mean_a[i] * ka - norm.mean_b[i] * kb)
         factors.append((np.float32(ka), np.float32(kb), c))
-    for r0 in range(0, a.shape[1], step):
-        r1 = min(r0 + step, a.shape[1])
+    for r0, r1 in strips:
         acc, dd, tt = out[r0:r1], d[: r1 - r0], t[: r1 - r0]
         acc[...] = 0
         for i, (ka, kb, c) in enumerate(factors):

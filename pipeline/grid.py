@@ -161,6 +161,19 @@ def blocks(grid: TargetGrid, block_px: int) -> list[Window]:
     return out
 
 
+STRIP_PX = 1 << 18
+"""Pixels per row strip of the element-wise passes over a block (:func:`row_strips`): a few
+float32 arrays of this size fit in the CPU's L2/L3 cache."""
+
+
+def row_strips(height: int, width: int) -> list[tuple[int, int]]:
+    """``(r0, r1)`` row ranges of about :data:`STRIP_PX` pixels covering ``height`` rows of
+    ``width`` pixels. Element-wise passes done strip by strip keep their operands in the CPU
+    cache instead of streaming the whole block through memory once per operation."""
+    step = max(1, STRIP_PX // max(1, width))
+    return [(r0, min(r0 + step, height)) for r0 in range(0, height, step)]
+
+
 def expand(window: Window, halo: int) -> Window:
     """``window`` grown by ``halo`` pixels on every side (may leave the grid)."""
     return Window(

@@ -28,12 +28,10 @@ from rasterio.windows import Window
 
 from pipeline.config import ImageryConfig
 from pipeline.errors import ConfigError, InputDataError
-from pipeline.grid import Footprint, TargetGrid, expand
+from pipeline.grid import Footprint, TargetGrid, expand, row_strips
 
 log = logging.getLogger(__name__)
 
-STRIP_PX = 1 << 18
-"""Pixels per row strip of the element-wise passes over a read block (cache-sized)."""
 GDAL_CACHE_MB = 64
 """GDAL block cache per process (set through ``GDAL_CACHEMAX`` before the first open, unless
 already set). Reads go through :class:`RowStream` in tile-aligned slabs, each tile decoded
@@ -495,10 +493,9 @@ def _not_nodata(arr: np.ndarray, nodata: float | None) -> np.ndarray:
     # (nbands, h, w) boolean temporary, one pass over memory instead of one per band
     nd = np.float32(nodata)
     ok = np.empty(arr.shape[1:], dtype=bool)
-    step = max(1, STRIP_PX // max(1, arr.shape[2]))
-    tmp = np.empty((step, arr.shape[2]), dtype=bool)
-    for r0 in range(0, arr.shape[1], step):
-        r1 = min(r0 + step, arr.shape[1])
+    strips = row_strips(arr.shape[1], arr.shape[2])
+    tmp = np.empty((max((r1 - r0 for r0, r1 in strips), default=0), arr.shape[2]), bool)
+    for r0, r1 in strips:
         out, t = ok[r0:r1], tmp[: r1 - r0]
         np.not_equal(arr[0, r0:r1], nd, out=out)
         for band in arr[1:, r0:r1]:

@@ -34,13 +34,14 @@ SHARED_EDGE = "F***1****"
 Pieces of one 4-connected component meet like this; diagonal neighbours only touch at a
 point and stay separate, as in the whole-image labelling."""
 
-PACK_CELL_PX = 32
+PACK_CELL_PX = 16
 """Cell size (px) of the occupancy grid that groups a block's patches for polygonising
 (:func:`_polygonise`)."""
 PACK_MAX_GROUPS = 1024
 """Above this many groups, or when their boxes cover more than :data:`PACK_MAX_SHARE` of the
 core, the core is polygonised whole (packing would not pay)."""
 PACK_MAX_SHARE = 0.7
+"""See :data:`PACK_MAX_GROUPS`."""
 PACK_WIDTH_DIVISORS = (1, 2, 3, 4, 6, 8, 12, 16)
 """Canvas widths :func:`pack_boxes` tries: the block width divided by these."""
 

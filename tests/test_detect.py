@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import detect
+from pipeline import detect, grid
 from pipeline.change_type import classify_change
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.schema import ChangeType
@@ -253,7 +253,7 @@ def test_cva_in_strips_is_bit_identical_whatever_the_strip_size(seed, strip):
     )
     whole = detect._cva(a, b, norm)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(detect, "STRIP_PX", strip)
+        mp.setattr(grid, "STRIP_PX", strip)
         strips = detect._cva(a, b, norm)
     np.testing.assert_array_equal(strips, whole)
     za = (a - np.array(norm.mean_a)[:, None, None]) / np.array(norm.std_a)[:, None, None]
