@@ -127,10 +127,10 @@ class DetectConfig:
     of the neighbouring patch pixels' mean score (null = off); see detect.refine_edges."""
     normalise: Literal["zscore", "irmad_regression", "none"] = "zscore"
     """``irmad_regression``: epoch 2 regressed band by band onto epoch 1 over the IR-MAD
-    no-change pixels of the pass-1 sample, before any score (see detect.irmad_regression)."""
+    no-change pixels of the pass-1 sample, before any score (see irmad.irmad_regression)."""
     smooth_sigma_m: float | None = None
     """Optional spatial context: the score is smoothed with a Gaussian of this standard
-    deviation (metres) before thresholding (null = off); see detect.smooth_score."""
+    deviation (metres) before thresholding (null = off); see neighbourhood.smooth_score."""
     opening_radius_m: float = 2.0
     closing_radius_m: float = 2.0
     min_area_m2: float = 200.0
@@ -151,16 +151,16 @@ class DetectConfig:
     of its own. Must exceed the share of the scene that is new construction (≈ 0.1–0.3 %)."""
     selftrain_change_quantile: float = 0.99
     """``selftrain``: pass-1 sample pixels whose IR-MAD statistic is at or above this quantile
-    are the confident *change* examples of the per-scene classifier (detect.fit_self_train)."""
+    are the confident *change* examples of the per-scene classifier (selftrain.fit_self_train)."""
     selftrain_nochange_quantile: float = 0.8
     """``selftrain``: sample pixels at or below this quantile of the IR-MAD statistic are the
     confident *no-change* examples."""
     selftrain_shift_feature: bool = True
-    """``selftrain``: add the shift-tolerant log difference (detect.shift_tolerant_difference,
+    """``selftrain``: add the shift-tolerant log difference (selftrain.shift_tolerant_difference,
     1 px) to the classifier's features — misregistration by a pixel is not change."""
     selftrain_vegetation_weight: bool = True
     """``selftrain``: weight the smoothed probability by the scene-relative vegetation change
-    (detect.vegetation_weight): change that removes or brings vegetation ranks higher."""
+    (selftrain.vegetation_weight): change that removes or brings vegetation ranks higher."""
 
 
 @dataclass(frozen=True)

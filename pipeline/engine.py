@@ -38,7 +38,7 @@ from affine import Affine
 from rasterio.features import rasterize
 from rasterio.windows import Window
 
-from pipeline import detect
+from pipeline import detect, neighbourhood, novelty, sampling, selftrain, spectral
 from pipeline.change_type import classify_change
 from pipeline.config import Config
 from pipeline.grid import TargetGrid, blocks, target_grid
@@ -51,6 +51,7 @@ from pipeline.imagery import (
     epoch_source,
     read_block,
 )
+from pipeline.irmad import IrmadModel, fit_irmad
 from pipeline.rasterio_out import (
     RasterSpec,
     change_pyramid,
@@ -138,14 +139,14 @@ class _BlockJob:
     source_b: EpochSource
     grid: TargetGrid
     method: str
-    norm: detect.Normalisation
+    norm: sampling.Normalisation
     cut: float
     hysteresis_low: float | None
     edge_ratio: float | None
     open_px: int
     close_px: int
     halo: int
-    model: detect.NoveltyModel | detect.IrmadModel | detect.SelfTrainModel | None = None
+    model: novelty.NoveltyModel | IrmadModel | selftrain.SelfTrainModel | None = None
     smooth_px: float = 0.0
     patch_filter: PatchFilter | None = None
     score_overviews: tuple[int, ...] = ()  # factors of the overviews the worker builds
@@ -225,7 +226,7 @@ def detect_pair(
     source_b = epoch_source(cfg.imagery, label_b)
     bands = source_a.band_names
     if d.method in ("index", "novelty"):
-        check_bands(bands, detect.INDEX_BANDS, f"'detect.method' = {d.method!r}")
+        check_bands(bands, spectral.INDEX_BANDS, f"'detect.method' = {d.method!r}")
     grid = target_grid(cfg.area, [epoch_footprint(source_a), epoch_footprint(source_b)])
     windows = blocks(grid, d.block_px)
     in_flight = max(2, 2 * cfg.run.workers)
@@ -253,20 +254,20 @@ def detect_pair(
         for part in _run_bounded(executor, _sample_job, sample_args, in_flight)
         for chunk in part
     ]
-    mom_a, mom_b, sample_a, sample_b = detect.combine_samples(chunks)
-    context = detect.combine_context(chunks)
+    mom_a, mom_b, sample_a, sample_b = sampling.combine_samples(chunks)
+    context = sampling.combine_context(chunks)
     del chunks
     irmad = None
     if d.method in ("irmad", "selftrain") or d.normalise == "irmad_regression":
         # IR-MAD on the canonical (key-sorted) sample: the same whatever the block size
-        irmad = detect.fit_irmad(sample_a, sample_b)
+        irmad = fit_irmad(sample_a, sample_b)
     norm = detect.normalisation(mom_a, mom_b, d.normalise, len(bands), sample_a, sample_b, irmad)
-    model: detect.NoveltyModel | detect.IrmadModel | detect.SelfTrainModel | None = (
+    model: novelty.NoveltyModel | IrmadModel | selftrain.SelfTrainModel | None = (
         irmad if d.method == "irmad" else None
     )
     if d.method == "selftrain":
         # fitted on the canonical (key-sorted) sample: the same whatever the block size
-        model = detect.fit_self_train(
+        model = selftrain.fit_self_train(
             sample_a,
             sample_b,
             irmad,
@@ -279,7 +280,7 @@ def detect_pair(
         )
     if d.method == "novelty":
         # fitted on the canonical (key-sorted) sample: the same whatever the block size
-        model = detect.fit_novelty_model(
+        model = novelty.fit_novelty_model(
             sample_a,
             sample_b,
             norm,
@@ -298,8 +299,8 @@ def detect_pair(
         model,
         None if context is None else context[:, :, None],
     ).ravel()
-    if isinstance(model, detect.SelfTrainModel) and model.vegetation_ref is not None:
-        sample_scores = detect.vegetation_weight(sample_scores, context[1], model.vegetation_ref)
+    if isinstance(model, selftrain.SelfTrainModel) and model.vegetation_ref is not None:
+        sample_scores = selftrain.vegetation_weight(sample_scores, context[1], model.vegetation_ref)
     cut = detect.threshold(
         sample_scores,
         d.threshold,
@@ -319,8 +320,8 @@ def detect_pair(
     open_px = detect.radius_px(d.opening_radius_m, res)
     close_px = detect.radius_px(d.closing_radius_m, res)
     halo = detect.cleaning_halo(open_px, close_px)
-    halo += detect.smoothing_halo(smooth_px)  # the score's (and the vegetation change's)
-    if isinstance(model, detect.SelfTrainModel) and model.shift_feature:
+    halo += neighbourhood.smoothing_halo(smooth_px)  # the score's (and the vegetation change's)
+    if isinstance(model, selftrain.SelfTrainModel) and model.shift_feature:
         halo += 1  # the shift-tolerant difference looks one pixel around
     if d.edge_ratio is not None:
         halo += detect.EDGE_HALO_PX
@@ -430,7 +431,7 @@ def detect_pair(
         "std_to": dict(zip(bands, norm.std_b)),
         "n_sample": int(sample_scores.size),
         "novelty_weights": (
-            list(model.weights) if isinstance(model, detect.NoveltyModel) else None
+            list(model.weights) if isinstance(model, novelty.NoveltyModel) else None
         ),
         "irmad_rho": list(irmad.rho) if irmad is not None else None,
         "n_blocks": len(windows),
@@ -648,24 +649,24 @@ def _sample_job(
     step: int,
     thin: int,
     context_sigma: float | None = None,
-) -> list[detect.SampleChunk]:
+) -> list[sampling.SampleChunk]:
     """Pass 1 for the sampled cells of one block (runs in a worker). With ``context_sigma``
     the cells are read with a halo and the ``selftrain`` neighbourhood features
-    (:func:`~pipeline.detect.self_train_context`) are sampled too."""
+    (:func:`~pipeline.selftrain.self_train_context`) are sampled too."""
     out = []
-    halo = 0 if context_sigma is None else detect.context_halo(context_sigma)
+    halo = 0 if context_sigma is None else selftrain.context_halo(context_sigma)
     for window in cells:
         a, va = read_block(source_a, grid, window, halo)
         b, vb = read_block(source_b, grid, window, halo)
         valid = va & vb
         context = None
         if context_sigma is not None:
-            context = detect.self_train_context(a, b, valid, source_a.band_names, context_sigma)
+            context = selftrain.self_train_context(a, b, valid, source_a.band_names, context_sigma)
             core = (slice(halo, a.shape[1] - halo), slice(halo, a.shape[2] - halo))
             a, b, valid = a[(slice(None), *core)], b[(slice(None), *core)], valid[core]
             context = context[(slice(None), *core)]
         out.append(
-            detect.sample_block(
+            sampling.sample_block(
                 a,
                 b,
                 valid,
@@ -781,10 +782,10 @@ def _detect_job(
     score = detect.change_score(
         a, b, valid, job.norm, job.method, job.source_a.band_names, job.model
     )
-    score = detect.smooth_score(score, valid, job.smooth_px)
-    if isinstance(job.model, detect.SelfTrainModel) and job.model.vegetation_ref is not None:
-        veg = detect.vegetation_change(a, b, valid, job.source_a.band_names, job.smooth_px)
-        score = detect.vegetation_weight(score, veg, job.model.vegetation_ref)
+    score = neighbourhood.smooth_score(score, valid, job.smooth_px)
+    if isinstance(job.model, selftrain.SelfTrainModel) and job.model.vegetation_ref is not None:
+        veg = selftrain.vegetation_change(a, b, valid, job.source_a.band_names, job.smooth_px)
+        score = selftrain.vegetation_weight(score, veg, job.model.vegetation_ref)
     mask = detect.change_mask(score, valid, job.cut, job.hysteresis_low)
     if mask.any():  # most chunks of a real scene have no candidate: nothing to refine
         if job.edge_ratio is not None:

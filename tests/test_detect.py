@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import detect, grid
+from pipeline import detect, grid, neighbourhood, novelty, sampling, selftrain
 from pipeline.change_type import classify_change
 from pipeline.errors import ConfigError, InputDataError
+from pipeline.irmad import fit_irmad
 from pipeline.schema import ChangeType
 from tests.rasters import ROOF, SOIL, VEGETATION, scene
 
@@ -28,10 +29,12 @@ BANDS = ("blue", "green", "red", "nir")
 def test_sampling_uses_global_indices_whatever_the_split(offset, length, step, cut):
     # the sampled global rows of two halves of a range == those of the whole range
     cut = min(cut, length)
-    whole = np.arange(offset, offset + length)[detect.sample_slices(offset, 0, length, 1, step)[0]]
+    whole = np.arange(offset, offset + length)[
+        sampling.sample_slices(offset, 0, length, 1, step)[0]
+    ]
     parts = []
     for start, n in ((offset, cut), (offset + cut, length - cut)):
-        parts.extend(np.arange(start, start + n)[detect.sample_slices(start, 0, n, 1, step)[0]])
+        parts.extend(np.arange(start, start + n)[sampling.sample_slices(start, 0, n, 1, step)[0]])
     assert list(whole) == parts
     assert all(r % step == 0 for r in parts)
 
@@ -39,8 +42,8 @@ def test_sampling_uses_global_indices_whatever_the_split(offset, length, step, c
 def test_moments_are_exact_and_additive_for_integer_data():
     rng = np.random.default_rng(0)
     v = rng.integers(0, 10000, size=(3, 1000)).astype(np.float32)
-    total = detect.Moments.of(v[:, :300]) + detect.Moments.of(v[:, 300:])
-    assert total == detect.Moments.of(v)
+    total = sampling.Moments.of(v[:, :300]) + sampling.Moments.of(v[:, 300:])
+    assert total == sampling.Moments.of(v)
     mean, std = total.mean_std()
     np.testing.assert_allclose(mean, v.astype(np.float64).mean(axis=1), rtol=1e-12)
     np.testing.assert_allclose(std, v.astype(np.float64).std(axis=1), rtol=1e-9)
@@ -50,20 +53,20 @@ def test_cva_score_is_the_change_vector_magnitude_and_zero_where_invalid():
     a = np.zeros((2, 1, 3), np.float32)
     b = np.array([[[3, 0, 3]], [[4, 1, 4]]], np.float32)
     valid = np.array([[True, True, False]])
-    norm = detect.normalisation(detect.Moments(), detect.Moments(), "none", 2)
+    norm = detect.normalisation(sampling.Moments(), sampling.Moments(), "none", 2)
     score = detect.change_score(a, b, valid, norm, "cva", ("red", "nir"))
     np.testing.assert_allclose(score, [[5.0, 1.0, 0.0]])
 
 
 def test_index_method_needs_red_and_nir():
-    norm = detect.normalisation(detect.Moments(), detect.Moments(), "none", 2)
+    norm = detect.normalisation(sampling.Moments(), sampling.Moments(), "none", 2)
     a = np.ones((2, 2, 2), np.float32)
     with pytest.raises(ConfigError, match="nir"):
         detect.change_score(a, a, np.ones((2, 2), bool), norm, "index", ("blue", "red"))
 
 
 def test_unknown_method_is_a_config_error():
-    norm = detect.normalisation(detect.Moments(), detect.Moments(), "none", 1)
+    norm = detect.normalisation(sampling.Moments(), sampling.Moments(), "none", 1)
     a = np.ones((1, 2, 2), np.float32)
     with pytest.raises(ConfigError, match="magic"):
         detect.change_score(a, a, np.ones((2, 2), bool), norm, "magic", ("red",))
@@ -83,8 +86,8 @@ def test_thresholds():
 def _pipeline(a, b, valid, step=1):
     """Whole-image detection with the pure functions (zscore CVA, Otsu, 1 px clean-up)."""
     w = valid.shape[1]
-    chunk = detect.sample_block(a, b, valid, 0, 0, step, 1, w)
-    ma, mb, va, vb = detect.combine_samples([chunk])
+    chunk = sampling.sample_block(a, b, valid, 0, 0, step, 1, w)
+    ma, mb, va, vb = sampling.combine_samples([chunk])
     norm = detect.normalisation(ma, mb, "zscore", 4)
     s = detect.change_score(
         va[:, :, None], vb[:, :, None], np.ones((va.shape[1], 1), bool), norm, "cva", BANDS
@@ -160,12 +163,12 @@ def test_disk_morphology_equals_scipy(seed, radius, h, w, density):
     from scipy import ndimage
 
     mask = np.random.default_rng(seed).random((h, w)) < density
-    se = detect.disk(radius)
+    se = neighbourhood.disk(radius)
     np.testing.assert_array_equal(
-        detect.erode_disk(mask, radius), ndimage.binary_erosion(mask, structure=se)
+        neighbourhood.erode_disk(mask, radius), ndimage.binary_erosion(mask, structure=se)
     )
     np.testing.assert_array_equal(
-        detect.dilate_disk(mask, radius), ndimage.binary_dilation(mask, structure=se)
+        neighbourhood.dilate_disk(mask, radius), ndimage.binary_dilation(mask, structure=se)
     )
 
 
@@ -176,7 +179,7 @@ def test_box3_sum_equals_a_3x3_convolution(seed, h, w):
 
     x = np.random.default_rng(seed).integers(0, 50, (h, w)).astype(np.float32)
     expected = ndimage.convolve(x, np.ones((3, 3), np.float32), mode="constant")
-    np.testing.assert_array_equal(detect.box3_sum(x), expected)  # integers: exact
+    np.testing.assert_array_equal(neighbourhood.box3_sum(x), expected)  # integers: exact
 
 
 # --------------------------------------------------------------------------- change type
@@ -245,7 +248,7 @@ def test_cva_in_strips_is_bit_identical_whatever_the_strip_size(seed, strip):
     nb, h, w = 3, int(rng.integers(1, 40)), int(rng.integers(1, 60))
     a = rng.uniform(0, 3000, (nb, h, w)).astype(np.float32)
     b = rng.uniform(0, 3000, (nb, h, w)).astype(np.float32)
-    norm = detect.Normalisation(
+    norm = sampling.Normalisation(
         tuple(rng.uniform(500, 1500, nb)),
         tuple(rng.uniform(100, 400, nb)),
         tuple(rng.uniform(500, 1500, nb)),
@@ -319,11 +322,11 @@ def _novelty_scene(seed: int = 0):
 
 
 def _fit(before, after, valid, **kw):
-    chunk = detect.sample_block(before, after, valid, 0, 0, 1, 1, before.shape[2])
-    ma, mb, va, vb = detect.combine_samples([chunk])
+    chunk = sampling.sample_block(before, after, valid, 0, 0, 1, 1, before.shape[2])
+    ma, mb, va, vb = sampling.combine_samples([chunk])
     norm = detect.normalisation(ma, mb, "zscore", 4)
     kw = {"n_components": 4, "min_weight": 0.05} | kw
-    return norm, detect.fit_novelty_model(va, vb, norm, **kw)
+    return norm, novelty.fit_novelty_model(va, vb, norm, **kw)
 
 
 def test_novelty_scores_rare_transitions_high_and_common_or_unchanged_ones_low():
@@ -421,12 +424,12 @@ def test_novelty_distance_matches_a_float64_whitened_mahalanobis():
     before, after, valid = _SCENE
     score = detect.change_score(before, after, valid, _NORM, "novelty", BANDS, _MODEL)
     cand = np.flatnonzero(score.ravel() > 0)[::7]
-    za = detect._z(before.reshape(4, -1)[:, cand], _NORM.mean_a, _NORM.std_a)
-    zb = detect._z(after.reshape(4, -1)[:, cand], _NORM.mean_b, _NORM.std_b)
+    za = novelty._z(before.reshape(4, -1)[:, cand], _NORM.mean_a, _NORM.std_a)
+    zb = novelty._z(after.reshape(4, -1)[:, cand], _NORM.mean_b, _NORM.std_b)
     x = np.concatenate([za, zb])
-    feats = detect._quadratic_features(x)
+    feats = novelty._quadratic_features(x)
     d2_64 = (_MODEL.quad.astype(np.float64) @ feats).min(axis=0)
-    fast = detect._min_mahalanobis2(before, after, _NORM, _MODEL, cand)
+    fast = novelty._min_mahalanobis2(before, after, _NORM, _MODEL, cand)
     np.testing.assert_allclose(fast, d2_64, rtol=1e-3, atol=1e-2)
 
 
@@ -437,9 +440,9 @@ def test_quadratic_form_is_the_squared_mahalanobis_distance():
     mu = rng.normal(size=4)
     prec = np.linalg.inv(cov)
     x = rng.normal(size=(4, 50))
-    q = detect._quadratic_form(prec, mu @ prec, None, mu)
+    q = novelty._quadratic_form(prec, mu @ prec, None, mu)
     expected = np.einsum("in,ij,jn->n", x - mu[:, None], prec, x - mu[:, None])
-    np.testing.assert_allclose(q @ detect._quadratic_features(x), expected, rtol=1e-9)
+    np.testing.assert_allclose(q @ novelty._quadratic_features(x), expected, rtol=1e-9)
 
 
 def test_small_blue_steel_roof_with_crop_outline_is_construction():
@@ -470,9 +473,9 @@ def _irmad_scene(seed=0, h=90, w=100):
 
 def _irmad_fit(before, after):
     valid = np.ones(before.shape[1:], bool)
-    chunk = detect.sample_block(before, after, valid, 0, 0, 1, 1, before.shape[2])
-    ma, mb, va, vb = detect.combine_samples([chunk])
-    return ma, mb, va, vb, detect.fit_irmad(va, vb)
+    chunk = sampling.sample_block(before, after, valid, 0, 0, 1, 1, before.shape[2])
+    ma, mb, va, vb = sampling.combine_samples([chunk])
+    return ma, mb, va, vb, fit_irmad(va, vb)
 
 
 def test_irmad_flags_changed_squares_and_is_chi2_elsewhere():
@@ -534,7 +537,7 @@ def test_irmad_regression_normalisation_recovers_the_gain_and_offset():
 
 def test_irmad_without_model_is_a_config_error():
     a = np.ones((1, 2, 2), np.float32)
-    norm = detect.normalisation(detect.Moments(), detect.Moments(), "none", 1)
+    norm = detect.normalisation(sampling.Moments(), sampling.Moments(), "none", 1)
     with pytest.raises(ConfigError, match="IR-MAD model"):
         detect.change_score(a, a, np.ones((2, 2), bool), norm, "irmad", ("red",))
 
@@ -547,12 +550,12 @@ def test_smoothing_on_block_plus_halo_equals_whole_image(seed, r0, c0):
     score = rng.random((60, 70)).astype(np.float32)
     valid = rng.random((60, 70)) > 0.1
     sigma = 1.5
-    whole = detect.smooth_score(score, valid, sigma)
-    halo = detect.smoothing_halo(sigma)
+    whole = neighbourhood.smooth_score(score, valid, sigma)
+    halo = neighbourhood.smoothing_halo(sigma)
     h, w = 20, 25
     rs, cs = max(0, r0 - halo), max(0, c0 - halo)
     re_, ce = min(60, r0 + h + halo), min(70, c0 + w + halo)
-    part = detect.smooth_score(score[rs:re_, cs:ce], valid[rs:re_, cs:ce], sigma)
+    part = neighbourhood.smooth_score(score[rs:re_, cs:ce], valid[rs:re_, cs:ce], sigma)
     np.testing.assert_array_equal(
         part[r0 - rs : r0 - rs + h, c0 - cs : c0 - cs + w], whole[r0 : r0 + h, c0 : c0 + w]
     )
@@ -563,7 +566,7 @@ def test_smoothing_on_block_plus_halo_equals_whole_image(seed, r0, c0):
 def _selftrain_fit(before, after, **kw):
     *_, va, vb, irmad = _irmad_fit(before, after)
     kw = {"change_quantile": 0.98, "nochange_quantile": 0.8, **kw}
-    return detect.fit_self_train(va, vb, irmad, **kw)
+    return selftrain.fit_self_train(va, vb, irmad, **kw)
 
 
 def test_selftrain_scores_changed_squares_high_and_unchanged_pixels_low():
@@ -630,7 +633,7 @@ def test_selftrain_without_model_or_examples_is_an_error():
     before, after, _ = _irmad_scene(h=20, w=20)
     *_, va, vb, irmad = _irmad_fit(before, after)
     with pytest.raises(InputDataError, match="examples"):
-        detect.fit_self_train(
+        selftrain.fit_self_train(
             va[:, :120], vb[:, :120], irmad, change_quantile=0.99, nochange_quantile=0.5
         )
 
@@ -643,18 +646,18 @@ def test_nuisance_pixels_are_vegetation_or_water_in_both_epochs():
     water = np.array([700, 800, 500, 300, 100, 80], np.float32)
     a = np.stack([veg, veg, soil, water, water], axis=1)[:, :, None]  # (bands, 5 px, 1)
     b = np.stack([veg * 1.3, soil, veg, water * 0.5, soil], axis=1)[:, :, None]
-    got = detect.nuisance_pixels(a, b, names)[:, 0]
+    got = selftrain.nuisance_pixels(a, b, names)[:, 0]
     # veg→veg and water→water are nuisance; veg→soil, soil→veg, water→soil are not
     assert got.tolist() == [True, False, False, True, False]
     # without swir1 the water test is skipped; without band names nothing is nuisance
-    assert detect.nuisance_pixels(a[:4], b[:4], names[:4])[:, 0].tolist() == [
+    assert selftrain.nuisance_pixels(a[:4], b[:4], names[:4])[:, 0].tolist() == [
         True,
         False,
         False,
         False,
         False,
     ]
-    assert not detect.nuisance_pixels(a, b, ()).any()
+    assert not selftrain.nuisance_pixels(a, b, ()).any()
 
 
 def test_selftrain_examples_never_take_nuisance_pixels_as_change():
@@ -664,13 +667,13 @@ def test_selftrain_examples_never_take_nuisance_pixels_as_change():
     z = rng.chisquare(6, 5000)
     nuisance = np.zeros(5000, bool)
     nuisance[z > np.quantile(z, 0.97)] = True  # the top 3 % are nuisance
-    pos, neg, hi, lo = detect.self_train_examples(z, nuisance, 0.99, 0.8)
+    pos, neg, hi, lo = selftrain.self_train_examples(z, nuisance, 0.99, 0.8)
     assert not (pos & nuisance).any() and nuisance[~pos].sum() == nuisance.sum()
     assert (neg[nuisance]).all() and not (pos & neg).any()
     assert np.isclose(pos.sum(), 0.01 * (~nuisance).sum(), atol=2)
     assert hi == np.quantile(z[~nuisance], 0.99) and lo == np.quantile(z, 0.8)
     # nothing nuisance: the plain quantile rule
-    pos2, neg2, *_ = detect.self_train_examples(z, np.zeros(5000, bool), 0.99, 0.8)
+    pos2, neg2, *_ = selftrain.self_train_examples(z, np.zeros(5000, bool), 0.99, 0.8)
     assert pos2.sum() == (z >= np.quantile(z, 0.99)).sum() and neg2.sum() == 4000
 
 
@@ -683,7 +686,7 @@ def test_shift_tolerant_difference_ignores_a_one_pixel_shift_but_not_new_objects
     b = np.roll(a, 1, axis=2)
     b[:, 10:20, 10:20] = 9000.0
     valid = np.ones((40, 40), bool)
-    d = detect.shift_tolerant_difference(a, b, valid)
+    d = selftrain.shift_tolerant_difference(a, b, valid)
     square = np.zeros((40, 40), bool)
     square[10:20, 10:20] = True
     assert d.dtype == np.float32
@@ -691,7 +694,7 @@ def test_shift_tolerant_difference_ignores_a_one_pixel_shift_but_not_new_objects
     assert d[:, 1:][~square[:, 1:]].max() == 0.0
     assert d[11:19, 11:19].min() > 3.0  # log1p(100 * d2) with d2 ≥ 0.5
     # invalid neighbours are skipped: no valid pixel around -> 0
-    assert detect.shift_tolerant_difference(a, b, np.zeros((40, 40), bool)).max() == 0.0
+    assert selftrain.shift_tolerant_difference(a, b, np.zeros((40, 40), bool)).max() == 0.0
 
 
 def test_shift_tolerant_difference_on_block_plus_halo_equals_whole_image():
@@ -699,8 +702,10 @@ def test_shift_tolerant_difference_on_block_plus_halo_equals_whole_image():
     a = rng.uniform(200, 3000, (3, 30, 36)).astype(np.float32)
     b = rng.uniform(200, 3000, (3, 30, 36)).astype(np.float32)
     valid = rng.random((30, 36)) > 0.1
-    whole = detect.shift_tolerant_difference(a, b, valid)
-    part = detect.shift_tolerant_difference(a[:, 9:21, 4:30], b[:, 9:21, 4:30], valid[9:21, 4:30])
+    whole = selftrain.shift_tolerant_difference(a, b, valid)
+    part = selftrain.shift_tolerant_difference(
+        a[:, 9:21, 4:30], b[:, 9:21, 4:30], valid[9:21, 4:30]
+    )
     np.testing.assert_array_equal(part[1:-1, 1:-1], whole[10:20, 5:29])
 
 
@@ -711,15 +716,15 @@ def test_vegetation_change_and_weight():
     b = a.copy()
     b[2, :, 5:], b[3, :, 5:] = 2000, 2200  # cleared: NDVI 0.048 on the right half
     valid = np.ones((10, 10), bool)
-    w = detect.vegetation_change(a, b, valid, names, 0.0)
+    w = selftrain.vegetation_change(a, b, valid, names, 0.0)
     np.testing.assert_allclose(w[:, :5], 0.0)
     np.testing.assert_allclose(w[:, 5:], 2500 / 3500 - 200 / 4200, rtol=1e-5)
-    assert not detect.vegetation_change(a[:2], b[:2], valid, names[:2], 1.0).any()  # no nir
+    assert not selftrain.vegetation_change(a[:2], b[:2], valid, names[:2], 1.0).any()  # no nir
     score = np.full((10, 10), 0.8, np.float32)
     ref = float(w[0, 9])
-    out = detect.vegetation_weight(score, w, ref)
+    out = selftrain.vegetation_weight(score, w, ref)
     np.testing.assert_allclose(out[:, 5:], 0.8, rtol=1e-6)  # as much change as the reference
-    c = detect.VEG_WEIGHT_OFFSET
+    c = selftrain.VEG_WEIGHT_OFFSET
     np.testing.assert_allclose(out[:, :5], 0.8 * np.sqrt(c / (c + ref)), rtol=1e-5)
 
 
@@ -729,13 +734,13 @@ def test_selftrain_with_context_is_fitted_and_scores_like_without_on_plain_chang
     before, after, changed = _irmad_scene()
     names = ("blue", "green", "red", "nir", "swir1", "swir2")
     valid = np.ones(changed.shape, bool)
-    ctx = detect.self_train_context(before, after, valid, names, 0.0)
-    chunk = detect.sample_block(before, after, valid, 0, 0, 1, 1, before.shape[2], ctx)
-    *_, va, vb = detect.combine_samples([chunk])
-    context = detect.combine_context([chunk])
+    ctx = selftrain.self_train_context(before, after, valid, names, 0.0)
+    chunk = sampling.sample_block(before, after, valid, 0, 0, 1, 1, before.shape[2], ctx)
+    *_, va, vb = sampling.combine_samples([chunk])
+    context = sampling.combine_context([chunk])
     assert context.shape == (2, va.shape[1])
-    irmad = detect.fit_irmad(va, vb)
-    model = detect.fit_self_train(
+    irmad = fit_irmad(va, vb)
+    model = selftrain.fit_self_train(
         va,
         vb,
         irmad,
@@ -747,10 +752,10 @@ def test_selftrain_with_context_is_fitted_and_scores_like_without_on_plain_chang
         vegetation_weight=True,
     )
     assert model.shift_feature and model.vegetation_ref is not None
-    assert len(model.coef) == len(detect.self_train_features(va, vb, va[0], va[0]))
+    assert len(model.coef) == len(selftrain.self_train_features(va, vb, va[0], va[0]))
     p = detect.change_score(before, after, valid, None, "selftrain", names, model)
     assert (p[changed] > 0.5).mean() > 0.9 and (p[~changed] > 0.5).mean() < 0.05
     with pytest.raises(ValueError, match="context"):
-        detect.fit_self_train(
+        selftrain.fit_self_train(
             va, vb, irmad, change_quantile=0.98, nochange_quantile=0.8, shift_feature=True
         )

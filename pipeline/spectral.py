@@ -1,0 +1,20 @@
+"""Band roles and per-pixel spectral helpers shared by the detection methods."""
+
+from __future__ import annotations
+
+import numpy as np
+
+INDEX_BANDS = ("red", "nir")
+"""Bands the ``index`` method needs (NDVI); brightness uses every visible band present."""
+VISIBLE_BANDS = ("blue", "green", "red")
+NDVI_NONVEG_MAX = 0.3
+"""``index``: NDVI at or above which the later surface counts as vegetated (weight 0); roofs,
+concrete and fresh fill are near 0, ploughed soil ≈ 0.1, stubble ≈ 0.2, crops > 0.5."""
+LOG_FLOOR = np.float32(1.0)
+"""Reflectance floor (digital numbers) before the logarithm of a band."""
+
+
+def nd(x: np.ndarray, i: int, j: int) -> np.ndarray:
+    """Normalised difference ``(x_i - x_j) / max(x_i + x_j, 1)`` of bands ``i`` and ``j``
+    (NDVI, NDBI, MNDWI on raw values; the floor keeps dark or zero pixels finite)."""
+    return (x[i] - x[j]) / np.maximum(x[i] + x[j], LOG_FLOOR)
