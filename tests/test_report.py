@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import json
 import logging
 import re
 
-import geopandas as gpd
 import numpy as np
 import openpyxl
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from shapely.geometry import box
 
 from pipeline import charts, webfont
 from pipeline.config import ReportConfig
@@ -32,90 +29,21 @@ from pipeline.report import (
     unrectified_patches,
     write_report,
 )
-from pipeline.schema import LEVELS, RATES_COLUMNS, UNASSIGNED, G, P
+from pipeline.schema import LEVELS, RATES_COLUMNS, P
 from pipeline.units import MU_M2
+from tests.district import (
+    DATE,
+    DISTRICT,
+    TOWN_A,
+    TOWN_B,
+    VIL_A1,
+    VIL_A2,
+    VIL_B1,
+    make_grids,
+    make_patches,
+)
 
-CRS = "EPSG:4548"
-X0, Y0 = 500_000.0, 4_000_000.0
-DISTRICT = "130609000000"
-TOWN_A, TOWN_B = "130609101000", "130609201000"
-VIL_A1, VIL_A2, VIL_B1 = "130609101001", "130609101002", "130609201001"
-DATE = "2024-05-01"
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def make_grids() -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
-    townships = gpd.GeoDataFrame(
-        {G.CODE: [TOWN_A, TOWN_B], G.NAME: ["城关镇", "河西乡"]},
-        geometry=[box(X0, Y0, X0 + 1000, Y0 + 1000), box(X0 + 1000, Y0, X0 + 2000, Y0 + 1000)],
-        crs=CRS,
-    )
-    villages = gpd.GeoDataFrame(
-        {
-            G.CODE: [VIL_A1, VIL_A2, VIL_B1],
-            G.NAME: ["东村", "西村", "南庄村"],
-            G.TOWNSHIP_CODE: [TOWN_A, TOWN_A, TOWN_B],
-        },
-        geometry=[
-            box(X0, Y0, X0 + 500, Y0 + 1000),
-            box(X0 + 500, Y0, X0 + 1000, Y0 + 1000),
-            box(X0 + 1000, Y0, X0 + 2000, Y0 + 1000),
-        ],
-        crs=CRS,
-    )
-    return townships, villages
-
-
-def make_patches() -> gpd.GeoDataFrame:
-    rows = [
-        ("130609201700001", TOWN_A, "城关镇", VIL_A1, "东村", "pending", np.nan, 100),
-        ("130609201700002", TOWN_A, "城关镇", VIL_A2, "西村", "illegal", 0.0, 600),
-        ("130609201700003", TOWN_A, "城关镇", VIL_A1, "东村", "illegal", 50.0, 300),
-        ("130609201700004", TOWN_B, "河西乡", VIL_B1, "南庄村", "legal", np.nan, 1500),
-        (
-            "130609201700005",
-            UNASSIGNED,
-            UNASSIGNED,
-            UNASSIGNED,
-            UNASSIGNED,
-            "pending",
-            np.nan,
-            3000,
-        ),
-    ]
-    n = len(rows)
-    data = {c: [None] * n for c in (P.APPROVAL_REFS, P.VERDICT_SUBTYPE, P.CHECKED_ON)}
-    data |= {c: [None] * n for c in (P.INSPECTOR, P.NOTE)}
-    data |= {
-        P.PATCH_ID: [r[0] for r in rows],
-        P.EPOCH_FROM: ["2016"] * n,
-        P.EPOCH_TO: ["2017"] * n,
-        P.AREA_M2: [400.0] * n,
-        P.AREA_MU: [400.0 / MU_M2] * n,
-        P.FARMLAND_M2: [300.0] * n,
-        P.BASIC_FARMLAND_M2: [0.0] * n,
-        P.APPROVED_M2: [0.0] * n,
-        P.APPROVED_SHARE: [0.0] * n,
-        P.LEGAL_HINT: ["suspected"] * n,
-        P.TOWNSHIP_CODE: [r[1] for r in rows],
-        P.TOWNSHIP_NAME: [r[2] for r in rows],
-        P.VILLAGE_CODE: [r[3] for r in rows],
-        P.VILLAGE_NAME: [r[4] for r in rows],
-        P.VILLAGE_SHARE: [1.0] * n,
-        P.VILLAGE_SHARES: [json.dumps({r[3]: 1.0}) for r in rows],
-        P.CHANGE_TYPE: ["veg_to_construction"] * n,
-        P.SCORE: [3.5] * n,
-        P.VERDICT: [r[5] for r in rows],
-        P.RECT_METHOD: ["demolished_restored" if r[5] == "illegal" else None for r in rows],
-        P.REMAINING_M2: [r[6] for r in rows],
-        P.FIRST_SEEN: ["2017-06-01"] * n,
-        P.LAST_SEEN: ["2017-06-01"] * n,
-        P.UPDATED_AT: ["2024-04-30T12:00:00Z"] * n,
-    }
-    from pipeline.schema import PATCH_COLUMNS
-
-    geoms = [box(X0 + r[7], Y0 + 100, X0 + r[7] + 20, Y0 + 120) for r in rows]
-    return gpd.GeoDataFrame({c: data[c] for c in PATCH_COLUMNS}, geometry=geoms, crs=CRS)
 
 
 def _unit(level, code, name, parent, *, n, n_pending, n_legal, n_illegal, n_rect, rem_m2):
