@@ -385,18 +385,36 @@ def refine_edges(
     return out
 
 
-def clean_mask(mask: np.ndarray, valid: np.ndarray, open_px: int, close_px: int) -> np.ndarray:
-    """Opening (removes specks) then closing (fills pinholes), then ``& valid``.
+def clean_mask(
+    mask: np.ndarray,
+    valid: np.ndarray,
+    open_px: int,
+    close_px: int,
+    *,
+    score: np.ndarray | None = None,
+    edge_ratio: float | None = None,
+) -> np.ndarray:
+    """Opening (removes specks), then with ``edge_ratio`` the edge refinement of what is left
+    (:func:`refine_edges` on ``score``), then closing (fills pinholes), then ``& valid``.
 
     Notes
     -----
+    The refinement comes after the opening so that it grows the outlines of real patches
+    only: run on the raw mask, it also grows every noise speck of the low (hysteresis) cut,
+    and the rims of a patch and of the specks around it join them into one larger patch whose
+    mean score can fall below ``min_mean_score`` — a clear building lost with its specks.
+
     Outside the array counts as "no change"; only pixels at least
-    :func:`cleaning_halo` from the array edge are exact, which is why the engine works on
-    block + halo and crops the halo afterwards.
+    :func:`cleaning_halo` (+ :data:`EDGE_HALO_PX` with the refinement) from the array edge are
+    exact, which is why the engine works on block + halo and crops the halo afterwards.
     """
     out = mask
     if open_px > 0:
         out = dilate_disk(erode_disk(out, open_px), open_px)
+    if edge_ratio is not None:
+        if score is None:
+            raise ValueError("clean_mask: edge refinement needs the score")
+        out = refine_edges(out, score, valid, edge_ratio)
     if close_px > 0:
         out = erode_disk(dilate_disk(out, close_px), close_px)
     return out & valid

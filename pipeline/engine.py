@@ -788,9 +788,9 @@ def _detect_job(
         score = selftrain.vegetation_weight(score, veg, job.model.vegetation_ref)
     mask = detect.change_mask(score, valid, job.cut, job.hysteresis_low)
     if mask.any():  # most chunks of a real scene have no candidate: nothing to refine
-        if job.edge_ratio is not None:
-            mask = detect.refine_edges(mask, score, valid, job.edge_ratio)
-        mask = detect.clean_mask(mask, valid, job.open_px, job.close_px)
+        mask = detect.clean_mask(
+            mask, valid, job.open_px, job.close_px, score=score, edge_ratio=job.edge_ratio
+        )
     h, w = int(window.height), int(window.width)
     core = (slice(halo, halo + h), slice(halo, halo + w))
     mask_c, score_c, valid_c = mask[core], score[core], valid[core]

@@ -239,6 +239,43 @@ def test_refine_edges_recovers_half_covered_pixels():
     assert not refine_edges(core, score, ~valid, 0.5).any()  # invalid pixels never change
 
 
+def test_edge_refinement_does_not_join_a_building_to_the_specks_around_it():
+    """A clear 8×8 px roof (score 10, blurred over 3×3 like a real sensor) on a field of weak
+    score (3), with one-pixel specks at the low cut (5) a few pixels from its outline. The
+    opening removes the specks first, so the refinement grows the roof's outline only: the
+    patch is the roof plus at most its rim, with a high mean. Refining the raw mask grows every
+    speck too, and the rims join the roof and the specks into one larger patch whose mean is
+    below a ``min_mean_score`` of 0.9 × the cut — which would drop the roof with its specks."""
+    from scipy import ndimage
+
+    roof = np.zeros((40, 40), dtype=np.float32)
+    roof[16:24, 16:24] = 1.0
+    score = 3.0 + 7.0 * ndimage.uniform_filter(roof, size=3)
+    ring = range(12, 28, 3)  # a ring of specks every 3 px, 3–4 px outside the roof
+    specks = {(12, c) for c in ring} | {(27, c) for c in ring}
+    specks |= {(r, 12) for r in ring} | {(r, 27) for r in ring}
+    for r, c in specks:
+        score[r, c] = 5.0
+    valid = np.ones(score.shape, dtype=bool)
+    cut, min_mean = 6.0, 0.9 * 6.0
+    mask = detect.change_mask(score, valid, cut, 0.7)  # low cut 4.2: the roof and the specks
+    assert all(mask[r, c] for r, c in specks)
+
+    out = detect.clean_mask(mask, valid, 1, 1, score=score, edge_ratio=0.5)
+    labels, n = ndimage.label(out, np.ones((3, 3)))
+    patch = labels == labels[20, 20]
+    assert n == 1 and not any(out[r, c] for r, c in specks)
+    assert patch.sum() <= 12 * 12  # the roof's low-cut footprint grown by one pixel at most
+    assert score[patch].mean() >= min_mean
+
+    # the order this replaces: refine the raw mask, then clean — roof, rims and specks merge
+    joined = detect.clean_mask(detect.refine_edges(mask, score, valid, 0.5), valid, 1, 1)
+    labels, _ = ndimage.label(joined, np.ones((3, 3)))
+    merged = labels == labels[20, 20]
+    assert all(merged[r, c] for r, c in specks)
+    assert score[merged].mean() < min_mean
+
+
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 10_000), strip=st.integers(1, 400))
 def test_cva_in_strips_is_bit_identical_whatever_the_strip_size(seed, strip):
