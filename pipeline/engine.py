@@ -539,7 +539,9 @@ def erase_dropped(
     -----
     The polygons follow pixel edges, so rasterizing them by pixel centre (rasterio's default,
     ``all_touched=False``) gives back exactly their pixels; dropped patches never share a
-    pixel with kept ones (they are separate 4-connected components).
+    pixel with kept ones (they are separate 4-connected components). Each patch is erased in
+    a window around it aligned to the largest overview factor, and only that window's
+    overview blocks are rebuilt: the cost follows the dropped patches, not the part size.
     """
     if len(dropped) == 0:
         return 0
@@ -547,32 +549,51 @@ def erase_dropped(
     n = 0
     for window, path in parts:
         r0, c0 = int(window.row_off), int(window.col_off)
-        box = shapely.box(c0, r0, c0 + int(window.width), r0 + int(window.height))
-        hits = tree.query(box, predicate="intersects")
+        h, w = int(window.height), int(window.width)
+        hits = tree.query(shapely.box(c0, r0, c0 + w, r0 + h), predicate="intersects")
         if len(hits) == 0:
             continue
-        with rasterio.open(path, "r+") as dst:
-            mask = dst.read(1)
-            burn = rasterize(
-                dropped[hits],
-                out_shape=mask.shape,
-                transform=Affine.translation(c0, r0),
-                fill=0,
-                default_value=1,
-                dtype="uint8",
-            ).astype(bool)
-            burn &= mask == MASK_CHANGE
-            n += int(burn.sum())
-            mask[burn] = MASK_NO_CHANGE
-            dst.write(mask, 1)
         part_levels = (levels or {}).get(str(path), [])
-        rebuilt = change_pyramid(
-            mask, [f for f, _, _ in part_levels], MASK_CHANGE, MASK_NO_CHANGE, MASK_NODATA
-        )
-        for (_, _, level_path), level in zip(part_levels, rebuilt):
-            with rasterio.open(level_path, "r+") as dst:
-                dst.write(level, 1)
+        factors = [f for f, _, _ in part_levels]
+        align = max(factors, default=1)
+        with contextlib.ExitStack() as stack:
+            dst = stack.enter_context(rasterio.open(path, "r+"))
+            level_dsts = [stack.enter_context(rasterio.open(p, "r+")) for _, _, p in part_levels]
+            for poly in dropped[np.sort(hits)]:
+                sub = _aligned_window(poly.bounds, r0, c0, h, w, align)
+                mask = dst.read(1, window=sub)
+                burn = rasterize(
+                    [poly],
+                    out_shape=mask.shape,
+                    transform=Affine.translation(c0 + sub.col_off, r0 + sub.row_off),
+                    fill=0,
+                    default_value=1,
+                    dtype="uint8",
+                ).astype(bool)
+                burn &= mask == MASK_CHANGE
+                if not burn.any():
+                    continue
+                n += int(burn.sum())
+                mask[burn] = MASK_NO_CHANGE
+                dst.write(mask, 1, window=sub)
+                rebuilt = change_pyramid(mask, factors, MASK_CHANGE, MASK_NO_CHANGE, MASK_NODATA)
+                for f, level, level_dst in zip(factors, rebuilt, level_dsts):
+                    at = Window(sub.col_off // f, sub.row_off // f, level.shape[1], level.shape[0])
+                    level_dst.write(level, 1, window=at)
     return n
+
+
+def _aligned_window(bounds, r0: int, c0: int, h: int, w: int, align: int) -> Window:
+    """The window of an ``h × w`` part at global ``(r0, c0)`` holding ``bounds`` (global
+    pixel coordinates: x = column, y = row), grown outwards to multiples of ``align`` (the
+    largest overview factor, so its overview blocks lie wholly inside) and clipped to the
+    part."""
+    minx, miny, maxx, maxy = bounds
+    top = max(0, (math.floor(miny) - r0) // align * align)
+    left = max(0, (math.floor(minx) - c0) // align * align)
+    bottom = min(h, -(-(math.ceil(maxy) - r0) // align) * align)
+    right = min(w, -(-(math.ceil(maxx) - c0) // align) * align)
+    return Window(left, top, right - left, bottom - top)
 
 
 def block_groups(

@@ -313,3 +313,63 @@ def test_selftrain_with_context_is_block_size_independent(data_dir):
         assert shapely.equals_exact(
             st[bp].detections.geometry.values, st[256].detections.geometry.values, 0
         ).all()
+
+
+def test_erase_dropped_clears_only_the_dropped_patches_and_their_overview_blocks(tmp_path):
+    """A 90 × 70 mask part at global (row 200, col 100) with overview files at factors 2/4/8
+    (sides not multiples of 8, so the windows clip at the part edge). Dropping two of its
+    patches — one on the part's bottom-right corner — clears exactly their pixels, and every
+    overview level equals the change pyramid of the erased mask, as if rebuilt whole."""
+    from affine import Affine
+    from rasterio.features import shapes
+    from rasterio.windows import Window
+
+    from pipeline.engine import MASK_NO_CHANGE, erase_dropped
+    from pipeline.rasterio_out import change_pyramid
+
+    r0, c0, h, w, factors = 200, 100, 90, 70, [2, 4, 8]
+    mask = np.full((h, w), MASK_NO_CHANGE, np.uint8)
+    mask[:3, :] = MASK_NODATA
+    mask[10:20, 5:17] = MASK_CHANGE  # kept
+    mask[30:41, 30:37] = MASK_CHANGE  # dropped
+    mask[84:90, 61:70] = MASK_CHANGE  # dropped, on the corner
+    mask[50:52, 50:60] = MASK_CHANGE  # kept, next to nothing dropped
+    profile = {"driver": "GTiff", "dtype": "uint8", "count": 1, "height": h, "width": w}
+    profile |= {"crs": "EPSG:32650", "transform": Affine(10.0, 0.0, X0, 0.0, -10.0, Y0)}
+
+    def write(path, array):
+        with rasterio.open(
+            path, "w", **{**profile, "height": array.shape[0], "width": array.shape[1]}
+        ) as dst:
+            dst.write(array, 1)
+
+    part = tmp_path / "mask_part.tif"
+    write(part, mask)
+    levels = []
+    for f, level in zip(
+        factors, change_pyramid(mask, factors, MASK_CHANGE, MASK_NO_CHANGE, MASK_NODATA)
+    ):
+        path = tmp_path / f"mask_part_{f}.tif"
+        write(path, level)
+        levels.append((f, Window(c0 // f, r0 // f, level.shape[1], level.shape[0]), str(path)))
+
+    # the patches as the engine has them: polygons in global pixel coordinates
+    lab = np.zeros_like(mask, dtype=np.int32)
+    lab[30:41, 30:37], lab[84:90, 61:70] = 1, 2
+    to_global = Affine.translation(c0, r0)
+    polys = {
+        int(v): shapely.geometry.shape(g) for g, v in shapes(lab, mask=lab > 0, transform=to_global)
+    }
+    dropped = np.array([polys[1], polys[2]], dtype=object)
+
+    n = erase_dropped([(Window(c0, r0, w, h), str(part))], dropped, {str(part): levels})
+
+    expected = mask.copy()
+    expected[lab > 0] = MASK_NO_CHANGE
+    assert n == int((lab > 0).sum())
+    with rasterio.open(part) as src:
+        np.testing.assert_array_equal(src.read(1), expected)
+    want = change_pyramid(expected, factors, MASK_CHANGE, MASK_NO_CHANGE, MASK_NODATA)
+    for (f, _, path), level in zip(levels, want):
+        with rasterio.open(path) as src:
+            np.testing.assert_array_equal(src.read(1), level, err_msg=f"factor {f}")
