@@ -70,8 +70,9 @@ class IssueKind(StrEnum):
 class GridIssue:
     """One grid defect.
 
-    ``code`` is the unit concerned (empty for a gap), ``other_code`` the second unit of an
-    overlap, ``area_m2`` the ellipsoidal area of the defect where it has one, and
+    ``code`` is the unit of ``layer`` concerned — for a gap (district area covered by no
+    village) the township it lies in (layer ``township``), or empty with layer ``district``
+    when it lies outside every township —, ``other_code`` the second unit of an overlap, ``area_m2`` the ellipsoidal area of the defect where it has one, and
     ``geometry`` its location (overlap/gap/outside part, or the repaired polygon).
     """
 
@@ -570,7 +571,7 @@ def _gaps(townships, villages, district, crs, tolerance_m2: float) -> list[GridI
     return [
         GridIssue(
             IssueKind.GAP,
-            VILLAGE,
+            TOWNSHIP if code else DISTRICT,
             code,
             f"{area:.1f} m² of the district covered by no village"
             + (f" (in township {code!r})" if code else " (outside every township)"),

@@ -107,6 +107,18 @@ def test_find_cities_label_beside_or_under_cm(tmp_path):
     }
 
 
+def test_prepare_without_the_data_says_where_it_looked(tmp_path, capsys):
+    """No admin/france/ under the data folder: a one-line error naming the folder and the
+    two ways to point at the data, exit status 2, nothing written."""
+    assert (
+        prepare.main(["--data", str(tmp_path), "--out", str(tmp_path / "g.gpkg"), "--depts", "33"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert str(tmp_path / "admin" / "france") in err and "LANDWATCH_DATA" in err and "--data" in err
+    assert not (tmp_path / "g.gpkg").exists()
+
+
 # --------------------------------------------------------------------------- with data
 def test_prepare_builds_a_small_grid(data, tmp_path):
     """Départements 75 (no cantons: arrondissement fallback) and 92 (36 communes)."""

@@ -112,7 +112,7 @@ def test_bow_tie_is_repaired_and_its_missing_triangles_are_gaps():
     assert repaired.is_valid and repaired.area == pytest.approx(5000)
     gaps = [i for i in issues if i.kind == IssueKind.GAP]
     assert [round(g.area_m2) for g in gaps] == [2500, 2500]
-    assert all(g.code == T2 for g in gaps)  # the township the gap lies in
+    assert all(g.code == T2 and g.layer == "township" for g in gaps)  # the township it lies in
 
 
 def test_overlap_reports_both_codes_and_area():
@@ -140,7 +140,7 @@ def test_gap_against_a_given_district_layer():
     _t, _v, issues = validate_grid(townships(), villages(), district)
     assert kinds(issues) == {IssueKind.GAP: 1}
     assert issues[0].area_m2 == pytest.approx(200 * 20, rel=1e-3)
-    assert issues[0].code == ""  # outside every township
+    assert issues[0].code == "" and issues[0].layer == "district"  # outside every township
 
 
 def test_duplicate_code():

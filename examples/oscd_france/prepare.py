@@ -183,6 +183,11 @@ def prepare_grid(depts: Sequence[str], out: Path, *, data: Path | None = None) -
     Returns the path written. The file is replaced (written to a temporary name first).
     """
     france = (data or data_dir()) / "admin" / "france"
+    if not france.is_dir():
+        raise FileNotFoundError(
+            f"{france} does not exist: expected the shared data folder with admin/france/; "
+            f"set {DATA_ENV} or pass --data"
+        )
     parts = [read_dept(france, d) for d in depts]
     communes = pd.concat([c for c, _ in parts], ignore_index=True)
     cantons = pd.concat([t for _, t in parts], ignore_index=True)
@@ -211,12 +216,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, help=f"data folder (default ${DATA_ENV})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.depts:
-        out = args.out or WORK_DIR / f"grid_{'_'.join(args.depts)}.gpkg"
-        prepare_grid(args.depts, out, data=args.data)
-    else:
-        for city, depts in EXAMPLES.items():
-            prepare_grid(depts, WORK_DIR / city / "grids.gpkg", data=args.data)
+    try:
+        if args.depts:
+            out = args.out or WORK_DIR / f"grid_{'_'.join(args.depts)}.gpkg"
+            prepare_grid(args.depts, out, data=args.data)
+        else:
+            for city, depts in EXAMPLES.items():
+                prepare_grid(depts, WORK_DIR / city / "grids.gpkg", data=args.data)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
