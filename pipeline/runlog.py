@@ -10,12 +10,23 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+OWN_LOGGER = "pipeline"
+"""Records of this package's loggers are kept from INFO up; other libraries' from WARNING up
+(fontTools alone logs dozens of INFO lines per font subset)."""
+
+
+def _own_info_or_any_warning(record: logging.LogRecord) -> bool:
+    own = record.name == OWN_LOGGER or record.name.startswith(OWN_LOGGER + ".")
+    return own or record.levelno >= logging.WARNING
+
 
 class JsonLinesHandler(logging.Handler):
-    """Writes each record as ``{"time", "level", "logger", "message", "run_id", ...extra}``."""
+    """Writes each record as ``{"time", "level", "logger", "message", "run_id", ...extra}``:
+    landwatch's own records from INFO, other libraries' from WARNING."""
 
     def __init__(self, path: Path, run_id: str):
         super().__init__(level=logging.INFO)
+        self.addFilter(_own_info_or_any_warning)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("a", encoding="utf-8")
         self.run_id = run_id

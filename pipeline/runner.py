@@ -103,7 +103,7 @@ def stale_reason(stage: Stage, record: dict | None, version: str) -> tuple[str |
     inputs = stage.inputs()
     phash = params_hash(stage.params())
     if record is None:
-        return "never ran", inputs, phash
+        return "no earlier run", inputs, phash
     if record.get("status") != "done":
         return "did not finish last time", inputs, phash
     old = record.get("inputs", {})

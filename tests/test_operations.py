@@ -232,6 +232,25 @@ def test_run_writes_a_json_lines_log(area):
     assert {"time", "level", "message", "run_id"} <= set(entries[0])
 
 
+def test_json_lines_log_keeps_landwatch_info_and_other_libraries_warnings(tmp_path):
+    """The run log holds landwatch's INFO records, but only WARNING and above from other
+    libraries (fontTools logs dozens of INFO lines per font subset)."""
+    import logging
+
+    from pipeline.runlog import run_log
+
+    path = tmp_path / "run.jsonl"
+    with run_log(path, "r1"):
+        logging.getLogger("pipeline.stages").info("stage done")
+        logging.getLogger("fontTools.subset").info("Closed glyph list")
+        logging.getLogger("fontTools.subset").warning("a real problem")
+    entries = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [(e["logger"], e["message"]) for e in entries] == [
+        ("pipeline.stages", "stage done"),
+        ("fontTools.subset", "a real problem"),
+    ]
+
+
 def test_second_run_exits_at_once_while_the_workspace_is_locked(area):
     """Another run holds the lock: this one exits with 75 and says so, touching nothing."""
     from pipeline.workspace import Workspace, WorkspaceLock

@@ -45,7 +45,7 @@ def test_second_run_skips_and_changes_rerun_only_what_is_stale(tmp_path):
     src.write_text("x")
     calls: list[str] = []
     first = run_stages(ws, _stages(ws, src, {"k": 1}, calls))
-    assert [o.status for o in first] == ["ran", "ran"] and first[0].reason == "never ran"
+    assert [o.status for o in first] == ["ran", "ran"] and first[0].reason == "no earlier run"
     assert first[0].counts == {"chars": 1}
 
     again = run_stages(ws, _stages(ws, src, {"k": 1}, calls))

@@ -49,7 +49,7 @@ def cli(verbose: int) -> None:
         force=True,
     )
     logging.getLogger("rasterio").setLevel(logging.WARNING)
-    for noisy in ("distributed", "matplotlib", "pyogrio", "fiona", "PIL"):
+    for noisy in ("distributed", "matplotlib", "pyogrio", "fiona", "PIL", "fontTools"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
