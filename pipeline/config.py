@@ -549,6 +549,21 @@ def _coerce(tp, value, key: str, base_dir: Path, where: str):
     raise bad()  # pragma: no cover - a type this loader does not know
 
 
+MAX_RADIUS_PX = 64
+"""Largest opening/closing radius in pixels (the clean-up's halo is four times it)."""
+SCHEDULER_ADDRESS = re.compile(r"^((tcp|tls|ucx|ws|wss)://[^\s/:]+:\d+|inproc://\S+)$")
+"""A Dask scheduler address: ``protocol://host:port`` (or an in-process ``inproc://`` one)."""
+
+
+def check_scheduler_address(address: str, what: str = "the scheduler address") -> None:
+    """Raise :class:`ConfigError` unless ``address`` looks like ``tcp://host:port``."""
+    if not SCHEDULER_ADDRESS.match(address):
+        raise ConfigError(
+            f"{what} = {address!r} is not a Dask scheduler address; expected "
+            "protocol://host:port, e.g. tcp://10.0.0.5:8786 (what `dask scheduler` prints)"
+        )
+
+
 def _check(cfg: Config, where: str) -> None:
     """Checks that span several keys or need more than a type."""
     import pyproj
@@ -617,6 +632,9 @@ def _check(cfg: Config, where: str) -> None:
             f"{where}: 'layers.approvals' needs 'ref_field' (the document number field)"
         )
 
+    if cfg.run.scheduler is not None:
+        check_scheduler_address(cfg.run.scheduler, f"{where}: 'run.scheduler'")
+
     d = cfg.detect
     if d.threshold == "fixed" and d.threshold_value is None:
         raise ConfigError(f"{where}: 'detect.threshold' = 'fixed' needs 'detect.threshold_value'")
@@ -624,6 +642,21 @@ def _check(cfg: Config, where: str) -> None:
         raise ConfigError(
             f"{where}: 'detect.threshold_value' = {d.threshold_value} must be a quantile in (0, 1) "
             "with threshold 'chi2'"
+        )
+    if d.threshold == "fixed" and d.threshold_value is not None and d.threshold_value <= 0:
+        raise ConfigError(
+            f"{where}: 'detect.threshold_value' = {d.threshold_value} must be > 0 with threshold "
+            "'fixed': every score is >= 0, so a cut at or below 0 marks the whole scene changed"
+        )
+    if (
+        d.method == "selftrain"
+        and d.threshold == "fixed"
+        and d.threshold_value is not None
+        and d.threshold_value >= 1
+    ):
+        raise ConfigError(
+            f"{where}: 'detect.threshold_value' = {d.threshold_value} must be below 1 with "
+            "method 'selftrain' (its score is a probability of change; e.g. 0.6)"
         )
     if d.hysteresis_low is not None and not 0 < d.hysteresis_low < 1:
         raise ConfigError(
@@ -647,6 +680,14 @@ def _check(cfg: Config, where: str) -> None:
     for key in ("opening_radius_m", "closing_radius_m", "min_area_m2"):
         if getattr(d, key) < 0:
             raise ConfigError(f"{where}: 'detect.{key}' = {getattr(d, key)} must be >= 0")
+    res = cfg.area.resolution_m
+    for key in ("opening_radius_m", "closing_radius_m"):
+        if getattr(d, key) > MAX_RADIUS_PX * res:
+            raise ConfigError(
+                f"{where}: 'detect.{key}' = {getattr(d, key)} m is {getattr(d, key) / res:.0f} "
+                f"pixels at {res} m; expected at most {MAX_RADIUS_PX} pixels "
+                f"({MAX_RADIUS_PX * res:g} m): the clean-up removes specks and fills pinholes"
+            )
     if d.sample_step < 1:
         raise ConfigError(f"{where}: 'detect.sample_step' = {d.sample_step} must be >= 1")
     if not 1 <= d.novelty_components <= 64:

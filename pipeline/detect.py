@@ -94,7 +94,9 @@ def normalisation(
         raise InputDataError(
             f"only {min(moments_a.n, moments_b.n)} pixels are valid in both epochs in the "
             f"sample; expected at least {MIN_SAMPLE_PIXELS}. The epochs barely overlap or are "
-            "mostly nodata/cloud — check the imagery, masks and 'imagery.nodata'"
+            "mostly nodata/cloud, the scene ('area.bounds') lies outside the imagery, or it is "
+            "too small for the sample — check the imagery, masks, 'imagery.nodata', "
+            "'area.bounds' and 'area.resolution_m', or lower 'detect.sample_step'"
         )
     mean_a, std_a = moments_a.mean_std()
     mean_b, std_b = moments_b.mean_std()

@@ -47,6 +47,7 @@ from pipeline.imagery import (
     EpochSource,
     RowStream,
     check_bands,
+    check_masks_overlap,
     epoch_footprint,
     epoch_source,
     read_block,
@@ -92,6 +93,9 @@ pixels of patches dropped by ``min_area_m2`` / ``min_mean_score``), 255 = invali
 (nodata/masked in either epoch). ``mask == 1`` is exactly the union of the detections."""
 MAX_SCORE_SAMPLE = 2_000_000
 """Pixels in the pass-1 sample kept for the threshold (thinned regularly beyond this)."""
+CHANGED_SHARE_WARN = 0.5
+"""Above this share of the pass-1 sample over the cut, the run warns: a threshold that marks
+most of a scene changed is almost certainly a wrong setting."""
 OUTPUT_COMPRESS = "ZSTD"
 """Compression of ``score.tif`` and ``mask.tif``: DEFLATE of a noisy float32 score was the
 slowest step of the stage (≈ 20 s for 10240² on two cores) and DEFLATE level 6 of the mask
@@ -228,6 +232,8 @@ def detect_pair(
     if d.method in ("index", "novelty"):
         check_bands(bands, spectral.INDEX_BANDS, f"'detect.method' = {d.method!r}")
     grid = target_grid(cfg.area, [epoch_footprint(source_a), epoch_footprint(source_b)])
+    check_masks_overlap(source_a, grid)
+    check_masks_overlap(source_b, grid)
     windows = blocks(grid, d.block_px)
     in_flight = max(2, 2 * cfg.run.workers)
     timings: dict[str, float] = {}
@@ -312,6 +318,14 @@ def detect_pair(
     scene_b, _ = mom_b.mean_std()
     timings["pass1_s"] = time.perf_counter() - t0
     log.info("threshold %s = %.4f from %d sampled pixels", d.threshold, cut, sample_scores.size)
+    above = float(np.mean(sample_scores > cut)) if sample_scores.size else 0.0
+    if above > CHANGED_SHARE_WARN:
+        log.warning(
+            "%s→%s: %.0f %% of the sampled pixels are above the cut %.4g (%s); expected new "
+            "construction to be a small share of a scene — check 'detect.threshold' and "
+            "'detect.threshold_value'",
+            label_a, label_b, 100 * above, cut, d.threshold,
+        )  # fmt: skip
     del sample_a, sample_b
 
     # ---- pass 2: regions streamed by the workers, each writing its own part files

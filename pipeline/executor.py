@@ -78,6 +78,10 @@ def make_executor(workers: int = 2, scheduler: str | None = None) -> Iterator[Ex
     if scheduler:
         from distributed import Client  # optional engine, imported lazily
 
+        from pipeline.config import check_scheduler_address
+
+        check_scheduler_address(scheduler, "'--scheduler'")
+
         log.info("submitting raster work to the Dask scheduler at %s", scheduler)
         client = Client(scheduler)
         try:

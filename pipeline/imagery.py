@@ -106,6 +106,15 @@ def epoch_source(imagery: ImageryConfig, label: str) -> EpochSource:
     if imagery.bands is not None:
         positions = tuple(range(len(names)))
         indexes = tuple(int(imagery.bands[n]) for n in names)
+        top = max(indexes)
+        for p in paths:
+            if (count := _open(p).count) < top:
+                name = names[indexes.index(top)]
+                raise InputDataError(
+                    f"{p}: has {count} band(s), but 'imagery.bands.{name}' = {top} reads band "
+                    f"{top}; expected every file of epoch {label!r} to hold the configured "
+                    "bands — fix 'imagery.bands' or leave the file out of the epoch globs"
+                )
         files = [BandSource(p, positions, indexes) for p in paths]
     else:
         assert imagery.band_files is not None
@@ -119,15 +128,74 @@ def epoch_source(imagery: ImageryConfig, label: str) -> EpochSource:
                     f"'imagery.band_files.{name}' or the epoch globs"
                 )
             files.extend(BandSource(p, (pos,), (1,)) for p in matched)
+        _check_tiles_complete(label, names, files)
         files.sort(key=lambda b: (b.path, b.positions))
+    mask_files = tuple(str(p) for p in imagery.mask_files(label))
+    if imagery.masks and label in imagery.masks and not mask_files:
+        raise InputDataError(
+            f"epoch {label!r}: the mask globs {list(imagery.masks[label])} match no file "
+            f"(relative to {imagery.base_dir}); fix 'imagery.masks.{label}' or remove it"
+        )
     return EpochSource(
         label=label,
         band_names=names,
         files=tuple(files),
         nodata=imagery.nodata,
-        mask_files=tuple(str(p) for p in imagery.mask_files(label)),
+        mask_files=mask_files,
         resampling=imagery.resampling,
     )
+
+
+def _check_tiles_complete(label: str, names: Sequence[str], files: Sequence[BandSource]) -> None:
+    """Every band covers every tile of a one-file-per-band epoch: the centre of each band
+    file lies inside some file of every other band (footprints in the first file's CRS, so
+    names, folders and resolutions do not matter).
+
+    Raises
+    ------
+    InputDataError
+        Naming a file and the band(s) with no file there — read as is, those pixels would
+        silently be nodata in that band, and so invalid.
+    """
+    crs = _open(files[0].path).crs
+    boxes = {b.path: transform_bounds(_open(b.path).crs, crs, *_open(b.path).bounds) for b in files}
+    by_band: dict[int, list[tuple[float, float, float, float]]] = {}
+    for b in files:
+        by_band.setdefault(b.positions[0], []).append(boxes[b.path])
+    for b in files:
+        x0, y0, x1, y1 = boxes[b.path]
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        missing = [
+            names[pos]
+            for pos, band_boxes in sorted(by_band.items())
+            if not any(bx0 <= cx <= bx1 and by0 <= cy <= by1 for bx0, by0, bx1, by1 in band_boxes)
+        ]
+        if missing:
+            raise InputDataError(
+                f"epoch {label!r}: no {', '.join(missing)} file covers the area of {b.path} "
+                f"({names[b.positions[0]]}); expected every configured band for every tile — "
+                "add the missing file(s), or leave the tile out of the epoch globs"
+            )
+
+
+def check_masks_overlap(source: EpochSource, grid: TargetGrid) -> None:
+    """At least one of the epoch's mask files meets the target grid.
+
+    Raises
+    ------
+    InputDataError
+        When masks are configured but none overlaps the grid (a mask in the wrong place or
+        CRS would otherwise be ignored without a word).
+    """
+    if not source.mask_files:
+        return
+    whole = Window(0, 0, grid.width, grid.height)
+    if not any(_overlaps(p, grid, whole) for p in source.mask_files):
+        raise InputDataError(
+            f"epoch {source.label!r}: none of its {len(source.mask_files)} mask file(s) "
+            f"(e.g. {source.mask_files[0]}) overlaps the scene {tuple(round(v) for v in grid.bounds)} "
+            f"in {grid.rio_crs.to_string()}; check the masks' CRS and extent"
+        )
 
 
 def check_bands(band_names: Sequence[str], needed: Iterable[str], purpose: str) -> None:
@@ -551,10 +619,10 @@ def _open(path: str):
 
 def _overlaps(path: str, grid: TargetGrid, win: Window) -> bool:
     """Whether the file's footprint (in the grid CRS) meets ``win``."""
+    ds = _open(path)  # first: a file replaced since its bounds were cached drops them
     key = (path, grid.crs)
     b = _BOUNDS.get(key)
     if b is None:
-        ds = _open(path)
         b = transform_bounds(ds.crs, grid.rio_crs, *ds.bounds)
         _BOUNDS[key] = b
     t = grid.window_transform(win)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -36,3 +37,32 @@ def test_python_dash_m_is_the_same_command():
         [sys.executable, "-m", "pipeline", "--version"], capture_output=True, text=True, check=True
     )
     assert "landwatch" in proc.stdout
+
+
+def test_config_check_reads_the_imagery_it_names(sample_dir, tmp_path):
+    """`config check` opens the epochs' file headers: the sample's config passes, and an
+    epoch glob that matches nothing fails with exit 3 naming the epoch, instead of "OK"."""
+    import yaml
+
+    from tests.conftest import ROOT
+
+    raw = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+    raw["imagery"]["epochs"] = {
+        label: [f"imagery/{label}/*.tif"] for label in raw["imagery"]["epochs"]
+    }
+    for layer in raw["layers"].values():
+        layer["path"] = Path(layer["path"]).name
+    raw["workspace"] = str(tmp_path / "out")
+
+    def check(name: str):
+        # beside the sample (its paths are relative to the config), not over its config.yaml
+        path = sample_dir / name
+        path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+        return CliRunner().invoke(cli, ["config", "check", "--config", str(path)])
+
+    result = check("config_check_ok.yaml")
+    assert result.exit_code == 0 and "OK" in result.output, result.output
+    raw["imagery"]["epochs"]["2017"] = ["imagery/2018/*.tif"]
+    result = check("config_check_no_2017.yaml")
+    assert result.exit_code == 3, result.output
+    assert "epoch '2017'" in result.output and "match no file" in result.output

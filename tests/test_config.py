@@ -116,9 +116,31 @@ def test_sample_config_loads():
             lambda r: r["run"].update(workers=True),
             "'run.workers' = True is not valid; expected an integer",
         ),
+        (
+            lambda r: r["detect"].update(threshold="fixed", threshold_value=0),
+            "'detect.threshold_value' = 0.0 must be > 0 with threshold 'fixed'",
+        ),
+        (
+            lambda r: r["detect"].update(threshold="fixed", threshold_value=-3),
+            "marks the whole scene changed",
+        ),
+        (
+            lambda r: r["detect"].update(method="selftrain", threshold="fixed", threshold_value=6),
+            "must be below 1 with method 'selftrain'",
+        ),
+        (
+            lambda r: r["detect"].update(opening_radius_m=1e6),
+            "'detect.opening_radius_m' = 1000000.0 m is",
+        ),
+        (
+            lambda r: r["run"].update(scheduler="localhost"),
+            "'run.scheduler' = 'localhost' is not a Dask scheduler address; expected "
+            "protocol://host:port",
+        ),
     ],
 )
 def test_bad_values_name_key_value_and_allowed(tmp_path, mutate, expected):
+    """Each bad value is refused at load time with the key, the value and what is allowed."""
     raw = _minimal(tmp_path)
     raw.update(detect={}, report={}, assign={}, run={})
     mutate(raw)

@@ -373,3 +373,14 @@ def test_erase_dropped_clears_only_the_dropped_patches_and_their_overview_blocks
     for (f, _, path), level in zip(levels, want):
         with rasterio.open(path) as src:
             np.testing.assert_array_equal(src.read(1), level, err_msg=f"factor {f}")
+
+
+def test_a_cut_that_marks_most_of_the_scene_is_warned_about(data_dir, tmp_path, caplog):
+    """A fixed cut far below the scene's scores still runs (the setting is legal), but the
+    run warns that most of the scene is above it, naming the keys to check."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="pipeline.engine"):
+        _run(data_dir, tmp_path / "out", method="cva", threshold="fixed", threshold_value=1e-6)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("above the cut" in m and "'detect.threshold_value'" in m for m in messages)

@@ -86,6 +86,56 @@ def test_band_pattern_matching_nothing_is_an_input_error(tmp_path):
         epoch_source(cfg.imagery, "a")
 
 
+def test_a_tile_missing_one_band_file_is_an_input_error(tmp_path):
+    """Two tiles side by side, one file per band; the east tile has no B08. Read as is, its
+    pixels would all be invalid without a word: refused, naming the tile and the band. With
+    the file back (at 20 m, another resolution) the epoch is accepted."""
+    for name, x0 in (("T1", X0), ("T2", X0 + 80.0)):
+        write_tif(
+            tmp_path / f"s2/{name}_B04.tif", np.ones((40, 40), np.uint16), grid_transform(2.0, x0)
+        )
+    write_tif(tmp_path / "s2/T1_B08.tif", np.ones((4, 4), np.uint16), grid_transform(20.0))
+    cfg = make_config(
+        tmp_path,
+        {"a": ["s2/*.tif"], "b": ["s2/*.tif"]},
+        band_files={"red": "*_B04.tif", "nir": "*_B08.tif"},
+    )
+    with pytest.raises(InputDataError, match=r"no nir file covers the area of .*T2_B04\.tif"):
+        epoch_source(cfg.imagery, "a")
+    write_tif(
+        tmp_path / "s2/T2_B08.tif", np.ones((4, 4), np.uint16), grid_transform(20.0, X0 + 80.0)
+    )
+    assert len(epoch_source(cfg.imagery, "a").files) == 4
+
+
+def test_mask_glob_matching_nothing_or_masks_elsewhere_are_input_errors(tmp_path):
+    """A configured mask that matches no file, or whose files all lie outside the scene,
+    would be ignored silently: both are refused, naming the epoch and the key."""
+    write_tif(tmp_path / "e/a.tif", scene((20, 20)), grid_transform())
+    cfg = make_config(tmp_path, {"a": ["e/*.tif"], "b": ["e/*.tif"]}, masks={"a": ("m/*.tif",)})
+    with pytest.raises(InputDataError, match=r"epoch 'a': the mask globs .* 'imagery.masks.a'"):
+        epoch_source(cfg.imagery, "a")
+    far = grid_transform(2.0, X0 + 50_000.0)
+    write_tif(tmp_path / "m/a_mask.tif", np.ones((20, 20), np.uint8), far)
+    src = epoch_source(cfg.imagery, "a")
+    with pytest.raises(InputDataError, match=r"none of its 1 mask file\(s\) .* overlaps the scene"):
+        imagery.check_masks_overlap(src, _grid(cfg, "a"))
+    write_tif(tmp_path / "m/a_mask.tif", np.ones((20, 20), np.uint8), grid_transform())
+    imagery.check_masks_overlap(epoch_source(cfg.imagery, "a"), _grid(cfg, "a"))  # accepted
+
+
+def test_a_file_with_fewer_bands_than_configured_is_an_input_error(tmp_path):
+    """'imagery.bands' reads band 4 (nir) but one tile holds 3 bands: refused at once,
+    naming the file and the key, instead of failing deep in the reads."""
+    write_tif(tmp_path / "e/a.tif", scene((20, 20)), grid_transform())
+    write_tif(tmp_path / "e/b.tif", scene((20, 20))[:3], grid_transform(2.0, X0 + 40.0))
+    cfg = make_config(tmp_path, {"a": ["e/*.tif"], "b": ["e/*.tif"]})
+    with pytest.raises(
+        InputDataError, match=r"b\.tif: has 3 band\(s\), but 'imagery.bands.nir' = 4"
+    ):
+        epoch_source(cfg.imagery, "a")
+
+
 def test_missing_band_for_a_method_is_a_config_error():
     with pytest.raises(ConfigError, match="nir"):
         check_bands(("blue", "green", "red"), ("red", "nir"), "'detect.method' = 'index'")
