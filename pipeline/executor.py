@@ -12,6 +12,8 @@ import logging
 import multiprocessing
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 
@@ -33,11 +35,39 @@ imports: rasterio, geopandas, scipy) is paid when the pool is made, in parallel,
 the first pass of the first stage."""
 
 
-def _init_worker(env: dict[str, str], preload: tuple[str, ...]) -> None:
-    """Pool initializer: thread limits (:data:`WORKER_THREAD_ENV`), then warm imports."""
+PARENT_CHECK_S = 2.0
+"""How often a pool worker checks that the process that made the pool is still alive."""
+
+
+def _init_worker(env: dict[str, str], preload: tuple[str, ...], parent: int | None = None) -> None:
+    """Pool initializer: thread limits (:data:`WORKER_THREAD_ENV`), warm imports, and with
+    ``parent`` a watchdog that ends the worker once that process is gone (:func:`_orphan_watch`)."""
     os.environ.update(env)
     for module in preload:
         importlib.import_module(module)
+    if parent is not None:
+        threading.Thread(target=_orphan_watch, args=(parent,), daemon=True).start()
+
+
+def _orphan_watch(parent: int, every_s: float = PARENT_CHECK_S) -> None:
+    """End this worker when process ``parent`` no longer exists.
+
+    Notes
+    -----
+    A run killed outright (SIGKILL, the OOM killer) cannot shut its pool down: the workers
+    are children of the forkserver, not of the run, and would wait for tasks forever, each
+    holding its memory (and keeping the forkserver and resource tracker alive). Polling the
+    run's pid with signal 0 is enough to notice; ``os._exit`` skips any clean-up that could
+    block on the dead parent's pipes.
+    """
+    while True:
+        time.sleep(every_s)
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:  # the pid was reused by another user's process: ours is gone
+            os._exit(1)
 
 
 def _ready() -> int:
@@ -99,7 +129,7 @@ def make_executor(workers: int = 2, scheduler: str | None = None) -> Iterator[Ex
         max_workers=workers,
         mp_context=multiprocessing.get_context(method),
         initializer=_init_worker,
-        initargs=(WORKER_THREAD_ENV, WORKER_PRELOAD),
+        initargs=(WORKER_THREAD_ENV, WORKER_PRELOAD, os.getpid()),
     )
     try:
         # one task per worker: each submit without an idle worker starts a process

@@ -116,3 +116,42 @@ def test_killed_runs_resume_to_the_same_result(sample, tmp_path):
         survived.append(env or f"{delay:.1f}s")
     assert len(survived) == len(cases)
     print(f"{len(survived)} kill points survived: {survived}")
+
+
+def test_pool_workers_end_when_the_run_is_killed(tmp_path):
+    """A run killed with SIGKILL cannot shut its process pool down; its workers notice the
+    run is gone and exit within a few seconds instead of holding their memory forever."""
+    script = tmp_path / "pool.py"
+    script.write_text(
+        "import os, time\n"
+        "from pipeline.executor import make_executor\n"
+        "if __name__ == '__main__':\n"
+        "    with make_executor(2) as pool:\n"
+        "        print(*sorted({pool.submit(os.getpid).result() for _ in range(8)}), flush=True)\n"
+        "        time.sleep(600)\n",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path
+    )
+    workers = [int(p) for p in proc.stdout.readline().split()]
+    assert workers and all(_alive(p) for p in workers)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in workers), "pool workers outlived the killed run"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by its parent) counts as gone
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
