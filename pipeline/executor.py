@@ -11,11 +11,14 @@ import importlib
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+
+from pipeline.errors import InputDataError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,9 @@ def _init_worker(env: dict[str, str], preload: tuple[str, ...], parent: int | No
     """Pool initializer: thread limits (:data:`WORKER_THREAD_ENV`), warm imports, and with
     ``parent`` a watchdog that ends the worker once that process is gone (:func:`_orphan_watch`)."""
     os.environ.update(env)
+    # Ctrl-C goes to the whole process group: the run handles it (it stops, and the next
+    # run resumes); a worker printing its own KeyboardInterrupt traceback would only add noise
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for module in preload:
         importlib.import_module(module)
     if parent is not None:
@@ -113,7 +119,13 @@ def make_executor(workers: int = 2, scheduler: str | None = None) -> Iterator[Ex
         check_scheduler_address(scheduler, "'--scheduler'")
 
         log.info("submitting raster work to the Dask scheduler at %s", scheduler)
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler)
+        except OSError as exc:  # distributed raises OSError on a timeout or refusal
+            raise InputDataError(
+                f"cannot reach the Dask scheduler at {scheduler} ({exc}); start one there "
+                "(`dask scheduler`) or fix '--scheduler' / 'run.scheduler'"
+            ) from exc
         try:
             yield client.get_executor()
         finally:

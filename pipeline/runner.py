@@ -189,7 +189,8 @@ def _record_failure(ws: Workspace, state: dict, stage_id: str, exc: BaseExceptio
         "finished": time.time(),
     }
     save_state(ws, state)
-    log.error("stage %s failed: %s", stage_id, exc)
+    # the CLI prints the error itself: the console skips this record, the run log keeps it
+    log.error("stage %s failed: %s", stage_id, exc, extra={"reported": True})
 
 
 def stage_status(ws: Workspace, stages: Iterable[Stage]) -> list[StageOutcome]:

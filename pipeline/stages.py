@@ -585,8 +585,11 @@ def run_pipeline(
         try:
             outcomes = runner.run_stages(ws, stages, force=force, on_stage=logged)
             outcome = "ok"
+        except KeyboardInterrupt:
+            outcome = "interrupted"
+            raise
         except BaseException as exc:
-            outcome = f"failed: {exc}"
+            outcome = f"failed: {exc or type(exc).__name__}"
             raise
         finally:
             _record_run(ctx, started, time.perf_counter() - t0, outcomes, outcome)

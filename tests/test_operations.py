@@ -19,7 +19,7 @@ import yaml
 from click.testing import CliRunner
 
 from pipeline.cli.main import cli
-from pipeline.schema import EVENTS_TABLE, PATCHES_LAYER, P
+from pipeline.schema import EVENTS_TABLE, PATCHES_LAYER, RUNS_TABLE, P, R
 from tests.conftest import write_sample_config
 
 DATE = "2026-11-25"
@@ -249,6 +249,32 @@ def test_json_lines_log_keeps_landwatch_info_and_other_libraries_warnings(tmp_pa
         ("pipeline.stages", "stage done"),
         ("fontTools.subset", "a real problem"),
     ]
+
+
+def test_interrupted_run_exits_130_records_it_and_resumes(area, monkeypatch):
+    """Ctrl-C during detect: exit status 130 (as shells report SIGINT), one line saying the
+    next run resumes, the run recorded as "interrupted", the registry untouched; the next
+    run finishes the stage."""
+    import pipeline.engine
+
+    folder, config = area
+    before = _registry(folder)
+    _edit_config(config, lambda r: r["detect"].update(min_area_m2=250))  # detect must rerun
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(pipeline.engine, "detect_pair", interrupted)
+        result = _run(config)
+    assert result.exit_code == 130, result.output
+    assert "interrupted" in result.output and "Traceback" not in result.output
+    runs = pyogrio.read_dataframe(folder / "out" / "registry.gpkg", layer=RUNS_TABLE)
+    assert runs[R.OUTCOME].iloc[-1] == "interrupted"
+    pd.testing.assert_frame_equal(before[0], _registry(folder)[0])
+    again = _run(config)
+    assert again.exit_code == 0, again.output
+    assert "did not finish last time" in again.output or "ran" in again.output
 
 
 def test_second_run_exits_at_once_while_the_workspace_is_locked(area):

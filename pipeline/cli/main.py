@@ -21,12 +21,22 @@ class LandwatchGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            console.print("[bold red]interrupted[/]: the next run resumes where this one stopped")
+            sys.exit(130)  # 128 + SIGINT, as shells report it
         except LandwatchError as exc:
             console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             cause = exc.__cause__
             if cause is not None and isinstance(cause, LandwatchError) and cause.exit_code != 1:
                 sys.exit(cause.exit_code)
             sys.exit(exc.exit_code)
+
+
+def _console_handler(level: int) -> logging.Handler:
+    """Log records on the console, except those the CLI reports itself (``reported``)."""
+    handler = RichHandler(level=level, console=console, show_path=False, show_time=False)
+    handler.addFilter(lambda record: not getattr(record, "reported", False))
+    return handler
 
 
 @click.group(cls=LandwatchGroup)
@@ -45,7 +55,7 @@ def cli(verbose: int) -> None:
     logging.basicConfig(
         level=min(level, logging.INFO),
         format="%(message)s",
-        handlers=[RichHandler(level=level, console=console, show_path=False, show_time=False)],
+        handlers=[_console_handler(level)],
         force=True,
     )
     logging.getLogger("rasterio").setLevel(logging.WARNING)
