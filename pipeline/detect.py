@@ -55,7 +55,7 @@ from pipeline.neighbourhood import box3_sum, dilate_disk, erode_disk
 from pipeline.novelty import NoveltyModel, novelty_score
 from pipeline.sampling import MIN_SAMPLE_PIXELS, Moments, Normalisation
 from pipeline.selftrain import SelfTrainModel, probability, shift_tolerant_difference
-from pipeline.spectral import INDEX_BANDS, NDVI_NONVEG_MAX, VISIBLE_BANDS
+from pipeline.spectral import INDEX_BANDS, NDVI_NONVEG_MAX, VISIBLE_BANDS, check_bands
 
 log = logging.getLogger(__name__)
 
@@ -239,12 +239,7 @@ def _cva(a: np.ndarray, b: np.ndarray, norm: Normalisation) -> np.ndarray:
 
 def _index(a, b, norm: Normalisation, band_names: Sequence[str]) -> np.ndarray:
     names = list(band_names)
-    missing = [n for n in INDEX_BANDS if n not in names]
-    if missing:
-        raise ConfigError(
-            f"'detect.method' = 'index' needs the band(s) {', '.join(missing)} "
-            f"(configured: {', '.join(names)}); add them to 'imagery.bands'/'band_files'"
-        )
+    check_bands(names, INDEX_BANDS, "'detect.method' = 'index'")
     r, n = names.index("red"), names.index("nir")
     vis = [names.index(v) for v in VISIBLE_BANDS if v in names]
     gain = np.zeros(a.shape[1:], dtype=np.float32)

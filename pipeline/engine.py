@@ -46,7 +46,6 @@ from pipeline.imagery import (
     READ_ROWS_PX,
     EpochSource,
     RowStream,
-    check_bands,
     check_masks_overlap,
     epoch_footprint,
     epoch_source,
@@ -230,7 +229,7 @@ def detect_pair(
     source_b = epoch_source(cfg.imagery, label_b)
     bands = source_a.band_names
     if d.method in ("index", "novelty"):
-        check_bands(bands, spectral.INDEX_BANDS, f"'detect.method' = {d.method!r}")
+        spectral.check_bands(bands, spectral.INDEX_BANDS, f"'detect.method' = {d.method!r}")
     grid = target_grid(cfg.area, [epoch_footprint(source_a), epoch_footprint(source_b)])
     check_masks_overlap(source_a, grid)
     check_masks_overlap(source_b, grid)

@@ -14,7 +14,7 @@ import fnmatch
 import logging
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,17 +195,6 @@ def check_masks_overlap(source: EpochSource, grid: TargetGrid) -> None:
             f"epoch {source.label!r}: none of its {len(source.mask_files)} mask file(s) "
             f"(e.g. {source.mask_files[0]}) overlaps the scene {tuple(round(v) for v in grid.bounds)} "
             f"in {grid.rio_crs.to_string()}; check the masks' CRS and extent"
-        )
-
-
-def check_bands(band_names: Sequence[str], needed: Iterable[str], purpose: str) -> None:
-    """Raise :class:`ConfigError` unless every band in ``needed`` is configured."""
-    missing = [b for b in needed if b not in band_names]
-    if missing:
-        raise ConfigError(
-            f"{purpose} needs the band(s) {', '.join(missing)}, which are not configured "
-            f"(configured: {', '.join(band_names) or 'none'}); add them to 'imagery.bands' "
-            "or 'imagery.band_files'"
         )
 
 
@@ -641,7 +630,6 @@ __all__ = [
     "BandSource",
     "EpochSource",
     "RowStream",
-    "check_bands",
     "epoch_footprint",
     "epoch_source",
     "read_block",

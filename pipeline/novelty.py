@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from pipeline.errors import ConfigError, InputDataError
+from pipeline.errors import InputDataError
 from pipeline.sampling import MIN_SAMPLE_PIXELS, Normalisation
-from pipeline.spectral import INDEX_BANDS, NDVI_NONVEG_MAX, VISIBLE_BANDS
+from pipeline.spectral import INDEX_BANDS, NDVI_NONVEG_MAX, VISIBLE_BANDS, check_bands
 
 log = logging.getLogger(__name__)
 
@@ -275,12 +275,7 @@ def _fit_no_change(za: np.ndarray, zb: np.ndarray, raw_a, raw_b, iterations: int
 
 def novelty_score(a, b, norm: Normalisation, model: NoveltyModel, band_names) -> np.ndarray:
     names = list(band_names)
-    missing = [n for n in INDEX_BANDS if n not in names]
-    if missing:
-        raise ConfigError(
-            f"'detect.method' = 'novelty' needs the band(s) {', '.join(missing)} "
-            f"(configured: {', '.join(names)}); add them to 'imagery.bands'/'band_files'"
-        )
+    check_bands(names, INDEX_BANDS, "'detect.method' = 'novelty'")
     h, w = a.shape[1:]
     # the two cheap gates first, on every pixel: vegetated afterwards, or darker than the
     # no-change relation predicts, scores 0 whatever its novelty

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import numpy as np
+
+from pipeline.errors import ConfigError
 
 INDEX_BANDS = ("red", "nir")
 """Bands the ``index`` method needs (NDVI); brightness uses every visible band present."""
@@ -18,3 +22,14 @@ def nd(x: np.ndarray, i: int, j: int) -> np.ndarray:
     """Normalised difference ``(x_i - x_j) / max(x_i + x_j, 1)`` of bands ``i`` and ``j``
     (NDVI, NDBI, MNDWI on raw values; the floor keeps dark or zero pixels finite)."""
     return (x[i] - x[j]) / np.maximum(x[i] + x[j], LOG_FLOOR)
+
+
+def check_bands(band_names: Sequence[str], needed: Iterable[str], purpose: str) -> None:
+    """Raise :class:`ConfigError` unless every band in ``needed`` is configured."""
+    missing = [b for b in needed if b not in band_names]
+    if missing:
+        raise ConfigError(
+            f"{purpose} needs the band(s) {', '.join(missing)}, which are not configured "
+            f"(configured: {', '.join(band_names) or 'none'}); add them to 'imagery.bands' "
+            "or 'imagery.band_files'"
+        )

@@ -13,7 +13,8 @@ from rasterio.windows import Window
 from pipeline import imagery
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.grid import Footprint, target_grid
-from pipeline.imagery import check_bands, epoch_footprint, epoch_source, read_block
+from pipeline.imagery import epoch_footprint, epoch_source, read_block
+from pipeline.spectral import check_bands
 from tests.rasters import UTM, X0, Y0, grid_transform, make_config, scene, write_tif
 
 

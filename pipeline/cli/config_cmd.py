@@ -19,8 +19,8 @@ def config():
 def check(config_path):
     """Validate the config file and the imagery it names (file headers only); exit non-zero
     with the reason when either is wrong."""
-    from pipeline.imagery import check_bands, epoch_source
-    from pipeline.spectral import INDEX_BANDS
+    from pipeline.imagery import epoch_source
+    from pipeline.spectral import INDEX_BANDS, check_bands
 
     cfg = load_config(config_path)
     # every epoch: globs match, bands and band files complete, masks found
