@@ -66,3 +66,25 @@ def test_config_check_reads_the_imagery_it_names(sample_dir, tmp_path):
     result = check("config_check_no_2017.yaml")
     assert result.exit_code == 3, result.output
     assert "epoch '2017'" in result.output and "match no file" in result.output
+
+
+def test_console_survives_a_closed_pipe(tmp_path):
+    """A run whose stderr reader has gone (`landwatch run 2>&1 | head -1`) keeps going: the
+    console stops writing instead of raising BrokenPipeError in the middle of the run."""
+    done = tmp_path / "done"
+    script = (
+        "import sys\n"
+        "from pipeline.cli.main import console\n"
+        "for i in range(20000):\n"
+        "    console.print(f'stage {i} ran in 0.1 s')\n"
+        f"open({str(done)!r}, 'w').write('ok')\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stderr=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    proc.stderr.readline()
+    proc.stderr.close()  # the reader goes away after one line
+    assert proc.wait(timeout=60) == 0
+    assert done.read_text() == "ok"
