@@ -666,11 +666,23 @@ def _read_gdf(path: Path) -> gpd.GeoDataFrame:
     return pyogrio.read_dataframe(path)
 
 
+STAGE_GPKG_DATE = "2000-01-01T00:00:00.000Z"
+"""The ``last_change`` GDAL stamps on the stage GeoPackages (detections, classified,
+assigned) instead of the write time, so their bytes depend on their rows only: a stage that
+reruns and finds the same patches leaves the next stage's input fingerprint unchanged, and it
+is skipped. The registry keeps real times."""
+
+
 def _write_gdf(gdf: gpd.GeoDataFrame, path: Path) -> None:
     import pyogrio
 
-    with atomic_path(path) as tmp:
-        pyogrio.write_dataframe(gdf, tmp, layer=path.stem, driver="GPKG")
+    previous = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
+    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": STAGE_GPKG_DATE})
+    try:
+        with atomic_path(path) as tmp:
+            pyogrio.write_dataframe(gdf, tmp, layer=path.stem, driver="GPKG")
+    finally:
+        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": previous})
 
 
 def _plain_stats(obj: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -288,3 +289,23 @@ def test_second_run_exits_at_once_while_the_workspace_is_locked(area):
     assert result.exit_code == 75, result.output
     assert "in use by another landwatch run" in result.output
     pd.testing.assert_frame_equal(before[0], _registry(folder)[0])
+
+
+def test_stage_geopackages_depend_on_their_rows_only(tmp_path):
+    """The same patches written twice give the same bytes (GDAL's last_change stamp is fixed
+    for stage files), so a detect rerun that finds the same patches leaves classify's input
+    fingerprint unchanged and classify is skipped."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from pipeline.atomic import fingerprint_file
+    from pipeline.stages import _write_gdf
+
+    gdf = gpd.GeoDataFrame({"n": [1, 2]}, geometry=[box(0, 0, 1, 1), box(2, 2, 3, 3)], crs=3857)
+    first, second = tmp_path / "a" / "detections.gpkg", tmp_path / "b" / "detections.gpkg"
+    first.parent.mkdir()
+    second.parent.mkdir()
+    _write_gdf(gdf, first)
+    time.sleep(0.01)  # the stamp has millisecond resolution
+    _write_gdf(gdf, second)
+    assert fingerprint_file(first) == fingerprint_file(second)
