@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 
 from pipeline.errors import ConfigError
+from pipeline.spectral import INDEX_BANDS, check_bands
 
 CHINA_CODE_PATTERN = r"^\d{12}$"
 """Default village/township code format: the 12-digit Chinese division code."""
@@ -636,6 +637,8 @@ def _check(cfg: Config, where: str) -> None:
         check_scheduler_address(cfg.run.scheduler, f"{where}: 'run.scheduler'")
 
     d = cfg.detect
+    if d.method in ("index", "novelty"):
+        check_bands(cfg.imagery.band_names, INDEX_BANDS, f"{where}: 'detect.method' = {d.method!r}")
     if d.threshold == "fixed" and d.threshold_value is None:
         raise ConfigError(f"{where}: 'detect.threshold' = 'fixed' needs 'detect.threshold_value'")
     if d.threshold == "chi2" and d.threshold_value is not None and not 0 < d.threshold_value < 1:

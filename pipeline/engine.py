@@ -38,7 +38,7 @@ from affine import Affine
 from rasterio.features import rasterize
 from rasterio.windows import Window
 
-from pipeline import detect, neighbourhood, novelty, sampling, selftrain, spectral
+from pipeline import detect, neighbourhood, novelty, sampling, selftrain
 from pipeline.change_type import classify_change
 from pipeline.config import Config
 from pipeline.grid import TargetGrid, blocks, target_grid
@@ -228,8 +228,6 @@ def detect_pair(
     source_a = epoch_source(cfg.imagery, label_a)
     source_b = epoch_source(cfg.imagery, label_b)
     bands = source_a.band_names
-    if d.method in ("index", "novelty"):
-        spectral.check_bands(bands, spectral.INDEX_BANDS, f"'detect.method' = {d.method!r}")
     grid = target_grid(cfg.area, [epoch_footprint(source_a), epoch_footprint(source_b)])
     check_masks_overlap(source_a, grid)
     check_masks_overlap(source_b, grid)

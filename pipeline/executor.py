@@ -70,9 +70,7 @@ def _orphan_watch(parent: int, every_s: float = PARENT_CHECK_S) -> None:
         time.sleep(every_s)
         try:
             os.kill(parent, 0)
-        except ProcessLookupError:
-            os._exit(1)
-        except PermissionError:  # the pid was reused by another user's process: ours is gone
+        except (ProcessLookupError, PermissionError):  # gone (or its pid reused by another user)
             os._exit(1)
 
 

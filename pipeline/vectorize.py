@@ -228,11 +228,7 @@ def _band_sums(flat: np.ndarray, n: int, values: Sequence[np.ndarray]) -> np.nda
     sorting) instead of one :func:`numpy.bincount` per band: each output row is summed in
     pixel order, as bincount does."""
     m = len(flat)
-    g = np.empty((m, sum(v.shape[0] for v in values)), dtype=np.float64)
-    j = 0
-    for v in values:
-        g[:, j : j + v.shape[0]] = v.T
-        j += v.shape[0]
+    g = np.hstack([v.T for v in values]).astype(np.float64, copy=False)  # (m, total bands)
     indicator = csc_matrix((np.ones(m), flat - 1, np.arange(m + 1)), shape=(n, m))
     return np.asarray(indicator @ g)
 

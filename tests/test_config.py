@@ -133,6 +133,10 @@ def test_sample_config_loads():
             "'detect.opening_radius_m' = 1000000.0 m is",
         ),
         (
+            lambda r: (r["imagery"]["bands"].pop("nir"), r["detect"].update(method="index")),
+            "'detect.method' = 'index' needs the band(s) nir",
+        ),
+        (
             lambda r: r["run"].update(scheduler="localhost"),
             "'run.scheduler' = 'localhost' is not a Dask scheduler address; expected "
             "protocol://host:port",
