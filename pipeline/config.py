@@ -17,15 +17,16 @@ import os
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from pipeline.cloud import CLOUD_BANDS
 from pipeline.errors import ConfigError
-from pipeline.spectral import INDEX_BANDS, check_bands
+from pipeline.spectral import ATMOSPHERIC_BANDS, INDEX_BANDS, check_bands, surface_bands
 
 CHINA_CODE_PATTERN = r"^\d{12}$"
 """Default village/township code format: the 12-digit Chinese division code."""
@@ -162,6 +163,21 @@ class DetectConfig:
     selftrain_vegetation_weight: bool = True
     """``selftrain``: weight the smoothed probability by the scene-relative vegetation change
     (selftrain.vegetation_weight): change that removes or brings vegetation ranks higher."""
+    cloud_screen: bool | Literal["auto"] = "auto"
+    """Drop merged patches that are a cloud or haze in one epoch (cloud.cloud_patches), judged
+    from the ``coastal`` and ``cirrus`` bands (Sentinel-2 B01, B10). ``auto``: on when both
+    bands are configured; true: they must be; false: off."""
+    cloud_cirrus_ratio: float = 1.5
+    """Cloud screen: factor by which a patch's cirrus band must have grown (or shrunk), relative
+    to the scene's, together with the coastal band."""
+    cloud_coastal_ratio: float = 1.25
+    """Cloud screen: the same factor for the coastal-aerosol band."""
+
+    def cloud_screen_on(self, band_names: Sequence[str]) -> bool:
+        """Whether the cloud screen runs with these configured bands."""
+        if self.cloud_screen == "auto":
+            return all(b in band_names for b in CLOUD_BANDS)
+        return bool(self.cloud_screen)
 
 
 @dataclass(frozen=True)
@@ -637,6 +653,20 @@ def _check(cfg: Config, where: str) -> None:
         check_scheduler_address(cfg.run.scheduler, f"{where}: 'run.scheduler'")
 
     d = cfg.detect
+    if not surface_bands(cfg.imagery.band_names):
+        raise ConfigError(
+            f"{where}: every configured band ({', '.join(cfg.imagery.band_names)}) is an "
+            f"atmospheric band ({', '.join(ATMOSPHERIC_BANDS)}), which the change methods do not "
+            "use; configure the surface bands (blue, green, red, nir, ...) too"
+        )
+    if d.cloud_screen is True:
+        check_bands(cfg.imagery.band_names, CLOUD_BANDS, f"{where}: 'detect.cloud_screen' = true")
+    for key in ("cloud_cirrus_ratio", "cloud_coastal_ratio"):
+        if not getattr(d, key) > 1:
+            raise ConfigError(
+                f"{where}: 'detect.{key}' = {getattr(d, key)} must be > 1 (a factor of change "
+                "relative to the scene, e.g. 1.5)"
+            )
     if d.method in ("index", "novelty"):
         check_bands(cfg.imagery.band_names, INDEX_BANDS, f"{where}: 'detect.method' = {d.method!r}")
     if d.threshold == "fixed" and d.threshold_value is None:

@@ -40,6 +40,7 @@ from rasterio.windows import Window
 
 from pipeline import detect, neighbourhood, novelty, sampling, selftrain
 from pipeline.change_type import classify_change
+from pipeline.cloud import cloud_patches
 from pipeline.config import Config
 from pipeline.grid import TargetGrid, blocks, target_grid
 from pipeline.imagery import (
@@ -227,7 +228,10 @@ def detect_pair(
     label_a, label_b = pair
     source_a = epoch_source(cfg.imagery, label_a)
     source_b = epoch_source(cfg.imagery, label_b)
-    bands = source_a.band_names
+    bands = source_a.band_names  # surface bands first, then the atmospheric ones
+    surface = source_a.surface_names  # the bands the methods use: data[:ns]
+    ns = len(surface)
+    cloud_screen = d.cloud_screen_on(bands)
     grid = target_grid(cfg.area, [epoch_footprint(source_a), epoch_footprint(source_b)])
     check_masks_overlap(source_a, grid)
     check_masks_overlap(source_b, grid)
@@ -260,11 +264,15 @@ def detect_pair(
     mom_a, mom_b, sample_a, sample_b = sampling.combine_samples(chunks)
     context = sampling.combine_context(chunks)
     del chunks
+    scene_a, _ = mom_a.mean_std()  # every band: the patches' change types and cloud screen
+    scene_b, _ = mom_b.mean_std()
+    mom_a, mom_b = mom_a.head(ns), mom_b.head(ns)
+    sample_a, sample_b = sample_a[:ns], sample_b[:ns]
     irmad = None
     if d.method in ("irmad", "selftrain") or d.normalise == "irmad_regression":
         # IR-MAD on the canonical (key-sorted) sample: the same whatever the block size
         irmad = fit_irmad(sample_a, sample_b)
-    norm = detect.normalisation(mom_a, mom_b, d.normalise, len(bands), sample_a, sample_b, irmad)
+    norm = detect.normalisation(mom_a, mom_b, d.normalise, ns, sample_a, sample_b, irmad)
     model: novelty.NoveltyModel | IrmadModel | selftrain.SelfTrainModel | None = (
         irmad if d.method == "irmad" else None
     )
@@ -276,7 +284,7 @@ def detect_pair(
             irmad,
             change_quantile=d.selftrain_change_quantile,
             nochange_quantile=d.selftrain_nochange_quantile,
-            band_names=bands,
+            band_names=surface,
             context=context,
             shift_feature=d.selftrain_shift_feature,
             vegetation_weight=d.selftrain_vegetation_weight,
@@ -298,7 +306,7 @@ def detect_pair(
         sample_valid[:, None],
         norm,
         d.method,
-        bands,
+        surface,
         model,
         None if context is None else context[:, :, None],
     ).ravel()
@@ -308,11 +316,9 @@ def detect_pair(
         sample_scores,
         d.threshold,
         d.threshold_value,
-        nbands=len(bands),
+        nbands=ns,
         squared=d.method == "irmad",
     )
-    scene_a, _ = mom_a.mean_std()
-    scene_b, _ = mom_b.mean_std()
     timings["pass1_s"] = time.perf_counter() - t0
     log.info("threshold %s = %.4f from %d sampled pixels", d.threshold, cut, sample_scores.size)
     above = float(np.mean(sample_scores > cut)) if sample_scores.size else 0.0
@@ -403,12 +409,32 @@ def detect_pair(
         keep = patch_filter.keep(sums[:, 0], sums[:, 1], peaks)
         n_small = int(np.count_nonzero(patch_filter.too_small(sums[:, 0]))) + n_small_early
         n_before = len(geoms) + n_small_early + n_low_early
+        scene_from, scene_to = dict(zip(bands, scene_a)), dict(zip(bands, scene_b))
+        cloudy = np.zeros(len(geoms), dtype=bool)
+        if cloud_screen and len(geoms):
+            means_from, means_to = patch_means(sums, bands)
+            cloudy = keep & cloud_patches(
+                means_from,
+                means_to,
+                scene_from,
+                scene_to,
+                d.cloud_cirrus_ratio,
+                d.cloud_coastal_ratio,
+            )
+            if cloudy.any():
+                log.warning(
+                    "%s→%s: %d patch(es), %.2f ha, screened as cloud or haze in one epoch "
+                    "(detect.cloud_screen; their pixels are 'no change' in %s)",
+                    label_a, label_b, int(cloudy.sum()),
+                    float(sums[cloudy, 0].sum()) * res * res / 1e4, MASK_FILE,
+                )  # fmt: skip
+            keep &= ~cloudy
+        n_cloud = int(cloudy.sum())
+        cloud_m2 = float(sums[cloudy, 0].sum()) * res * res if n_cloud else 0.0
         dropped = geoms[~keep]
         geoms, sums = geoms[keep], sums[keep]
         n_changed = int(sums[:, 0].sum())
-        detections = _detections_frame(
-            geoms, sums, grid, bands, pair, dict(zip(bands, scene_a)), dict(zip(bands, scene_b))
-        )
+        detections = _detections_frame(geoms, sums, grid, bands, pair, scene_from, scene_to)
         timings["merge_s"] = time.perf_counter() - t0
 
         # ---- mask.tif = the detections: dropped patches back to "no change", then COGs
@@ -423,23 +449,25 @@ def detect_pair(
     finally:
         shutil.rmtree(parts_dir, ignore_errors=True)
     log.info(
-        "%s→%s: %d changed pixels, %d patches (%d below %.0f m² dropped)",
+        "%s→%s: %d changed pixels, %d patches (dropped: %d below %.0f m² or the mean score, "
+        "%d cloud)",
         label_a,
         label_b,
         n_changed,
         len(detections),
-        n_before - len(detections),
+        n_before - n_cloud - len(detections),
         d.min_area_m2,
+        n_cloud,
     )
     stats = {
         "method": d.method,
         "normalise": d.normalise,
         "threshold_method": d.threshold,
         "threshold": cut,
-        "mean_from": dict(zip(bands, norm.mean_a)),
-        "std_from": dict(zip(bands, norm.std_a)),
-        "mean_to": dict(zip(bands, norm.mean_b)),
-        "std_to": dict(zip(bands, norm.std_b)),
+        "mean_from": dict(zip(surface, norm.mean_a)),
+        "std_from": dict(zip(surface, norm.std_a)),
+        "mean_to": dict(zip(surface, norm.mean_b)),
+        "std_to": dict(zip(surface, norm.std_b)),
         "n_sample": int(sample_scores.size),
         "novelty_weights": (
             list(model.weights) if isinstance(model, novelty.NoveltyModel) else None
@@ -455,7 +483,10 @@ def detect_pair(
         "n_patches": len(detections),
         "n_patches_below_min_area": n_small,
         "n_pixels_erased": n_erased,
-        "n_patches_below_min_mean_score": n_before - n_small - len(detections),
+        "n_patches_below_min_mean_score": n_before - n_small - n_cloud - len(detections),
+        "cloud_screen": cloud_screen,
+        "n_patches_cloud": n_cloud,
+        "cloud_m2": cloud_m2,
         "timings": timings,
     }
     return DetectionResult(detections, score_path, mask_path, stats)
@@ -693,7 +724,10 @@ def _sample_job(
         valid = va & vb
         context = None
         if context_sigma is not None:
-            context = selftrain.self_train_context(a, b, valid, source_a.band_names, context_sigma)
+            ns = len(source_a.surface_names)
+            context = selftrain.self_train_context(
+                a[:ns], b[:ns], valid, source_a.surface_names, context_sigma
+            )
             core = (slice(halo, a.shape[1] - halo), slice(halo, a.shape[2] - halo))
             a, b, valid = a[(slice(None), *core)], b[(slice(None), *core)], valid[core]
             context = context[(slice(None), *core)]
@@ -811,12 +845,12 @@ def _detect_job(
     else:
         a, va, b, vb = inputs
     valid = va & vb
-    score = detect.change_score(
-        a, b, valid, job.norm, job.method, job.source_a.band_names, job.model
-    )
+    surface = job.source_a.surface_names
+    ns = len(surface)  # the atmospheric bands (last) only go into the patch sums
+    score = detect.change_score(a[:ns], b[:ns], valid, job.norm, job.method, surface, job.model)
     score = neighbourhood.smooth_score(score, valid, job.smooth_px)
     if isinstance(job.model, selftrain.SelfTrainModel) and job.model.vegetation_ref is not None:
-        veg = selftrain.vegetation_change(a, b, valid, job.source_a.band_names, job.smooth_px)
+        veg = selftrain.vegetation_change(a[:ns], b[:ns], valid, surface, job.smooth_px)
         score = selftrain.vegetation_weight(score, veg, job.model.vegetation_ref)
     mask = detect.change_mask(score, valid, job.cut, job.hysteresis_low)
     if mask.any():  # most chunks of a real scene have no candidate: nothing to refine
@@ -894,6 +928,20 @@ def _run_bounded(
                 raise
 
 
+def patch_means(
+    sums: np.ndarray, bands: tuple[str, ...]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per-patch mean of every band before and after, from the :class:`Pieces` sums
+    (:func:`~pipeline.vectorize.sums_columns`); 0 for an empty patch."""
+    n = sums[:, 0]
+    safe_n = np.where(n > 0, n, 1.0)
+    nb = len(bands)
+    return (
+        {b: sums[:, 2 + i] / safe_n for i, b in enumerate(bands)},
+        {b: sums[:, 2 + nb + i] / safe_n for i, b in enumerate(bands)},
+    )
+
+
 def _detections_frame(
     geoms: np.ndarray,
     sums: np.ndarray,
@@ -906,10 +954,8 @@ def _detections_frame(
     """Detections GeoDataFrame (map coordinates, means from sums, change type, sorted)."""
     cols = sums_columns(bands)
     n = sums[:, cols.index("n_pixels")]
-    nb = len(bands)
     safe_n = np.where(n > 0, n, 1.0)
-    means_from = {b: sums[:, 2 + i] / safe_n for i, b in enumerate(bands)}
-    means_to = {b: sums[:, 2 + nb + i] / safe_n for i, b in enumerate(bands)}
+    means_from, means_to = patch_means(sums, bands)
     geoms_map = to_map(geoms, grid.transform) if len(geoms) else geoms
     data = {
         P.EPOCH_FROM: pd.Series([pair[0]] * len(n), dtype=object),

@@ -29,6 +29,7 @@ from rasterio.windows import Window
 from pipeline.config import ImageryConfig
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.grid import Footprint, TargetGrid, expand, row_strips
+from pipeline.spectral import surface_bands, surface_first
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,10 @@ class EpochSource:
     -----
     ``files`` is in sorted file order; when files overlap, the first file with a valid pixel
     wins (per band for one-file-per-band inputs, jointly for multi-band files). ``nodata``
-    None means: use each file's own nodata value (if any).
+    None means: use each file's own nodata value (if any). ``band_names`` lists the surface
+    bands first and the :data:`~pipeline.spectral.ATMOSPHERIC_BANDS` last
+    (:func:`~pipeline.spectral.surface_first`): a read block's surface bands are its leading
+    ``len(surface_names)`` rows.
     """
 
     label: str
@@ -78,6 +82,11 @@ class EpochSource:
     nodata: float | None = None
     mask_files: tuple[str, ...] = ()
     resampling: str = "bilinear"
+
+    @property
+    def surface_names(self) -> tuple[str, ...]:
+        """The bands the change methods use (all but the atmospheric ones)."""
+        return surface_bands(self.band_names)
 
 
 # --------------------------------------------------------------------------- building sources
@@ -101,7 +110,7 @@ def epoch_source(imagery: ImageryConfig, label: str) -> EpochSource:
             f"epoch {label!r}: the globs {list(imagery.epochs[label])} match no file "
             f"(relative to {imagery.base_dir}); expected GeoTIFF/COG files"
         )
-    names = tuple(imagery.band_names)
+    names = surface_first(imagery.band_names)
     files: list[BandSource] = []
     if imagery.bands is not None:
         positions = tuple(range(len(names)))

@@ -67,6 +67,10 @@ class Moments:
             [a + b for a, b in zip(self.q, other.q)],
         )
 
+    def head(self, k: int) -> Moments:
+        """The moments of the first ``k`` bands."""
+        return Moments(self.n, self.s[:k], self.q[:k])
+
     def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-band mean and (population) standard deviation, float64."""
         n = self.n

@@ -137,6 +137,23 @@ def test_sample_config_loads():
             "'detect.method' = 'index' needs the band(s) nir",
         ),
         (
+            lambda r: r["detect"].update(cloud_screen=True),
+            "'detect.cloud_screen' = true needs the band(s) coastal, cirrus",
+        ),
+        (
+            lambda r: r["detect"].update(cloud_screen="sometimes"),
+            "'detect.cloud_screen' = 'sometimes' is not valid; expected true/false or one of "
+            "'auto'",
+        ),
+        (
+            lambda r: r["detect"].update(cloud_cirrus_ratio=1),
+            "'detect.cloud_cirrus_ratio' = 1.0 must be > 1",
+        ),
+        (
+            lambda r: r["imagery"].update(bands={"coastal": 1, "cirrus": 10}),
+            "every configured band (cirrus, coastal) is an atmospheric band",
+        ),
+        (
             lambda r: r["run"].update(scheduler="localhost"),
             "'run.scheduler' = 'localhost' is not a Dask scheduler address; expected "
             "protocol://host:port",

@@ -154,7 +154,10 @@ def test_example_config_loads(city, data, tmp_path, monkeypatch):
     copy.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
 
     cfg = load_config(copy)
-    assert cfg.imagery.band_names == ["blue", "green", "red", "nir", "swir1", "swir2"]
+    assert cfg.imagery.band_names == [
+        "blue", "green", "red", "nir", "swir1", "swir2", "coastal", "cirrus",
+    ]  # fmt: skip
+    assert cfg.detect.cloud_screen_on(cfg.imagery.band_names)
     dates = (data / "oscd" / city / "dates.txt").read_text().split()
     expected = [f"{d[:4]}-{d[4:6]}-{d[6:]}" for d in dates if d.isdigit()]
     assert cfg.imagery.labels == expected

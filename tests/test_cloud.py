@@ -1,0 +1,188 @@
+"""The patch-level cloud screen (pipeline.cloud) and the atmospheric bands in the engine.
+
+Scene for the engine tests: the 300 x 300 px vegetation scene of the engine tests with two
+more bands, ``coastal`` (first in the files) and ``cirrus`` (last). In 2017 a roof appears at
+R (a ground change: the atmospheric bands do not move) and a cloud at C (every surface band
+twice as bright, coastal ×1.8, cirrus ×3). C lies across the 96 px block edges.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import rasterio
+
+from pipeline.cloud import cloud_patches
+from pipeline.config import DetectConfig
+from pipeline.engine import MASK_CHANGE, MASK_NO_CHANGE, detect_pair
+from pipeline.executor import make_executor
+from pipeline.imagery import epoch_source
+from tests.rasters import grid_transform, make_config, scene, write_tif
+
+ROOF_AT = (30, 30, 24)
+CLOUD_AT = (80, 80, 40)
+COASTAL, CIRRUS = 1500.0, 15.0
+SIX = {"coastal": 1, "blue": 2, "green": 3, "red": 4, "nir": 5, "cirrus": 6}
+FOUR = {"blue": 2, "green": 3, "red": 4, "nir": 5}
+EPOCHS = {"2016": ["2016/*.tif"], "2017": ["2017/*.tif"]}
+
+
+# --------------------------------------------------------------------------- the rule
+def _screen(coastal_change, cirrus_change, scene_change=(1.0, 1.0)):
+    """Screen patches whose coastal/cirrus means changed by the given factors, in a scene
+    whose own means changed by ``scene_change``."""
+    coastal_change = np.asarray(coastal_change, float)
+    cirrus_change = np.asarray(cirrus_change, float)
+    before = {
+        "coastal": np.full(coastal_change.shape, 1000.0),
+        "cirrus": np.full(coastal_change.shape, 10.0),
+    }
+    after = {"coastal": 1000.0 * coastal_change, "cirrus": 10.0 * cirrus_change}
+    scene_from = {"coastal": 1000.0, "cirrus": 10.0}
+    scene_to = {"coastal": 1000.0 * scene_change[0], "cirrus": 10.0 * scene_change[1]}
+    return cloud_patches(before, after, scene_from, scene_to, 1.5, 1.25)
+
+
+def test_both_atmospheric_bands_must_move_together_past_their_ratio():
+    got = _screen(
+        [1.6, 1 / 1.6, 1.6, 1.1, 1.6, 1.3, 1.2],
+        [3.0, 1 / 3.0, 1.2, 3.0, 1 / 3.0, 1.5, 2.0],
+    )
+    # cloud after; cloud before; cirrus too small; coastal too small; opposite directions;
+    # both exactly at their ratio (kept as cloud); coastal just under its ratio
+    assert got.tolist() == [True, True, False, False, False, True, False]
+
+
+def test_the_ratios_are_relative_to_the_scene():
+    # a hazier later image as a whole (coastal ×1.3, cirrus ×2 everywhere): a patch that
+    # changed like the scene is not a cloud; one that changed that much more is
+    got = _screen([1.3, 1.3 * 1.6], [2.0, 2.0 * 3.0], scene_change=(1.3, 2.0))
+    assert got.tolist() == [False, True]
+
+
+def test_empty_and_zero_patches_are_not_clouds():
+    assert _screen([], []).shape == (0,)
+    # a band averaging 0 before (log of infinity) is not evidence of a cloud
+    out = cloud_patches(
+        {"coastal": np.array([0.0]), "cirrus": np.array([0.0])},
+        {"coastal": np.array([5.0]), "cirrus": np.array([5.0])},
+        {"coastal": 1.0, "cirrus": 1.0},
+        {"coastal": 1.0, "cirrus": 1.0},
+        1.5,
+        1.25,
+    )
+    assert out.tolist() == [False]
+
+
+# --------------------------------------------------------------------------- the engine
+def _six_bands(surface: np.ndarray, coastal: np.ndarray, cirrus: np.ndarray) -> np.ndarray:
+    return np.concatenate([coastal[None], surface, cirrus[None]]).astype(np.uint16)
+
+
+@pytest.fixture(scope="module")
+def cloudy_dir(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cloud")
+    rng = np.random.default_rng(5)
+    shape = (300, 300)
+
+    def atmosphere():
+        return (
+            np.round(COASTAL + rng.normal(0, 20, shape)),
+            np.round(CIRRUS + rng.normal(0, 0.5, shape)),
+        )
+
+    before = _six_bands(scene(shape, seed=1), *atmosphere())
+    surface = scene(shape, [ROOF_AT], seed=2).astype(np.float64)
+    coastal, cirrus = atmosphere()
+    r, c, s = CLOUD_AT
+    surface[:, r : r + s, c : c + s] *= 2.0
+    coastal[r : r + s, c : c + s] *= 1.8
+    cirrus[r : r + s, c : c + s] *= 3.0
+    after = _six_bands(np.clip(surface, 1, 10000), coastal, cirrus)
+    write_tif(base / "2016/a.tif", before, grid_transform(), nodata=0)
+    write_tif(base / "2017/a.tif", after, grid_transform(), nodata=0)
+    return base
+
+
+def _detect(base, out, bands, **detect_kw):
+    detect = DetectConfig(method="cva", threshold="fixed", threshold_value=4.0, **detect_kw)
+    cfg = make_config(base, EPOCHS, bands=bands, detect=detect)
+    with make_executor(1) as ex:
+        return detect_pair(cfg, ("2016", "2017"), out, ex)
+
+
+def _read(path):
+    with rasterio.open(path) as src:
+        return src.read(1)
+
+
+def _inside(mask, at):
+    r, c, s = at
+    return mask[r + 2 : r + s - 2, c + 2 : c + s - 2]
+
+
+def test_the_cloud_patch_is_screened_and_the_roof_kept(cloudy_dir, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="pipeline.engine"):
+        res = _detect(cloudy_dir, tmp_path / "auto", SIX, block_px=96)
+    assert res.stats["cloud_screen"] is True
+    assert res.stats["n_patches_cloud"] == 1
+    assert res.stats["cloud_m2"] == pytest.approx(CLOUD_AT[2] ** 2 * 4, rel=0.1)
+    assert len(res.detections) == 1  # the roof
+    mask = _read(res.mask_path)
+    assert (_inside(mask, ROOF_AT) == MASK_CHANGE).all()
+    assert (_inside(mask, CLOUD_AT) == MASK_NO_CHANGE).all()  # erased, not nodata
+    assert any("screened as cloud" in r.getMessage() for r in caplog.records)
+    # the per-patch means of the atmospheric bands are in the detections
+    assert {"mean_from_coastal", "mean_to_cirrus"} <= set(res.detections.columns)
+
+
+def test_without_the_screen_the_cloud_is_a_patch(cloudy_dir, tmp_path):
+    res = _detect(cloudy_dir, tmp_path / "off", SIX, block_px=96, cloud_screen=False)
+    assert res.stats["n_patches_cloud"] == 0
+    assert len(res.detections) == 2
+    assert (_inside(_read(res.mask_path), CLOUD_AT) == MASK_CHANGE).all()
+
+
+def test_the_methods_never_see_the_atmospheric_bands(cloudy_dir, tmp_path):
+    """The score with the coastal and cirrus bands configured (first and last in the files)
+    is bit-identical to the score with the four surface bands only, for a method that uses
+    every band (CVA) and one that fits a model on them (IR-MAD)."""
+    for method, extra in (("cva", {}), ("irmad", {"threshold": "chi2"})):
+        kw = {"block_px": 96, "cloud_screen": False, **extra}
+        with_atm = _run_method(cloudy_dir, tmp_path / f"{method}6", SIX, method, kw)
+        surface = _run_method(cloudy_dir, tmp_path / f"{method}4", FOUR, method, kw)
+        np.testing.assert_array_equal(_read(with_atm.score_path), _read(surface.score_path))
+        assert with_atm.stats["threshold"] == surface.stats["threshold"]
+        assert list(with_atm.stats["mean_from"]) == ["blue", "green", "red", "nir"]
+
+
+def _run_method(base, out, bands, method, kw):
+    detect = DetectConfig(method=method, **{"threshold": "otsu", **kw})
+    cfg = make_config(base, EPOCHS, bands=bands, detect=detect)
+    with make_executor(1) as ex:
+        return detect_pair(cfg, ("2016", "2017"), out, ex)
+
+
+def test_the_screen_does_not_depend_on_the_block_size(cloudy_dir, tmp_path):
+    a = _detect(cloudy_dir, tmp_path / "b64", SIX, block_px=64)
+    b = _detect(cloudy_dir, tmp_path / "b256", SIX, block_px=256)
+    np.testing.assert_array_equal(_read(a.mask_path), _read(b.mask_path))
+    assert a.stats["n_patches_cloud"] == b.stats["n_patches_cloud"] == 1
+
+
+def test_atmospheric_bands_are_read_last(cloudy_dir):
+    cfg = make_config(cloudy_dir, EPOCHS, bands=SIX)
+    src = epoch_source(cfg.imagery, "2016")
+    assert src.band_names == ("blue", "green", "red", "nir", "coastal", "cirrus")
+    assert src.surface_names == ("blue", "green", "red", "nir")
+    assert src.files[0].indexes == (2, 3, 4, 5, 1, 6)
+
+
+def test_cloud_screen_auto_follows_the_configured_bands():
+    d = DetectConfig()
+    assert d.cloud_screen == "auto"
+    assert not d.cloud_screen_on(("blue", "green", "red", "nir"))
+    assert d.cloud_screen_on(("blue", "coastal", "cirrus"))
+    assert not DetectConfig(cloud_screen=False).cloud_screen_on(("coastal", "cirrus"))
