@@ -64,7 +64,7 @@ def cloud_patches(
     with np.errstate(divide="ignore", invalid="ignore"):
         for band in CLOUD_BANDS:
             patch = np.log(np.asarray(means_to[band], float) / np.asarray(means_from[band], float))
-            scene = np.log(float(scene_to[band]) / float(scene_from[band]))
+            scene = np.log(np.float64(scene_to[band]) / np.float64(scene_from[band]))
             log_change[band] = np.nan_to_num(patch - scene, nan=0.0, posinf=0.0, neginf=0.0)
     up = (log_change["cirrus"] >= np.log(cirrus_ratio)) & (
         log_change["coastal"] >= np.log(coastal_ratio)

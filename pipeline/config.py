@@ -174,10 +174,10 @@ class DetectConfig:
     """Cloud screen: the same factor for the coastal-aerosol band."""
 
     def cloud_screen_on(self, band_names: Sequence[str]) -> bool:
-        """Whether the cloud screen runs with these configured bands."""
-        if self.cloud_screen == "auto":
-            return all(b in band_names for b in CLOUD_BANDS)
-        return bool(self.cloud_screen)
+        """Whether the cloud screen runs with these configured bands (never without the
+        ``coastal`` and ``cirrus`` bands; loading a config with ``cloud_screen: true`` and
+        without them is an error)."""
+        return self.cloud_screen is not False and all(b in band_names for b in CLOUD_BANDS)
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ SCORE_FILE = "score.tif"
 MASK_FILE = "mask.tif"
 MASK_CHANGE, MASK_NO_CHANGE, MASK_NODATA = 1, 0, 255
 """Values of ``mask.tif``: 1 = a pixel of a returned detection, 0 = no change (including the
-pixels of patches dropped by ``min_area_m2`` / ``min_mean_score``), 255 = invalid
+pixels of patches dropped by ``min_area_m2`` / ``min_mean_score`` / the cloud screen), 255 = invalid
 (nodata/masked in either epoch). ``mask == 1`` is exactly the union of the detections."""
 MAX_SCORE_SAMPLE = 2_000_000
 """Pixels in the pass-1 sample kept for the threshold (thinned regularly beyond this)."""
@@ -264,9 +264,10 @@ def detect_pair(
     mom_a, mom_b, sample_a, sample_b = sampling.combine_samples(chunks)
     context = sampling.combine_context(chunks)
     del chunks
-    scene_a, _ = mom_a.mean_std()  # every band: the patches' change types and cloud screen
-    scene_b, _ = mom_b.mean_std()
-    mom_a, mom_b = mom_a.head(ns), mom_b.head(ns)
+    # scene means of every band, for the change types and the cloud screen: the surface
+    # bands' from their moments, the atmospheric bands' from the sample (gaps are NaN)
+    scene_a = np.concatenate([mom_a.mean_std()[0], sampling.nan_means(sample_a[ns:])])
+    scene_b = np.concatenate([mom_b.mean_std()[0], sampling.nan_means(sample_b[ns:])])
     sample_a, sample_b = sample_a[:ns], sample_b[:ns]
     irmad = None
     if d.method in ("irmad", "selftrain") or d.normalise == "irmad_regression":
@@ -742,6 +743,7 @@ def _sample_job(
                 thin,
                 grid.width,
                 context,
+                n_moments=source_a.n_surface,
             )
         )
     return out

@@ -88,6 +88,10 @@ class EpochSource:
         """The bands the change methods use (all but the atmospheric ones)."""
         return surface_bands(self.band_names)
 
+    @property
+    def n_surface(self) -> int:
+        return len(self.surface_names)
+
 
 # --------------------------------------------------------------------------- building sources
 def epoch_source(imagery: ImageryConfig, label: str) -> EpochSource:
@@ -239,8 +243,12 @@ def read_block(
     -------
     data : ndarray, float32, shape (nbands, h, w)
         Raw values (the files' scale) in the order of ``source.band_names``; 0 where invalid.
+        An atmospheric band (the last rows, :attr:`EpochSource.n_surface` on) is NaN where it
+        has no data at a valid pixel.
     valid : ndarray, bool, shape (h, w)
-        True where every band has data, no mask file says 0, and the pixel is on the grid.
+        True where every surface band has data, no mask file says 0, and the pixel is on the
+        grid. The atmospheric bands do not take part: a gap in the cirrus band must not
+        remove pixels from the change methods, which never read it.
 
     Raises
     ------
@@ -278,11 +286,14 @@ def read_block(
             take = ok & ~filled[pos]
             data[pos][take] = arr[j][take]
             filled[pos] |= take
-    valid = filled.all(axis=0)
+    ns = source.n_surface
+    valid = filled[:ns].all(axis=0)
     if source.mask_files:
         valid &= _read_masks(source.mask_files, grid, win)
     valid &= _on_grid(grid, win)
     data[:, ~valid] = 0.0
+    if ns < nb:
+        data[ns:][~filled[ns:] & valid] = np.nan
     return data, valid
 
 
@@ -440,11 +451,16 @@ def _read_single_aligned(
             "readable raster — re-download or remove it"
         ) from exc
     nodata = source.nodata if source.nodata is not None else ds.nodata
-    ok = _not_nodata(part, nodata)
+    ns = source.n_surface
+    ok = _not_nodata(part[:ns], nodata)
+    # atmospheric bands: a gap is NaN at a valid pixel (computed before the zeroing below)
+    gaps = ~_not_nodata(part[ns:], nodata, each=True) if ns < nb and nodata is not None else None
     if not ok.all():
         part *= ok  # 0 where invalid, in place
         if nodata is not None and np.isnan(nodata):
             part[:, ~ok] = 0.0  # NaN * 0 is NaN
+    if gaps is not None and gaps.any():
+        part[ns:][gaps & ok] = np.nan
     valid[inner] = ok
     return data, valid
 
@@ -550,7 +566,13 @@ def _read_warped(ds, grid, win, indexes, nodata, resampling):
     return arr, ok
 
 
-def _not_nodata(arr: np.ndarray, nodata: float | None) -> np.ndarray:
+def _not_nodata(arr: np.ndarray, nodata: float | None, each: bool = False) -> np.ndarray:
+    """True where every band of ``arr`` (nbands, h, w) has data; with ``each``, per band
+    (nbands, h, w) — for the few atmospheric bands."""
+    if each:
+        if nodata is None:
+            return np.ones(arr.shape, dtype=bool)
+        return ~np.isnan(arr) if np.isnan(nodata) else arr != np.float32(nodata)
     if nodata is None:
         return np.ones(arr.shape[1:], dtype=bool)
     if np.isnan(nodata):

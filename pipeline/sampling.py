@@ -67,17 +67,27 @@ class Moments:
             [a + b for a, b in zip(self.q, other.q)],
         )
 
-    def head(self, k: int) -> Moments:
-        """The moments of the first ``k`` bands."""
-        return Moments(self.n, self.s[:k], self.q[:k])
-
     def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-band mean and (population) standard deviation, float64."""
+        """Per-band mean and (population) standard deviation, float64 (NaN when empty)."""
         n = self.n
+        if n == 0:
+            nan = np.full(len(self.s), np.nan)
+            return nan, nan.copy()
         mean = np.array([s / n for s in self.s], dtype=np.float64)
         # n*q - s*s is exact for ints; floats lose a little, which is fine
         var = np.array([(n * q - s * s) / (n * n) for s, q in zip(self.s, self.q)])
         return mean, np.sqrt(np.maximum(var, 0.0))
+
+
+def nan_means(values: np.ndarray) -> np.ndarray:
+    """Per-row mean of ``values`` (k, n) over its non-NaN entries, float64 (NaN for a row
+    with none)."""
+    out = np.full(values.shape[0], np.nan)
+    for i, row in enumerate(values):
+        ok = ~np.isnan(row)
+        if ok.any():
+            out[i] = row[ok].astype(np.float64).mean()
+    return out
 
 
 @dataclass
@@ -102,6 +112,7 @@ def sample_block(
     thin: int,
     grid_width: int,
     context: np.ndarray | None = None,
+    n_moments: int | None = None,
 ) -> SampleChunk:
     """Sample one block (no halo) for the global statistics.
 
@@ -123,12 +134,16 @@ def sample_block(
     context : ndarray (k, h, w), optional
         Per-pixel neighbourhood features computed on the block with a halo
         (:func:`self_train_context`), sampled at the same pixels as the values.
+    n_moments : int, optional
+        Moments of the first ``n_moments`` bands only (the surface bands: the atmospheric
+        ones may hold NaN gaps and are only sampled); default all.
     """
     h, w = valid.shape
     rs, cs = sample_slices(row_off, col_off, h, w, step)
     v = valid[rs, cs]
-    moments_a = Moments.of(data_a[:, rs, cs][:, v])
-    moments_b = Moments.of(data_b[:, rs, cs][:, v])
+    k = slice(None) if n_moments is None else slice(n_moments)
+    moments_a = Moments.of(data_a[k, rs, cs][:, v])
+    moments_b = Moments.of(data_b[k, rs, cs][:, v])
     big = step * thin
     rs, cs = sample_slices(row_off, col_off, h, w, big)
     v = valid[rs, cs]

@@ -62,6 +62,19 @@ def test_the_ratios_are_relative_to_the_scene():
     assert got.tolist() == [False, True]
 
 
+def test_a_zero_scene_mean_is_no_evidence():
+    # a cirrus band of zeros in the earlier image (a zero-filled stack without nodata)
+    out = cloud_patches(
+        {"coastal": np.array([1000.0]), "cirrus": np.array([0.0])},
+        {"coastal": np.array([1800.0]), "cirrus": np.array([45.0])},
+        {"coastal": 1000.0, "cirrus": 0.0},
+        {"coastal": 1000.0, "cirrus": 3.0},
+        1.5,
+        1.25,
+    )
+    assert out.tolist() == [False]
+
+
 def test_empty_and_zero_patches_are_not_clouds():
     assert _screen([], []).shape == (0,)
     # a band averaging 0 before (log of infinity) is not evidence of a cloud
@@ -186,3 +199,80 @@ def test_cloud_screen_auto_follows_the_configured_bands():
     assert not d.cloud_screen_on(("blue", "green", "red", "nir"))
     assert d.cloud_screen_on(("blue", "coastal", "cirrus"))
     assert not DetectConfig(cloud_screen=False).cloud_screen_on(("coastal", "cirrus"))
+
+
+def test_a_gap_in_an_atmospheric_band_loses_no_surface_pixel(cloudy_dir, tmp_path):
+    """The later cirrus band has no data (0) over columns 0-99, across the roof and the
+    cloud's left part: the surface bands are whole, so the change methods see every pixel —
+    the score is the four-band one — and the roof is found. The cloud's mean cirrus is
+    unknown (NaN), so it is not screened: no evidence is not evidence of a cloud."""
+    base = tmp_path / "gap"
+    for epoch in ("2016", "2017"):
+        with rasterio.open(cloudy_dir / epoch / "a.tif") as src:
+            data, profile = src.read(), src.profile
+        if epoch == "2017":
+            data[5, :, :100] = 0  # cirrus, the last band
+        (base / epoch).mkdir(parents=True)
+        with rasterio.open(base / epoch / "a.tif", "w", **profile) as dst:
+            dst.write(data)
+    gap = _detect(base, tmp_path / "six", SIX, block_px=96)
+    surface = _detect(base, tmp_path / "four", FOUR, block_px=96, cloud_screen=False)
+    np.testing.assert_array_equal(_read(gap.score_path), _read(surface.score_path))
+    assert (_read(gap.mask_path) != 255).all()
+    assert gap.stats["n_patches_cloud"] == 0
+    assert len(gap.detections) == 2
+    cloud = gap.detections.sort_values("n_pixels").iloc[-1]
+    assert np.isnan(cloud["mean_to_cirrus"]) and not np.isnan(cloud["mean_to_coastal"])
+
+
+def test_no_valid_pixel_is_an_input_error_with_atmospheric_bands(cloudy_dir, tmp_path):
+    from pipeline.errors import InputDataError
+
+    base = tmp_path / "empty"
+    for epoch in ("2016", "2017"):
+        with rasterio.open(cloudy_dir / epoch / "a.tif") as src:
+            data, profile = src.read(), src.profile
+        if epoch == "2017":
+            data[1:5] = 0  # every surface band is nodata
+        (base / epoch).mkdir(parents=True)
+        with rasterio.open(base / epoch / "a.tif", "w", **profile) as dst:
+            dst.write(data)
+    with pytest.raises(InputDataError, match="only 0 pixels are valid"):
+        _detect(base, tmp_path / "out", SIX)
+
+
+def test_both_read_paths_mark_atmospheric_gaps_alike(tmp_path):
+    """The fast path (one on-grid multi-band file) and the general path (one file per band)
+    give the same values, validity and NaN gaps: a gap in the surface bands makes the pixel
+    invalid (all zeros), a gap in an atmospheric band only makes that band NaN."""
+    from rasterio.windows import Window
+
+    from pipeline.grid import target_grid
+    from pipeline.imagery import epoch_footprint, read_block
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(1, 3000, size=(6, 40, 40)).astype(np.uint16)
+    data[0, :5] = 0  # coastal gap
+    data[5, :, :5] = 0  # cirrus gap
+    data[2, 30:] = 0  # a surface gap (green)
+    write_tif(tmp_path / "stack/a.tif", data, grid_transform(), nodata=0, blocksize=16)
+    names = ["coastal", "blue", "green", "red", "nir", "cirrus"]
+    for i, name in enumerate(names):
+        write_tif(tmp_path / f"split/a_{name}.tif", data[i], grid_transform(), nodata=0)
+    epochs = {"x": ["stack/*.tif"], "y": ["stack/*.tif"]}
+    fast = make_config(tmp_path, epochs, bands=SIX)
+    epochs = {"x": ["split/*.tif"], "y": ["split/*.tif"]}
+    general = make_config(tmp_path, epochs, band_files={n: f"*_{n}.tif" for n in names})
+    out = []
+    for cfg in (fast, general):
+        src = epoch_source(cfg.imagery, "x")
+        grid = target_grid(cfg.area, [epoch_footprint(src)])
+        out.append(read_block(src, grid, Window(0, 0, 40, 40)))
+    (d1, v1), (d2, v2) = out
+    np.testing.assert_array_equal(v1, v2)
+    np.testing.assert_array_equal(d1, d2)  # NaN where NaN
+    assert not v1[30:].any() and v1[:30].all()
+    assert (d1[:, 30:] == 0).all()
+    coastal, cirrus = d1[4], d1[5]  # read last
+    assert np.isnan(coastal[:5]).all() and not np.isnan(coastal[5:30]).any()
+    assert np.isnan(cirrus[:30, :5]).all() and not np.isnan(cirrus[:30, 5:]).any()
