@@ -15,7 +15,7 @@ least their ratio between the two epochs (a cloud in the later image) or both sh
 so a clearer or hazier date as a whole, or a different calibration, does not move the rule.
 
 Measured on the OSCD cities (``benchmarks/eval_oscd.py``): the two cloud patches of Paris
-(a low cloud in 2017-11-07, 28 ha) have cirrus ×2.2–2.9 and coastal ×1.55–1.63 relative to
+(a low cloud in 2017-11-07, 28 ha) have cirrus ×2.2–2.9 and coastal ×1.5–1.6 relative to
 their scene; among the ≈ 330 other patches found over the nine cities, the labelled changes
 that come closest have cirrus ÷1.39 with coastal ÷1.31 (Bercy), or cirrus ×1.45 with coastal
 ×1.16 (Hong Kong). Without a

@@ -11,6 +11,7 @@ cannot be pickled into worker processes.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 import os
 import threading
@@ -20,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform as warp_points
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
@@ -547,7 +550,14 @@ def _read_aligned(ds, win, offsets, indexes, nodata):
 
 
 def _read_warped(ds, grid, win, indexes, nodata, resampling):
-    """Read through a WarpedVRT whose output grid is exactly ``win`` of the target grid."""
+    """Read through a WarpedVRT whose output grid is exactly ``win`` of the target grid.
+
+    The resampling scale is fixed for the whole file (:func:`warp_scale`): GDAL otherwise
+    computes it for every warped window from the window's shape, and where the file is
+    downsampled along an axis (a 8.6 m-wide EPSG:4326 Sentinel-2 pixel onto a 10 m UTM
+    grid) the bilinear or cubic kernel then differs from window to window — two thirds of
+    the pixels of an OSCD band changed with the block size."""
+    xscale, yscale = warp_scale(ds.name, ds.crs.to_wkt(), tuple(ds.transform), grid)
     kwargs = {
         "crs": grid.rio_crs,
         "transform": grid.window_transform(win),
@@ -555,6 +565,8 @@ def _read_warped(ds, grid, win, indexes, nodata, resampling):
         "height": int(win.height),
         "resampling": resampling,
         "tolerance": WARP_TOLERANCE_PX,
+        "XSCALE": repr(xscale),  # GDAL warp options
+        "YSCALE": repr(yscale),
     }
     if nodata is not None:
         kwargs.update(src_nodata=nodata, nodata=nodata)
@@ -564,6 +576,26 @@ def _read_warped(ds, grid, win, indexes, nodata, resampling):
         arr = vrt.read(list(indexes)).astype(np.float32)
         ok = _not_nodata(arr, nodata) if nodata is not None else vrt.read(vrt.count) > 0
     return arr, ok
+
+
+@functools.lru_cache(maxsize=256)
+def warp_scale(
+    path: str, crs_wkt: str, transform: tuple[float, ...], grid: TargetGrid
+) -> tuple[float, float]:
+    """GDAL's warp ``XSCALE`` / ``YSCALE`` for reading a file onto ``grid``: target pixels per
+    file pixel along the grid's x and y axes, at the centre of the grid.
+
+    ``path`` only keys the cache (a file's CRS and transform are the other keys)."""
+    g = grid.transform
+    cx, cy = g @ (grid.width / 2, grid.height / 2)
+    res = grid.resolution
+    xs, ys = warp_points(grid.rio_crs, crs_wkt, [cx, cx + res, cx], [cy, cy, cy - res])
+    inv = ~Affine(*transform[:6])
+    (c0, r0), (c1, _), (_, r2) = (inv @ (x, y) for x, y in zip(xs, ys))
+    dx, dy = abs(c1 - c0), abs(r2 - r0)
+    if not (np.isfinite(dx) and np.isfinite(dy)) or dx == 0 or dy == 0:
+        return 1.0, 1.0
+    return 1.0 / dx, 1.0 / dy
 
 
 def _not_nodata(arr: np.ndarray, nodata: float | None, each: bool = False) -> np.ndarray:

@@ -171,6 +171,44 @@ def test_epoch_in_wgs84_lands_in_the_right_place_on_a_utm_grid(tmp_path):
     assert valid.mean() > 0.9
 
 
+@pytest.mark.parametrize("resampling", ["bilinear", "cubic", "average"])
+def test_warped_values_do_not_depend_on_the_window(tmp_path, resampling):
+    """A geographic raster whose pixels are narrower than the 10 m grid's (0.0001° of
+    longitude ≈ 9 m at 36° N: downsampled along x). GDAL sizes the resampling kernel from
+    each warped window unless the scale is fixed; landwatch fixes it per file
+    (``imagery.warp_scale``), so reading the grid whole, in 16 px or in 37 px windows gives
+    the same values bit for bit — the basis of block-size independence on warped inputs."""
+    rng = np.random.default_rng(3)
+    lon0, lat0, d = 117.0, 36.1, 0.0001
+    img = rng.integers(100, 5000, size=(300, 300)).astype(np.uint16)
+    write_tif(
+        tmp_path / "geo/a.tif", img, Affine(d, 0, lon0, 0, -d, lat0), crs="EPSG:4326", nodata=0
+    )
+    cfg = make_config(
+        tmp_path,
+        {"a": ["geo/*.tif"], "b": ["geo/*.tif"]},
+        bands={"red": 1},
+        resolution_m=10.0,
+        resampling=resampling,
+    )
+    grid = _grid(cfg, "a")
+    src = epoch_source(cfg.imagery, "a")
+    whole, valid = read_block(src, grid, Window(0, 0, grid.width, grid.height))
+    xscale, yscale = imagery.warp_scale(
+        src.files[0].path, "EPSG:4326", tuple(Affine(d, 0, lon0, 0, -d, lat0)), grid
+    )
+    assert 0.85 < xscale < 0.95 and 1.05 < yscale < 1.15  # ≈ 9 m wide, 11 m tall pixels
+    for size in (16, 37):
+        tiled = np.zeros_like(whole)
+        for r in range(0, grid.height, size):
+            for c in range(0, grid.width, size):
+                win = Window(c, r, min(size, grid.width - c), min(size, grid.height - r))
+                data, _ = read_block(src, grid, win)
+                tiled[:, r : r + int(win.height), c : c + int(win.width)] = data
+        np.testing.assert_array_equal(tiled, whole)
+    assert valid.mean() > 0.8
+
+
 def test_nodata_and_mask_file_are_honoured(tmp_path):
     img = scene((40, 40), seed=1)
     img[:, 0:5, :] = 0  # nodata rows
