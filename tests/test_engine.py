@@ -384,3 +384,39 @@ def test_a_cut_that_marks_most_of_the_scene_is_warned_about(data_dir, tmp_path, 
         _run(data_dir, tmp_path / "out", method="cva", threshold="fixed", threshold_value=1e-6)
     messages = [r.getMessage() for r in caplog.records]
     assert any("above the cut" in m and "'detect.threshold_value'" in m for m in messages)
+
+
+def test_warped_inputs_give_the_same_result_whatever_the_block_size(tmp_path):
+    """Both epochs in EPSG:4326 (0.0001° pixels, narrower than the 10 m UTM grid along x:
+    downsampled) with a bright square in the later one: scores, masks and patches are
+    identical for 64 and 256 px blocks — the warped reads do not depend on the window."""
+    rng = np.random.default_rng(11)
+    lon0, lat0, d = 117.0, 36.1, 0.0001
+    transform = rasterio.Affine(d, 0, lon0, 0, -d, lat0)
+    before = rng.normal(1500, 300, size=(4, 300, 300))
+    after = before + rng.normal(0, 150, size=before.shape)
+    after[:, 100:160, 120:200] += 2500
+    for name, img in (("2016", before), ("2017", after)):
+        write_tif(
+            tmp_path / name / "a.tif",
+            np.clip(img, 1, 10000).astype(np.uint16),
+            transform,
+            crs="EPSG:4326",
+            nodata=0,
+        )
+    out = {}
+    for bp in (64, 256):
+        cfg = make_config(
+            tmp_path,
+            EPOCHS,
+            resolution_m=10.0,
+            detect=DetectConfig(method="cva", threshold="otsu", block_px=bp, min_area_m2=500),
+        )
+        with make_executor(1) as ex:
+            out[bp] = detect_pair(cfg, ("2016", "2017"), tmp_path / f"out{bp}", ex)
+    a, b = out[64], out[256]
+    np.testing.assert_array_equal(_read(a.score_path)[0], _read(b.score_path)[0])
+    np.testing.assert_array_equal(_read(a.mask_path)[0], _read(b.mask_path)[0])
+    assert a.stats["threshold"] == b.stats["threshold"]
+    assert len(a.detections) == len(b.detections) >= 1
+    assert shapely.equals_exact(a.detections.geometry.values, b.detections.geometry.values, 0).all()
