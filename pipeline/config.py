@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 import yaml
 
-from pipeline.cloud import CLOUD_BANDS
 from pipeline.errors import ConfigError
+from pipeline.screens import CLOUD_BANDS, MOISTURE_BANDS, MOISTURE_VISIBLE
 from pipeline.spectral import ATMOSPHERIC_BANDS, INDEX_BANDS, check_bands, surface_bands
 
 CHINA_CODE_PATTERN = r"^\d{12}$"
@@ -164,7 +164,7 @@ class DetectConfig:
     """``selftrain``: weight the smoothed probability by the scene-relative vegetation change
     (selftrain.vegetation_weight): change that removes or brings vegetation ranks higher."""
     cloud_screen: bool | Literal["auto"] = "auto"
-    """Drop merged patches that are a cloud or haze in one epoch (cloud.cloud_patches), judged
+    """Drop merged patches that are a cloud or haze in one epoch (screens.cloud_patches), judged
     from the ``coastal`` and ``cirrus`` bands (Sentinel-2 B01, B10). ``auto``: on when both
     bands are configured; true: they must be; false: off."""
     cloud_cirrus_ratio: float = 1.5
@@ -172,12 +172,29 @@ class DetectConfig:
     to the scene's, together with the coastal band."""
     cloud_coastal_ratio: float = 1.25
     """Cloud screen: the same factor for the coastal-aerosol band."""
+    moisture_screen: bool | Literal["auto"] = "auto"
+    """Drop merged patches whose SWIR changed far more than their visible brightness (wetting
+    or drying, screens.moisture_patches), judged from ``swir1`` and the visible bands.
+    ``auto``: on when ``swir1`` and one of blue/green/red are configured; true: they must be;
+    false: off."""
+    moisture_ratio: float = 2.5
+    """Moisture screen: a patch is screened when ``|ln SWIR change| - |ln visible change|``
+    (both relative to the scene) is at least ``ln(moisture_ratio)``."""
 
     def cloud_screen_on(self, band_names: Sequence[str]) -> bool:
         """Whether the cloud screen runs with these configured bands (never without the
         ``coastal`` and ``cirrus`` bands; loading a config with ``cloud_screen: true`` and
         without them is an error)."""
         return self.cloud_screen is not False and all(b in band_names for b in CLOUD_BANDS)
+
+    def moisture_screen_on(self, band_names: Sequence[str]) -> bool:
+        """Whether the moisture screen runs with these configured bands (never without
+        ``swir1`` and a visible band)."""
+        return (
+            self.moisture_screen is not False
+            and all(b in band_names for b in MOISTURE_BANDS)
+            and any(b in band_names for b in MOISTURE_VISIBLE)
+        )
 
 
 @dataclass(frozen=True)
@@ -661,7 +678,15 @@ def _check(cfg: Config, where: str) -> None:
         )
     if d.cloud_screen is True:
         check_bands(cfg.imagery.band_names, CLOUD_BANDS, f"{where}: 'detect.cloud_screen' = true")
-    for key in ("cloud_cirrus_ratio", "cloud_coastal_ratio"):
+    if d.moisture_screen is True:
+        check_bands(
+            cfg.imagery.band_names, MOISTURE_BANDS, f"{where}: 'detect.moisture_screen' = true"
+        )
+        if not any(b in cfg.imagery.band_names for b in MOISTURE_VISIBLE):
+            check_bands(
+                cfg.imagery.band_names, ("red",), f"{where}: 'detect.moisture_screen' = true"
+            )
+    for key in ("cloud_cirrus_ratio", "cloud_coastal_ratio", "moisture_ratio"):
         if not getattr(d, key) > 1:
             raise ConfigError(
                 f"{where}: 'detect.{key}' = {getattr(d, key)} must be > 1 (a factor of change "

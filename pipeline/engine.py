@@ -40,7 +40,6 @@ from rasterio.windows import Window
 
 from pipeline import detect, neighbourhood, novelty, sampling, selftrain
 from pipeline.change_type import classify_change
-from pipeline.cloud import cloud_patches
 from pipeline.config import Config
 from pipeline.grid import TargetGrid, blocks, target_grid
 from pipeline.imagery import (
@@ -63,6 +62,7 @@ from pipeline.rasterio_out import (
     parts_to_cogs,
 )
 from pipeline.schema import P
+from pipeline.screens import cloud_patches, moisture_patches
 from pipeline.vectorize import (
     PatchFilter,
     Pieces,
@@ -89,7 +89,7 @@ SCORE_FILE = "score.tif"
 MASK_FILE = "mask.tif"
 MASK_CHANGE, MASK_NO_CHANGE, MASK_NODATA = 1, 0, 255
 """Values of ``mask.tif``: 1 = a pixel of a returned detection, 0 = no change (including the
-pixels of patches dropped by ``min_area_m2`` / ``min_mean_score`` / the cloud screen), 255 = invalid
+pixels of patches dropped by ``min_area_m2`` / ``min_mean_score`` / the screens), 255 = invalid
 (nodata/masked in either epoch). ``mask == 1`` is exactly the union of the detections."""
 MAX_SCORE_SAMPLE = 2_000_000
 """Pixels in the pass-1 sample kept for the threshold (thinned regularly beyond this)."""
@@ -232,6 +232,7 @@ def detect_pair(
     surface = source_a.surface_names  # the bands the methods use: data[:ns]
     ns = len(surface)
     cloud_screen = d.cloud_screen_on(bands)
+    moisture_screen = d.moisture_screen_on(surface)
     grid = target_grid(cfg.area, [epoch_footprint(source_a), epoch_footprint(source_b)])
     check_masks_overlap(source_a, grid)
     check_masks_overlap(source_b, grid)
@@ -432,6 +433,22 @@ def detect_pair(
             keep &= ~cloudy
         n_cloud = int(cloudy.sum())
         cloud_m2 = float(sums[cloudy, 0].sum()) * res * res if n_cloud else 0.0
+        moist = np.zeros(len(geoms), dtype=bool)
+        if moisture_screen and keep.any():
+            means_from, means_to = patch_means(sums, bands)
+            moist = keep & moisture_patches(
+                means_from, means_to, scene_from, scene_to, d.moisture_ratio
+            )
+            if moist.any():
+                log.info(
+                    "%s→%s: %d patch(es), %.2f ha, screened as wetting or drying (SWIR changed "
+                    "≥ %g × more than the visible; detect.moisture_screen)",
+                    label_a, label_b, int(moist.sum()),
+                    float(sums[moist, 0].sum()) * res * res / 1e4, d.moisture_ratio,
+                )  # fmt: skip
+            keep &= ~moist
+        n_moist = int(moist.sum())
+        moisture_m2 = float(sums[moist, 0].sum()) * res * res if n_moist else 0.0
         dropped = geoms[~keep]
         geoms, sums = geoms[keep], sums[keep]
         n_changed = int(sums[:, 0].sum())
@@ -451,14 +468,15 @@ def detect_pair(
         shutil.rmtree(parts_dir, ignore_errors=True)
     log.info(
         "%s→%s: %d changed pixels, %d patches (dropped: %d below %.0f m² or the mean score, "
-        "%d cloud)",
+        "%d cloud, %d wetting/drying)",
         label_a,
         label_b,
         n_changed,
         len(detections),
-        n_before - n_cloud - len(detections),
+        n_before - n_cloud - n_moist - len(detections),
         d.min_area_m2,
         n_cloud,
+        n_moist,
     )
     stats = {
         "method": d.method,
@@ -484,10 +502,15 @@ def detect_pair(
         "n_patches": len(detections),
         "n_patches_below_min_area": n_small,
         "n_pixels_erased": n_erased,
-        "n_patches_below_min_mean_score": n_before - n_small - n_cloud - len(detections),
+        "n_patches_below_min_mean_score": (
+            n_before - n_small - n_cloud - n_moist - len(detections)
+        ),
         "cloud_screen": cloud_screen,
         "n_patches_cloud": n_cloud,
         "cloud_m2": cloud_m2,
+        "moisture_screen": moisture_screen,
+        "n_patches_moisture": n_moist,
+        "moisture_m2": moisture_m2,
         "timings": timings,
     }
     return DetectionResult(detections, score_path, mask_path, stats)

@@ -16,7 +16,7 @@ NDVI_NONVEG_MAX = 0.3
 concrete and fresh fill are near 0, ploughed soil ≈ 0.1, stubble ≈ 0.2, crops > 0.5."""
 ATMOSPHERIC_BANDS = ("coastal", "vapour", "cirrus")
 """Band names that see the atmosphere more than the ground (Sentinel-2 B01, B09, B10). They
-are read and averaged per patch (the cloud screen, :mod:`pipeline.cloud`) but no change
+are read and averaged per patch (the cloud screen, :mod:`pipeline.screens`) but no change
 method uses them: a surface method fed the cirrus band would score haze as change."""
 LOG_FLOOR = np.float32(1.0)
 """Reflectance floor (digital numbers) before the logarithm of a band."""

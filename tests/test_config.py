@@ -146,6 +146,14 @@ def test_sample_config_loads():
             "'auto'",
         ),
         (
+            lambda r: r["detect"].update(moisture_screen=True),
+            "'detect.moisture_screen' = true needs the band(s) swir1",
+        ),
+        (
+            lambda r: r["detect"].update(moisture_ratio=0.5),
+            "'detect.moisture_ratio' = 0.5 must be > 1",
+        ),
+        (
             lambda r: r["detect"].update(cloud_cirrus_ratio=1),
             "'detect.cloud_cirrus_ratio' = 1.0 must be > 1",
         ),

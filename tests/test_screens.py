@@ -1,6 +1,7 @@
-"""The patch-level cloud screen (pipeline.cloud) and the atmospheric bands in the engine.
+"""The patch-level screens (pipeline.screens: cloud, wetting/drying) and the atmospheric
+bands in the engine.
 
-Scene for the engine tests: the 300 x 300 px vegetation scene of the engine tests with two
+Scene for the cloud engine tests: the 300 x 300 px vegetation scene of the engine tests with two
 more bands, ``coastal`` (first in the files) and ``cirrus`` (last). In 2017 a roof appears at
 R (a ground change: the atmospheric bands do not move) and a cloud at C (every surface band
 twice as bright, coastal ×1.8, cirrus ×3). C lies across the 96 px block edges.
@@ -14,11 +15,11 @@ import numpy as np
 import pytest
 import rasterio
 
-from pipeline.cloud import cloud_patches
 from pipeline.config import DetectConfig
 from pipeline.engine import MASK_CHANGE, MASK_NO_CHANGE, detect_pair
 from pipeline.executor import make_executor
 from pipeline.imagery import epoch_source
+from pipeline.screens import cloud_patches, moisture_patches
 from tests.rasters import grid_transform, make_config, scene, write_tif
 
 ROOF_AT = (30, 30, 24)
@@ -276,3 +277,96 @@ def test_both_read_paths_mark_atmospheric_gaps_alike(tmp_path):
     coastal, cirrus = d1[4], d1[5]  # read last
     assert np.isnan(coastal[:5]).all() and not np.isnan(coastal[5:30]).any()
     assert np.isnan(cirrus[:30, :5]).all() and not np.isnan(cirrus[:30, 5:]).any()
+
+
+# --------------------------------------------------------------------------- moisture
+def _moisture(swir_change, visible_change, scene_change=(1.0, 1.0), ratio=2.5):
+    swir_change = np.asarray(swir_change, float)
+    visible_change = np.asarray(visible_change, float)
+    ones = np.ones(swir_change.shape)
+    before = {"swir1": 2000.0 * ones, "red": 800.0 * ones, "green": 700.0 * ones}
+    after = {
+        "swir1": 2000.0 * swir_change,
+        "red": 800.0 * visible_change,
+        "green": 700.0 * visible_change,
+    }
+    scene_from = {"swir1": 2000.0, "red": 800.0, "green": 700.0}
+    scene_to = {
+        "swir1": 2000.0 * scene_change[0],
+        "red": 800.0 * scene_change[1],
+        "green": 700.0 * scene_change[1],
+    }
+    return moisture_patches(before, after, scene_from, scene_to, ratio)
+
+
+def test_swir_changing_far_more_than_the_visible_is_wetting_or_drying():
+    got = _moisture(
+        [1 / 3.0, 3.0, 3.0, 2.0, 1 / 3.0, 1.0],
+        [1.0, 1.1, 3.0, 1 / 1.5, 1 / 1.1, 3.0],
+    )
+    # wetted (SWIR ÷3, visible flat); dried (×3 vs ×1.1: 3 / 1.1 ≥ 2.5); a new bright roof
+    # (both ×3); SWIR ×2 with visible ÷1.5 (magnitudes compared: 2 / 1.5 < 2.5); SWIR ÷3
+    # with visible ÷1.1; the visible alone changed
+    assert got.tolist() == [True, True, False, False, True, False]
+
+
+def test_moisture_is_relative_to_the_scene_and_needs_a_visible_band():
+    # a whole scene drier in the later image (SWIR ×2.5 everywhere): a patch that dried like
+    # the scene is not screened, one that dried 3 times more is
+    assert _moisture([2.5, 7.5], [1.0, 1.0], scene_change=(2.5, 1.0)).tolist() == [False, True]
+    out = moisture_patches(
+        {"swir1": np.array([2000.0])},
+        {"swir1": np.array([200.0])},
+        {"swir1": 1.0},
+        {"swir1": 1.0},
+        2.5,
+    )
+    assert out.tolist() == [False]  # no visible band: no evidence
+
+
+FIVE = {"blue": 1, "green": 2, "red": 3, "nir": 4, "swir1": 5}
+WET_AT = (80, 150, 40)
+
+
+def test_the_wet_patch_is_screened_and_the_roof_kept(tmp_path):
+    """Five bands with SWIR. In 2017 a roof appears (every band changes, the visible most) and
+    a field is wet (SWIR ÷3, the visible ÷1.1): the screen drops the wet patch only."""
+    rng = np.random.default_rng(8)
+    shape = (300, 300)
+
+    def swir(img):
+        return np.round(2000 + rng.normal(0, 30, shape))[None] * np.ones((1, *shape))
+
+    before = np.concatenate([scene(shape, seed=1), swir(None)])
+    after = np.concatenate([scene(shape, [ROOF_AT], seed=2), swir(None)]).astype(np.float64)
+    r, c, size = ROOF_AT
+    after[4, r : r + size, c : c + size] = 3000
+    r, c, size = WET_AT
+    after[:4, r : r + size, c : c + size] /= 1.1
+    after[4, r : r + size, c : c + size] /= 3.0
+    write_tif(tmp_path / "2016/a.tif", before.astype(np.uint16), grid_transform(), nodata=0)
+    write_tif(
+        tmp_path / "2017/a.tif",
+        np.clip(after, 1, 10000).astype(np.uint16),
+        grid_transform(),
+        nodata=0,
+    )
+    out = {}
+    for screen in ("auto", False):
+        detect = DetectConfig(
+            method="cva", threshold="fixed", threshold_value=4.0, moisture_screen=screen
+        )
+        cfg = make_config(tmp_path, EPOCHS, bands=FIVE, detect=detect)
+        with make_executor(1) as ex:
+            out[screen] = detect_pair(cfg, ("2016", "2017"), tmp_path / f"out_{screen}", ex)
+    on, off = out["auto"], out[False]
+    assert len(off.detections) == 2 and off.stats["n_patches_moisture"] == 0
+    assert on.stats["moisture_screen"] is True and on.stats["n_patches_moisture"] == 1
+    assert len(on.detections) == 1
+    mask = _read(on.mask_path)
+    assert (_inside(mask, ROOF_AT) == MASK_CHANGE).all()
+    assert (_inside(mask, WET_AT) == MASK_NO_CHANGE).all()
+    assert (_inside(_read(off.mask_path), WET_AT) == MASK_CHANGE).all()
+    assert DetectConfig().moisture_screen_on(("red", "swir1"))
+    assert not DetectConfig().moisture_screen_on(("swir1", "nir"))
+    assert not DetectConfig(moisture_screen=False).moisture_screen_on(("red", "swir1"))
