@@ -51,7 +51,7 @@ from scipy import stats
 from skimage.filters import threshold_multiotsu, threshold_otsu
 
 from pipeline.errors import ConfigError, InputDataError
-from pipeline.grid import row_strips
+from pipeline.grid import nonzero_rc, row_strips
 from pipeline.irmad import IrmadModel, fit_irmad, irmad_chi2, irmad_regression
 from pipeline.neighbourhood import box3_sum, dilate_disk, erode_disk
 from pipeline.novelty import NoveltyModel, novelty_score
@@ -360,7 +360,7 @@ def refine_edges(
     cand = n > 0
     np.logical_and(cand, valid, out=cand)
     np.greater(cand, mask, out=cand)
-    rows, cols = np.nonzero(cand)
+    rows, cols = nonzero_rc(cand)
     out = mask & valid
     if len(rows) == 0:
         return out

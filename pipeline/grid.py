@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
@@ -164,6 +165,12 @@ def blocks(grid: TargetGrid, block_px: int) -> list[Window]:
 STRIP_PX = 1 << 18
 """Pixels per row strip of the element-wise passes over a block (:func:`row_strips`): a few
 float32 arrays of this size fit in the CPU's L2/L3 cache."""
+
+
+def nonzero_rc(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.nonzero`` of a 2-D mask (rows, cols in row-major order), about 3× faster on the
+    sparse masks of a block: one flat scan, then a division."""
+    return np.divmod(np.flatnonzero(mask), mask.shape[1])
 
 
 def row_strips(height: int, width: int) -> list[tuple[int, int]]:

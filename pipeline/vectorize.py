@@ -27,6 +27,8 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix, csc_matrix
 from scipy.sparse.csgraph import connected_components
 
+from pipeline.grid import nonzero_rc
+
 log = logging.getLogger(__name__)
 
 SHARED_EDGE = "F***1****"
@@ -169,7 +171,7 @@ def block_pieces(
     labels = labels.astype(np.int32, copy=False)
     # the labelled pixels only (masks are sparse), row-major like ravel(); the bool mask is
     # scanned faster than the int32 labels
-    rows, cols = np.nonzero(mask)
+    rows, cols = nonzero_rc(mask)
     flat = labels[rows, cols]
     values = score[rows, cols]
     count = np.bincount(flat, minlength=n + 1)[1:].astype(np.float64)
