@@ -94,9 +94,10 @@ among its features — its P(change) smoothed with a 20 m Gaussian, weighted by 
 scene-relative vegetation change, cut at 0.6 with hysteresis, and merged patches that are
 a cloud in one epoch dropped (the cloud screen, on with the ``coastal`` and ``cirrus`` bands
 of :data:`BAND_FILES`), and patches whose SWIR changed 2.5 times more than their visible
-brightness dropped (the moisture screen): mean F1 0.381, norcia 1.1 patches/km²; 0.362
+brightness dropped (the moisture screen): mean F1 0.368, norcia 1.1 patches/km²; 0.362
 without the moisture screen, 0.346 without either (``--detect`` with this mapping plus
-``moisture_screen: false`` / ``cloud_screen: false``). The same with ``sample_step`` 4 (the detect default): 0.337, 1.3/km². Cuts 0.5
+``moisture_screen: false`` / ``cloud_screen: false``). Without the screens and before the
+warp scale was fixed, with ``sample_step`` 4 (the detect default): 0.337, 1.3/km². Cuts 0.5
 / 0.55 / 0.65 gave 0.323 / 0.327 / 0.330 at ``sample_step`` 4 (the 0.6 was chosen on these
 same cities); without the vegetation weight 0.305 (best cut 0.55: 0.328), without the shift
 feature 0.324, with neither and cut 0.5 0.302 (1.0/km²); the selftrain of before, without the
@@ -155,7 +156,8 @@ def reference_band(city: City) -> Path:
 
 
 def city_config(city: City, detect: dict, grid_dir: Path, workers: int) -> Config:
-    """A landwatch config for one city: 10 m UTM grid, six bands, the given detect section.
+    """A landwatch config for one city: 10 m UTM grid, :data:`BAND_FILES`, the given detect
+    section.
 
     Notes
     -----

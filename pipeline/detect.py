@@ -29,7 +29,7 @@ The methods (``detect.method``) and their references — the models live in thei
 
 Measured on OSCD (8 labelled Sentinel-2 cities, one configuration, ``benchmarks/eval_oscd.py``):
 mean F1 cva + otsu 0.181, irmad fixed 80 + 10 m smoothing 0.275, selftrain with the example
-configuration 0.346, 0.362 with the patch-level cloud screen and 0.381 with the moisture
+configuration 0.346, 0.362 with the patch-level cloud screen and 0.368 with the moisture
 screen too (:mod:`pipeline.screens`; the
 figures and the settings tried are in ``examples/oscd_france/README.md``). Even the best cut
 chosen per city *with* the labels gives the selftrain score only ≈ 0.34 at pixel level: the

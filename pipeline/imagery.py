@@ -555,8 +555,8 @@ def _read_warped(ds, grid, win, indexes, nodata, resampling):
     The resampling scale is fixed for the whole file (:func:`warp_scale`): GDAL otherwise
     computes it for every warped window from the window's shape, and where the file is
     downsampled along an axis (a 8.6 m-wide EPSG:4326 Sentinel-2 pixel onto a 10 m UTM
-    grid) the bilinear or cubic kernel then differs from window to window — two thirds of
-    the pixels of an OSCD band changed with the block size."""
+    grid) the bilinear or cubic kernel then differs from window to window — 37–57 % of
+    the B02 pixels of OSCD Paris and Bordeaux changed between 256 and 1024 px blocks."""
     xscale, yscale = warp_scale(ds.name, ds.crs.to_wkt(), tuple(ds.transform), grid)
     kwargs = {
         "crs": grid.rio_crs,

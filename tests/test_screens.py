@@ -324,6 +324,53 @@ def test_moisture_is_relative_to_the_scene_and_needs_a_visible_band():
     assert out.tolist() == [False]  # no visible band: no evidence
 
 
+GRASS = {"blue": 400.0, "green": 900.0, "red": 500.0, "nir": 4500.0, "swir1": 2500.0}
+
+
+def _patch(after: dict, before: dict = GRASS) -> np.ndarray:
+    """The moisture screen on one patch going from ``before`` to ``after`` (reflectance ×
+    10000), in a scene that did not change as a whole."""
+    means_from = {b: np.array([v]) for b, v in before.items()}
+    means_to = {b: np.array([after[b]]) for b in before}
+    scene = {b: 1000.0 for b in before}
+    return moisture_patches(means_from, means_to, scene, scene, 2.5)
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        {"blue": 500.0, "green": 500.0, "red": 500.0, "nir": 600.0, "swir1": 800.0},  # asphalt
+        {"blue": 300.0, "green": 300.0, "red": 300.0, "nir": 400.0, "swir1": 500.0},  # black roof
+        {"blue": 900.0, "green": 900.0, "red": 900.0, "nir": 1000.0, "swir1": 1000.0},  # grey
+    ],
+    ids=["asphalt", "black-roof", "grey-roof"],
+)
+def test_construction_on_grass_is_never_screened_as_moisture(after):
+    """Dark surfaces laid on grass darken SWIR (÷2.5–5) far more than the visible, where
+    green falls while blue and red barely move: the vegetation guard keeps them (typical
+    reflectances: grass 0.04/0.09/0.05, NIR 0.45, SWIR 0.25; asphalt ≈ 0.05, SWIR 0.08)."""
+    assert _patch(after).tolist() == [False]
+
+
+def test_wet_bare_soil_is_screened_and_missing_evidence_is_not():
+    dry = {"blue": 1200.0, "green": 1500.0, "red": 1900.0, "nir": 2300.0, "swir1": 3500.0}
+    wet = {"blue": 1000.0, "green": 1250.0, "red": 1600.0, "nir": 1900.0, "swir1": 1000.0}
+    assert _patch(wet, before=dry).tolist() == [True]
+    # a visible band without a usable change (negative mean) is left out, not taken as
+    # "no change"; with no usable visible band at all there is no screen
+    odd = dict(dry, blue=-5.0)
+    assert _patch(dict(wet), before=odd).tolist() == [True]  # green and red still say flat
+    loud = dict(wet, green=3000.0, red=3800.0)  # ... and say "changed" when they changed
+    assert _patch(loud, before=odd).tolist() == [False]
+    bad = dict(dry, blue=-5.0, green=-5.0, red=-5.0)
+    assert _patch(dict(wet), before=bad).tolist() == [False]
+    # no swir1: no evidence
+    out = moisture_patches(
+        {"red": np.array([1.0])}, {"red": np.array([1.0])}, {"red": 1.0}, {"red": 1.0}, 2.5
+    )
+    assert out.tolist() == [False]
+
+
 FIVE = {"blue": 1, "green": 2, "red": 3, "nir": 4, "swir1": 5}
 WET_AT = (80, 150, 40)
 
