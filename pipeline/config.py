@@ -61,7 +61,18 @@ class ImageryConfig:
     masks: dict[str, tuple[str, ...]] | None = None
     """Optional valid-data masks per epoch label (non-zero = usable, 0 = cloud/invalid)."""
     resampling: Literal["nearest", "bilinear", "cubic", "average"] = "bilinear"
+    offset: float | dict[str, float] = 0.0
+    """Added to every value read, after the nodata test: one number for every epoch, or per
+    epoch label. Sentinel-2 products of processing baseline 04.00 and later (from January
+    2022) store reflectance × 10000 + 1000: ``-1000`` for those epochs brings them back to
+    the scale of older ones (the change methods and screens compare values across epochs)."""
     base_dir: Path = Path(".")
+
+    def offset_for(self, label: str) -> float:
+        """The offset of epoch ``label``."""
+        if isinstance(self.offset, dict):
+            return float(self.offset.get(label, 0.0))
+        return float(self.offset)
 
     def files(self, label: str) -> list[Path]:
         """The files of one epoch, sorted, globs resolved against the config folder."""
@@ -642,6 +653,13 @@ def _check(cfg: Config, where: str) -> None:
             raise ConfigError(
                 f"{where}: 'imagery.bands.{name}' = {number}; band numbers start at 1"
             )
+    if isinstance(im.offset, dict):
+        for label in im.offset:
+            if label not in im.epochs:
+                raise ConfigError(
+                    f"{where}: 'imagery.offset.{label}' names an epoch that is not in "
+                    f"'imagery.epochs' ({', '.join(im.epochs)})"
+                )
     if im.masks:
         for label in im.masks:
             if label not in im.epochs:

@@ -85,6 +85,8 @@ class EpochSource:
     nodata: float | None = None
     mask_files: tuple[str, ...] = ()
     resampling: str = "bilinear"
+    offset: float = 0.0
+    """Added to every valid value read (``imagery.offset``)."""
 
     @property
     def surface_names(self) -> tuple[str, ...]:
@@ -159,6 +161,7 @@ def epoch_source(imagery: ImageryConfig, label: str) -> EpochSource:
         nodata=imagery.nodata,
         mask_files=mask_files,
         resampling=imagery.resampling,
+        offset=imagery.offset_for(label),
     )
 
 
@@ -245,7 +248,8 @@ def read_block(
     Returns
     -------
     data : ndarray, float32, shape (nbands, h, w)
-        Raw values (the files' scale) in the order of ``source.band_names``; 0 where invalid.
+        Values (the files' scale, plus :attr:`EpochSource.offset`) in the order of
+        ``source.band_names``; 0 where invalid.
         An atmospheric band (the last rows, :attr:`EpochSource.n_surface` on) is NaN where it
         has no data at a valid pixel.
     valid : ndarray, bool, shape (h, w)
@@ -265,12 +269,25 @@ def read_block(
     invalid pixels. Mask files: non-zero = usable, 0 = cloud/invalid; pixels no mask file
     covers are treated as usable.
     """
-    win = expand(window, halo)
+    data, valid = _read_raw(source, grid, expand(window, halo), out)
+    if source.offset:
+        # after the nodata test, on valid pixels only (invalid ones stay 0)
+        np.add(data, np.float32(source.offset), out=data, where=valid)
+    return data, valid
+
+
+def _read_raw(
+    source: EpochSource,
+    grid: TargetGrid,
+    win: Window,
+    out: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`read_block` of the already grown window ``win``, without the offset."""
     fast = _read_single_aligned(source, grid, win, out)
     if fast is not None:
         return fast
     if out is not None:
-        data, valid = read_block(source, grid, win)
+        data, valid = _read_raw(source, grid, win)
         out[0][...] = data
         out[1][...] = valid
         return out

@@ -38,7 +38,7 @@ On OSCD (one configuration for all cities) the mean F1 goes from 0.362 to 0.374 
 city's recall moves. The rule was found by studying the patches of these same cities, so
 the gain is an optimistic figure. Values must be proportional to reflectance: an additive
 offset (Sentinel-2 processing baseline 04.00 adds 1000 to every value) weakens both screens
-— remove it before, or turn the screens off.
+— declare it with ``imagery.offset``.
 """
 
 from __future__ import annotations

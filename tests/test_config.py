@@ -146,6 +146,10 @@ def test_sample_config_loads():
             "'auto'",
         ),
         (
+            lambda r: r["imagery"].update(offset={"2030": -1000}),
+            "'imagery.offset.2030' names an epoch that is not in 'imagery.epochs' (2016, 2017)",
+        ),
+        (
             lambda r: r["detect"].update(moisture_screen=True),
             "'detect.moisture_screen' = true needs the band(s) swir1",
         ),
@@ -223,3 +227,17 @@ def test_unset_environment_variable_is_a_config_error(tmp_path, monkeypatch):
     raw["imagery"]["epochs"]["2016"] = ["${LW_UNSET}/a/*.tif"]
     with pytest.raises(ConfigError, match=r"imagery\.epochs\.2016.*\$LW_UNSET.*not set"):
         load_config(_write(tmp_path, raw))
+
+
+def test_offset_per_epoch_or_for_all(tmp_path):
+    """``imagery.offset``: one number for every epoch, or per epoch label (unquoted YAML
+    years are labels too)."""
+    raw = _minimal(tmp_path)
+    cfg = load_config(_write(tmp_path, raw))
+    assert cfg.imagery.offset_for("2016") == 0.0
+    raw["imagery"]["offset"] = {2017: -1000}
+    cfg = load_config(_write(tmp_path, raw))
+    assert (cfg.imagery.offset_for("2016"), cfg.imagery.offset_for("2017")) == (0.0, -1000.0)
+    raw["imagery"]["offset"] = -1000
+    cfg = load_config(_write(tmp_path, raw))
+    assert cfg.imagery.offset_for("2016") == cfg.imagery.offset_for("2017") == -1000.0

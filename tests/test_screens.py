@@ -417,3 +417,35 @@ def test_the_wet_patch_is_screened_and_the_roof_kept(tmp_path):
     assert DetectConfig().moisture_screen_on(("red", "swir1"))
     assert not DetectConfig().moisture_screen_on(("swir1", "nir"))
     assert not DetectConfig(moisture_screen=False).moisture_screen_on(("red", "swir1"))
+
+
+def test_an_epoch_stored_with_an_offset_gives_the_same_result_once_declared(cloudy_dir, tmp_path):
+    """The later epoch re-written as Sentinel-2 processing baseline 04.00 stores it
+    (value + 1000): undeclared, the cirrus band (~15 → ~1015) hides the cloud from the screen;
+    with ``imagery.offset: {"2017": -1000}`` scores, mask and patches are those of the
+    original files."""
+    import dataclasses
+
+    base = tmp_path / "pb04"
+    for epoch in ("2016", "2017"):
+        with rasterio.open(cloudy_dir / epoch / "a.tif") as src:
+            data, profile = src.read(), src.profile
+        if epoch == "2017":
+            data = np.where(data > 0, data + 1000, 0).astype(np.uint16)
+        (base / epoch).mkdir(parents=True)
+        with rasterio.open(base / epoch / "a.tif", "w", **profile) as dst:
+            dst.write(data)
+    reference = _detect(cloudy_dir, tmp_path / "ref", SIX, block_px=96)
+    undeclared = _detect(base, tmp_path / "raw", SIX, block_px=96)
+    assert undeclared.stats["n_patches_cloud"] == 0
+    detect = DetectConfig(method="cva", threshold="fixed", threshold_value=4.0, block_px=96)
+    cfg = make_config(base, EPOCHS, bands=SIX, detect=detect)
+    cfg = dataclasses.replace(
+        cfg, imagery=dataclasses.replace(cfg.imagery, offset={"2017": -1000.0})
+    )
+    with make_executor(1) as ex:
+        declared = detect_pair(cfg, ("2016", "2017"), tmp_path / "declared", ex)
+    np.testing.assert_array_equal(_read(declared.score_path), _read(reference.score_path))
+    np.testing.assert_array_equal(_read(declared.mask_path), _read(reference.mask_path))
+    assert declared.stats["n_patches_cloud"] == 1
+    assert len(declared.detections) == len(reference.detections) == 1
