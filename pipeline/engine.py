@@ -412,43 +412,27 @@ def detect_pair(
         n_small = int(np.count_nonzero(patch_filter.too_small(sums[:, 0]))) + n_small_early
         n_before = len(geoms) + n_small_early + n_low_early
         scene_from, scene_to = dict(zip(bands, scene_a)), dict(zip(bands, scene_b))
-        cloudy = np.zeros(len(geoms), dtype=bool)
-        if cloud_screen and len(geoms):
-            means_from, means_to = patch_means(sums, bands)
-            cloudy = keep & cloud_patches(
-                means_from,
-                means_to,
-                scene_from,
-                scene_to,
-                d.cloud_cirrus_ratio,
-                d.cloud_coastal_ratio,
-            )
-            if cloudy.any():
-                log.warning(
-                    "%s→%s: %d patch(es), %.2f ha, screened as cloud or haze in one epoch "
-                    "(detect.cloud_screen; their pixels are 'no change' in %s)",
-                    label_a, label_b, int(cloudy.sum()),
-                    float(sums[cloudy, 0].sum()) * res * res / 1e4, MASK_FILE,
+        # patch-level screens, in order: (on, rule, log level, what the patches are)
+        screens = (
+            (cloud_screen, logging.WARNING, "cloud or haze in one epoch (detect.cloud_screen)",
+             lambda m0, m1: cloud_patches(m0, m1, scene_from, scene_to,
+                                          d.cloud_cirrus_ratio, d.cloud_coastal_ratio)),
+            (moisture_screen, logging.INFO, "wetting or drying (detect.moisture_screen)",
+             lambda m0, m1: moisture_patches(m0, m1, scene_from, scene_to, d.moisture_ratio)),
+        )  # fmt: skip
+        screened = []  # (patches, m²) per screen
+        means = patch_means(sums, bands) if any(s[0] for s in screens) and len(geoms) else None
+        for on, level, what, rule in screens:
+            hit = keep & rule(*means) if on and means is not None else np.zeros_like(keep)
+            keep &= ~hit
+            screened.append((int(hit.sum()), float(sums[hit, 0].sum()) * res * res))
+            if hit.any():
+                log.log(
+                    level, "%s→%s: %d patch(es), %.2f ha, screened as %s; their pixels are "
+                    "'no change' in %s", label_a, label_b, screened[-1][0],
+                    screened[-1][1] / 1e4, what, MASK_FILE,
                 )  # fmt: skip
-            keep &= ~cloudy
-        n_cloud = int(cloudy.sum())
-        cloud_m2 = float(sums[cloudy, 0].sum()) * res * res if n_cloud else 0.0
-        moist = np.zeros(len(geoms), dtype=bool)
-        if moisture_screen and keep.any():
-            means_from, means_to = patch_means(sums, bands)
-            moist = keep & moisture_patches(
-                means_from, means_to, scene_from, scene_to, d.moisture_ratio
-            )
-            if moist.any():
-                log.info(
-                    "%s→%s: %d patch(es), %.2f ha, screened as wetting or drying (SWIR changed "
-                    "≥ %g × more than the visible; detect.moisture_screen)",
-                    label_a, label_b, int(moist.sum()),
-                    float(sums[moist, 0].sum()) * res * res / 1e4, d.moisture_ratio,
-                )  # fmt: skip
-            keep &= ~moist
-        n_moist = int(moist.sum())
-        moisture_m2 = float(sums[moist, 0].sum()) * res * res if n_moist else 0.0
+        (n_cloud, cloud_m2), (n_moist, moisture_m2) = screened
         dropped = geoms[~keep]
         geoms, sums = geoms[keep], sums[keep]
         n_changed = int(sums[:, 0].sum())

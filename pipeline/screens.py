@@ -47,6 +47,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from pipeline.spectral import nd
+
 CLOUD_BANDS = ("coastal", "cirrus")
 """Band names the cloud screen reads (Sentinel-2 B01 and B10)."""
 MOISTURE_BANDS = ("swir1",)
@@ -84,7 +86,6 @@ def cloud_patches(
     ndarray of bool (n,)
         True for a cloud patch.
     """
-    n = len(next(iter(means_from.values()))) if means_from else 0
     log_change = {
         band: _scene_relative_log_change(means_from, means_to, scene_from, scene_to, band)
         for band in CLOUD_BANDS
@@ -95,7 +96,7 @@ def cloud_patches(
     down = (log_change["cirrus"] <= -np.log(cirrus_ratio)) & (
         log_change["coastal"] <= -np.log(coastal_ratio)
     )
-    return (up | down).reshape(n)
+    return up | down
 
 
 def _scene_relative_log_change(
@@ -164,14 +165,7 @@ def moisture_patches(
     with np.errstate(invalid="ignore"):
         out = (np.abs(swir) - vis_mag >= np.log(ratio)) & known.any(axis=0)
     if "red" in means_from and "nir" in means_from:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            before = nd_means(means_from["nir"], means_from["red"])
-            after = nd_means(means_to["nir"], means_to["red"])
-        out &= ~(before - after >= MOISTURE_KEEP_NDVI_LOSS)
-    return np.asarray(out, dtype=bool).reshape(n)
-
-
-def nd_means(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``(x - y) / (x + y)`` of per-patch means (NaN where undefined)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    return (x - y) / (x + y)
+        ndvi_before = nd(np.stack([means_from["nir"], means_from["red"]]), 0, 1)
+        ndvi_after = nd(np.stack([means_to["nir"], means_to["red"]]), 0, 1)
+        out &= ~(ndvi_before - ndvi_after >= MOISTURE_KEEP_NDVI_LOSS)
+    return out
