@@ -8,6 +8,7 @@ and a legal hint (DESIGN §2: a hint, never a verdict).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import geopandas as gpd
 import numpy as np
@@ -22,7 +23,14 @@ from pipeline.units import MU_M2, geodesic_areas_m2
 
 log = logging.getLogger(__name__)
 
-__all__ = ["classify_patches", "ellipsoidal_areas_m2", "overlay_union_areas", "union_by_group"]
+__all__ = [
+    "classify_patches",
+    "code_matches",
+    "code_text",
+    "ellipsoidal_areas_m2",
+    "overlay_union_areas",
+    "union_by_group",
+]
 
 REFS_SEPARATOR = ";"
 """Joins document numbers in ``approval_refs`` (belongs in ``schema``)."""
@@ -148,6 +156,49 @@ def overlay_union_areas(patches, overlay, crs) -> np.ndarray:
     ``patches`` and ``overlay`` are arrays of polygons in ``crs``. See :func:`_overlay`.
     """
     return _overlay(np.asarray(patches, dtype=object), overlay, crs)[0]
+
+
+def code_matches(values: pd.Series, codes: Sequence[str]) -> np.ndarray:
+    """Which ``values`` are one of ``codes`` (e.g. the 三调 DLBM of 耕地: 0101, 0102, 0103).
+
+    Parameters
+    ----------
+    values
+        A code column as read: text, integers or floats (a numeric DBF field), missing values.
+    codes
+        The codes to keep, as text.
+
+    Returns
+    -------
+    ndarray of bool
+        One per value.
+
+    Notes
+    -----
+    Compared as text, after :func:`code_text`. A value of digits shorter than a code of
+    digits matches it when left-padded with zeros to the code's length: a numeric field holds
+    ``0101`` as ``101``, so ``101`` (and the text ``"101"``) match ``"0101"``. Longer values
+    are never cut (``"010101"`` does not match ``"0101"``), letters must match exactly
+    (``"0201K"`` is not ``"0201"``).
+    """
+    wanted = {str(c).strip() for c in codes}
+    text = values.map(code_text).astype(object)
+    hit = text.isin(wanted).to_numpy(dtype=bool).copy()
+    digits = text.map(lambda t: t.isascii() and t.isdigit()).to_numpy(dtype=bool) & ~hit
+    for width in sorted({len(c) for c in wanted if c.isascii() and c.isdigit()}):
+        padded = text[digits].map(lambda t, w=width: t.zfill(w))
+        hit[np.flatnonzero(digits)] |= padded.isin(wanted).to_numpy(dtype=bool)
+    return hit
+
+
+def code_text(value) -> str:
+    """A code as text: numbers with an integral value without ``.0``, text stripped, ``""``
+    for missing values."""
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
 
 
 # --------------------------------------------------------------------------- helpers

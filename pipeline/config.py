@@ -28,8 +28,13 @@ from pipeline.errors import ConfigError
 from pipeline.screens import CLOUD_BANDS, MOISTURE_BANDS, MOISTURE_VISIBLE
 from pipeline.spectral import ATMOSPHERIC_BANDS, INDEX_BANDS, check_bands, surface_bands
 
-CHINA_CODE_PATTERN = r"^\d{12}$"
-"""Default village/township code format: the 12-digit Chinese division code."""
+VILLAGE_CODE_PATTERN = r"^\d{12}$"
+"""Default village code format: the 12-digit code of the Chinese statistical division codes."""
+TOWNSHIP_CODE_PATTERN = r"^\d{9}(?:000)?$"
+"""Default township code format: the 9-digit GB/T 10114 code, or the same padded to 12 digits
+with ``000`` (as in the statistical division codes)."""
+CHINA_CODE_PATTERN = VILLAGE_CODE_PATTERN
+"""The 12-digit Chinese division code (the default village code format)."""
 
 
 class Code(str):
@@ -111,6 +116,14 @@ class LayerConfig:
     person_field: str | None = None
     ref_field: str | None = None
     basic_field: str | None = None
+    encoding: str | None = None
+    """Text encoding of the layer's attribute table (e.g. ``GBK``); overrides detection (for a
+    Shapefile: its ``.cpg``, its DBF language byte, then strict UTF-8, then GB18030)."""
+    codes: tuple[Code, ...] | None = None
+    """Overlay layers: with ``code_field``, keep only the features whose code is one of these
+    (``farmland: {path: DLTB.shp, code_field: DLBM, codes: ["0101", "0102", "0103"]}``: the
+    耕地 parcels of a 三调 land-use layer). Compared as text; a number or a digit string
+    shorter than a code matches it once left-padded with zeros (``101`` matches ``"0101"``)."""
 
 
 @dataclass(frozen=True)
@@ -219,8 +232,13 @@ class ClassifyConfig:
 @dataclass(frozen=True)
 class AssignConfig:
     mode: Literal["majority", "split"] = "majority"
-    code_pattern: str = CHINA_CODE_PATTERN
-    """Regular expression every township and village code must match."""
+    code_pattern: str | None = None
+    """When set: the regular expression every township *and* village code must match (it
+    replaces both patterns below; e.g. ``'^\\d{5}$'`` for French INSEE codes)."""
+    township_code_pattern: str = TOWNSHIP_CODE_PATTERN
+    """Regular expression every township code must match: 9 digits, or 12 ending in 000."""
+    village_code_pattern: str = VILLAGE_CODE_PATTERN
+    """Regular expression every village code must match: 12 digits."""
     strict_grid: bool = True
     """Stop with an error on grid defects that make assignment ambiguous (invalid polygons,
     overlaps, duplicate or malformed codes, unknown townships); false = repair, report, go on.
@@ -228,6 +246,16 @@ class AssignConfig:
     min_part_m2: float = 1.0
     """``split`` mode: parts smaller than this (slivers along boundaries) stay with the
     majority part."""
+
+    @property
+    def township_pattern(self) -> str:
+        """The pattern township codes must match (``code_pattern`` when set)."""
+        return self.code_pattern or self.township_code_pattern
+
+    @property
+    def village_pattern(self) -> str:
+        """The pattern village codes must match (``code_pattern`` when set)."""
+        return self.code_pattern or self.village_code_pattern
 
 
 @dataclass(frozen=True)
@@ -609,6 +637,58 @@ def check_scheduler_address(address: str, what: str = "the scheduler address") -
         )
 
 
+GRID_LAYERS = ("township", "village", "district")
+"""Layers whose ``code_field`` holds the unit codes."""
+OVERLAY_LAYERS = ("approvals", "farmland", "basic_farmland")
+"""Layers overlaid on the patches by classify; ``code_field`` + ``codes`` select features."""
+FARMLAND_CODES = ("0101", "0102", "0103")
+"""耕地 in the 三调 land-use classification (DLBM): 水田, 水浇地, 旱地."""
+
+
+def _check_layer_keys(layers: LayersConfig, where: str) -> None:
+    """``encoding`` names a codec; ``codes`` only on overlay layers and with ``code_field``."""
+    import codecs
+
+    for name in (*GRID_LAYERS, *OVERLAY_LAYERS):
+        layer = getattr(layers, name)
+        if layer is None:
+            continue
+        if layer.encoding is not None:
+            try:
+                codecs.lookup(layer.encoding)
+            except LookupError:
+                raise ConfigError(
+                    f"{where}: 'layers.{name}.encoding' = {layer.encoding!r} is not a text "
+                    "encoding Python knows; expected e.g. GBK, GB18030, UTF-8, BIG5 or CP1252"
+                ) from None
+        if name in GRID_LAYERS:
+            if layer.codes is not None:
+                raise ConfigError(
+                    f"{where}: 'layers.{name}.codes' is not allowed: 'codes' selects features "
+                    f"of an overlay layer ({', '.join(OVERLAY_LAYERS)}); every {name} counts"
+                )
+            continue
+        if layer.codes is not None and not layer.codes:
+            raise ConfigError(f"{where}: 'layers.{name}.codes' is empty; list at least one code")
+        if layer.codes is not None and not layer.code_field:
+            raise ConfigError(
+                f"{where}: 'layers.{name}.codes' needs 'code_field', the field holding the codes "
+                "(e.g. DLBM in a 三调 DLTB layer)"
+            )
+        if layer.code_field and layer.codes is None:
+            example = ", ".join(f'"{c}"' for c in FARMLAND_CODES)
+            hint = (
+                f"; for the 耕地 parcels of a 三调 DLTB layer: codes: [{example}]"
+                if name == "farmland"
+                else ""
+            )
+            raise ConfigError(
+                f"{where}: 'layers.{name}.code_field' = {layer.code_field!r} is set without "
+                f"'codes', so it would select nothing; list the codes to keep{hint}, or remove "
+                "'code_field' to use every feature of the layer"
+            )
+
+
 def _check(cfg: Config, where: str) -> None:
     """Checks that span several keys or need more than a type."""
     import pyproj
@@ -683,6 +763,7 @@ def _check(cfg: Config, where: str) -> None:
         raise ConfigError(
             f"{where}: 'layers.approvals' needs 'ref_field' (the document number field)"
         )
+    _check_layer_keys(cfg.layers, where)
 
     if cfg.run.scheduler is not None:
         check_scheduler_address(cfg.run.scheduler, f"{where}: 'run.scheduler'")
@@ -790,12 +871,15 @@ def _check(cfg: Config, where: str) -> None:
         raise ConfigError(
             f"{where}: 'classify.legal_share' = {cfg.classify.legal_share} must be in (0, 1]"
         )
-    try:
-        re.compile(cfg.assign.code_pattern)
-    except re.error as exc:
-        raise ConfigError(
-            f"{where}: 'assign.code_pattern' is not a regular expression: {exc}"
-        ) from exc
+    for key in ("code_pattern", "township_code_pattern", "village_code_pattern"):
+        pattern = getattr(cfg.assign, key)
+        try:
+            if pattern is not None:
+                re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(
+                f"{where}: 'assign.{key}' = {pattern!r} is not a regular expression: {exc}"
+            ) from exc
     if not 0 < cfg.register.match_overlap <= 1:
         raise ConfigError(
             f"{where}: 'register.match_overlap' = {cfg.register.match_overlap} must be in (0, 1]"

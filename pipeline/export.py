@@ -44,7 +44,7 @@ from openpyxl.worksheet.datavalidation import DataValidation
 
 from pipeline import __version__, webfont
 from pipeline.config import ExportConfig
-from pipeline.errors import InputDataError
+from pipeline.errors import InputDataError, StageError
 from pipeline.report import (
     LEGAL_HINT_LABELS,
     check_columns,
@@ -108,6 +108,9 @@ context ``village_code``, ``village_name`` and ``area_mu`` (the importer ignores
 
 DBF_MAX_BYTES = 254
 """Longest text a DBF field holds, in bytes of its encoding."""
+DBF_LANGUAGE_DRIVERS = {"GBK": 0x4D}
+"""DBF language-driver byte written per ``export.encoding`` (ESRI's id of code page 936);
+UTF-8 has none, its ``.cpg`` alone says."""
 
 KML_STYLES = {
     # (verdict, legal_hint or None) -> OGR style string; pen = outline, brush = fill (RGBA)
@@ -689,16 +692,39 @@ def _package_members(
 def _shapefile_files(
     group: gpd.GeoDataFrame, tmp_dir: Path, layer: str, *, cfg: ExportConfig, date: str
 ) -> dict[str, bytes]:
+    """The Shapefile's files, text in ``cfg.encoding`` and a ``.cpg`` that says so.
+
+    Notes
+    -----
+    GDAL recodes DBF text into the ``SHAPE_ENCODING`` config option when one is in force (an
+    environment variable set for reading GBK inputs, say), whatever ``.cpg`` it writes: the
+    option is set to ``cfg.encoding`` for the write, and the bytes are checked afterwards
+    (:func:`pipeline.dbf.first_mismatch`).
+    """
+    from pipeline.dbf import first_mismatch
+
     path = tmp_dir / f"{layer}.shp"
     frame = shapefile_frame(group, cfg.crs, cfg.encoding)
-    pyogrio.write_dataframe(frame, path, encoding=cfg.encoding, promote_to_multi=True)
+    with _gdal_config(SHAPE_ENCODING=cfg.encoding):
+        pyogrio.write_dataframe(frame, path, encoding=cfg.encoding, promote_to_multi=True)
     files = {}
     for ext in (".shp", ".shx", ".dbf", ".prj", ".cpg"):
         part = path.with_suffix(ext)
         if not part.exists():
             raise InputDataError(f"GDAL did not write {part.name}; cannot build the package")
         files[part.name] = part.read_bytes()
-    files[f"{layer}.dbf"] = _stamp_dbf(files[f"{layer}.dbf"], parse_date(date))
+    texts = {c: list(frame[c]) for c in frame.columns if c != frame.geometry.name}
+    texts = {c: [v if isinstance(v, str) else None for v in vs] for c, vs in texts.items()
+             if any(isinstance(v, str) for v in vs)}  # fmt: skip
+    wrong = first_mismatch(files[f"{layer}.dbf"], cfg.encoding, texts)
+    if wrong:
+        raise StageError(
+            f"export: {layer}.dbf does not hold its text in {cfg.encoding} ({wrong}); GDAL "
+            "recoded it (check the SHAPE_ENCODING environment variable / GDAL option)"
+        )
+    files[f"{layer}.cpg"] = cfg.encoding.encode("ascii")
+    dbf = _stamp_dbf(files[f"{layer}.dbf"], parse_date(date))
+    files[f"{layer}.dbf"] = _set_language_driver(dbf, cfg.encoding)
     return files
 
 
@@ -994,6 +1020,13 @@ def _gdal_config(**options: str) -> Iterator[None]:
         yield
     finally:
         pyogrio.set_gdal_config_options(old)
+
+
+def _set_language_driver(data: bytes, encoding: str) -> bytes:
+    """Byte 29 of a DBF header: 0x4D (code page 936) for GBK, for readers without ``.cpg``
+    support; 0 (no information: the ``.cpg`` says) otherwise."""
+    ldid = DBF_LANGUAGE_DRIVERS.get(encoding.upper(), 0)
+    return data[:29] + bytes((ldid,)) + data[30:]
 
 
 def _stamp_dbf(data: bytes, date: dt.date) -> bytes:

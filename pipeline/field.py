@@ -9,8 +9,12 @@ Rules (DESIGN §2, §3)
   ``(file, row, reason)`` and :class:`~pipeline.errors.FieldReturnError` is raised with the
   full list; the state is then unchanged.
 - The same file (same content fingerprint) imported twice changes nothing.
+- A *blank* row (a patch id but none of the columns the team fills,
+  :data:`~pipeline.schema.FIELD_RETURN_FILLED_COLUMNS`) is a patch not visited yet: it
+  changes nothing, writes no event and is counted in :attr:`ImportSummary.n_not_filled`.
+  A cell holding only a dash or slash (``/``, ``-``, ``—``) counts as empty.
 - An empty ``verdict`` keeps the patch's current verdict (a follow-up return that only
-  reports rectification progress).
+  reports rectification progress); a verdict never becomes empty.
 - Verdict ``illegal`` without ``remaining_m2`` sets ``remaining_m2 = area_m2`` when the
   patch was not illegal before (nothing rectified yet) and keeps the current remaining area
   otherwise. Only an explicit ``remaining_m2`` changes it: a method such as
@@ -49,22 +53,27 @@ from pipeline.registry import (
     to_json,
 )
 from pipeline.schema import (
-    CHINESE_LABELS,
     EVENTS_TABLE,
     FIELD_RETURN_COLUMNS,
+    FIELD_RETURN_FILLED_COLUMNS,
+    FIELD_RETURN_ROW,
     VALUE_ALIASES,
+    VALUE_SYNONYMS,
     E,
     EventKind,
     P,
     RectMethod,
     Verdict,
 )
+from pipeline.units import m2_to_mu
 
 log = logging.getLogger(__name__)
 
-ROW = "row"
+ROW = FIELD_RETURN_ROW
 """Column of the return rows holding the row number the user sees in the file."""
-# TODO(schema): move ROW to schema.py next to FIELD_RETURN_COLUMNS
+
+PLACEHOLDERS = frozenset({"/", "\\", "／", "-", "－", "--", "—", "——", "–"})
+"""Cell contents that mean "nothing to say here" (forms use them for "not applicable")."""
 
 REMAINING_TOLERANCE_M2 = 0.01
 """``remaining_m2`` may exceed the patch area by this much (rounding to 2 decimals)."""
@@ -81,8 +90,12 @@ class ImportSummary:
     """Rows in the file (after dropping fully empty rows)."""
     n_applied: int = 0
     """Rows applied (identical duplicates count once)."""
+    n_not_filled: int = 0
+    """Blank rows: a patch id but nothing the team fills; the patch is left as it was."""
     n_verdict_changes: int = 0
     n_rectification_updates: int = 0
+    unknown_columns: tuple[str, ...] = ()
+    """Columns of the file that mean nothing to the importer (their content was not read)."""
     warnings: tuple[str, ...] = ()
 
 
@@ -95,6 +108,7 @@ def apply_return(
     now: str,
     today: dt.date,
     run_id: str | None = None,
+    unknown_columns: tuple[str, ...] = (),
 ) -> tuple[RegistryState, ImportSummary]:
     """Validate one field return and apply it to the registry, all or nothing.
 
@@ -116,6 +130,10 @@ def apply_return(
         ``checked_on`` later than this is rejected.
     run_id : str, optional
         Recorded in the events and the imports table.
+    unknown_columns : tuple of str
+        Headers of the file the reader did not recognise
+        (``rows.attrs["unknown_columns"]`` from :func:`~pipeline.field_io.read_return`);
+        listed as a warning in the summary.
 
     Returns
     -------
@@ -129,8 +147,7 @@ def apply_return(
     Notes
     -----
     See the module docstring for the rules. Verdicts and methods are accepted as the
-    English values (any case) or the Chinese labels of :data:`~pipeline.schema.VALUE_ALIASES`
-    .
+    English values (any case) or the words of :data:`~pipeline.schema.VALUE_SYNONYMS`.
     ``checked_on`` accepts ``YYYY-MM-DD``, ``YYYY/MM/DD``, ``YYYYMMDD`` and ``YYYY年M月D日``
     and is stored as ``YYYY-MM-DD``.
     """
@@ -138,9 +155,10 @@ def apply_return(
     if fingerprint in set(state.imports[I.FINGERPRINT].dropna()):
         log.info("%s already imported (fingerprint %s); nothing to do", name, fingerprint[:12])
         return state, ImportSummary(name, fingerprint, already_imported=True)
-    table = _canonical(rows, name)
+    table, n_not_filled = _canonical(rows, name)
     patches = state.patches.set_index(P.PATCH_ID, drop=False)
     table, rejections, warnings = _validate(table, patches, name, today)
+    warnings = _file_warnings(name, unknown_columns, len(table), n_not_filled) + warnings
     if rejections:
         rejections.sort(key=lambda r: (r[1] is None, r[1] or 0))
         shown = "; ".join(f"row {r}: {why}" for _, r, why in rejections[:5])
@@ -160,7 +178,7 @@ def apply_return(
                             I.FINGERPRINT: fingerprint,
                             I.FILE: name,
                             I.APPLIED_AT: now,
-                            I.N_ROWS: len(table),
+                            I.N_ROWS: len(table) + n_not_filled,
                             I.RUN_ID: run_id,
                         }
                     ]
@@ -178,24 +196,31 @@ def apply_return(
     summary = ImportSummary(
         file=name,
         fingerprint=fingerprint,
-        n_rows=int(table.attrs.get("n_rows", len(table))),
+        n_rows=int(table.attrs.get("n_rows", len(table))) + n_not_filled,
         n_applied=len(table),
+        n_not_filled=n_not_filled,
         n_verdict_changes=n_verdicts,
         n_rectification_updates=n_rect,
+        unknown_columns=tuple(unknown_columns),
         warnings=tuple(warnings),
     )
+    for warning in warnings:
+        log.warning("%s", warning)
     log.info("%s applied: %s", name, summary)
     return new_state, summary
 
 
 def parse_verdict(value: Any) -> str | None:
-    """A verdict value (English, any case, or Chinese label) as a :class:`Verdict` value;
-    None when it is not one."""
+    """A verdict (English value, any case, or a word of
+    :data:`~pipeline.schema.VALUE_SYNONYMS`) as a :class:`Verdict` value; None when it is
+    not one."""
     return _parse_enum(value, Verdict)
 
 
 def parse_rect_method(value: Any) -> str | None:
-    """A rectification method (English or Chinese label) as a :class:`RectMethod` value."""
+    """A rectification method (English value or a word of
+    :data:`~pipeline.schema.VALUE_SYNONYMS`) as a :class:`RectMethod` value; None when it is
+    not one."""
     return _parse_enum(value, RectMethod)
 
 
@@ -217,8 +242,9 @@ def parse_date(value: Any) -> dt.date | None:
 
 
 # --------------------------------------------------------------------------- validation
-def _canonical(rows: pd.DataFrame, name: str) -> pd.DataFrame:
-    """Canonical columns as stripped text (NaN for empty), plus ROW as int."""
+def _canonical(rows: pd.DataFrame, name: str) -> tuple[pd.DataFrame, int]:
+    """Canonical columns as stripped text (NaN for empty), plus ROW as int, without the
+    blank rows; and the number of blank rows that name a patch (not filled yet)."""
     if P.PATCH_ID not in rows.columns:
         raise FieldReturnError(
             f"{name}: no patch_id column (found: {', '.join(map(str, rows.columns))}); "
@@ -229,15 +255,32 @@ def _canonical(rows: pd.DataFrame, name: str) -> pd.DataFrame:
     for col in FIELD_RETURN_COLUMNS:
         if col in rows.columns:
             text = rows[col].reset_index(drop=True).astype("str").str.strip()
-            out[col] = text.where(rows[col].reset_index(drop=True).notna() & (text != ""))
+            empty = text.eq("") | text.isin(PLACEHOLDERS)
+            out[col] = text.where(rows[col].reset_index(drop=True).notna() & ~empty)
         else:
             out[col] = pd.Series(np.nan, index=out.index, dtype="str")
     if ROW in rows.columns:
         out[ROW] = rows[ROW].reset_index(drop=True).astype("int64")
     else:
         out[ROW] = np.arange(1, len(rows) + 1)
-    keep = out[list(FIELD_RETURN_COLUMNS)].notna().any(axis=1)
-    return out[keep].reset_index(drop=True)
+    filled = out[list(FIELD_RETURN_FILLED_COLUMNS)].notna().any(axis=1)
+    n_not_filled = int((~filled & out[P.PATCH_ID].notna()).sum())
+    return out[filled].reset_index(drop=True), n_not_filled
+
+
+def _file_warnings(
+    name: str, unknown_columns: tuple[str, ...], n_filled: int, n_not_filled: int
+) -> list[str]:
+    """Warnings about the file as a whole: columns not read, nothing filled."""
+    warnings = []
+    if unknown_columns:
+        warnings.append(
+            f"{name}: column(s) {', '.join(map(repr, unknown_columns))} not recognised, their "
+            "content was not read (accepted headers: README 'Field returns')"
+        )
+    if n_filled == 0 and n_not_filled:
+        warnings.append(f"{name}: none of its {n_not_filled} row(s) is filled; nothing changed")
+    return warnings
 
 
 def _validate(
@@ -283,7 +326,12 @@ def _validate(
     too_big = known & (remaining > area + REMAINING_TOLERANCE_M2)
     for row, value, a in t.loc[too_big, [ROW, "_remaining"]].assign(a=area[too_big]).values:
         rejections.append(
-            (name, int(row), f"remaining_m2 {value:g} exceeds the patch area {a:.2f} m²")
+            (
+                name,
+                int(row),
+                f"remaining_m2 {value:.2f} m² ({m2_to_mu(value):.2f} 亩) exceeds the patch area "
+                f"{a:.2f} m² ({m2_to_mu(a):.2f} 亩)",
+            )
         )
 
     current = t[P.PATCH_ID].map(patches[P.VERDICT])
@@ -363,7 +411,9 @@ def _apply(
     for rec in t.sort_values(ROW).to_dict("records"):
         pid = rec[P.PATCH_ID]
         old = out.loc[pid]
-        verdict = rec["_verdict"] or old[P.VERDICT]
+        verdict = rec["_verdict"] if pd.notna(rec["_verdict"]) else old[P.VERDICT]
+        if pd.isna(verdict):  # a registry damaged by an older import: the patch is pending
+            verdict = Verdict.PENDING.value
         method = old[P.RECT_METHOD]
         remaining = old[P.REMAINING_M2]
         if verdict == Verdict.ILLEGAL:
@@ -451,12 +501,15 @@ def _same(a: Any, b: Any) -> bool:
 def _parse_enum(value: Any, enum) -> str | None:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
-    text = str(value).strip()
-    text = VALUE_ALIASES.get(text, text)
-    key = re.sub(r"[\s\-]+", "_", text.lower())
+    text = str(value).strip().lower()
+    # Chinese words are looked up without any spaces ("已 拆除" is 已拆除), English ones with
+    # spaces and hyphens as "_" ("False change" is false_change)
+    text = VALUE_ALIASES.get(re.sub(r"\s+", "", text)) or VALUE_ALIASES.get(text, text)
+    key = re.sub(r"[\s\-]+", "_", text)
     allowed = {m.value for m in enum}
     return key if key in allowed else None
 
 
 def _allowed(enum) -> str:
-    return ", ".join(f"{m.value} ({CHINESE_LABELS.get(m, '')})" for m in enum)
+    """Every accepted word per value, for rejection messages."""
+    return "; ".join(f"{m.value} ({', '.join(VALUE_SYNONYMS.get(m, ()))})" for m in enum)

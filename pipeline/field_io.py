@@ -1,9 +1,11 @@
-"""Reading field-return files (CSV, XLSX, Shapefile, GPKG, or a zip of one) and writing
+"""Reading field-return files (CSV, XLSX, XLS, Shapefile, GPKG, or a zip of one) and writing
 rejection reports. The I/O around the pure :mod:`pipeline.field`.
 
 Every value is read as text first (patch ids keep their leading zeros; numbers are parsed
-by :func:`pipeline.field.apply_return`), headers are mapped to the canonical names and the
-row number the user sees is kept in the :data:`pipeline.field.ROW` column.
+by :func:`pipeline.field.apply_return`), headers are mapped to the canonical names
+(:func:`resolve_headers`, :data:`~pipeline.schema.FIELD_RETURN_HEADERS`), an area given in
+another unit is converted to m², and the row number the user sees is kept in the
+:data:`pipeline.field.ROW` column.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import os
 import re
 import tempfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -30,16 +33,37 @@ from pipeline.schema import (
     COLUMN_LABELS,
     FIELD_RETURN_ALIASES,
     FIELD_RETURN_COLUMNS,
+    FIELD_RETURN_HEADERS,
+    FIELD_RETURN_IGNORED_HEADERS,
+    PATCH_COLUMNS,
     SHAPEFILE_FIELDS,
     P,
 )
+from pipeline.units import MU_M2
 
 log = logging.getLogger(__name__)
 
 CSV_ENCODINGS = ("utf-8-sig", "gbk")
 """Encodings tried, in order, for CSV returns without an explicit encoding."""
 
-SUFFIXES = (".csv", ".txt", ".xlsx", ".xlsm", ".shp", ".gpkg", ".zip")
+SUFFIXES = (".csv", ".txt", ".xlsx", ".xlsm", ".xls", ".shp", ".gpkg", ".zip")
+"""Field-return formats :func:`read_return` reads (a zip holds one file of the others)."""
+
+AREA_COLUMNS = (P.REMAINING_M2,)
+"""Field-return columns holding an area; a unit in their header converts them to m²."""
+
+AREA_UNITS: dict[str, float] = {
+    "平方米": 1.0,
+    "m²": 1.0,
+    "m2": 1.0,
+    "㎡": 1.0,
+    "亩": MU_M2,
+    "mu": MU_M2,
+    "公顷": 10000.0,
+    "ha": 10000.0,
+}
+"""Unit written in brackets after an area header -> square metres per unit (1 亩 = 10000/15
+m² exactly). An area header without a unit is in m²."""
 
 
 def read_return(
@@ -50,11 +74,12 @@ def read_return(
     Parameters
     ----------
     path : path-like
-        ``.csv``/``.txt``, ``.xlsx``, ``.shp``, ``.gpkg``, or a ``.zip`` holding exactly one
-        such file (e.g. a zipped Shapefile).
+        ``.csv``/``.txt``, ``.xlsx``/``.xlsm``, ``.xls`` (Excel 97-2003), ``.shp``,
+        ``.gpkg``, or a ``.zip`` holding exactly one such file (e.g. a zipped Shapefile).
     encoding : str, optional
         Text encoding of a CSV or Shapefile; default: CSV tries UTF-8 (with or without BOM)
-        then GBK; a Shapefile honours its ``.cpg`` file, else tries UTF-8 then GBK.
+        then GBK; a Shapefile honours its ``.cpg`` file, else tries UTF-8 then GBK. Excel
+        files carry their own encoding.
     layer : str, optional
         GeoPackage layer (default: the first).
 
@@ -62,25 +87,24 @@ def read_return(
     -------
     pandas.DataFrame
         Columns: the :data:`~pipeline.schema.FIELD_RETURN_COLUMNS` found in the file (text,
-        NaN for empty cells) and :data:`~pipeline.field.ROW` (int). Fully empty rows are
-        dropped. ``attrs["source"]`` names the file read.
+        NaN for empty cells; areas in m²) and :data:`~pipeline.field.ROW` (int). Fully
+        empty rows are dropped. ``attrs["source"]`` names the file read,
+        ``attrs["unknown_columns"]`` lists the headers not recognised.
 
     Raises
     ------
     InputDataError
-        Missing or unreadable file, unsupported format, undecodable text, no patch id
-        column, two columns meaning the same thing, or a zip entry with an absolute path or
-        ``..`` (path traversal).
+        Missing or unreadable file, unsupported format, undecodable text, no patch id or no
+        verdict column, two columns meaning the same thing, an area unit not understood, or
+        a zip entry with an absolute path or ``..`` (path traversal).
 
     Notes
     -----
-    Headers are matched after trimming, ignoring case and treating spaces/hyphens as ``_``:
-    the Chinese headers of :data:`~pipeline.schema.FIELD_RETURN_ALIASES`, the canonical
-    names, the Shapefile field names of exported packages and the column labels of
-    templates. Unknown columns are ignored (logged).
+    Headers are matched by :func:`resolve_headers`. Unknown columns are not read; they are
+    listed in ``attrs["unknown_columns"]`` (the import summary warns about them).
 
-    ``ROW`` is the spreadsheet row the user sees for CSV and XLSX (the header is row 1, so
-    the first data row is 2) and the 1-based feature number for Shapefile and GPKG.
+    ``ROW`` is the spreadsheet row the user sees for CSV, XLSX and XLS (the header is row 1,
+    so the first data row is 2) and the 1-based feature number for Shapefile and GPKG.
     """
     path = Path(path)
     if not path.is_file():
@@ -90,8 +114,8 @@ def read_return(
         return _read_zip(path, encoding=encoding, layer=layer)
     if suffix in (".csv", ".txt"):
         raw, rows = _read_csv(path, encoding)
-    elif suffix in (".xlsx", ".xlsm"):
-        raw, rows = _read_xlsx(path)
+    elif suffix in (".xlsx", ".xlsm", ".xls"):
+        raw, rows = _read_excel(path)
     elif suffix in (".shp", ".gpkg"):
         raw, rows = _read_ogr(path, encoding, layer)
     else:
@@ -99,11 +123,12 @@ def read_return(
             f"{path}: unsupported field-return format '{path.suffix}'; use one of "
             f"{', '.join(SUFFIXES)}"
         )
-    out = _canonical_columns(raw, path)
+    out, unknown = _canonical_columns(raw, path)
     out[ROW] = rows
     keep = out.drop(columns=[ROW]).notna().any(axis=1)
     out = out[keep].reset_index(drop=True)
     out.attrs["source"] = path.name
+    out.attrs["unknown_columns"] = unknown
     log.info("read %d row(s) from %s", len(out), path)
     return out
 
@@ -143,23 +168,88 @@ def _read_csv(path: Path, encoding: str | None) -> tuple[pd.DataFrame, np.ndarra
             "--encoding (e.g. --encoding gb18030)"
         )
     try:
+        # header=None: the header row is taken as it is, so two columns with one header stay
+        # two (pandas would rename the second "备注.1")
         frame = pd.read_csv(
             io.StringIO(text),
             dtype=str,
+            header=None,
             keep_default_na=False,
             skip_blank_lines=False,
             skipinitialspace=True,
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise InputDataError(f"{path}: not a readable CSV file: {exc}") from exc
-    return frame, np.arange(len(frame)) + 2  # row 1 is the header
+    body = frame.iloc[1:].reset_index(drop=True)
+    body.columns = list(frame.iloc[0]) if len(frame) else []
+    return body, np.arange(len(body)) + 2  # row 1 is the header
+
+
+def _read_excel(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """An ``.xlsx`` or ``.xls`` workbook, told apart by its first bytes, not its name (a
+    workbook saved as one and renamed to the other is common)."""
+    with path.open("rb") as f:
+        magic = f.read(8)
+    if magic.startswith(b"\xd0\xcf\x11\xe0"):  # OLE2 compound file: Excel 97-2003
+        return _read_xls(path)
+    if magic.startswith(b"PK\x03\x04"):  # a zip: Office Open XML
+        return _read_xlsx(path)
+    raise InputDataError(
+        f"{path}: not an Excel workbook (neither .xlsx nor Excel 97-2003 .xls; it starts with "
+        f"{magic[:4]!r}); open it in Excel or WPS and save it as .xlsx, .xls or CSV"
+    )
+
+
+def _read_xls(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    # xlrd directly, not pandas.read_excel(engine="xlrd"): pandas deprecates that engine
+    try:
+        import xlrd
+    except ImportError as exc:
+        raise InputDataError(
+            f"{path}: reading .xls needs the xlrd package (pip install 'xlrd>=2.0'), or save "
+            "the file as .xlsx"
+        ) from exc
+    try:
+        book = xlrd.open_workbook(str(path), on_demand=True)
+    except Exception as exc:  # xlrd raises XLRDError, CompDocError, struct errors, ...
+        raise InputDataError(f"{path}: not a readable XLS workbook: {exc}") from exc
+    try:
+        sheet = book.sheet_by_index(0)
+        rows = [[_xls_cell(c, book.datemode) for c in sheet.row(r)] for r in range(sheet.nrows)]
+    finally:
+        book.release_resources()
+    if not rows:
+        raise InputDataError(f"{path}: the first sheet is empty; expected a header row")
+    header = [_header_text(v) for v in rows[0]]
+    width = len(header)
+    body = [[_cell_text(v) for v in (*r, *([None] * width))[:width]] for r in rows[1:]]
+    return pd.DataFrame(body, columns=header), np.arange(len(body)) + 2  # row 1: header
+
+
+def _xls_cell(cell: Any, datemode: int) -> Any:
+    """An xlrd cell as a Python value: dates as datetime, errors as their text (#N/A)."""
+    import xlrd
+
+    if cell.ctype in (xlrd.XL_CELL_EMPTY, xlrd.XL_CELL_BLANK):
+        return None
+    if cell.ctype == xlrd.XL_CELL_DATE:
+        try:
+            return xlrd.xldate.xldate_as_datetime(cell.value, datemode)
+        except xlrd.xldate.XLDateError:
+            return cell.value
+    if cell.ctype == xlrd.XL_CELL_BOOLEAN:
+        return bool(cell.value)
+    if cell.ctype == xlrd.XL_CELL_ERROR:
+        return xlrd.error_text_from_code.get(cell.value, "#ERROR")
+    return cell.value
 
 
 def _read_xlsx(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     import openpyxl
 
     try:
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        # from bytes: openpyxl refuses a workbook whose name does not end in .xlsx
+        book = openpyxl.load_workbook(io.BytesIO(path.read_bytes()), read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises several unrelated types for bad files
         raise InputDataError(f"{path}: not a readable XLSX workbook: {exc}") from exc
     try:
@@ -169,10 +259,10 @@ def _read_xlsx(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
         book.close()
     if not rows:
         raise InputDataError(f"{path}: the first sheet is empty; expected a header row")
-    header = [_cell_text(v) for v in rows[0]]
+    header = [_header_text(v) for v in rows[0]]
     width = len(header)
     body = [[_cell_text(v) for v in (*r, *([None] * width))[:width]] for r in rows[1:]]
-    frame = pd.DataFrame(body, columns=[h if isinstance(h, str) else "" for h in header])
+    frame = pd.DataFrame(body, columns=header)
     return frame, np.arange(len(frame)) + 2
 
 
@@ -227,8 +317,8 @@ def _read_zip(path: Path, *, encoding: str | None, layer: str | None) -> pd.Data
         data = [m for m in data if not m.lower().endswith(".txt")] or data
         if len(data) != 1:
             raise InputDataError(
-                f"{path}: expected exactly one field-return file inside (.csv, .xlsx, .shp, "
-                f".gpkg), found {len(data)}: {', '.join(data) or 'none'}"
+                f"{path}: expected exactly one field-return file inside "
+                f"({', '.join(SUFFIXES[:-1])}), found {len(data)}: {', '.join(data) or 'none'}"
             )
         archive.extractall(tmp, members=members)
         out = read_return(Path(tmp) / data[0], encoding=encoding, layer=layer)
@@ -249,55 +339,177 @@ def _check_member(path: Path, info: zipfile.ZipInfo) -> None:
 
 
 # --------------------------------------------------------------------------- headers/values
-def _norm(header: str) -> str:
-    return re.sub(r"[\s\-]+", "_", str(header).replace("\ufeff", "").strip().lower())
+@dataclass(frozen=True)
+class ReturnHeaders:
+    """How the header row of one return maps to the canonical columns."""
+
+    columns: dict[str, int]
+    """Canonical column -> position of its header in the row."""
+    to_m2: dict[str, float]
+    """Area column -> square metres per unit of its values (1.0 when given in m²)."""
+    context: tuple[str, ...]
+    """Headers of registry columns a package pre-fills (village, area, ...): not read."""
+    unknown: tuple[str, ...]
+    """Headers that mean nothing to the importer: not read, warned about."""
 
 
-def _header_map() -> dict[str, str]:
-    mapping: dict[str, str] = {}
-    for column in FIELD_RETURN_COLUMNS:
-        mapping[_norm(column)] = column
-        if column in SHAPEFILE_FIELDS:
-            mapping[_norm(SHAPEFILE_FIELDS[column])] = column
-        for label in COLUMN_LABELS.get(column, ()):
-            mapping[_norm(label)] = column
-    for alias, column in FIELD_RETURN_ALIASES.items():
-        mapping[_norm(alias)] = column
-    return mapping
+def resolve_headers(headers: Sequence[Any], *, source: str = "field return") -> ReturnHeaders:
+    """Match a header row against :data:`~pipeline.schema.FIELD_RETURN_HEADERS`.
 
+    Parameters
+    ----------
+    headers : sequence
+        The header row as read; empty headers (None, ``""``) are skipped.
+    source : str
+        The file, named in error messages.
 
-HEADER_MAP = _header_map()
-"""Accepted header (normalised) -> canonical field-return column."""
+    Returns
+    -------
+    ReturnHeaders
 
+    Raises
+    ------
+    InputDataError
+        Two headers mean the same column, or an area header has a unit that is not one of
+        :data:`AREA_UNITS`.
 
-def _canonical_columns(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
-    found: dict[str, str] = {}
-    ignored = []
-    for header in raw.columns:
-        column = HEADER_MAP.get(_norm(header))
-        if column is None:
-            ignored.append(str(header))
+    Notes
+    -----
+    Headers match after trimming, ignoring case, full-width brackets and a leading or
+    trailing ``*``, and treating spaces and hyphens as ``_``. A remark in brackets after a
+    known header is ignored (``核查日期（年月日）``) except on an area column, where it must be
+    a unit of :data:`AREA_UNITS` (``剩余面积（亩）``, ``剩余面积(单位:亩)``); without a unit the
+    area is in m².
+    """
+    columns: dict[str, int] = {}
+    to_m2: dict[str, float] = {}
+    context: list[str] = []
+    unknown: list[str] = []
+    for pos, header in enumerate(headers):
+        text = _header_text(header)
+        if not text:
             continue
-        if column in found:
+        column, factor = _match_header(text, source)
+        if column is None:
+            (context if _is_context(text) else unknown).append(text)
+            continue
+        if column in columns:
+            first = _header_text(headers[columns[column]])
             raise InputDataError(
-                f"{path}: columns {found[column]!r} and {header!r} both mean {column}; "
-                "keep one of them"
+                f"{source}: headers {first!r} and {text!r} both mean {column}; keep one of "
+                "them (delete or rename the other column)"
             )
-        found[column] = header
-    if P.PATCH_ID not in found:
+        columns[column] = pos
+        to_m2[column] = factor
+    return ReturnHeaders(columns, to_m2, tuple(context), tuple(unknown))
+
+
+def _norm(header: str) -> str:
+    text = str(header).replace("\ufeff", "").translate(_FULL_WIDTH).strip().strip("*").strip()
+    return re.sub(r"[\s\-]+", "_", text.lower())
+
+
+_FULL_WIDTH = str.maketrans("（）【】［］：＊", "()[][]:*")
+_BRACKETED = re.compile(r"(?P<base>.+?)_*[(\[](?P<remark>[^()\[\]]*)[)\]]")
+
+
+HEADER_MAP = {_norm(header): column for header, column in FIELD_RETURN_ALIASES.items()}
+"""Accepted header (normalised) -> canonical field-return column (a test checks that no
+header is listed for two columns)."""
+
+
+def _context_headers() -> frozenset[str]:
+    """Names, Shapefile fields and labels of the registry columns that are not field-return
+    columns (with and without a unit in brackets), plus row-number headers."""
+    names: set[str] = {_norm(h) for h in FIELD_RETURN_IGNORED_HEADERS}
+    for column in PATCH_COLUMNS:
+        if column in FIELD_RETURN_COLUMNS:
+            continue
+        for name in (column, SHAPEFILE_FIELDS.get(column, column), *COLUMN_LABELS.get(column, ())):
+            key = _norm(name)
+            names.add(key)
+            match = _BRACKETED.fullmatch(key)
+            if match:
+                names.add(match["base"])
+    return frozenset(names)
+
+
+CONTEXT_HEADERS = _context_headers()
+"""Headers of pre-filled registry columns (normalised): not read, not warned about."""
+
+
+def _match_header(header: str, source: str) -> tuple[str | None, float]:
+    """(canonical column or None, m² per unit of its values)."""
+    key = _norm(header)
+    if key in HEADER_MAP:
+        return HEADER_MAP[key], 1.0
+    match = _BRACKETED.fullmatch(key)
+    if match is None or match["base"] not in HEADER_MAP:
+        return None, 1.0
+    column = HEADER_MAP[match["base"]]
+    if column not in AREA_COLUMNS:
+        return column, 1.0  # a remark such as 核查日期（年月日）
+    unit = re.sub(r"^单位[:_]*", "", match["remark"].strip("_"))
+    if unit not in AREA_UNITS:
         raise InputDataError(
-            f"{path}: no patch id column; found {', '.join(map(str, raw.columns)) or 'none'}; "
-            "expected 图斑编号 or patch_id (and 核实认定意见/verdict, ...)"
+            f"{source}: header {header!r}: area unit {match['remark']!r} not understood; write "
+            f"one of {', '.join(f'({u})' for u in AREA_UNITS)} after the header, or no unit "
+            "for m²"
         )
-    if ignored:
-        log.info("%s: ignoring column(s) %s", path.name, ", ".join(ignored))
+    return column, AREA_UNITS[unit]
+
+
+def _is_context(header: str) -> bool:
+    key = _norm(header)
+    match = _BRACKETED.fullmatch(key)
+    return key in CONTEXT_HEADERS or (match is not None and match["base"] in CONTEXT_HEADERS)
+
+
+def _canonical_columns(raw: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """The canonical columns found in ``raw`` (areas converted to m²) and the unknown headers."""
+    headers = [
+        _header_text(h) or (f"column {i + 1} (no header)" if _has_values(raw.iloc[:, i]) else "")
+        for i, h in enumerate(raw.columns)
+    ]
+    found = resolve_headers(headers, source=str(path))
+    for column in (P.PATCH_ID, P.VERDICT):
+        if column not in found.columns:
+            raise InputDataError(
+                f"{path}: no {'patch id' if column == P.PATCH_ID else column} column; found "
+                f"{', '.join(h for h in headers if h) or 'none'}; expected one of "
+                f"{', '.join(FIELD_RETURN_HEADERS[column])}"
+            )
+    if found.context:
+        log.info("%s: not reading pre-filled column(s) %s", path.name, ", ".join(found.context))
+    if found.unknown:
+        log.warning("%s: unknown column(s) not read: %s", path.name, ", ".join(found.unknown))
     out = pd.DataFrame(index=range(len(raw)))
     for column in FIELD_RETURN_COLUMNS:
-        if column in found:
-            values = raw[found[column]].reset_index(drop=True)
-            text = values.astype("str").str.strip()
-            out[column] = text.where(values.notna() & (text != ""))
-    return out
+        if column not in found.columns:
+            continue
+        values = raw.iloc[:, found.columns[column]].reset_index(drop=True)
+        text = values.astype("str").str.strip()
+        out[column] = text.where(values.notna() & (text != ""))
+        if found.to_m2[column] != 1.0:
+            out[column] = _area_in_m2(out[column], found.to_m2[column])
+    return out, found.unknown
+
+
+def _area_in_m2(values: pd.Series, factor: float) -> pd.Series:
+    """Numbers times ``factor`` as text; anything else kept as it is (rejected later)."""
+    number = pd.to_numeric(values.str.replace(",", "", regex=False), errors="coerce")
+    scaled = [repr(float(n) * factor) if pd.notna(n) else v for n, v in zip(number, values)]
+    return pd.Series(scaled, index=values.index, dtype=object)
+
+
+def _has_values(values: pd.Series) -> bool:
+    return bool((values.notna() & (values.astype("str").str.strip() != "")).any())
+
+
+def _header_text(value: Any) -> str:
+    """A header cell as text; "" for an empty one."""
+    text = _cell_text(value)
+    return "" if not isinstance(text, str) else text.strip()
 
 
 def _cell_text(value: Any) -> Any:

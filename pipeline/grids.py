@@ -24,7 +24,13 @@ import pandas as pd
 import pyproj
 import shapely
 
-from pipeline.config import CHINA_CODE_PATTERN, LayerConfig, LayersConfig
+from pipeline.config import (
+    CHINA_CODE_PATTERN,
+    TOWNSHIP_CODE_PATTERN,
+    VILLAGE_CODE_PATTERN,
+    LayerConfig,
+    LayersConfig,
+)
 from pipeline.errors import GridError
 from pipeline.schema import UNASSIGNED, G
 from pipeline.units import geodesic_areas_m2
@@ -39,6 +45,7 @@ __all__ = [
     "codes_as_text",
     "issues_frame",
     "load_grids",
+    "match_townships",
     "township_by_majority",
     "validate_grid",
 ]
@@ -106,7 +113,9 @@ def load_grids(
     layers: LayersConfig,
     *,
     crs: str | pyproj.CRS,
-    code_pattern: str = CHINA_CODE_PATTERN,
+    code_pattern: str | None = None,
+    township_pattern: str = TOWNSHIP_CODE_PATTERN,
+    village_pattern: str = VILLAGE_CODE_PATTERN,
     tolerance_m2: float = DEFAULT_TOLERANCE_M2,
 ) -> Grids:
     """Read, normalise and validate the grid layers named in ``layers``.
@@ -120,14 +129,19 @@ def load_grids(
     crs
         Target CRS (projected, metres); every layer is reprojected to it.
     code_pattern
-        Regular expression every township and village code must match (default: 12 digits).
+        When given, the regular expression every township and village code must match (it
+        replaces the two patterns below; ``assign.code_pattern``).
+    township_pattern, village_pattern
+        Regular expressions township / village codes must match (default: 9 digits or 12
+        ending in ``000``; 12 digits).
     tolerance_m2
         Overlaps, gaps and outside parts smaller than this are not reported.
 
     Returns
     -------
     Grids
-        Repaired layers and every defect found (also logged).
+        Repaired layers and every defect found (also logged). A village's ``township_code``
+        is the township layer's code it matched (:func:`match_townships`).
 
     Raises
     ------
@@ -140,22 +154,39 @@ def load_grids(
     -----
     Codes are read as text. A code field stored as numbers loses leading zeros (French INSEE
     ``01001`` becomes ``1001``); such codes are zero-padded back when the padded text matches
-    ``code_pattern`` and each is reported as ``code_lost_zeros``.
+    the layer's pattern and each is reported as ``code_lost_zeros``. Text is decoded as
+    :func:`pipeline.vector_io.read_layer` decides (the layer's ``encoding`` key, ``.cpg``, DBF
+    language byte, UTF-8, GB18030).
     """
+    if code_pattern is not None:
+        township_pattern = village_pattern = code_pattern
     issues: list[GridIssue] = []
-    townships = _read_unit_layer(layers.township, TOWNSHIP, crs, code_pattern, issues)
-    villages = _read_unit_layer(layers.village, VILLAGE, crs, code_pattern, issues)
+    townships = _read_unit_layer(layers.township, TOWNSHIP, crs, township_pattern, issues)
+    villages = _read_unit_layer(
+        layers.village, VILLAGE, crs, village_pattern, issues, township_pattern=township_pattern
+    )
     district = None
     if layers.district is not None:
-        district = _read_unit_layer(layers.district, DISTRICT, crs, code_pattern, issues)
+        district = _read_unit_layer(layers.district, DISTRICT, crs, village_pattern, issues)
     townships, villages, found = validate_grid(
-        townships, villages, district, code_pattern=code_pattern, tolerance_m2=tolerance_m2
+        townships,
+        villages,
+        district,
+        township_pattern=township_pattern,
+        village_pattern=village_pattern,
+        tolerance_m2=tolerance_m2,
     )
     return Grids(district, townships, villages, (*issues, *found))
 
 
 def _read_unit_layer(
-    cfg: LayerConfig, name: str, crs, code_pattern: str, issues: list[GridIssue]
+    cfg: LayerConfig,
+    name: str,
+    crs,
+    code_pattern: str,
+    issues: list[GridIssue],
+    *,
+    township_pattern: str = TOWNSHIP_CODE_PATTERN,
 ) -> gpd.GeoDataFrame:
     label = layer_label(cfg.path, cfg.layer)
     required = {"code_field": cfg.code_field, "name_field": cfg.name_field}
@@ -171,7 +202,9 @@ def _read_unit_layer(
     if name == VILLAGE:
         wanted[G.TOWNSHIP_CODE] = cfg.township_field
     fields = [f for f in wanted.values() if f]
-    raw = read_layer(cfg.path, layer=cfg.layer, crs=crs)
+    raw = read_layer(
+        cfg.path, layer=cfg.layer, crs=crs, encoding=cfg.encoding, key=f"layers.{name}"
+    )
     found = [str(c) for c in raw.columns if c != raw.geometry.name]
     require_fields(found, fields, label=f"{name} layer {label}", error=GridError)
     if len(raw) == 0:
@@ -184,7 +217,8 @@ def _read_unit_layer(
         if not field:
             out[column] = pd.Series("", index=raw.index, dtype=object)
         elif column in (G.CODE, G.TOWNSHIP_CODE):
-            out[column], lost = codes_as_text(raw[field], code_pattern, layer=name)
+            pattern = township_pattern if column == G.TOWNSHIP_CODE else code_pattern
+            out[column], lost = codes_as_text(raw[field], pattern, layer=name)
             issues.extend(lost)
         else:
             out[column] = raw[field].map(_as_text)
@@ -272,7 +306,9 @@ def validate_grid(
     villages: gpd.GeoDataFrame,
     district: gpd.GeoDataFrame | None = None,
     *,
-    code_pattern: str = CHINA_CODE_PATTERN,
+    code_pattern: str | None = None,
+    township_pattern: str = TOWNSHIP_CODE_PATTERN,
+    village_pattern: str = VILLAGE_CODE_PATTERN,
     tolerance_m2: float = DEFAULT_TOLERANCE_M2,
 ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, tuple[GridIssue, ...]]:
     """Repair what is safe and report every grid defect.
@@ -285,7 +321,10 @@ def validate_grid(
     district
         Optional district polygons; default the union of the townships with holes filled.
     code_pattern
-        Regular expression every township and village code must match.
+        When given, the regular expression every township and village code must match
+        (replaces the two patterns below).
+    township_pattern, village_pattern
+        Regular expressions township / village codes must match.
     tolerance_m2
         Overlaps, gaps and outside parts smaller than this are not reported.
 
@@ -294,7 +333,8 @@ def validate_grid(
     townships, villages, issues
         New frames: empty geometries dropped, invalid ones repaired (``shapely.make_valid``,
         polygonal parts kept), villages given ``township_code`` by majority overlap when they
-        had none. ``issues`` lists, in this order: empty and invalid geometries, missing
+        had none, or the township layer's code their ``township_code`` matches
+        (:func:`match_townships`: ``320100001`` and ``320100001000`` are one township). ``issues`` lists, in this order: empty and invalid geometries, missing
         townships, bad and duplicate codes, unknown townships, overlaps (both layers), gaps in
         the district not covered by a village, villages partly outside their township.
 
@@ -309,6 +349,8 @@ def validate_grid(
     frames have a CRS, planar otherwise. Inputs are not modified. Overlapping and duplicate
     units are kept (which one is right is a decision for the data owner).
     """
+    if code_pattern is not None:
+        township_pattern = village_pattern = code_pattern
     issues: list[GridIssue] = []
     crs = townships.crs
     for name, gdf in ((TOWNSHIP, townships), (VILLAGE, villages)):
@@ -325,9 +367,15 @@ def validate_grid(
             issues.append(
                 GridIssue(IssueKind.NO_TOWNSHIP, VILLAGE, code, "village overlaps no township")
             )
+    else:
+        matched = match_townships(villages[G.TOWNSHIP_CODE], townships[G.CODE])
+        villages = villages.assign(**{G.TOWNSHIP_CODE: matched})
 
-    for name, gdf in ((TOWNSHIP, townships), (VILLAGE, villages)):
-        issues.extend(_code_issues(gdf, name, code_pattern))
+    for name, gdf, pattern in (
+        (TOWNSHIP, townships, township_pattern),
+        (VILLAGE, villages, village_pattern),
+    ):
+        issues.extend(_code_issues(gdf, name, pattern))
     known = set(townships[G.CODE])
     unknown = villages[~villages[G.TOWNSHIP_CODE].isin(known | {UNASSIGNED})]
     for code, tcode in zip(unknown[G.CODE], unknown[G.TOWNSHIP_CODE]):
@@ -354,6 +402,52 @@ def validate_grid(
             ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())),
         )
     return townships, villages, tuple(issues)
+
+
+def match_townships(village_township_codes: pd.Series, township_codes: pd.Series) -> pd.Series:
+    """The township layer's code each village's township code stands for.
+
+    Parameters
+    ----------
+    village_township_codes
+        The villages' ``township_code`` (text, as read).
+    township_codes
+        The township layer's codes (text, as read).
+
+    Returns
+    -------
+    Series
+        Per village (same index): the township code exactly as the township layer has it when
+        one matches, otherwise the village's value unchanged (reported as an unknown township).
+
+    Notes
+    -----
+    A code matches when equal, or, both being all digits, when their first 9 digits are equal
+    (the GB/T 10114 township code: ``320100001`` and its 12-digit form ``320100001000`` are
+    one township). A 9-digit key shared by two township codes matches neither by key (only
+    exactly): which one is meant cannot be told.
+    """
+    codes = [str(c) for c in township_codes]
+    exact = set(codes)
+    by_key: dict[str, str | None] = {}
+    for code in codes:
+        key = _township_key(code)
+        if key is not None:
+            by_key[key] = None if by_key.get(key, code) != code else code
+    out = []
+    for value in village_township_codes.tolist():
+        key = _township_key(value)
+        if value in exact or key is None or by_key.get(key) is None:
+            out.append(value)
+        else:
+            out.append(by_key[key])
+    return pd.Series(out, index=village_township_codes.index, dtype=object)
+
+
+def _township_key(code) -> str | None:
+    """First 9 digits of an all-digit code of at least 9 digits, else ``None``."""
+    code = str(code)
+    return code[:9] if len(code) >= 9 and code.isascii() and code.isdigit() else None
 
 
 def township_by_majority(
@@ -486,7 +580,8 @@ def _code_issues(gdf: gpd.GeoDataFrame, name: str, code_pattern: str) -> list[Gr
                     IssueKind.BAD_CODE,
                     name,
                     code,
-                    f"{what} does not match the code pattern {code_pattern!r}",
+                    f"{what} does not match the {name} code pattern '{code_pattern}' "
+                    f"(assign.{name}_code_pattern, or assign.code_pattern for both levels)",
                 )
             )
     counts = codes[codes != ""].value_counts(sort=False)

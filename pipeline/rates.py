@@ -33,8 +33,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.registry import RegistryState
+from pipeline.registry import PATCH_FLOAT_COLUMNS, RegistryState
 from pipeline.schema import (
+    DERIVED_COLUMNS,
+    EVENT_BEFORE_SUFFIX,
     RATES_COLUMNS,
     RC,
     UNASSIGNED,
@@ -128,29 +130,33 @@ def rates_as_of(
 
     Patches first recorded after ``date`` are left out; verdict, sub-type, rectification
     method and remaining area are the last values the events up to ``date`` set (events of
-    kinds detected, relapse, field_verdict, rectification). Keyword arguments go to
-    :func:`compute_rates`.
+    kinds detected, relapse, field_verdict, rectification). The derived attributes
+    (:data:`~pipeline.schema.DERIVED_COLUMNS`: township and village, farmland and approved
+    areas, ...) are those before the first later event that changed them (its ``*_before``
+    value), so a layer corrected after ``date`` does not change the rates of ``date``.
+    Keyword arguments go to :func:`compute_rates`.
 
     Notes
     -----
     Event times are ISO-8601 UTC text compared as text: a date covers its whole UTC day.
-    Geometry, areas and assignment are today's (a ``grown`` patch counts with its current
-    area); field-verdict events are dated by their import, not by ``checked_on``.
+    Geometry and areas are today's (a ``grown`` patch counts with its current area);
+    field-verdict events are dated by their import, not by ``checked_on``.
     """
     patches = replay_patches(state, date)
     return compute_rates(patches, villages, townships, district, **kwargs)
 
 
 def replay_patches(state: RegistryState, date: dt.date | dt.datetime | str) -> pd.DataFrame:
-    """The patches frame with the verdict/rectification fields as of ``date`` (see
-    :func:`rates_as_of`)."""
+    """The patches frame with the verdict/rectification fields and the derived attributes
+    as of ``date`` (see :func:`rates_as_of`)."""
     if isinstance(date, dt.datetime):
         cutoff = date.isoformat()
     elif isinstance(date, dt.date):
         cutoff = date.isoformat() + "T99"  # sorts after any time of that day
     else:
         cutoff = str(date) if "T" in str(date) else f"{date}T99"
-    events = state.events[state.events[E.TIME].astype("str") <= cutoff]
+    up_to = state.events[E.TIME].astype("str") <= cutoff
+    events = state.events[up_to]
     known = set(events[E.PATCH_ID].dropna())
     patches = state.patches[state.patches[P.PATCH_ID].isin(known)].copy()
     for col in _REPLAYED:
@@ -175,7 +181,41 @@ def replay_patches(state: RegistryState, date: dt.date | dt.datetime | str) -> p
             mapped = idx.map(wide[col])
             patches[col] = np.where(pd.isna(mapped), patches[col], mapped)
     patches[P.REMAINING_M2] = pd.to_numeric(patches[P.REMAINING_M2], errors="coerce")
+    patches = _undo_derived(patches, state.events[~up_to])
     return patches.reset_index(drop=True)
+
+
+def _undo_derived(patches: pd.DataFrame, later: pd.DataFrame) -> pd.DataFrame:
+    """``patches`` with each derived attribute set back to its ``*_before`` value in the
+    first of the ``later`` events that changed it (events record old and new values)."""
+    later = later.sort_values(E.EVENT_ID)
+    records = []
+    for pid, text in zip(later[E.PATCH_ID], later[E.VALUES], strict=True):
+        if not isinstance(text, str) or EVENT_BEFORE_SUFFIX not in text:
+            continue
+        values = json.loads(text)
+        records += [
+            (pid, col, values[col + EVENT_BEFORE_SUFFIX])
+            for col in DERIVED_COLUMNS
+            if col + EVENT_BEFORE_SUFFIX in values
+        ]
+    if not records:
+        return patches
+    first = pd.DataFrame(records, columns=["pid", "col", "value"]).drop_duplicates(
+        ["pid", "col"], keep="first"
+    )
+    patches = patches.copy()
+    ids = patches[P.PATCH_ID]
+    for col, group in first.groupby("col", sort=False):
+        before = dict(zip(group["pid"], group["value"]))
+        hit = ids.isin(before).to_numpy()
+        values = [before[pid] for pid in ids[hit]]
+        column = patches[col].astype(object)
+        column.loc[hit] = pd.Series(values, index=patches.index[hit], dtype=object)
+        if col in PATCH_FLOAT_COLUMNS:
+            column = pd.to_numeric(column, errors="coerce").astype("float64")
+        patches[col] = column
+    return patches
 
 
 # --------------------------------------------------------------------------- internals

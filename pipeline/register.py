@@ -20,14 +20,16 @@ import shapely
 from pipeline.errors import RegistryError, StageError
 from pipeline.registry import (
     RegistryState,
-    next_event_id,
+    append_events,
     normalise_patches,
-    normalise_table,
+    patch_values,
+    same_patch_values,
     to_json,
 )
 from pipeline.schema import (
+    DERIVED_COLUMNS,
     DETECTION_INPUT_COLUMNS,
-    EVENTS_TABLE,
+    EVENT_BEFORE_SUFFIX,
     E,
     EventKind,
     P,
@@ -50,6 +52,9 @@ class RegisterSummary:
     n_redetected: int = 0
     n_grown: int = 0
     n_relapse: int = 0
+    n_reassessed: int = 0
+    """Patches whose derived attributes (:data:`~pipeline.schema.DERIVED_COLUMNS`) changed
+    because the detection of their own period carries other values (a corrected layer)."""
     n_unchanged: int = 0
     """Matched detections of a period already registered (re-runs): nothing changed."""
     n_absorbed: int = 0
@@ -63,6 +68,7 @@ class RegisterSummary:
             "redetected": self.n_redetected,
             "grown": self.n_grown,
             "relapse": self.n_relapse,
+            "reassessed": self.n_reassessed,
             "unchanged": self.n_unchanged,
             "absorbed": self.n_absorbed,
         }
@@ -115,15 +121,26 @@ def register_detections(
     - **Updates.** A detection of a later period than the patch's ``last_seen`` updates
       ``epoch_from``, ``epoch_to``, ``last_seen``, ``score`` and ``change_type``
       (event ``redetected``). If its area exceeds the patch's by more than 10 % the patch
-      takes the detection's geometry and measures and assignment (event ``grown``, with old
-      and new area). A rectified illegal patch (``remaining_m2 == 0``) detected again is a
+      takes the detection's geometry, ``area_m2`` and ``area_mu`` (event ``grown``, with old
+      and new area; ``score`` and ``change_type`` too when the detection is of the patch's
+      own period). A rectified illegal patch (``remaining_m2 == 0``) detected again is a
       ``relapse``: ``remaining_m2`` becomes the detected area (capped at the patch area).
       The verdict is never changed by detection; the remaining area of an unrectified
       illegal patch is not changed by growth (the grown part awaits a field check).
+    - **Derived attributes follow the inputs.** When the matched detection is of the
+      patch's own period (its ``epoch_from`` and ``epoch_to``, after the updates above), the
+      patch takes the detection's :data:`~pipeline.schema.DERIVED_COLUMNS` (township and
+      village, shares, farmland, basic-farmland and approved areas, approval refs, hint), so
+      a corrected layer that reran classify and assign reaches the registry. A detection of
+      an older period never overwrites them. Each changed column is recorded in the
+      patch's event of this run as ``c`` (new) and ``c_before`` (old): in its
+      ``redetected``/``grown``/``relapse`` event, or else in a ``reassessed`` event — one
+      event per patch and run. Verdicts, field values, ids and history are kept.
     - **Re-runs are idempotent.** A detection whose ``epoch_to`` is not later than the
       patch's ``last_seen`` (the same or an older period) changes nothing, unless it shows
-      the patch grown (then only the geometry/measures update, event ``grown``). Registering
-      the same detections twice therefore adds no event the second time.
+      the patch grown (then only the geometry/measures update, event ``grown``) or carries
+      other derived attributes (event ``reassessed``). Registering the same detections twice
+      therefore adds no event the second time.
     - Epoch labels are compared as text, so they must sort chronologically (``"2016"``,
       ``"2017"``, or ``"2017-06"``...).
     """
@@ -138,50 +155,23 @@ def register_detections(
     n_absorbed = len(best) - len(matched)
     new_rows = np.setdiff1d(np.arange(len(det)), best["det"].to_numpy())
 
-    new_patches = patches.copy()
-    geoms = pat_geoms.copy()  # updated in place for grown patches, set back below
-    events: list[dict[str, Any]] = []
-    counts = {"redetected": 0, "grown": 0, "relapse": 0, "unchanged": 0}
-    for d, p in zip(matched["det"].to_numpy(), matched["pat"].to_numpy()):
-        kind, values = _update_patch(new_patches, geoms, int(p), det.iloc[int(d)], now)
-        if kind is None:
-            counts["unchanged"] += 1
-            continue
-        counts[kind.value] += 1
-        events.append(_event(new_patches.at[int(p), P.PATCH_ID], kind, values))
-
-    new_patches = new_patches.set_geometry(gpd.GeoSeries(geoms, crs=patches.crs))
+    new_patches, events, counts = _update_matched(patches, det, matched, now)
     created, new_ids = _new_patches(det.iloc[new_rows], state, county_code, now)
-    for _, row in created.iterrows():
-        events.append(
-            _event(
-                row[P.PATCH_ID],
-                EventKind.DETECTED,
-                {
-                    P.EPOCH_FROM: row[P.EPOCH_FROM],
-                    P.EPOCH_TO: row[P.EPOCH_TO],
-                    P.AREA_M2: row[P.AREA_M2],
-                    P.SCORE: row[P.SCORE],
-                    P.CHANGE_TYPE: row[P.CHANGE_TYPE],
-                    P.TOWNSHIP_CODE: row[P.TOWNSHIP_CODE],
-                    P.VILLAGE_CODE: row[P.VILLAGE_CODE],
-                    P.VERDICT: Verdict.PENDING.value,
-                },
-            )
-        )
+    events += [_detected_event(row) for _, row in created.iterrows()]
     all_patches = normalise_patches(
         pd.concat([new_patches, created], ignore_index=True) if len(created) else new_patches
     )
     new_state = dataclasses.replace(
         state,
         patches=all_patches,
-        events=_append_events(state.events, events, run_id=run_id, now=now),
+        events=append_events(state.events, events, run_id=run_id, now=now),
     )
     summary = RegisterSummary(
         n_new=len(created),
         n_redetected=counts["redetected"],
         n_grown=counts["grown"],
         n_relapse=counts["relapse"],
+        n_reassessed=counts["reassessed"],
         n_unchanged=counts["unchanged"],
         n_absorbed=n_absorbed,
         new_ids=tuple(new_ids),
@@ -284,8 +274,10 @@ def _update_patch(
     kind = EventKind.REDETECTED
     if grown:
         kind = EventKind.GROWN
-        for col in DETECTION_INPUT_COLUMNS:
-            if later or col not in (P.EPOCH_FROM, P.EPOCH_TO):
+        for col in (P.AREA_M2, P.AREA_MU):
+            patches.at[p, col] = d[col]
+        if _own_period(patches, p, d):  # never an older period's score over a newer one
+            for col in (P.SCORE, P.CHANGE_TYPE):
                 patches.at[p, col] = d[col]
         geoms[p] = d.geometry
         values.update({f"{P.AREA_M2}_before": old_area, P.AREA_M2: new_area})
@@ -297,6 +289,96 @@ def _update_patch(
         values.update({f"{P.REMAINING_M2}_before": 0.0, P.REMAINING_M2: reopened})
     patches.at[p, P.UPDATED_AT] = now
     return kind, values
+
+
+def _update_matched(
+    patches: gpd.GeoDataFrame, det: gpd.GeoDataFrame, matched: pd.DataFrame, now: str
+) -> tuple[gpd.GeoDataFrame, list[dict[str, Any]], dict[str, int]]:
+    """Apply each patch's best detection: the updated patches, one event per changed patch
+    and the counts per kind (``unchanged`` for the rest)."""
+    new_patches = patches.copy()
+    geoms = patches.geometry.to_numpy().copy()  # updated in place for grown patches
+    d_idx, p_idx = matched["det"].to_numpy(), matched["pat"].to_numpy()
+    updates = {
+        int(p): _update_patch(new_patches, geoms, int(p), det.iloc[int(d)], now)
+        for d, p in zip(d_idx, p_idx)
+    }
+    derived = _reassess(new_patches, det, d_idx, p_idx, now)  # after updates: own periods
+    events: list[dict[str, Any]] = []
+    counts = {"redetected": 0, "grown": 0, "relapse": 0, "reassessed": 0, "unchanged": 0}
+    for p in p_idx:
+        kind, values = updates[int(p)]
+        changed = derived.get(int(p), {})
+        if kind is None and not changed:
+            counts["unchanged"] += 1
+            continue
+        if changed:
+            counts["reassessed"] += 1
+        if kind is None:
+            kind = EventKind.REASSESSED
+        else:
+            counts[kind.value] += 1
+        pid = new_patches.at[int(p), P.PATCH_ID]
+        events.append(_event(pid, kind, {**values, **changed}))
+    new_patches = new_patches.set_geometry(gpd.GeoSeries(geoms, crs=patches.crs))
+    return new_patches, events, counts
+
+
+def _detected_event(row: pd.Series) -> dict[str, Any]:
+    return _event(
+        row[P.PATCH_ID],
+        EventKind.DETECTED,
+        {
+            P.EPOCH_FROM: row[P.EPOCH_FROM],
+            P.EPOCH_TO: row[P.EPOCH_TO],
+            P.AREA_M2: row[P.AREA_M2],
+            P.SCORE: row[P.SCORE],
+            P.CHANGE_TYPE: row[P.CHANGE_TYPE],
+            P.TOWNSHIP_CODE: row[P.TOWNSHIP_CODE],
+            P.VILLAGE_CODE: row[P.VILLAGE_CODE],
+            P.VERDICT: Verdict.PENDING.value,
+        },
+    )
+
+
+def _own_period(patches: gpd.GeoDataFrame, p: int, d: pd.Series) -> bool:
+    """Whether detection ``d`` is of the period that row ``p`` was last seen in."""
+    return (str(d[P.EPOCH_FROM]), str(d[P.EPOCH_TO])) == (
+        str(patches.at[p, P.EPOCH_FROM]),
+        str(patches.at[p, P.EPOCH_TO]),
+    )
+
+
+def _reassess(
+    patches: gpd.GeoDataFrame, det: gpd.GeoDataFrame, d_idx: np.ndarray, p_idx: np.ndarray, now: str
+) -> dict[int, dict[str, Any]]:
+    """Copy the derived attributes of each matched detection ``det[d]`` of its patch's own
+    period to the patch ``patches[p]`` (a private copy, changed in place).
+
+    Returns row ``p`` -> event values of the columns that changed (``c`` and ``c_before``).
+    """
+    epochs = [P.EPOCH_FROM, P.EPOCH_TO]
+    own = (
+        patches[epochs].astype("str").to_numpy()[p_idx]
+        == det[epochs].astype("str").to_numpy()[d_idx]
+    ).all(axis=1)
+    d_idx, p_idx = d_idx[own], p_idx[own]
+    changes: dict[int, dict[str, Any]] = {}
+    for col in DERIVED_COLUMNS:
+        old = patches[col].to_numpy()[p_idx]
+        new = patch_values(col, det[col].to_numpy()[d_idx])
+        differ = ~same_patch_values(col, old, new)
+        if not differ.any():
+            continue
+        rows = p_idx[differ]
+        patches.loc[patches.index[rows], col] = new[differ]
+        for p, before, after in zip(rows, old[differ], new[differ], strict=True):
+            changes.setdefault(int(p), {}).update(
+                {col: after, f"{col}{EVENT_BEFORE_SUFFIX}": before}
+            )
+    if changes:
+        patches.loc[patches.index[list(changes)], P.UPDATED_AT] = now
+    return changes
 
 
 def _new_patches(
@@ -341,17 +423,3 @@ def _new_patches(
 
 def _event(patch_id: str, kind: EventKind, values: dict[str, Any]) -> dict[str, Any]:
     return {E.PATCH_ID: patch_id, E.KIND: kind.value, E.VALUES: to_json(values)}
-
-
-def _append_events(
-    events: pd.DataFrame, new: list[dict[str, Any]], *, run_id: str, now: str
-) -> pd.DataFrame:
-    if not new:
-        return events
-    frame = pd.DataFrame(new)
-    frame[E.EVENT_ID] = np.arange(len(frame)) + next_event_id(events)
-    frame[E.TIME] = now
-    frame[E.SOURCE] = run_id
-    frame[E.RUN_ID] = run_id
-    frame = normalise_table(EVENTS_TABLE, frame)
-    return pd.concat([events, frame], ignore_index=True)

@@ -36,6 +36,7 @@ Column types
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -60,6 +61,7 @@ from pipeline.schema import (
     RUN_COLUMNS,
     RUNS_TABLE,
     E,
+    EventKind,
     P,
 )
 
@@ -104,6 +106,9 @@ _TABLE_COLUMNS = {
     IMPORTS_TABLE: IMPORT_COLUMNS,
 }
 _TEXT = "str"  # pandas' string dtype (NaN for missing)
+
+EXPORT_KEY_CHARS = 16
+"""Hex digits of the per-patch content key recorded in ``exported`` events."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,6 +342,129 @@ def next_event_id(events: pd.DataFrame) -> int:
 def to_json(values: dict[str, Any]) -> str:
     """Event values as JSON text: Chinese kept readable, NaN as null, keys sorted."""
     return json.dumps({k: _plain(v) for k, v in values.items()}, ensure_ascii=False, sort_keys=True)
+
+
+def append_events(
+    events: pd.DataFrame, new: list[dict[str, Any]], *, run_id: str, now: str
+) -> pd.DataFrame:
+    """``events`` with rows ``new`` appended (each a dict with ``patch_id``, ``kind`` and
+    ``values_json``), numbered on from the last id, timed ``now``, from run ``run_id``."""
+    if not new:
+        return events
+    frame = pd.DataFrame(new)
+    frame[E.EVENT_ID] = np.arange(len(frame)) + next_event_id(events)
+    frame[E.TIME] = now
+    frame[E.SOURCE] = run_id
+    frame[E.RUN_ID] = run_id
+    frame = normalise_table(EVENTS_TABLE, frame)
+    return pd.concat([events, frame], ignore_index=True)
+
+
+def patch_values(column: str, values: Any) -> np.ndarray:
+    """``values`` as the registry stores them in ``patches`` column ``column``: float64 for
+    the float columns (NaN for missing or not a number), else text (an object array; NaN for
+    missing, an integral float as ``"12"``)."""
+    series = pd.Series(np.asarray(values, dtype=object))
+    if column in PATCH_FLOAT_COLUMNS:
+        return pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64")
+    return np.array([_to_text(v) for v in series], dtype=object)
+
+
+def same_patch_values(column: str, old: Any, new: Any) -> np.ndarray:
+    """Whether the values of ``patches`` column ``column`` are the same for the registry,
+    element by element (boolean array).
+
+    Floats compare within 1e-9 (relative) and 1e-6 (absolute: a µm² or a millionth of a
+    share), so a rerun's round-off records no change; missing text and ``""`` are the same.
+    """
+    a, b = patch_values(column, old), patch_values(column, new)
+    if column in PATCH_FLOAT_COLUMNS:
+        return np.isclose(a, b, rtol=1e-9, atol=1e-6, equal_nan=True)
+    empty_a = np.array([not isinstance(v, str) or v == "" for v in a], dtype=bool)
+    empty_b = np.array([not isinstance(v, str) or v == "" for v in b], dtype=bool)
+    return (empty_a & empty_b) | (~empty_a & ~empty_b & (a == b))
+
+
+def same_patch_value(column: str, old: Any, new: Any) -> bool:
+    """:func:`same_patch_values` for one pair of values."""
+    return bool(same_patch_values(column, [old], [new])[0])
+
+
+def patch_content_keys(patches: gpd.GeoDataFrame) -> pd.Series:
+    """A short content hash of each patch as a field package shows it, indexed by patch id.
+
+    The hash covers every column of :data:`~pipeline.schema.PATCH_COLUMNS` but
+    ``updated_at`` (no package shows it), as text, and the 2-D WKB of the geometry: any change
+    a field team could see changes it, a rewrite of the same values does not.
+    """
+    cols = [c for c in PATCH_COLUMNS if c != P.UPDATED_AT]
+    wkbs = shapely.to_wkb(np.asarray(patches.geometry.values, dtype=object), output_dimension=2)
+    keys = []
+    for row, wkb in zip(patches[cols].itertuples(index=False, name=None), wkbs, strict=True):
+        digest = hashlib.sha256(
+            json.dumps([_plain(v) for v in row], ensure_ascii=False, default=str).encode()
+        )
+        digest.update(b"\x00" if wkb is None else wkb)
+        keys.append(digest.hexdigest()[:EXPORT_KEY_CHARS])
+    return pd.Series(keys, index=patches[P.PATCH_ID].to_numpy(), dtype=object)
+
+
+def record_exports(
+    state: RegistryState, packages: dict[str, str], *, run_id: str, now: str
+) -> tuple[RegistryState, int]:
+    """Append an ``exported`` event for each patch whose package content is new.
+
+    Parameters
+    ----------
+    state : RegistryState
+        The registry the packages were written from.
+    packages : dict of str to str
+        Patch id -> name of the township package that holds it in this export.
+    run_id, now : str
+        Source and time of the new events.
+
+    Returns
+    -------
+    (RegistryState, int)
+        The state with the new events, and how many were added.
+
+    Notes
+    -----
+    An event (values ``package`` and ``key``, the patch's :func:`patch_content_keys`) is
+    added for a patch never exported before, or whose package name or content key differ
+    from those of its last ``exported`` event. Only the patch's own content counts: a
+    change to one patch adds one event, not one per patch of its township, and two exports
+    of an unchanged registry add none. An earlier ``exported`` event without a key (written
+    before keys were recorded) counts as a different content, once.
+    """
+    patches = state.patches[state.patches[P.PATCH_ID].isin(list(packages))]
+    if len(patches) == 0:
+        return state, 0
+    keys = patch_content_keys(patches)
+    last = _last_exports(state.events)
+    rows = []
+    for pid, key in keys.items():
+        current = {"package": packages[pid], "key": key}
+        if last.get(pid) != current:
+            rows.append(
+                {E.PATCH_ID: pid, E.KIND: EventKind.EXPORTED.value, E.VALUES: to_json(current)}
+            )
+    events = append_events(state.events, rows, run_id=run_id, now=now)
+    return dataclasses.replace(state, events=events), len(rows)
+
+
+def _last_exports(events: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Patch id -> ``{"package", "key"}`` of its last ``exported`` event."""
+    exported = events[events[E.KIND] == EventKind.EXPORTED.value]
+    last = exported.sort_values(E.EVENT_ID).drop_duplicates(E.PATCH_ID, keep="last")
+    out = {}
+    for pid, text in zip(last[E.PATCH_ID], last[E.VALUES], strict=True):
+        try:
+            values = json.loads(text) if isinstance(text, str) else {}
+        except ValueError:
+            values = {}
+        out[pid] = {"package": values.get("package"), "key": values.get("key")}
+    return out
 
 
 def _plain(value: Any) -> Any:

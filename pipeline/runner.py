@@ -98,9 +98,30 @@ def save_state(ws: Workspace, state: dict[str, dict]) -> None:
         )
 
 
+class MissingInput(StageError):
+    """A stage's input file does not exist (yet): an earlier stage makes it."""
+
+    def __init__(self, stage_id: str, path: str):
+        super().__init__(
+            f"stage {stage_id}: input {path} does not exist; it is made by an earlier stage: "
+            "run those first"
+        )
+        self.stage_id = stage_id
+        self.path = path
+
+
 def stale_reason(stage: Stage, record: dict | None, version: str) -> tuple[str | None, dict, str]:
-    """Why ``stage`` must run (None when it is up to date), its inputs and its params hash."""
-    inputs = stage.inputs()
+    """Why ``stage`` must run (None when it is up to date), its inputs and its params hash.
+
+    Raises
+    ------
+    MissingInput
+        An input file of the stage does not exist (an earlier stage has not made it yet).
+    """
+    try:
+        inputs = stage.inputs()
+    except FileNotFoundError as exc:
+        raise MissingInput(stage.id, str(exc.filename or exc)) from exc
     phash = params_hash(stage.params())
     if record is None:
         return "no earlier run", inputs, phash
@@ -135,12 +156,29 @@ def run_stages(
 
     A stage whose upstream ran is checked again against its own inputs (which the upstream
     may have changed), so only what really changed reruns.
+
+    With ``dry_run`` nothing is run or written: a stage whose input an earlier stage has
+    not made yet (a fresh workspace) *would run*, and the reason names that input and the
+    stage that makes it. Without ``dry_run`` such a stage is an error (:class:`StageError`)
+    that says to run the earlier stages first.
     """
     version = code_version()
     state = load_state(ws)
     outcomes: list[StageOutcome] = []
     for stage in stages:
-        reason, inputs, phash = stale_reason(stage, state.get(stage.id), version)
+        try:
+            reason, inputs, phash = stale_reason(stage, state.get(stage.id), version)
+        except MissingInput as exc:
+            if not dry_run:
+                raise StageError(
+                    f"stage {stage.id}: its input {_shown(exc.path, ws)} does not exist; it is "
+                    "made by an earlier stage: run those first (without --from)"
+                ) from exc
+            outcome = StageOutcome(stage.id, "would run", _not_made_yet(exc.path, ws, stages))
+            outcomes.append(outcome)
+            if on_stage:
+                on_stage(outcome)
+            continue
         if force and reason is None:
             reason = "forced"
         if reason is None:
@@ -182,6 +220,22 @@ def run_stages(
     return outcomes
 
 
+def _shown(path: str, ws: Workspace) -> str:
+    """``path`` relative to the workspace when inside it (shorter in messages)."""
+    try:
+        return Path(path).resolve().relative_to(ws.root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _not_made_yet(path: str, ws: Workspace, stages: Sequence[Stage]) -> str:
+    """The dry-run reason of a stage whose input ``path`` does not exist yet."""
+    target = Path(path).resolve()
+    makers = [s.id for s in stages if target in {Path(p).resolve() for p in s.outputs()}]
+    made_by = f" (made by {makers[0]})" if makers else ""
+    return f"input {_shown(path, ws)} not made yet{made_by}"
+
+
 def _record_failure(ws: Workspace, state: dict, stage_id: str, exc: BaseException) -> None:
     state[stage_id] = {
         "status": "failed",
@@ -197,6 +251,7 @@ def stage_status(ws: Workspace, stages: Iterable[Stage]) -> list[StageOutcome]:
     """done / stale (with the reason) / failed for each stage, without running anything."""
     version = code_version()
     state = load_state(ws)
+    stages = list(stages)
     out = []
     for stage in stages:
         record = state.get(stage.id)
@@ -205,6 +260,8 @@ def stage_status(ws: Workspace, stages: Iterable[Stage]) -> list[StageOutcome]:
             continue
         try:
             reason, _, _ = stale_reason(stage, record, version)
+        except MissingInput as exc:
+            reason = _not_made_yet(exc.path, ws, stages)
         except LandwatchError as exc:
             reason = f"inputs unreadable: {exc}"
         out.append(

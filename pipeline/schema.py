@@ -56,6 +56,11 @@ class EventKind(StrEnum):
     EXPORTED = "exported"
     FIELD_VERDICT = "field_verdict"
     RECTIFICATION = "rectification"
+    REASSESSED = "reassessed"  # 属性更新: derived attributes follow corrected input layers
+
+
+EVENT_BEFORE_SUFFIX = "_before"
+"""Event values record a change of column ``c`` as ``c`` (new) and ``c + "_before"`` (old)."""
 
 
 CHINESE_LABELS = {
@@ -216,6 +221,27 @@ others (:data:`DETECTION_INPUT_COLUMNS`)."""
 DETECTION_INPUT_COLUMNS = tuple(c for c in PATCH_COLUMNS if c not in REGISTRY_MANAGED_COLUMNS)
 """Columns ``register_detections`` requires on its detections (plus ``geometry``)."""
 
+DERIVED_COLUMNS = (
+    P.FARMLAND_M2,
+    P.BASIC_FARMLAND_M2,
+    P.APPROVED_M2,
+    P.APPROVED_SHARE,
+    P.APPROVAL_REFS,
+    P.LEGAL_HINT,
+    P.TOWNSHIP_CODE,
+    P.TOWNSHIP_NAME,
+    P.VILLAGE_CODE,
+    P.VILLAGE_NAME,
+    P.VILLAGE_SHARE,
+    P.VILLAGE_SHARES,
+)
+"""Patch columns derived from the input layers (classify: farmland, basic farmland, approvals;
+assign: the grid). A register run copies them from the detection of the patch's own period
+(``epoch_from``, ``epoch_to``), so a corrected layer reaches the registry; each change is an
+event with the old and the new value. Geometry measures (``area_m2``, ``area_mu``, which
+classify computes from the detection's own outline) and detection attributes (``score``,
+``change_type``) are not derived: they follow the detection rules of ``register``."""
+
 
 # --------------------------------------------------------------------------- rates table
 class RC:
@@ -290,29 +316,91 @@ FIELD_RETURN_COLUMNS = (
     P.INSPECTOR,
     P.NOTE,
 )
+"""Canonical columns of a field return: the patch id and the columns the team fills."""
+
+FIELD_RETURN_FILLED_COLUMNS = tuple(c for c in FIELD_RETURN_COLUMNS if c != P.PATCH_ID)
+"""The columns a field team fills. A row with none of them filled is *blank* (not filled yet):
+it changes nothing. Pre-filled template columns (patch id, village, area) do not count."""
+
+FIELD_RETURN_ROW = "row"
+"""Column of the read return rows holding the row number the user sees in the file."""
+
+FIELD_RETURN_HEADERS: dict[str, tuple[str, ...]] = {
+    P.PATCH_ID: (
+        "patch_id", "patch id", "图斑编号", "图斑号", "图斑编码", "图斑代码", "监测图斑编号", "TBBH",
+    ),
+    P.VERDICT: (
+        "verdict", "核实认定意见", "核实认定", "认定意见", "认定结果", "核查结果", "核实结果",
+        "核查认定",
+    ),
+    P.VERDICT_SUBTYPE: (
+        "verdict_subtype", "verdict sub-type", "verd_sub", "subtype", "其他类型", "其他情形",
+        "细分类型",
+    ),
+    P.RECT_METHOD: (
+        "rect_method", "rectification method", "rect_meth", "整改方式", "整改情况", "整改措施",
+        "整改类型", "处置方式",
+    ),
+    P.REMAINING_M2: (
+        "remaining_m2", "remaining unrectified area", "remain_m2", "remaining area", "remaining",
+        "剩余未整改面积", "剩余面积", "未整改面积", "剩余未整改面积_m2",
+    ),
+    P.CHECKED_ON: (
+        "checked_on", "checked on", "核查日期", "核实日期", "核查时间", "核实时间", "检查日期",
+        "调查日期",
+    ),
+    P.INSPECTOR: (
+        "inspector", "核查人", "核实人", "核查人员", "核实人员", "检查人", "调查人",
+    ),
+    P.NOTE: ("note", "notes", "remark", "remarks", "备注", "说明", "备注说明"),
+}  # fmt: skip
+"""Accepted headers of each field-return column: the canonical name, the Shapefile field and
+template labels of exported packages, and the Chinese and English words townships use.
+
+Headers match after trimming, ignoring case and treating spaces and hyphens as ``_``. A
+remark in brackets after the header is ignored (``核查日期（年月日）``), except on the area
+column, where it must be an area unit: ``(亩)``, ``(平方米)``, ``(m²)``, ``(m2)``, ``(㎡)`` or
+``(公顷)``, in ASCII or full-width brackets; the values are converted to m². Without a unit
+the area is in m². README "Field returns" shows this table."""
+
+FIELD_RETURN_IGNORED_HEADERS = ("序号", "行号")
+"""Headers read as row numbering and ignored without a warning. The other registry columns
+an exported package carries (village, area, codes, ...) are ignored without a warning too."""
 
 FIELD_RETURN_ALIASES = {
-    "图斑编号": P.PATCH_ID,
-    "图斑号": P.PATCH_ID,
-    "核实认定意见": P.VERDICT,
-    "核实认定": P.VERDICT,
-    "认定结果": P.VERDICT,
-    "其他类型": P.VERDICT_SUBTYPE,
-    "整改方式": P.RECT_METHOD,
-    "剩余未整改面积": P.REMAINING_M2,
-    "剩余未整改面积_m2": P.REMAINING_M2,
-    "核查日期": P.CHECKED_ON,
-    "核查人": P.INSPECTOR,
-    "备注": P.NOTE,
+    header: column for column, headers in FIELD_RETURN_HEADERS.items() for header in headers
 }
-"""Chinese column headers accepted in field returns, mapped to the canonical names."""
+"""Accepted header -> canonical field-return column (:data:`FIELD_RETURN_HEADERS` flattened)."""
+
+VALUE_SYNONYMS: dict[Verdict | RectMethod, tuple[str, ...]] = {
+    Verdict.PENDING: ("待核查", "未核查", "待核实", "未核实"),
+    Verdict.LEGAL: ("合法", "合法用地", "合法建设"),
+    Verdict.ILLEGAL: (
+        "违法", "违法用地", "违法占地", "违法建设", "非法占地", "非法用地", "违法违规用地",
+    ),
+    Verdict.FALSE_CHANGE: ("伪变化", "非真实变化", "无变化", "未变化", "实地未变化", "伪图斑"),
+    Verdict.OTHER: ("其他", "其它", "其他情形", "其他情况"),
+    RectMethod.DEMOLISHED_RESTORED: (
+        "拆除复耕", "已拆除复耕", "拆除", "已拆除", "复耕", "已复耕", "拆除恢复", "已拆除恢复",
+        "恢复原状", "已恢复原状", "demolished",
+    ),
+    RectMethod.LEGALIZED: (
+        "补办手续", "已补办手续", "补办", "已补办", "完善手续", "已完善手续", "补办用地手续",
+        "已补办用地手续", "legalised",
+    ),
+    RectMethod.CONFISCATED: ("没收", "已没收", "依法没收"),
+    RectMethod.COMBINED: ("综合整改", "综合", "多种方式"),
+    RectMethod.NONE: ("未整改", "尚未整改", "暂未整改"),
+}  # fmt: skip
+"""Words accepted for each verdict and rectification method, besides the English value itself
+(any case; spaces and hyphens count as ``_``, so ``False change`` is ``false_change``). The
+first word of each is its :data:`CHINESE_LABELS` label. README "Field returns" shows this
+table."""
 
 VALUE_ALIASES = {
-    label: value.value
-    for value, label in CHINESE_LABELS.items()
-    if isinstance(value, Verdict | RectMethod)
+    word.lower(): value.value for value, words in VALUE_SYNONYMS.items() for word in words
 }
-"""Chinese verdict / method labels accepted in field returns."""
+"""Accepted word (lower case) -> verdict / method value (:data:`VALUE_SYNONYMS` flattened)."""
 
 # --------------------------------------------------------------------------- shapefile fields
 SHAPEFILE_FIELDS = {

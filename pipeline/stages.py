@@ -109,11 +109,15 @@ def _relative(path: Path, base: Path) -> str:
 
 
 def _layer_fingerprints(cfg: Config, names: tuple[str, ...]) -> dict[str, str]:
+    """Content hash per layer; a Shapefile's covers its .dbf and .cpg too (a corrected
+    attribute table reruns the stages that read it)."""
+    from pipeline.vector_io import layer_fingerprint
+
     out = {}
     for name in names:
         layer = getattr(cfg.layers, name)
         if layer is not None:
-            out[f"layer:{name}"] = fingerprint_file(layer.path)
+            out[f"layer:{name}"] = layer_fingerprint(layer.path)
     return out
 
 
@@ -404,14 +408,19 @@ def load_grids_for(cfg: Config):
     Notes
     -----
     assign, export and report all need the grid: it is read and validated once per set of
-    unchanged layer files (the cache key holds their size and modification time).
+    unchanged layer files (the cache key holds their size and modification time, every
+    part of a Shapefile included).
     """
+    from pipeline.vector_io import layer_files
+
     files = tuple(
-        (str(layer.path), *_fast_fingerprint(layer.path).split(":"))
+        (str(part), *_fast_fingerprint(part).split(":"))
         for layer in (cfg.layers.district, cfg.layers.township, cfg.layers.village)
         if layer is not None
+        for part in layer_files(layer.path)
     )
-    grids = _load_grids_cached(cfg.layers, cfg.area.crs, cfg.assign.code_pattern, files)
+    patterns = (cfg.assign.township_pattern, cfg.assign.village_pattern)
+    grids = _load_grids_cached(cfg.layers, cfg.area.crs, patterns, files)
     fatal = [i for i in grids.issues if str(i.kind) in FATAL_GRID_ISSUES]
     if fatal and cfg.assign.strict_grid:
         shown = "; ".join(
@@ -429,17 +438,47 @@ def load_grids_for(cfg: Config):
 
 
 @functools.lru_cache(maxsize=4)
-def _load_grids_cached(layers, crs: str, code_pattern: str, files: tuple):
+def _load_grids_cached(layers, crs: str, patterns: tuple[str, str], files: tuple):
     from pipeline.grids import load_grids
 
     del files  # part of the cache key only
-    return load_grids(layers, crs=crs, code_pattern=code_pattern)
+    township, village = patterns
+    return load_grids(layers, crs=crs, township_pattern=township, village_pattern=village)
+
+
+def check_inputs(cfg: Config) -> tuple[list, tuple]:
+    """Open every configured layer and check it, before any stage runs.
+
+    ``landwatch config check`` and ``landwatch run`` both call this, so a bad layer fails in
+    seconds rather than after detection: fields, CRS, features and text encoding of every
+    layer (:func:`pipeline.layers.check_layers`), then the grid with its codes against
+    ``assign.township_code_pattern`` / ``village_code_pattern`` (:func:`load_grids_for`).
+
+    Returns
+    -------
+    reports, grid_issues
+        One :class:`pipeline.layers.LayerReport` per layer, and the grid defects found (the
+        fatal ones raise under ``assign.strict_grid``).
+
+    Raises
+    ------
+    InputDataError
+        A layer cannot be used (:class:`GridError` for the grid layers).
+    """
+    from pipeline.layers import check_layers
+
+    reports = check_layers(cfg.layers)
+    for report in reports:
+        log.info("input %s", report.describe())
+    grids = load_grids_for(cfg)
+    return reports, grids.issues
 
 
 def export_registry(
     cfg: Config, ws: Workspace, *, date: str, run_id: str, now: str
 ) -> dict[str, Any]:
-    """Write the field packages of every township from the registry; record ``exported`` events."""
+    """Write the field packages of every township from the registry; record an ``exported``
+    event for each patch whose content or package is new (an unchanged registry adds none)."""
     from pipeline.chips import read_chips
     from pipeline.export import export_packages, latest_export_dir
     from pipeline.registry import load_registry, save_registry
@@ -453,33 +492,26 @@ def export_registry(
         cfg=cfg.export, area_name=cfg.area.name, date=date,
         chips=chips, previous=latest_export_dir(out.parent, date),
     )  # fmt: skip
-    state = _with_export_events(state, paths, run_id=run_id, now=now)
-    save_registry(ws.registry, state)
-    return {"packages": len(paths)}
+    state, n_events = _with_export_events(state, paths, out, run_id=run_id, now=now)
+    if n_events:
+        save_registry(ws.registry, state)
+    return {"packages": len(paths), "exported_events": n_events}
 
 
-def _with_export_events(state, paths: list[Path], *, run_id: str, now: str):
-    """One ``exported`` event per patch that went into a township package of this run."""
-    by_township = {p.name.split("_", 1)[0]: p.name for p in paths}
-    patches = state.patches
-    rows = []
-    next_id = int(state.events[E.EVENT_ID].max()) + 1 if len(state.events) else 1
-    for pid, town in zip(patches[P.PATCH_ID], patches[P.TOWNSHIP_CODE], strict=True):
-        package = by_township.get(town)
-        if package is None:
-            continue
-        rows.append({
-            E.EVENT_ID: next_id, E.TIME: now, E.PATCH_ID: pid, E.KIND: EventKind.EXPORTED.value,
-            E.SOURCE: run_id, E.RUN_ID: run_id,
-            E.VALUES: json.dumps({"package": package}, ensure_ascii=False),
-        })  # fmt: skip
-        next_id += 1
-    if not rows:
-        return state
-    events = pd.concat(
-        [state.events, pd.DataFrame(rows).astype(state.events.dtypes.to_dict())], ignore_index=True
-    )
-    return dataclasses.replace(state, events=events)
+def _with_export_events(state, paths: list[Path], out_dir: Path, *, run_id: str, now: str):
+    """``exported`` events for the patches whose township package content is new (see
+    :func:`pipeline.registry.record_exports`), and how many there are."""
+    from pipeline.registry import record_exports
+
+    by_township = {p.name.split("_", 1)[0]: p.name for p in paths if p.parent == out_dir}
+    towns = state.patches[P.TOWNSHIP_CODE].astype(object)
+    towns = towns.where(towns.notna(), UNASSIGNED)
+    packages = {
+        pid: by_township[town]
+        for pid, town in zip(state.patches[P.PATCH_ID], towns, strict=True)
+        if town in by_township
+    }
+    return record_exports(state, packages, run_id=run_id, now=now)
 
 
 def report_registry(
@@ -583,6 +615,8 @@ def run_pipeline(
                 on_stage(o)
 
         try:
+            if stages:
+                check_inputs(cfg)  # a bad layer fails now, not after detect
             outcomes = runner.run_stages(ws, stages, force=force, on_stage=logged)
             outcome = "ok"
         except KeyboardInterrupt:
@@ -645,19 +679,10 @@ def _input_summary(ctx: RunContext) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- small I/O helpers
 def _read_layer(cfg: Config, name: str) -> gpd.GeoDataFrame | None:
-    from pipeline.vector_io import read_layer
+    """Overlay layer ``name`` in the target CRS (its ``codes`` selected; empty raises)."""
+    from pipeline.layers import read_overlay
 
-    layer = getattr(cfg.layers, name)
-    if layer is None:
-        return None
-    gdf = read_layer(layer.path, layer=layer.layer, crs=cfg.area.crs)
-    if len(gdf) == 0:
-        # an empty overlay would silently make every patch "suspected" or "not on farmland"
-        raise InputDataError(
-            f"layer '{layer.layer or layer.path.stem}' of {layer.path} ('layers.{name}') has no "
-            f"features; fix the file, or remove 'layers.{name}' from the config if there are none"
-        )
-    return gdf
+    return read_overlay(getattr(cfg.layers, name), name, cfg.area.crs)
 
 
 def _read_gdf(path: Path) -> gpd.GeoDataFrame:

@@ -181,3 +181,60 @@ def test_overlay_area_is_the_union_inside_the_patch(patch, overlays):
     expected = shapely.intersection(patch, shapely.union_all(overlays)).area
     assert out[P.APPROVED_M2].iloc[0] == pytest.approx(expected, rel=2e-3, abs=1e-6)
     assert out[P.APPROVED_SHARE].iloc[0] <= 1.0
+
+
+# --------------------------------------------------------------------------- 三调 farmland
+def test_dltb_farmland_keeps_only_the_configured_land_use_codes(tmp_path):
+    """A DLTB-like layer (GBK Shapefile) with 0101 水田, 0103 旱地, 0201 果园, 0301 林地,
+    0702 宅基地 and 1003 公路, six 50 × 200 m strips: with ``codes: [0101, 0102, 0103]`` a
+    patch over all six counts only the two cropland strips as farmland (20 000 m², not
+    60 000), whether DLBM is stored as text or as numbers (101 is 0101)."""
+    from pipeline.config import LayerConfig
+    from pipeline.layers import read_overlay
+    from tests import shapefiles as shp
+
+    patch = gpd.GeoDataFrame(geometry=[shp.box(0, 0, 300, 200)], crs=shp.CRS)
+    for numeric in (False, True):
+        path = shp.write_shapefile(
+            tmp_path / f"DLTB_{numeric}.shp", shp.dltb_frame(numeric=numeric)
+        )
+        layer = LayerConfig(path, code_field="DLBM", codes=shp.CROPLAND)
+        farmland = read_overlay(layer, "farmland", shp.CRS)
+        assert sorted(farmland["DLMC"]) == ["旱地", "水田"]
+        out = classify_patches(patch, farmland=farmland, basic_field=None)
+        assert out[P.FARMLAND_M2].iloc[0] == pytest.approx(20_000, rel=2e-3)
+        whole = read_overlay(LayerConfig(path), "farmland", shp.CRS)  # no codes: every parcel
+        assert classify_patches(patch, farmland=whole, basic_field=None)[P.FARMLAND_M2].iloc[
+            0
+        ] == pytest.approx(60_000, rel=2e-3)
+
+
+def test_dltb_without_any_configured_code_lists_the_codes_found(tmp_path):
+    """Codes that match no parcel (a wrong field or 2-digit codes) stop with the codes the
+    field holds, instead of an empty farmland layer that would make every patch non-farmland."""
+    from pipeline.config import LayerConfig
+    from pipeline.layers import read_overlay
+    from tests import shapefiles as shp
+
+    path = shp.write_shapefile(tmp_path / "DLTB.shp", shp.dltb_frame())
+    layer = LayerConfig(path, code_field="DLBM", codes=("01",))
+    with pytest.raises(InputDataError) as err:
+        read_overlay(layer, "farmland", shp.CRS)
+    message = str(err.value)
+    assert "layers.farmland" in message and "no feature has DLBM in 01" in message
+    assert "0101, 0103, 0201, 0301, 0702, 1003" in message
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [("0101", True), (101, True), (101.0, True), ("101", True), (" 0103 ", True),
+     ("0201", False), (201, False), ("0201K", False), ("010101", False), (None, False),
+     (float("nan"), False), ("", False)],
+)  # fmt: skip
+def test_code_matching_pads_numbers_to_the_code_length(value, kept):
+    """Codes compare as text; a number or a short digit string is left-padded with zeros to
+    a configured code's length; nothing longer or with letters is trimmed to match."""
+    from pipeline.classify import code_matches
+
+    got = code_matches(pd.Series([value], dtype=object), ["0101", "0102", "0103"])
+    assert got.tolist() == [kept]

@@ -55,7 +55,10 @@ def test_minimal_config_gets_defaults_and_resolves_paths(tmp_path):
     assert cfg.layers.village.path == (tmp_path / "grids.gpkg").resolve()
     assert cfg.workspace == (tmp_path / "out").resolve()
     assert cfg.detect.min_area_m2 == 200 and cfg.report.rect_rate_target == 0.85
-    assert cfg.assign.code_pattern == r"^\d{12}$"
+    assert cfg.assign.code_pattern is None
+    assert cfg.assign.township_pattern == r"^\d{9}(?:000)?$"  # GB/T 10114, or padded to 12
+    assert cfg.assign.village_pattern == r"^\d{12}$"
+    assert cfg.layers.village.encoding is None and cfg.layers.village.codes is None
 
 
 def test_config_is_frozen(tmp_path):
@@ -170,6 +173,35 @@ def test_sample_config_loads():
             "'run.scheduler' = 'localhost' is not a Dask scheduler address; expected "
             "protocol://host:port",
         ),
+        (
+            lambda r: r["assign"].update(township_code_pattern="^(\\d{9}$"),
+            "'assign.township_code_pattern' = '^(\\\\d{9}$' is not a regular expression",
+        ),
+        (
+            lambda r: r["layers"]["village"].update(encoding="GKB"),
+            "'layers.village.encoding' = 'GKB' is not a text encoding Python knows; expected "
+            "e.g. GBK",
+        ),
+        (
+            lambda r: r["layers"].update(farmland={"path": "grids.gpkg", "code_field": "DLBM"}),
+            "'layers.farmland.code_field' = 'DLBM' is set without 'codes', so it would select "
+            "nothing; list the codes to keep; for the 耕地 parcels of a 三调 DLTB layer: "
+            'codes: ["0101", "0102", "0103"]',
+        ),
+        (
+            lambda r: r["layers"].update(farmland={"path": "grids.gpkg", "codes": ["0101"]}),
+            "'layers.farmland.codes' needs 'code_field'",
+        ),
+        (
+            lambda r: r["layers"].update(
+                farmland={"path": "grids.gpkg", "code_field": "DLBM", "codes": [101]}
+            ),
+            "'layers.farmland.codes[0]' = 101 is a number; codes must be quoted text",
+        ),
+        (
+            lambda r: r["layers"]["township"].update(codes=["0101"]),
+            "'layers.township.codes' is not allowed",
+        ),
     ],
 )
 def test_bad_values_name_key_value_and_allowed(tmp_path, mutate, expected):
@@ -241,3 +273,30 @@ def test_offset_per_epoch_or_for_all(tmp_path):
     raw["imagery"]["offset"] = -1000
     cfg = load_config(_write(tmp_path, raw))
     assert cfg.imagery.offset_for("2016") == cfg.imagery.offset_for("2017") == -1000.0
+
+
+def test_code_pattern_when_set_applies_to_both_levels(tmp_path):
+    """``assign.code_pattern`` (the French example's 5-digit INSEE codes) replaces both the
+    township and the village pattern; without it each level has its own default."""
+    raw = _minimal(tmp_path)
+    raw["assign"] = {"code_pattern": r"^\d{5}$"}
+    cfg = load_config(_write(tmp_path, raw))
+    assert cfg.assign.township_pattern == cfg.assign.village_pattern == r"^\d{5}$"
+    raw["assign"] = {"township_code_pattern": r"^\d{9}$"}
+    cfg = load_config(_write(tmp_path, raw))
+    assert (cfg.assign.township_pattern, cfg.assign.village_pattern) == (r"^\d{9}$", r"^\d{12}$")
+
+
+def test_farmland_codes_and_layer_encoding_are_read(tmp_path):
+    """The 三调 selection and a layer's encoding come through as text, shown by ``to_plain``."""
+    raw = _minimal(tmp_path)
+    raw["layers"]["farmland"] = {
+        "path": "grids.gpkg",
+        "code_field": "DLBM",
+        "codes": ["0101", "0102", "0103"],
+        "encoding": "GBK",
+    }
+    cfg = load_config(_write(tmp_path, raw))
+    assert cfg.layers.farmland.codes == ("0101", "0102", "0103")
+    assert cfg.layers.farmland.encoding == "GBK"
+    assert to_plain(cfg)["layers"]["farmland"]["codes"] == ["0101", "0102", "0103"]

@@ -486,3 +486,40 @@ def test_corrupt_previous_manifest_means_rebuild(tmp_path, caplog):
         area_name="示例区", date=DATE, previous=prev,
     )  # fmt: skip
     assert len(paths) == 3 and "unreadable" in caplog.text
+
+
+@pytest.mark.parametrize("how", ["environment", "gdal option"])
+@pytest.mark.parametrize("shape_encoding", ["GBK", "UTF-8"])
+@pytest.mark.parametrize("encoding", ["UTF-8", "GBK"])
+def test_cpg_matches_the_bytes_whatever_shape_encoding(
+    tmp_path, monkeypatch, how, shape_encoding, encoding
+):
+    """GDAL recodes DBF text into SHAPE_ENCODING when it is set (environment or GDAL option),
+    whatever .cpg it writes. Under either setting, each export.encoding gives a .cpg naming
+    the encoding of the bytes written: the .dbf decodes with it to the Chinese names (read
+    with a small independent DBF reader), and the DBF language byte agrees (0x4D = GBK)."""
+    from tests.shapefiles import dbf_text_fields
+
+    townships, villages = make_grids()
+    previous = pyogrio.get_gdal_config_option("SHAPE_ENCODING")
+    if how == "environment":
+        monkeypatch.setenv("SHAPE_ENCODING", shape_encoding)
+    else:
+        pyogrio.set_gdal_config_options({"SHAPE_ENCODING": shape_encoding})
+    try:
+        paths = export_packages(
+            make_patches(), townships, villages, tmp_path / "out",
+            cfg=ExportConfig(encoding=encoding), area_name="示例区", date=DATE,
+        )  # fmt: skip
+        if how == "gdal option":  # the caller's setting is left as it was
+            assert pyogrio.get_gdal_config_option("SHAPE_ENCODING") == shape_encoding
+    finally:
+        pyogrio.set_gdal_config_options({"SHAPE_ENCODING": previous})
+    folder = _unzip(paths[0], tmp_path / "x")
+    cpg = (folder / f"{TOWN_A}_patches.cpg").read_text()
+    assert cpg == encoding
+    dbf = (folder / f"{TOWN_A}_patches.dbf").read_bytes()
+    fields = dbf_text_fields(dbf, cpg)
+    assert set(fields["vill_name"]) == {"东村", "西村"}
+    assert set(fields["town_name"]) == {"城关镇"}
+    assert dbf[29] == (0x4D if encoding == "GBK" else 0)

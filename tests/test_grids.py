@@ -28,6 +28,7 @@ from pipeline.grids import (
     codes_as_text,
     issues_frame,
     load_grids,
+    match_townships,
     township_by_majority,
     validate_grid,
 )
@@ -308,3 +309,63 @@ def test_read_layer_errors_name_file_and_layer(tmp_path):
     bad.write_text("not a geopackage")
     with pytest.raises(InputDataError, match=r"bad\.gpkg"):
         read_layer(bad)
+
+
+# --------------------------------------------------------------------------- code forms
+def test_nine_digit_township_codes_pass_and_villages_match_on_nine_digits():
+    """Township codes in the 9-digit GB/T 10114 form pass the default pattern; a village
+    whose township field holds the 12-digit form (…000) finds its township, and carries the
+    township layer's code exactly as that layer has it."""
+    t = townships().assign(**{G.CODE: [T1[:9], T2[:9]]})
+    t2, v, issues = validate_grid(t, villages())
+    assert issues == ()
+    assert list(v[G.TOWNSHIP_CODE]) == [T1[:9], T1[:9], T2[:9]]
+    assert list(t2[G.CODE]) == [T1[:9], T2[:9]]  # stored as they came
+    assert list(v[G.CODE]) == [V11, V12, V21]
+
+
+def test_match_townships():
+    """Exact codes match; all-digit codes match on their first 9 digits; text codes, short
+    codes and a 9-digit key shared by two township codes match only exactly."""
+    towns = pd.Series(["130609100", "130609101000", "ABC", "13060920", "130609300001",
+                       "130609300002"])  # fmt: skip
+    wanted = pd.Series(["130609100000", "130609101", "ABC", "13060920", "130609300",
+                        "130609999", "130609300002"], index=list("abcdefg"))  # fmt: skip
+    got = match_townships(wanted, towns)
+    assert list(got.index) == list("abcdefg")
+    assert list(got) == ["130609100", "130609101000", "ABC", "13060920", "130609300",
+                         "130609999", "130609300002"]  # fmt: skip
+
+
+def test_malformed_codes_name_the_code_and_the_pattern():
+    """A township code of 10 digits fails the township pattern and a 9-digit village code the
+    village pattern; each issue names the code and the pattern it misses."""
+    t = townships().assign(**{G.CODE: ["1306091000", T2]})
+    v = villages()
+    v.loc[v[G.CODE] == V21, G.CODE] = "130609101"
+    _, _, issues = validate_grid(t, v)
+    bad = {(i.layer, i.code): i.detail for i in issues if i.kind == IssueKind.BAD_CODE}
+    assert set(bad) == {("township", "1306091000"), ("village", "130609101")}
+    assert r"^\d{9}(?:000)?$" in bad[("township", "1306091000")]
+    assert r"^\d{12}$" in bad[("village", "130609101")]
+
+
+def test_gbk_shapefile_grid_without_cpg(tmp_path):
+    """A grid as bureaus send it — GBK Shapefiles, no .cpg, language byte 0, 9-digit
+    township codes, villages naming their township in the 12-digit form — loads with the
+    Chinese names intact and every village in its township."""
+    from tests.shapefiles import TOWN_A, TOWN_B, townships_frame, villages_frame, write_shapefile
+
+    write_shapefile(tmp_path / "XZ.shp", townships_frame())
+    write_shapefile(tmp_path / "CJ.shp", villages_frame())
+    cfg = LayersConfig(
+        township=LayerConfig(tmp_path / "XZ.shp", code_field="XZDM", name_field="XZMC"),
+        village=LayerConfig(
+            tmp_path / "CJ.shp", code_field="CJDM", name_field="CJMC", township_field="XZDM"
+        ),
+    )
+    grids = load_grids(cfg, crs=CRS)
+    assert grids.issues == ()
+    assert list(grids.townships[G.NAME]) == ["青宁街道", "河西乡"]
+    assert list(grids.villages[G.NAME]) == ["东村", "西村", "南庄村", "北庄村"]
+    assert list(grids.villages[G.TOWNSHIP_CODE]) == [TOWN_A, TOWN_A, TOWN_B, TOWN_B]

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from pipeline.cli.main import cli
 from pipeline.schema import EVENTS_TABLE, PATCHES_LAYER, RUNS_TABLE, P, R
-from tests.conftest import write_sample_config
+from tests.conftest import ROOT, write_sample_config
 
 DATE = "2026-11-25"
 
@@ -196,6 +196,34 @@ def test_noop_rerun_dry_run_and_status(area):
     assert (
         status.exit_code == 0 and "stale" in status.output and "parameters changed" in status.output
     )
+
+
+def test_dry_run_on_a_fresh_workspace_with_the_bundled_config(tmp_path):
+    """``landwatch run --dry-run`` with the bundled config.yaml (its sample generated, no
+    workspace yet) exits 0, says that every stage would run and why (a stage whose input
+    is not made yet names it and the stage that makes it), and writes nothing."""
+    from pipeline.sample import generate_sample
+
+    generate_sample(tmp_path / "sample", size_px=300, seed=2017, grids_path=tmp_path / "grids.gpkg")
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    before = sorted(tmp_path.rglob("*"))
+    result = CliRunner().invoke(
+        cli, ["run", "--config", str(tmp_path / "config.yaml"), "--dry-run"]
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    for stage in ("detect[2016_2017]", "inbox", "export", "report"):
+        assert f"would run {stage} — no earlier run" in text, text
+    for stage, made in (
+        ("classify", "detections"),
+        ("assign", "classified"),
+        ("register", "assigned"),
+    ):
+        pair = "" if stage == "register" else "[2016_2017]"
+        assert (
+            f"would run {stage}{pair} — input changes/2016_2017/{made}.gpkg not made yet"
+        ) in text, text
+    assert sorted(tmp_path.rglob("*")) == before  # no workspace, no log, no state.json
 
 
 def test_inbox_imports_moves_and_rejects(area):

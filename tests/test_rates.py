@@ -17,7 +17,7 @@ from pipeline.rates import PART_OF, compute_rates, rates_as_of
 from pipeline.register import register_detections
 from pipeline.registry import empty_state
 from pipeline.schema import RATES_COLUMNS, UNASSIGNED, G, P, Verdict
-from tests.test_register import CRS, make_detections
+from tests.detections import CRS, make_detections
 
 T1, T2 = "130609100000", "130609101000"
 V1, V2, V3 = "130609100001", "130609100002", "130609101001"
@@ -189,6 +189,39 @@ def test_rates_as_of_replays_events():
     assert none["n_patches"] == 0
     current = compute_rates(state.patches, VILLAGES, TOWNSHIPS).iloc[0]
     assert after["rect_rate_area"] == current["rect_rate_area"]
+
+
+def test_rates_as_of_use_the_attributes_of_that_date():
+    """A patch moved to another village and township with less farmland by a corrected layer
+    (a ``reassessed`` event on 2024-07-01) counts in its old units with its old farmland in
+    the rates as of 2024-06-30, and in the new ones from 2024-07-01; its verdict from a field
+    return before the correction is replayed in both."""
+    det = make_detections([box(0, 0, 20, 20)], village_codes=[V1], farmland=[400.0])
+    state, summary = register_detections(
+        empty_state(CRS), det, run_id="r", now="2024-05-01T00:00:00Z", county_code="130609"
+    )
+    rows = pd.DataFrame({P.PATCH_ID: [summary.new_ids[0]], P.VERDICT: ["illegal"]})
+    state, _ = apply_return(
+        state, rows, source_file="r.csv", fingerprint="f", now="2024-06-01T09:00:00Z",
+        today=dt.date(2024, 6, 1),
+    )  # fmt: skip
+    moved = det.assign(
+        **{P.VILLAGE_CODE: V3, P.TOWNSHIP_CODE: T2, P.FARMLAND_M2: 100.0, P.VILLAGE_NAME: "三村"}
+    )
+    state, summary = register_detections(
+        state, moved, run_id="fix", now="2024-07-01T02:00:00Z", county_code="130609"
+    )
+    assert summary.n_reassessed == 1
+    before = rates_as_of(state, "2024-06-30", VILLAGES, TOWNSHIPS).set_index(["level", "code"])
+    after = rates_as_of(state, "2024-07-01", VILLAGES, TOWNSHIPS).set_index(["level", "code"])
+    for rates, town, village, farmland in ((before, T1, V1, 400.0), (after, T2, V3, 100.0)):
+        assert rates.loc[("township", town), "n_illegal"] == 1
+        assert rates.loc[("village", village), "n_illegal"] == 1
+        assert rates.loc[("village", village), "illegal_farmland_m2"] == farmland
+    assert before.loc[("village", V3), "n_patches"] == 0
+    assert after.loc[("village", V1), "n_patches"] == 0
+    current = compute_rates(state.patches, VILLAGES, TOWNSHIPS).set_index(["level", "code"])
+    pd.testing.assert_frame_equal(after, current)
 
 
 verdicts = st.sampled_from([v.value for v in Verdict])

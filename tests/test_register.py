@@ -1,18 +1,12 @@
-"""Registering detections: id format and stability, matching, idempotent re-runs, relapse.
-
-Also home of :func:`make_detections`, the detections builder the registry, field and rates
-tests share.
-"""
+"""Registering detections: id format and stability, matching, idempotent re-runs, relapse,
+derived attributes that follow corrected inputs."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 
-import geopandas as gpd
-import numpy as np
 import pytest
-import shapely
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shapely.geometry import box
@@ -20,54 +14,10 @@ from shapely.geometry import box
 from pipeline.errors import StageError
 from pipeline.register import register_detections
 from pipeline.registry import empty_state
-from pipeline.schema import DETECTION_INPUT_COLUMNS, ChangeType, E, EventKind, LegalHint, P, Verdict
-from pipeline.units import MU_M2
+from pipeline.schema import E, EventKind, P, Verdict
+from tests.detections import CRS, NOW, make_detections
 
-CRS = "EPSG:4548"
-X0, Y0 = 500000.0, 4300000.0
-"""Offset so the test geometries sit inside the CGCS2000 zone of EPSG:4548."""
-NOW = "2024-05-01T08:00:00Z"
-
-
-def make_detections(
-    geoms,
-    *,
-    epoch_from: str = "2016",
-    epoch_to: str = "2017",
-    village_codes=None,
-    village_names=None,
-    farmland=None,
-) -> gpd.GeoDataFrame:
-    """Classified + assigned detections (every non-registry column) around (X0, Y0).
-
-    ``geoms`` are in local metres, shifted by (X0, Y0); areas are planar.
-    """
-    geoms = shapely.transform(np.asarray(geoms, dtype=object), lambda xy: xy + np.array([X0, Y0]))
-    n = len(geoms)
-    area = shapely.area(geoms)
-    vcodes = list(village_codes or ["130609100001"] * n)
-    data = {
-        P.EPOCH_FROM: [epoch_from] * n,
-        P.EPOCH_TO: [epoch_to] * n,
-        P.AREA_M2: area,
-        P.AREA_MU: area / MU_M2,
-        P.FARMLAND_M2: area * 0.5 if farmland is None else farmland,
-        P.BASIC_FARMLAND_M2: np.zeros(n),
-        P.APPROVED_M2: np.zeros(n),
-        P.APPROVED_SHARE: np.zeros(n),
-        P.APPROVAL_REFS: [None] * n,
-        P.LEGAL_HINT: [LegalHint.SUSPECTED.value] * n,
-        P.TOWNSHIP_CODE: [c[:9] + "000" for c in vcodes],
-        P.TOWNSHIP_NAME: ["一镇"] * n,
-        P.VILLAGE_CODE: vcodes,
-        P.VILLAGE_NAME: list(village_names or ["一村"] * n),
-        P.VILLAGE_SHARE: np.ones(n),
-        P.VILLAGE_SHARES: [json.dumps({c: 1.0}) for c in vcodes],
-        P.CHANGE_TYPE: [ChangeType.CONSTRUCTION.value] * n,
-        P.SCORE: np.linspace(1.0, 2.0, n),
-    }
-    assert set(data) == set(DETECTION_INPUT_COLUMNS)
-    return gpd.GeoDataFrame(data, geometry=list(geoms), crs=CRS)
+__all__ = ["CRS", "make_detections"]  # tests/test_field.py still imports them from here
 
 
 def register(state, det, now=NOW, run_id="run"):
@@ -188,6 +138,83 @@ def test_matching_threshold_and_fragments():
     after, summary = register(state, det)
     assert (summary.n_redetected, summary.n_absorbed, summary.n_new) == (1, 1, 1)
     assert len(after.patches) == 2
+
+
+def _values(state, i=-1) -> dict:
+    return json.loads(state.events[E.VALUES].iloc[i])
+
+
+def test_corrected_layers_update_derived_attributes_with_one_event():
+    """The same period's detection with a renamed village, another township and less
+    farmland (a corrected grid and farmland layer) updates the patch: one ``reassessed`` event
+    with old and new values of exactly the changed columns; verdict, remaining area, seen
+    dates and id are kept, and the same detection again adds nothing."""
+    det = make_detections([box(0, 0, 20, 20)], village_codes=["130609100001"])
+    state, _ = register(empty_state(CRS), det)
+    judged = state.patches.assign(**{P.VERDICT: Verdict.ILLEGAL.value, P.REMAINING_M2: 150.0})
+    state = dataclasses.replace(state, patches=judged)
+    corrected = det.assign(
+        **{
+            P.VILLAGE_CODE: "130609101001",
+            P.VILLAGE_NAME: "新村",
+            P.TOWNSHIP_CODE: "130609101000",
+            P.FARMLAND_M2: 120.0,
+        }
+    )
+    after, summary = register(state, corrected, now="2024-06-01T00:00:00Z", run_id="fix")
+    assert (summary.n_reassessed, summary.n_unchanged, summary.n_new) == (1, 0, 0)
+    patch = by_id(after).iloc[0]
+    assert (patch[P.VILLAGE_NAME], patch[P.TOWNSHIP_CODE]) == ("新村", "130609101000")
+    assert patch[P.FARMLAND_M2] == 120.0 and patch[P.UPDATED_AT] == "2024-06-01T00:00:00Z"
+    assert (patch[P.VERDICT], patch[P.REMAINING_M2]) == (Verdict.ILLEGAL, 150.0)
+    assert (patch[P.FIRST_SEEN], patch[P.LAST_SEEN]) == ("2017", "2017")
+    assert after.events[E.KIND].tolist() == [EventKind.DETECTED, EventKind.REASSESSED]
+    assert _values(after) == {
+        "farmland_m2": 120.0,
+        "farmland_m2_before": 200.0,
+        "township_code": "130609101000",
+        "township_code_before": "130609100000",
+        "village_code": "130609101001",
+        "village_code_before": "130609100001",
+        "village_name": "新村",
+        "village_name_before": "一村",
+    }
+    again, summary = register(after, corrected, now="2024-07-01T00:00:00Z")
+    assert summary.n_reassessed == 0 and summary.n_unchanged == 1
+    assert again.events.equals(after.events) and again.patches.equals(after.patches)
+
+
+def test_an_older_period_never_overwrites_newer_derived_attributes():
+    """A patch seen again in 2018 takes the 2018 detection's derived attributes, recorded in
+    its single ``redetected`` event; re-registering the 2017 detection (other names) then
+    changes nothing."""
+    old = make_detections([box(0, 0, 20, 20)], village_names=["旧村"])
+    state, _ = register(empty_state(CRS), old)
+    new = make_detections(
+        [box(1, 0, 21, 20)], epoch_from="2017", epoch_to="2018", village_names=["新村"]
+    )
+    state, summary = register(state, new)
+    assert (summary.n_redetected, summary.n_reassessed) == (1, 1)
+    assert state.events[E.KIND].tolist() == [EventKind.DETECTED, EventKind.REDETECTED]
+    values = _values(state)
+    assert (values["village_name_before"], values["village_name"]) == ("旧村", "新村")
+    again, summary = register(state, old)
+    assert summary.n_unchanged == 1 and again.events.equals(state.events)
+    assert by_id(again)[P.VILLAGE_NAME].tolist() == ["新村"]
+
+
+def test_pairs_ending_in_the_same_epoch_do_not_take_turns():
+    """Pairs 2016-2018 and 2017-2018 both see the patch with different farmland: only the
+    pair the patch was registered from defines it, so alternating re-runs add no event."""
+    a = make_detections([box(0, 0, 20, 20)], epoch_from="2016", epoch_to="2018", farmland=[100.0])
+    b = make_detections([box(0, 0, 20, 20)], epoch_from="2017", epoch_to="2018", farmland=[300.0])
+    state, _ = register(empty_state(CRS), a)
+    state, _ = register(state, b)
+    n_events = len(state.events)
+    for det in (a, b, a, b):
+        state, _ = register(state, det)
+    assert len(state.events) == n_events
+    assert by_id(state)[P.FARMLAND_M2].tolist() == [100.0]
 
 
 def test_bad_inputs_are_reported():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pandas as pd
@@ -16,12 +17,14 @@ from pipeline.register import register_detections
 from pipeline.registry import (
     IMPORT_COLUMNS,
     IMPORTS_TABLE,
+    append_events,
     empty_state,
     load_registry,
+    record_exports,
     save_registry,
 )
-from pipeline.schema import EVENT_COLUMNS, PATCH_COLUMNS, RUN_COLUMNS, E, P, R
-from tests.test_register import CRS, make_detections
+from pipeline.schema import EVENT_COLUMNS, PATCH_COLUMNS, RUN_COLUMNS, E, EventKind, P, R
+from tests.detections import CRS, make_detections
 
 
 @pytest.fixture
@@ -170,3 +173,52 @@ def test_fingerprint_is_content_sha256(tmp_path):
     assert fingerprint_file(a) == fingerprint_file(b)
     assert fingerprint_file(a).startswith("ba7816bf")  # sha256("abc")
     assert np.char.str_len(fingerprint_file(a)) == 64
+
+
+def _exported(state) -> pd.DataFrame:
+    return state.events[state.events[E.KIND] == EventKind.EXPORTED]
+
+
+def test_exports_record_changes_not_repeats(tmp_path, state):
+    """The first export records one ``exported`` event per patch; exporting the unchanged
+    registry again (even after a save and load) records none; a verdict changed on one patch
+    records one event, for that patch only."""
+    ids = state.patches[P.PATCH_ID].tolist()
+    packages = {pid: "130609100000_一镇.zip" for pid in ids}
+    first, n = record_exports(state, packages, run_id="e1", now="2024-05-02T00:00:00Z")
+    assert n == 2 and _exported(first)[E.PATCH_ID].tolist() == ids
+    values = json.loads(_exported(first)[E.VALUES].iloc[0])
+    assert values["package"] == "130609100000_一镇.zip" and len(values["key"]) == 16
+    path = tmp_path / "registry.gpkg"
+    save_registry(path, first)
+    reloaded = load_registry(path, CRS)
+    second, n = record_exports(reloaded, packages, run_id="e2", now="2024-05-03T00:00:00Z")
+    assert n == 0 and second.events.equals(reloaded.events)
+    judged = second.patches.copy()
+    judged.loc[1, P.VERDICT] = "legal"
+    judged.loc[0, P.UPDATED_AT] = "2024-05-04T00:00:00Z"  # no package shows it
+    third, n = record_exports(
+        dataclasses.replace(second, patches=judged), packages, run_id="e3", now="2024-05-04"
+    )
+    assert n == 1 and _exported(third)[E.PATCH_ID].iloc[-1] == ids[1]
+
+
+def test_a_patch_moved_to_another_package_is_recorded_once(state):
+    """A patch whose township package changes (it moved) gets one new ``exported`` event
+    naming the new package; an old event without a key counts as different once."""
+    ids = state.patches[P.PATCH_ID].tolist()
+    legacy = {
+        E.PATCH_ID: ids[0],
+        E.KIND: EventKind.EXPORTED.value,
+        E.VALUES: '{"package": "a.zip"}',
+    }
+    events = append_events(state.events, [legacy], run_id="old", now="2024-05-01T00:00:00Z")
+    state = dataclasses.replace(state, events=events)
+    packages = {ids[0]: "a.zip", ids[1]: "a.zip"}
+    state, n = record_exports(state, packages, run_id="e1", now="2024-05-02T00:00:00Z")
+    assert n == 2  # the legacy event had no key
+    moved = {ids[0]: "a.zip", ids[1]: "b.zip"}
+    state, n = record_exports(state, moved, run_id="e2", now="2024-05-03T00:00:00Z")
+    assert n == 1
+    assert json.loads(_exported(state)[E.VALUES].iloc[-1])["package"] == "b.zip"
+    assert record_exports(state, moved, run_id="e3", now="2024-05-04T00:00:00Z")[1] == 0

@@ -89,6 +89,49 @@ def test_failure_is_recorded_and_named(tmp_path):
     assert [o.status for o in outcomes] == ["skipped", "ran"]
 
 
+def _chain(ws: Workspace, calls: list[str]) -> list[Stage]:
+    """Stage a writes a.txt; stage b fingerprints a.txt like the real stages (an open that
+    fails while a.txt does not exist)."""
+    a = ws.root / "a.txt"
+
+    def run_a():
+        calls.append("a")
+        a.write_text("made")
+        return {}
+
+    return [
+        Stage("a", lambda: {}, lambda: {}, lambda: [a], run_a),
+        Stage("b", lambda: {"a": a.read_text()}, lambda: {}, lambda: [], lambda: calls.append("b")),
+    ]
+
+
+def test_dry_run_on_a_fresh_workspace_names_the_inputs_not_made_yet(tmp_path):
+    """A dry run (and ``status``) on a workspace that does not exist says every stage would
+    run and why, naming the input an earlier stage makes; it runs and writes nothing."""
+    ws = Workspace(tmp_path / "ws")
+    calls: list[str] = []
+    dry = run_stages(ws, _chain(ws, calls), dry_run=True)
+    assert [(o.status, o.reason) for o in dry] == [
+        ("would run", "no earlier run"),
+        ("would run", "input a.txt not made yet (made by a)"),
+    ]
+    status = stage_status(ws, _chain(ws, calls))
+    assert [o.status for o in status] == ["stale", "stale"] and "a.txt" in status[1].reason
+    assert calls == [] and not ws.root.exists()
+    ws.ensure()
+    outcomes = run_stages(ws, _chain(ws, calls))
+    assert [o.status for o in outcomes] == ["ran", "ran"] and calls == ["a", "b"]
+
+
+def test_a_stage_whose_input_is_missing_fails_clearly(tmp_path):
+    """Run alone (``--from b``) before stage a ever ran, stage b stops with an error naming
+    its missing input and what to do, instead of a FileNotFoundError traceback."""
+    ws = Workspace(tmp_path / "ws")
+    ws.ensure()
+    with pytest.raises(StageError, match=r"input a\.txt does not exist.*earlier stage"):
+        run_stages(ws, _chain(ws, [])[1:])
+
+
 def test_lock_is_exclusive_and_released_when_holder_dies(tmp_path):
     ws = Workspace(tmp_path / "ws")
     with WorkspaceLock(ws), pytest.raises(WorkspaceLockedError, match="in use by another"):

@@ -25,7 +25,8 @@ def field():
     help="Text encoding of CSV/Shapefile returns (default: detect UTF-8 or GBK).",
 )
 def import_(config_path, files, encoding):
-    """Import return FILES (CSV, XLSX, Shapefile, GPKG); each is applied all-or-nothing."""
+    """Import return FILES (CSV, XLSX, XLS, Shapefile, GPKG, or a zip of one); each is applied
+    all-or-nothing. Rows with nothing filled leave their patch as it was ("not filled")."""
     from pipeline.cli.main import console
     from pipeline.config import load_config
     from pipeline.fieldwork import import_returns
