@@ -27,8 +27,8 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
-from pipeline.assign import assign_patches
-from pipeline.grids import codes_as_text, validate_grid
+from pipeline.overlay.admin_grid import codes_as_text, validate_grid
+from pipeline.overlay.assign import assign_patches
 from pipeline.schema import G, P
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ second epoch a gain/offset change, seasonal change on some parcels and new roof 
 
 Then, each in its own subprocess (so peak memory is measured per contender):
 
-(a) ``landwatch``: :func:`pipeline.engine.detect_pair` with a Config built in code (method
+(a) ``landwatch``: :func:`pipeline.detection.pair.detect_pair` with a Config built in code (method
     ``cva``, threshold ``otsu``, ``--workers`` processes, ``--block`` px blocks);
 (b) ``naive``: read both epochs whole, z-score in float64, CVA, Otsu, binary opening,
     :func:`rasterio.features.shapes` — the script people write first;
@@ -138,8 +138,8 @@ def run_landwatch(before: Path, after: Path, out: Path, workers: int, block: int
         LayersConfig,
         RunConfig,
     )
-    from pipeline.engine import detect_pair
-    from pipeline.executor import make_executor
+    from pipeline.detection.pair import detect_pair
+    from pipeline.ops.executor import make_executor
 
     dummy = LayerConfig(path=out / "unused.gpkg", code_field="code", name_field="name")
     cfg = Config(

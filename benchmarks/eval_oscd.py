@@ -1,8 +1,8 @@
 """Pixel accuracy of the detect stage on the OSCD Sentinel-2 cities (not a test).
 
-Runs :func:`pipeline.engine.detect_pair` on every OSCD city in a data folder with ONE detect
+Runs :func:`pipeline.detection.pair.detect_pair` on every OSCD city in a data folder with ONE detect
 configuration, each city on a 10 m grid in its own UTM zone, and scores the change mask
-against the city's label with :func:`pipeline.evaluate.pixel_scores`:
+against the city's label with :func:`pipeline.detection.accuracy.pixel_scores`:
 
 - cities are the subfolders holding ``imgs_1/`` and ``imgs_2/`` (one GeoTIFF per band);
 - the label is ``<city>-cm.tif`` beside them or under ``cm/`` (1 = no change, 2 = change). It
@@ -46,9 +46,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.config import ClassifyConfig, Config, parse_config  # noqa: E402
-from pipeline.engine import MASK_CHANGE, MASK_NODATA, detect_pair  # noqa: E402
-from pipeline.evaluate import PixelScores, pixel_scores  # noqa: E402
-from pipeline.executor import make_executor  # noqa: E402
+from pipeline.detection.accuracy import PixelScores, pixel_scores  # noqa: E402
+from pipeline.detection.pair import MASK_CHANGE, MASK_NODATA, detect_pair  # noqa: E402
+from pipeline.ops.executor import make_executor  # noqa: E402
 from pipeline.schema import P  # noqa: E402
 
 log = logging.getLogger("eval_oscd")

@@ -27,7 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.evaluate import match_objects  # noqa: E402
+from pipeline.detection.accuracy import match_objects  # noqa: E402
 from pipeline.sample import generate_sample  # noqa: E402
 
 

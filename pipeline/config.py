@@ -24,9 +24,16 @@ from typing import Any, Literal
 
 import yaml
 
+from pipeline.bands import (
+    ATMOSPHERIC_BANDS,
+    CLOUD_BANDS,
+    INDEX_BANDS,
+    MOISTURE_BANDS,
+    MOISTURE_VISIBLE,
+    check_bands,
+    surface_bands,
+)
 from pipeline.errors import ConfigError
-from pipeline.screens import CLOUD_BANDS, MOISTURE_BANDS, MOISTURE_VISIBLE
-from pipeline.spectral import ATMOSPHERIC_BANDS, INDEX_BANDS, check_bands, surface_bands
 
 VILLAGE_CODE_PATTERN = r"^\d{12}$"
 """Default village code format: the 12-digit code of the Chinese statistical division codes."""

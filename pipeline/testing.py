@@ -86,7 +86,7 @@ detected patch (a few pixels smaller or larger) may fairly land in either villag
 
 
 def right_village(patches, truth, best, villages, *, code_field: str = "code"):
-    """Per truth object: was it detected (``best`` ≥ 0, from :func:`pipeline.evaluate.match_objects`)
+    """Per truth object: was it detected (``best`` ≥ 0, from :func:`pipeline.detection.accuracy.match_objects`)
     and assigned to its village?
 
     ``truth`` needs ``village_code`` and ``village_share`` (the synthetic sample's truth has

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from shapely.geometry import box
 
-from pipeline.export import _return_workbook, return_template
-from pipeline.registry import RegistryState, empty_state, normalise_patches
+from pipeline.outputs.packages import _return_workbook, return_template
+from pipeline.registry.store import RegistryState, empty_state, normalise_patches
 from pipeline.schema import PATCH_COLUMNS, G, P
 from pipeline.units import MU_M2
 
@@ -79,7 +79,7 @@ def township_state(n: int = N_PATCHES) -> RegistryState:
 
 
 def grid_units() -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(villages, townships) as :func:`pipeline.rates.compute_rates` takes them."""
+    """(villages, townships) as :func:`pipeline.registry.rates.compute_rates` takes them."""
     villages = pd.DataFrame(
         {G.CODE: list(VILLAGES), G.NAME: list(VILLAGES.values()), G.TOWNSHIP_CODE: TOWN}
     )
@@ -88,7 +88,7 @@ def grid_units() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def filled_template(state: RegistryState, filled: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """The package's return template (:func:`pipeline.export.return_template`) with the
+    """The package's return template (:func:`pipeline.outputs.packages.return_template`) with the
     cells of ``filled`` (patch id -> {column: value}) written in; the other rows untouched."""
     template = return_template(state.patches)
     for pid, values in filled.items():

@@ -1,4 +1,4 @@
-"""Township / village assignment (pipeline.assign).
+"""Township / village assignment (pipeline.overlay.assign).
 
 Grid (EPSG:4548, on the central meridian, metres from (X0, Y0)):
 
@@ -20,9 +20,9 @@ import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.assign import PART, PART_OF, UNASSIGNED_NAME, assign_patches
 from pipeline.config import AssignConfig
 from pipeline.errors import ConfigError, GridError
+from pipeline.overlay.assign import PART, PART_OF, UNASSIGNED_NAME, assign_patches
 from pipeline.schema import UNASSIGNED, G, P
 
 CRS = "EPSG:4548"

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import webfont
+from pipeline.outputs import webfont
 from tests.conftest import RUN_DATE
 
 ROOT = Path(__file__).resolve().parents[1]

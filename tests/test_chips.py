@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 from PIL import Image
 from shapely.geometry import box
 
-from pipeline.chips import (
+from pipeline.detection.io.imagery import epoch_footprint, epoch_source
+from pipeline.detection.target_grid import TargetGrid, target_grid
+from pipeline.outputs.chips import (
     CHIP_DISPLAY_PX,
     CHIP_MIN_PX,
     GAP_PX,
@@ -30,8 +32,6 @@ from pipeline.chips import (
     stretch_limits,
     stretch_true_colour,
 )
-from pipeline.grid import TargetGrid, target_grid
-from pipeline.imagery import epoch_footprint, epoch_source
 from pipeline.schema import P
 from tests.rasters import UTM, X0, Y0, grid_transform, make_config, scene, write_tif
 
@@ -163,7 +163,7 @@ def test_read_chips_reprojects_patches_and_skips_unknown_epochs(two_epochs, capl
 
 def test_big_patch_is_read_whole_and_reduced(two_epochs, monkeypatch):
     """A window larger than CHIP_MAX_PX is block-averaged; the PNG keeps its fixed size."""
-    import pipeline.chips as chips_mod
+    import pipeline.outputs.chips as chips_mod
 
     monkeypatch.setattr(chips_mod, "CHIP_MAX_PX", 50)
     big = box(X0, Y0 - 400, X0 + 400, Y0)  # the whole 200 px scene plus margins

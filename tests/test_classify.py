@@ -1,4 +1,4 @@
-"""Farmland / approvals overlay (pipeline.classify).
+"""Farmland / approvals overlay (pipeline.overlay.classify).
 
 Geometry is in EPSG:4548 on its central meridian (scale factor 1), so ellipsoidal areas match
 the hand-computed planar ones to far better than the 0.2 % used below.
@@ -23,9 +23,9 @@ import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.classify import classify_patches, union_by_group
 from pipeline.config import ClassifyConfig
 from pipeline.errors import InputDataError
+from pipeline.overlay.classify import classify_patches, union_by_group
 from pipeline.schema import LegalHint, P
 
 CRS = "EPSG:4548"
@@ -190,7 +190,7 @@ def test_dltb_farmland_keeps_only_the_configured_land_use_codes(tmp_path):
     patch over all six counts only the two cropland strips as farmland (20 000 m², not
     60 000), whether DLBM is stored as text or as numbers (101 is 0101)."""
     from pipeline.config import LayerConfig
-    from pipeline.layers import read_overlay
+    from pipeline.overlay.io.layer_check import read_overlay
     from tests import shapefiles as shp
 
     patch = gpd.GeoDataFrame(geometry=[shp.box(0, 0, 300, 200)], crs=shp.CRS)
@@ -213,7 +213,7 @@ def test_dltb_without_any_configured_code_lists_the_codes_found(tmp_path):
     """Codes that match no parcel (a wrong field or 2-digit codes) stop with the codes the
     field holds, instead of an empty farmland layer that would make every patch non-farmland."""
     from pipeline.config import LayerConfig
-    from pipeline.layers import read_overlay
+    from pipeline.overlay.io.layer_check import read_overlay
     from tests import shapefiles as shp
 
     path = shp.write_shapefile(tmp_path / "DLTB.shp", shp.dltb_frame())
@@ -234,7 +234,7 @@ def test_dltb_without_any_configured_code_lists_the_codes_found(tmp_path):
 def test_code_matching_pads_numbers_to_the_code_length(value, kept):
     """Codes compare as text; a number or a short digit string is left-padded with zeros to
     a configured code's length; nothing longer or with letters is trimmed to match."""
-    from pipeline.classify import code_matches
+    from pipeline.overlay.classify import code_matches
 
     got = code_matches(pd.Series([value], dtype=object), ["0101", "0102", "0103"])
     assert got.tolist() == [kept]

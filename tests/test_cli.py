@@ -74,7 +74,7 @@ def test_console_survives_a_closed_pipe(tmp_path):
     done = tmp_path / "done"
     script = (
         "import sys\n"
-        "from pipeline.cli.main import console\n"
+        "from pipeline.cli.console import console\n"
         "for i in range(20000):\n"
         "    console.print(f'stage {i} ran in 0.1 s')\n"
         f"open({str(done)!r}, 'w').write('ok')\n"

@@ -20,9 +20,9 @@ import pytest
 import shapely
 from click.testing import CliRunner
 
-from pipeline import stages
 from pipeline.cli.main import cli
-from pipeline.registry import same_patch_value
+from pipeline.ops import runlog
+from pipeline.registry.store import same_patch_value
 from pipeline.schema import DERIVED_COLUMNS, EVENTS_TABLE, PATCHES_LAYER, E, EventKind, P
 from tests.conftest import write_sample_config
 
@@ -36,7 +36,7 @@ FIRST, RETURNED, CORRECTED = (
 
 
 def _invoke(monkeypatch, now: str, *args: str):
-    monkeypatch.setattr(stages, "utc_now", lambda: now)
+    monkeypatch.setattr(runlog, "utc_now", lambda: now)
     return CliRunner().invoke(cli, list(args))
 
 

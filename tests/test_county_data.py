@@ -29,9 +29,9 @@ import rasterio.crs
 import shapely
 from click.testing import CliRunner, Result
 
-from pipeline.classify import REFS_SEPARATOR
 from pipeline.cli.main import cli
 from pipeline.config import load_config
+from pipeline.overlay.classify import REFS_SEPARATOR
 from pipeline.schema import EVENTS_TABLE, PATCHES_LAYER, RC, SHAPEFILE_FIELDS, UNASSIGNED, E, P
 from pipeline.units import geodesic_areas_m2
 from tests.county import (

@@ -124,7 +124,7 @@ def test_pool_workers_end_when_the_run_is_killed(tmp_path):
     script = tmp_path / "pool.py"
     script.write_text(
         "import os, time\n"
-        "from pipeline.executor import make_executor\n"
+        "from pipeline.ops.executor import make_executor\n"
         "if __name__ == '__main__':\n"
         "    with make_executor(2) as pool:\n"
         "        print(*sorted({pool.submit(os.getpid).result() for _ in range(8)}), flush=True)\n"

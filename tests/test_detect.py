@@ -9,10 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import detect, grid, neighbourhood, novelty, sampling, selftrain
-from pipeline.change_type import classify_change
+from pipeline.detection import neighbourhood, sampling
+from pipeline.detection import scores as detect
+from pipeline.detection import target_grid as grid
+from pipeline.detection.change_type import classify_change
+from pipeline.detection.methods import novelty, selftrain
+from pipeline.detection.methods.irmad import fit_irmad
 from pipeline.errors import ConfigError, InputDataError
-from pipeline.irmad import fit_irmad
 from pipeline.schema import ChangeType
 from tests.rasters import ROOF, SOIL, VEGETATION, scene
 
@@ -225,7 +228,7 @@ def test_refine_edges_recovers_half_covered_pixels():
     ratio 0.5 gives back the pixels at least half covered, so the area is about right."""
     from scipy import ndimage
 
-    from pipeline.detect import refine_edges
+    from pipeline.detection.scores import refine_edges
 
     truth = np.zeros((40, 40), dtype=bool)
     truth[10:18, 10:18] = True

@@ -1,4 +1,4 @@
-"""Text encodings of the input layers (pipeline.dbf, pipeline.vector_io).
+"""Text encodings of the input layers (pipeline.overlay.io.dbf, pipeline.overlay.io.vectors).
 
 Rules, first match wins: the layer's ``encoding`` key, the ``.cpg``, the DBF language byte,
 strict UTF-8, GB18030; nothing else, whatever GDAL's ``SHAPE_ENCODING`` says. Every test
@@ -13,15 +13,15 @@ import geopandas as gpd
 import pyogrio
 import pytest
 
-from pipeline.dbf import (
+from pipeline.errors import InputDataError
+from pipeline.overlay.io.dbf import (
     encoding_of_cpg,
     encoding_of_language_driver,
     first_mismatch,
     first_undecodable,
     parse_header,
 )
-from pipeline.errors import InputDataError
-from pipeline.vector_io import inspect_layer, layer_fingerprint, read_columns, read_layer
+from pipeline.overlay.io.vectors import inspect_layer, layer_fingerprint, read_columns, read_layer
 from tests.shapefiles import CRS, box, townships_frame, write_shapefile
 
 NAMES = ["青宁街道", "河西乡"]
@@ -37,7 +37,7 @@ def test_gbk_without_cpg_and_language_byte_0_reads_as_chinese(tmp_path, caplog):
     mojibake; the layer reads as the same Chinese, and the log says which encoding and why."""
     path = write_shapefile(tmp_path / "XZ.shp", townships_frame())
     assert "ÇàÄþ½ÖµÀ" in set(pyogrio.read_dataframe(path)["XZMC"])  # what GDAL alone does
-    with caplog.at_level(logging.INFO, logger="pipeline.vector_io"):
+    with caplog.at_level(logging.INFO, logger="pipeline.overlay.io.vectors"):
         gdf = read_layer(path, key="layers.township")
     assert list(gdf["XZMC"]) == NAMES
     line = next(r.getMessage() for r in caplog.records if "text encoding" in r.getMessage())
@@ -119,7 +119,7 @@ def test_a_character_cut_by_a_narrow_field_is_dropped_with_a_warning(tmp_path, c
     data = dbf.read_bytes()
     full = "青宁街道".encode("gbk")
     dbf.write_bytes(data.replace(full, full[:-1] + b" "))
-    with caplog.at_level(logging.WARNING, logger="pipeline.vector_io"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.overlay.io.vectors"):
         gdf = read_layer(path)
     assert list(gdf["XZMC"]) == ["青宁街", "河西乡"]
     assert "1 text value(s) end in a character cut in half" in caplog.text
@@ -140,7 +140,7 @@ def test_geopackage_text_passes_through(tmp_path, caplog):
     """Formats that define their encoding (GeoPackage: UTF-8) are read as they are."""
     path = tmp_path / "x.gpkg"
     names_frame().to_file(path, driver="GPKG")
-    with caplog.at_level(logging.INFO, logger="pipeline.vector_io"):
+    with caplog.at_level(logging.INFO, logger="pipeline.overlay.io.vectors"):
         assert list(read_layer(path, key="layers.township")["XZMC"]) == NAMES
     assert "text encoding as the .gpkg format defines it" in caplog.text
 

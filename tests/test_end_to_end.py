@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from pipeline.cli.main import cli
 from pipeline.config import load_config
-from pipeline.evaluate import match_objects
+from pipeline.detection.accuracy import match_objects
 from pipeline.schema import EVENTS_TABLE, PATCHES_LAYER, LegalHint, P
 from pipeline.testing import assert_rates_contract, assert_registry_contract, right_village
 from tests.conftest import ROOT, RUN_DATE

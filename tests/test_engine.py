@@ -19,9 +19,9 @@ import rasterio
 import shapely
 
 from pipeline.config import DetectConfig
-from pipeline.engine import AREA_PX_M2, MASK_CHANGE, MASK_NODATA, N_PIXELS, detect_pair
+from pipeline.detection.pair import AREA_PX_M2, MASK_CHANGE, MASK_NODATA, N_PIXELS, detect_pair
 from pipeline.errors import ConfigError
-from pipeline.executor import make_executor
+from pipeline.ops.executor import make_executor
 from pipeline.schema import ChangeType, P
 from tests.rasters import X0, Y0, grid_transform, make_config, scene, write_tif
 
@@ -218,9 +218,9 @@ def test_score_overviews_from_the_workers_are_block_means(tmp_path):
     # score.tif's overviews are built by the pass-2 workers when chunks align with the largest
     # factor (block 64: factors 2 and 4 for 1100 px), by GDAL otherwise (block 90); both must
     # be the mean of the valid full-resolution pixels of each block
-    from pipeline.engine import score_overviews
-    from pipeline.grid import TargetGrid
-    from pipeline.rasterio_out import change_pyramid
+    from pipeline.detection.io.cogs import change_pyramid
+    from pipeline.detection.pair import score_overviews
+    from pipeline.detection.target_grid import TargetGrid
 
     shape = (600, 1100)
     write_tif(tmp_path / "2016/a.tif", scene(shape, seed=1), grid_transform(), nodata=0)
@@ -324,8 +324,8 @@ def test_erase_dropped_clears_only_the_dropped_patches_and_their_overview_blocks
     from rasterio.features import shapes
     from rasterio.windows import Window
 
-    from pipeline.engine import MASK_NO_CHANGE, erase_dropped
-    from pipeline.rasterio_out import change_pyramid
+    from pipeline.detection.io.cogs import change_pyramid
+    from pipeline.detection.pair import MASK_NO_CHANGE, erase_dropped
 
     r0, c0, h, w, factors = 200, 100, 90, 70, [2, 4, 8]
     mask = np.full((h, w), MASK_NO_CHANGE, np.uint8)
@@ -380,7 +380,7 @@ def test_a_cut_that_marks_most_of_the_scene_is_warned_about(data_dir, tmp_path, 
     run warns that most of the scene is above it, naming the keys to check."""
     import logging
 
-    with caplog.at_level(logging.WARNING, logger="pipeline.engine"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.detection.pair"):
         _run(data_dir, tmp_path / "out", method="cva", threshold="fixed", threshold_value=1e-6)
     messages = [r.getMessage() for r in caplog.records]
     assert any("above the cut" in m and "'detect.threshold_value'" in m for m in messages)

@@ -23,10 +23,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import webfont
 from pipeline.config import ExportConfig
 from pipeline.errors import InputDataError
-from pipeline.export import (
+from pipeline.outputs import webfont
+from pipeline.outputs.packages import (
     RETURN_TEMPLATE_COLUMNS,
     data_dictionary,
     export_packages,

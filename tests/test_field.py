@@ -16,10 +16,10 @@ from shapely.geometry import Point, box
 
 from pipeline.atomic import fingerprint_file
 from pipeline.errors import FieldReturnError, InputDataError
-from pipeline.field import ROW, apply_return, parse_date
-from pipeline.field_io import read_return, write_rejections
-from pipeline.register import register_detections
-from pipeline.registry import empty_state
+from pipeline.registry.field_returns import ROW, apply_return, parse_date
+from pipeline.registry.io.return_files import read_return, write_rejections
+from pipeline.registry.matching import register_detections
+from pipeline.registry.store import empty_state
 from pipeline.schema import E, EventKind, P, RectMethod, Verdict
 from tests.test_register import CRS, make_detections
 

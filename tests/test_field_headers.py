@@ -11,8 +11,8 @@ import openpyxl
 import pytest
 
 from pipeline.errors import FieldReturnError, InputDataError
-from pipeline.field import ROW, apply_return, parse_rect_method, parse_verdict
-from pipeline.field_io import HEADER_MAP, _norm, read_return, resolve_headers
+from pipeline.registry.field_returns import ROW, apply_return, parse_rect_method, parse_verdict
+from pipeline.registry.io.return_files import HEADER_MAP, _norm, read_return, resolve_headers
 from pipeline.schema import (
     CHINESE_LABELS,
     COLUMN_LABELS,

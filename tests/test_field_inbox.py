@@ -15,10 +15,10 @@ import pyogrio
 import pytest
 from shapely.geometry import Point
 
-from pipeline.fieldwork import import_inbox, inbox_files
-from pipeline.registry import load_registry, save_registry
+from pipeline.ops.field_import import import_inbox, inbox_files
+from pipeline.ops.workspace import Workspace
+from pipeline.registry.store import load_registry, save_registry
 from pipeline.schema import P, Verdict
-from pipeline.workspace import Workspace
 from tests.field_returns import CRS, NOW, patch_ids, township_state, write_xls
 
 ID1, ID2, ID3 = patch_ids(3)

@@ -1,6 +1,6 @@
 """A township's own return template, returned with only some rows filled (issue 13, item 3).
 
-The template is the one the packages ship (:func:`pipeline.export.return_template` and the
+The template is the one the packages ship (:func:`pipeline.outputs.packages.return_template` and the
 same workbook builder), written as ``.xlsx``, GBK ``.csv`` and Excel 97-2003 ``.xls``. Rows
 the team did not fill must change nothing: no event, the patch stays ``pending``, and the
 rates count it as pending.
@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import FieldReturnError
-from pipeline.field import ROW, apply_return
-from pipeline.field_io import read_return
-from pipeline.fieldwork import describe
-from pipeline.rates import compute_rates
-from pipeline.registry import normalise_patches
+from pipeline.ops.field_import import describe
+from pipeline.registry.field_returns import ROW, apply_return
+from pipeline.registry.io.return_files import read_return
+from pipeline.registry.rates import compute_rates
+from pipeline.registry.store import normalise_patches
 from pipeline.schema import RC, E, EventKind, P, Verdict
 from tests.field_returns import (
     N_PATCHES,

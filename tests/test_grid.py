@@ -6,8 +6,8 @@ import pytest
 from rasterio.windows import Window
 
 from pipeline.config import AreaConfig
+from pipeline.detection.target_grid import Footprint, blocks, target_grid
 from pipeline.errors import InputDataError
-from pipeline.grid import Footprint, blocks, target_grid
 
 UTM = "EPSG:32650"
 

@@ -1,4 +1,4 @@
-"""Grid loading and validation (pipeline.grids, pipeline.vector_io).
+"""Grid loading and validation (pipeline.overlay.admin_grid, pipeline.overlay.io.vectors).
 
 The fixtures are a hand-made grid of squares in EPSG:4548 (CGCS2000 / 3-degree Gauss-Krüger
 CM 117E) right on the central meridian, where the scale factor is 1, so ellipsoidal areas
@@ -23,7 +23,7 @@ import shapely
 
 from pipeline.config import LayerConfig, LayersConfig
 from pipeline.errors import GridError, InputDataError
-from pipeline.grids import (
+from pipeline.overlay.admin_grid import (
     IssueKind,
     codes_as_text,
     issues_frame,
@@ -32,8 +32,8 @@ from pipeline.grids import (
     township_by_majority,
     validate_grid,
 )
+from pipeline.overlay.io.vectors import list_layers, read_layer
 from pipeline.schema import UNASSIGNED, G
-from pipeline.vector_io import list_layers, read_layer
 
 CRS = "EPSG:4548"
 X0, Y0 = 500_000.0, 3_000_000.0  # on the central meridian

@@ -11,11 +11,11 @@ from affine import Affine
 from pyproj import Transformer
 from rasterio.windows import Window
 
-from pipeline import imagery
+from pipeline.bands import check_bands
+from pipeline.detection.io import imagery
+from pipeline.detection.io.imagery import epoch_footprint, epoch_source, read_block
+from pipeline.detection.target_grid import Footprint, target_grid
 from pipeline.errors import ConfigError, InputDataError
-from pipeline.grid import Footprint, target_grid
-from pipeline.imagery import epoch_footprint, epoch_source, read_block
-from pipeline.spectral import check_bands
 from tests.rasters import UTM, X0, Y0, grid_transform, make_config, scene, write_tif
 
 

@@ -1,5 +1,5 @@
-"""Fail fast: ``config check`` and ``run`` open every layer before any stage (pipeline.layers,
-pipeline.stages.check_inputs).
+"""Fail fast: ``config check`` and ``run`` open every layer before any stage (pipeline.overlay.io.layer_check,
+pipeline.ops.stages.check_inputs).
 
 The tiny county of tests/shapefiles.py: GBK Shapefiles without ``.cpg``, 9-digit township
 codes, villages naming their township in the 12-digit form, a DLTB with mixed land-use codes.
@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from pipeline.cli.main import cli
 from pipeline.config import load_config
 from pipeline.errors import GridError, InputDataError
-from pipeline.layers import check_layers
+from pipeline.overlay.io.layer_check import check_layers
 from tests import shapefiles as shp
 
 

@@ -266,16 +266,16 @@ def test_json_lines_log_keeps_landwatch_info_and_other_libraries_warnings(tmp_pa
     libraries (fontTools logs dozens of INFO lines per font subset)."""
     import logging
 
-    from pipeline.runlog import run_log
+    from pipeline.ops.runlog import run_log
 
     path = tmp_path / "run.jsonl"
     with run_log(path, "r1"):
-        logging.getLogger("pipeline.stages").info("stage done")
+        logging.getLogger("pipeline.ops.stages").info("stage done")
         logging.getLogger("fontTools.subset").info("Closed glyph list")
         logging.getLogger("fontTools.subset").warning("a real problem")
     entries = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert [(e["logger"], e["message"]) for e in entries] == [
-        ("pipeline.stages", "stage done"),
+        ("pipeline.ops.stages", "stage done"),
         ("fontTools.subset", "a real problem"),
     ]
 
@@ -284,7 +284,7 @@ def test_interrupted_run_exits_130_records_it_and_resumes(area, monkeypatch):
     """Ctrl-C during detect: exit status 130 (as shells report SIGINT), one line saying the
     next run resumes, the run recorded as "interrupted", the registry untouched; the next
     run finishes the stage."""
-    import pipeline.engine
+    import pipeline.detection.pair
 
     folder, config = area
     before = _registry(folder)
@@ -294,7 +294,7 @@ def test_interrupted_run_exits_130_records_it_and_resumes(area, monkeypatch):
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(pipeline.engine, "detect_pair", interrupted)
+        m.setattr(pipeline.detection.pair, "detect_pair", interrupted)
         result = _run(config)
     assert result.exit_code == 130, result.output
     assert "interrupted" in result.output and "Traceback" not in result.output
@@ -308,7 +308,7 @@ def test_interrupted_run_exits_130_records_it_and_resumes(area, monkeypatch):
 
 def test_second_run_exits_at_once_while_the_workspace_is_locked(area):
     """Another run holds the lock: this one exits with 75 and says so, touching nothing."""
-    from pipeline.workspace import Workspace, WorkspaceLock
+    from pipeline.ops.workspace import Workspace, WorkspaceLock
 
     folder, config = area
     before = _registry(folder)
@@ -327,7 +327,7 @@ def test_stage_geopackages_depend_on_their_rows_only(tmp_path):
     from shapely.geometry import box
 
     from pipeline.atomic import fingerprint_file
-    from pipeline.stages import _write_gdf
+    from pipeline.ops.stages import _write_gdf
 
     gdf = gpd.GeoDataFrame({"n": [1, 2]}, geometry=[box(0, 0, 1, 1), box(2, 2, 3, 3)], crs=3857)
     first, second = tmp_path / "a" / "detections.gpkg", tmp_path / "b" / "detections.gpkg"

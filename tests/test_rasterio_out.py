@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.rasterio_out import change_pyramid, mean_pyramid, overview_factors
+from pipeline.detection.io.cogs import change_pyramid, mean_pyramid, overview_factors
 
 
 def _blocks(x: np.ndarray, f: int, fill) -> np.ndarray:

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely.geometry import box
 
-from pipeline.field import apply_return
-from pipeline.rates import PART_OF, compute_rates, rates_as_of
-from pipeline.register import register_detections
-from pipeline.registry import empty_state
+from pipeline.registry.field_returns import apply_return
+from pipeline.registry.matching import register_detections
+from pipeline.registry.rates import PART_OF, compute_rates, rates_as_of
+from pipeline.registry.store import empty_state
 from pipeline.schema import RATES_COLUMNS, UNASSIGNED, G, P, Verdict
 from tests.detections import CRS, make_detections
 

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from shapely.geometry import box
 
 from pipeline.errors import StageError
-from pipeline.register import register_detections
-from pipeline.registry import empty_state
+from pipeline.registry.matching import register_detections
+from pipeline.registry.store import empty_state
 from pipeline.schema import E, EventKind, P, Verdict
 from tests.detections import CRS, NOW, make_detections
 

@@ -13,8 +13,8 @@ from shapely.geometry import MultiPolygon, box
 
 from pipeline.atomic import atomic_path, fingerprint_file
 from pipeline.errors import RegistryError
-from pipeline.register import register_detections
-from pipeline.registry import (
+from pipeline.registry.matching import register_detections
+from pipeline.registry.store import (
     IMPORT_COLUMNS,
     IMPORTS_TABLE,
     append_events,

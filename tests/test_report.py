@@ -19,10 +19,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import charts, webfont
 from pipeline.config import ReportConfig
 from pipeline.errors import InputDataError
-from pipeline.report import (
+from pipeline.outputs import charts, webfont
+from pipeline.outputs.report import (
     HISTORY_DATE,
     RC,
     rates_csv_text,
@@ -243,7 +243,7 @@ def test_missing_cjk_font_falls_back_with_warning(tmp_path, monkeypatch, caplog)
     """Without a CJK font the charts use codes, a warning is logged, nothing crashes."""
     monkeypatch.setattr(charts, "find_cjk_font", lambda: None)
     townships, villages = make_grids()
-    with caplog.at_level(logging.WARNING, logger="pipeline.report"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.outputs.report"):
         paths = write_report(
             make_rates(),
             make_patches(),

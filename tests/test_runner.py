@@ -10,8 +10,8 @@ import textwrap
 import pytest
 
 from pipeline.errors import StageError, WorkspaceLockedError
-from pipeline.runner import Stage, run_stages, stage_status
-from pipeline.workspace import Workspace, WorkspaceLock
+from pipeline.ops.runner import Stage, run_stages, stage_status
+from pipeline.ops.workspace import Workspace, WorkspaceLock
 
 
 def _stages(ws: Workspace, source, params: dict, calls: list[str], fail: bool = False):
@@ -141,7 +141,7 @@ def test_lock_is_exclusive_and_released_when_holder_dies(tmp_path):
         f"""
         import os, signal
         from pathlib import Path
-        from pipeline.workspace import Workspace, WorkspaceLock
+        from pipeline.ops.workspace import Workspace, WorkspaceLock
         WorkspaceLock(Workspace(Path({str(ws.root)!r}))).__enter__()
         os.kill(os.getpid(), signal.SIGKILL)
         """

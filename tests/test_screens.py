@@ -1,4 +1,4 @@
-"""The patch-level screens (pipeline.screens: cloud, wetting/drying) and the atmospheric
+"""The patch-level screens (pipeline.detection.screens: cloud, wetting/drying) and the atmospheric
 bands in the engine.
 
 Scene for the cloud engine tests: the 300 x 300 px vegetation scene of the engine tests with two
@@ -16,10 +16,10 @@ import pytest
 import rasterio
 
 from pipeline.config import DetectConfig
-from pipeline.engine import MASK_CHANGE, MASK_NO_CHANGE, detect_pair
-from pipeline.executor import make_executor
-from pipeline.imagery import epoch_source
-from pipeline.screens import cloud_patches, moisture_patches
+from pipeline.detection.io.imagery import epoch_source
+from pipeline.detection.pair import MASK_CHANGE, MASK_NO_CHANGE, detect_pair
+from pipeline.detection.screens import cloud_patches, moisture_patches
+from pipeline.ops.executor import make_executor
 from tests.rasters import grid_transform, make_config, scene, write_tif
 
 ROOF_AT = (30, 30, 24)
@@ -138,7 +138,7 @@ def _inside(mask, at):
 
 
 def test_the_cloud_patch_is_screened_and_the_roof_kept(cloudy_dir, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="pipeline.engine"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.detection.pair"):
         res = _detect(cloudy_dir, tmp_path / "auto", SIX, block_px=96)
     assert res.stats["cloud_screen"] is True
     assert res.stats["n_patches_cloud"] == 1
@@ -248,8 +248,8 @@ def test_both_read_paths_mark_atmospheric_gaps_alike(tmp_path):
     invalid (all zeros), a gap in an atmospheric band only makes that band NaN."""
     from rasterio.windows import Window
 
-    from pipeline.grid import target_grid
-    from pipeline.imagery import epoch_footprint, read_block
+    from pipeline.detection.io.imagery import epoch_footprint, read_block
+    from pipeline.detection.target_grid import target_grid
 
     rng = np.random.default_rng(0)
     data = rng.integers(1, 3000, size=(6, 40, 40)).astype(np.uint16)

@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 from rasterio.features import rasterize
 from rasterio.windows import Window
 
-from pipeline import engine
 from pipeline.config import DetectConfig
-from pipeline.engine import MASK_CHANGE, MASK_NODATA, detect_pair
-from pipeline.executor import make_executor
-from pipeline.grid import target_grid
-from pipeline.imagery import RowStream, epoch_footprint, epoch_source, read_block
+from pipeline.detection import pair as engine
+from pipeline.detection.io.imagery import RowStream, epoch_footprint, epoch_source, read_block
+from pipeline.detection.pair import MASK_CHANGE, MASK_NODATA, detect_pair
+from pipeline.detection.target_grid import target_grid
+from pipeline.ops.executor import make_executor
 from tests.rasters import grid_transform, make_config, scene, write_tif
 
 SQUARES = [(10, 10, 20), (40, 120, 4), (100, 30, 6), (120, 200, 30), (170, 90, 12), (60, 60, 3)]
@@ -91,7 +91,7 @@ def test_many_small_regions_give_the_same_result(data_dir, monkeypatch):
 def test_regions_cover_the_grid_once(monkeypatch, region):
     """pass2_regions: whole blocks, no overlap, every block counted once, at most the
     configured width and height."""
-    from pipeline.grid import TargetGrid, blocks
+    from pipeline.detection.target_grid import TargetGrid, blocks
 
     monkeypatch.setattr(engine, "REGION_PX", region[0])
     monkeypatch.setattr(engine, "REGION_ROWS_PX", region[1])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import shapely
 
-from pipeline.evaluate import match_objects, object_scores, pixel_scores
+from pipeline.detection.accuracy import match_objects, object_scores, pixel_scores
 from pipeline.units import MU_M2, format_mu, geodesic_areas_m2, m2_to_mu
 
 # a point near EPSG:4548's central meridian (117° E), where the projection scale is ~1

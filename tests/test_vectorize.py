@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from pipeline.vectorize import PatchFilter, block_pieces, merge_pieces, sums_columns, to_map
+from pipeline.detection.vectorize import (
+    PatchFilter,
+    block_pieces,
+    merge_pieces,
+    sums_columns,
+    to_map,
+)
 
 
 def _blockwise(mask, score, a, b, bh, bw, patch_filter=None, with_peak=False):
@@ -184,7 +190,7 @@ def test_packed_polygonising_equals_polygonising_the_whole_block(seed, n_blobs, 
     # sparse patches (the real case) are polygonised on a packed canvas of their groups'
     # boxes, then moved back: the polygons, sums and mask must be exactly those of one
     # call on the whole block, with and without dropped patches
-    import pipeline.vectorize as vectorize
+    import pipeline.detection.vectorize as vectorize
 
     rng = np.random.default_rng(seed)
     h, w = 96, 160
@@ -217,7 +223,7 @@ def test_packed_polygonising_equals_polygonising_the_whole_block(seed, n_blobs, 
     max_width=st.integers(90, 400),
 )
 def test_packed_boxes_do_not_overlap_and_fit_the_canvas(sizes, max_width):
-    from pipeline.vectorize import pack_boxes
+    from pipeline.detection.vectorize import pack_boxes
 
     place, (ch, cw) = pack_boxes(sizes, max_width)
     assert cw <= max_width

@@ -1,4 +1,4 @@
-"""The embedded CJK font subset of the HTML pages (pipeline.webfont).
+"""The embedded CJK font subset of the HTML pages (pipeline.outputs.webfont).
 
 A page's ``@font-face`` must draw every Chinese character the page shows, be a font that
 fontTools (and so a browser) can open, be byte-identical from run to run (field packages are
@@ -19,8 +19,8 @@ from fontTools.ttLib import TTFont
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import webfont
-from pipeline.report import render_page
+from pipeline.outputs import webfont
+from pipeline.outputs.report import render_page
 
 HAS_FONT = importlib.util.find_spec("noto_cjk_sans_otc") is not None
 needs_font = pytest.mark.skipif(not HAS_FONT, reason="noto-cjk-sans-otc is not installed")
@@ -127,7 +127,7 @@ def test_no_embeddable_characters_no_rule():
 def test_missing_font_package_warns_and_pages_still_render(fresh_caches, monkeypatch, caplog):
     """Without the font package: no @font-face, one warning, the page renders with Chinese."""
     monkeypatch.setattr(webfont, "BUNDLED_FONT_MODULES", ("landwatch_no_such_font_package",))
-    with caplog.at_level(logging.WARNING, logger="pipeline.webfont"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.outputs.webfont"):
         assert webfont.font_face_css(SAMPLE) == ""
         assert webfont.font_face_css(SAMPLE + "新") == ""
         assert webfont.embedding_id() == "none"

@@ -21,8 +21,8 @@ def check(config_path):
     (fields, codes, CRS, text encoding); exit non-zero with the reason when one is wrong."""
     from collections import Counter
 
-    from pipeline.imagery import epoch_source
-    from pipeline.stages import check_inputs
+    from pipeline.detection.io.imagery import epoch_source
+    from pipeline.ops.stages import check_inputs
 
     cfg = load_config(config_path)  # keys, values and the bands the method needs
     # every epoch: globs match, bands and band files complete, masks found

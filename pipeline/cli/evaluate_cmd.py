@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from pipeline.cli.console import console
 from pipeline.cli.options import config_option
 
 
@@ -27,9 +28,8 @@ def evaluate(config_path, labels, layer, kinds, label_change, min_area_m2, pair)
     """Pixel precision/recall/F1/IoU/kappa and object hit rate of a run against LABELS."""
     from rich.table import Table
 
-    from pipeline.cli.main import console
     from pipeline.config import load_config
-    from pipeline.evaluation import evaluate_run
+    from pipeline.ops.commands import evaluate_run
 
     cfg = load_config(config_path)
     result = evaluate_run(

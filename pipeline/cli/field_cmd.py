@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from pipeline.cli.console import console
 from pipeline.cli.options import config_option
 
 
@@ -27,9 +28,8 @@ def field():
 def import_(config_path, files, encoding):
     """Import return FILES (CSV, XLSX, XLS, Shapefile, GPKG, or a zip of one); each is applied
     all-or-nothing. Rows with nothing filled leave their patch as it was ("not filled")."""
-    from pipeline.cli.main import console
     from pipeline.config import load_config
-    from pipeline.fieldwork import import_returns
+    from pipeline.ops.field_import import import_returns
 
     cfg = load_config(config_path)
     results = import_returns(cfg, list(files), encoding=encoding)

@@ -11,8 +11,8 @@ from pipeline.cli.options import check_date, config_option, date_option
 
 def _context(config_path, date):
     from pipeline.config import load_config
-    from pipeline.stages import new_run_id, utc_now
-    from pipeline.workspace import Workspace
+    from pipeline.ops.runlog import new_run_id, utc_now
+    from pipeline.ops.workspace import Workspace
 
     cfg = load_config(config_path)
     return (
@@ -29,8 +29,8 @@ def _context(config_path, date):
 @date_option
 def export(config_path, date):
     """Write the field packages (one zip per township) from the registry."""
-    from pipeline.stages import export_registry
-    from pipeline.workspace import WorkspaceLock
+    from pipeline.ops.stages import export_registry
+    from pipeline.ops.workspace import WorkspaceLock
 
     cfg, ws, date, run_id, now = _context(config_path, date)
     with WorkspaceLock(ws):
@@ -49,8 +49,8 @@ def export(config_path, date):
 )
 def report(config_path, date, as_of):
     """Write the rectification-rate report (CSV, XLSX, HTML, PNG) from the registry."""
-    from pipeline.stages import report_registry
-    from pipeline.workspace import WorkspaceLock
+    from pipeline.ops.stages import report_registry
+    from pipeline.ops.workspace import WorkspaceLock
 
     cfg, ws, date, _, _ = _context(config_path, date)
     with WorkspaceLock(ws):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
+from pipeline.cli.console import console
 from pipeline.cli.options import config_option, date_option
 from pipeline.config import load_config
-from pipeline.stages import STAGE_NAMES, run_pipeline
+from pipeline.ops.stages import STAGE_NAMES, run_pipeline
 
 _STYLE = {"ran": "green", "skipped": "dim", "would run": "yellow", "failed": "red"}
 
@@ -28,7 +29,6 @@ _STYLE = {"ran": "green", "skipped": "dim", "would run": "yellow", "failed": "re
 )
 def run(config_path, date, force, dry_run, from_stage, until_stage, workers, scheduler):
     """Run the pipeline: only the stages whose inputs, parameters or code changed."""
-    from pipeline.cli.main import console
 
     cfg = load_config(config_path)
 

@@ -8,6 +8,7 @@ import json
 import click
 from rich.table import Table
 
+from pipeline.cli.console import console
 from pipeline.cli.options import config_option
 
 
@@ -18,12 +19,12 @@ from pipeline.cli.options import config_option
 )
 def status(config_path, n_runs):
     """List the stages (done / stale with the reason / failed) and the last runs."""
-    from pipeline.cli.main import console
     from pipeline.config import load_config
-    from pipeline.registry import load_registry
-    from pipeline.runner import stage_status
-    from pipeline.stages import RunContext, build_stages, new_run_id, utc_now
-    from pipeline.workspace import Workspace
+    from pipeline.ops.runlog import new_run_id, utc_now
+    from pipeline.ops.runner import stage_status
+    from pipeline.ops.stages import RunContext, build_stages
+    from pipeline.ops.workspace import Workspace
+    from pipeline.registry.store import load_registry
 
     cfg = load_config(config_path)
     ws = Workspace(cfg.workspace)

@@ -3,7 +3,7 @@
 :func:`generate_sample` writes two epochs of 4-band imagery, approvals, farmland, the
 administrative grid and the truth (new construction, seasonal change) for a fictitious
 district; :mod:`~pipeline.sample.scene` (layout and rendering) and
-:mod:`~pipeline.sample.gridgen` (district, townships, villages) hold the pure logic and
+:mod:`~pipeline.sample.admin_layers` (district, townships, villages) hold the pure logic and
 :mod:`~pipeline.sample.write` the file output.
 """
 

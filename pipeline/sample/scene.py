@@ -28,7 +28,7 @@ from rasterio import features
 from scipy import ndimage
 
 from pipeline.errors import ConfigError
-from pipeline.sample.gridgen import (
+from pipeline.sample.admin_layers import (
     Grid,
     assign_majority,
     cut_gap,

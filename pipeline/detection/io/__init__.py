@@ -1,0 +1,1 @@
+"""File access of the detect stage: imagery reading and COG writing."""

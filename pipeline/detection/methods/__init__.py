@@ -1,0 +1,1 @@
+"""Change-score methods fitted per scene in pass 1."""

@@ -1,0 +1,1 @@
+"""Operations: stages, runner, executor, workspace, run log and command bodies."""

@@ -1,0 +1,256 @@
+"""Importing field returns into the registry: the I/O around :mod:`pipeline.registry.field_returns`.
+
+Each file is applied all-or-nothing; a rejected file leaves the registry untouched and gets a
+rejection report (file, row, reason). The same file imported twice changes nothing (its
+content fingerprint is recorded in the registry). Two entry points:
+
+- :func:`import_returns` — ``landwatch field import FILE…`` (takes the workspace lock);
+- :func:`import_inbox` — the nightly run's ``inbox`` stage: files dropped in the inbox are
+  imported, then moved to ``inbox/done/`` or to ``inbox/rejected/`` with the rejection report
+  beside them.
+
+No inbox file is left behind in silence: a file of a format the importer does not read
+(``.doc``, ``.pdf``, a lone ``.dbf``, ...) is moved to ``inbox/rejected/`` too, with a report
+naming the formats that are read, and counted as ``unsupported``. Only hidden files and
+Office lock files (``.DS_Store``, ``~$return.xlsx``) and sub-folders stay where they are,
+each with a WARNING in the log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.atomic import fingerprint_file
+from pipeline.config import Config
+from pipeline.errors import FieldReturnError, InputDataError
+from pipeline.ops import runlog
+from pipeline.ops.workspace import Workspace, WorkspaceLock
+from pipeline.registry.field_returns import ImportSummary, apply_return
+from pipeline.registry.io.return_files import SUFFIXES as RETURN_SUFFIXES
+from pipeline.registry.io.return_files import read_return, write_rejections
+
+log = logging.getLogger(__name__)
+
+SHAPEFILE_SIDECARS = (".dbf", ".shx", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".xml")
+"""Suffixes of the files that belong to the ``.shp`` of the same stem."""
+
+INBOX_SUBFOLDERS = ("done", "rejected")
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    file: Path
+    applied: bool
+    message: str
+    rejections: tuple[tuple[str, int | None, str], ...] = ()
+    summary: ImportSummary | None = None
+    """What applying the file did (None for a rejected file)."""
+
+
+def apply_files(
+    state, files: list[Path], *, encoding: str | None, today: dt.date, run_id: str, now: str
+):
+    """Apply each file to ``state`` (pure apart from reading the files).
+
+    Returns the new state and one :class:`ImportResult` per file; a rejected file leaves
+    the state as it was before that file.
+    """
+    results: list[ImportResult] = []
+    for path in files:
+        try:
+            rows = read_return(path, encoding=encoding)
+            state, summary = apply_return(
+                state, rows, source_file=path.name, fingerprint=fingerprint_file(path),
+                now=now, today=today, run_id=run_id,
+                unknown_columns=tuple(rows.attrs.get("unknown_columns", ())),
+            )  # fmt: skip
+        except (FieldReturnError, InputDataError) as exc:
+            # an unreadable file is rejected like a file with bad rows; the others go on
+            reasons = getattr(exc, "rejections", None) or [(path.name, None, str(exc))]
+            for file, row, reason in reasons:
+                log.error("%s row %s: %s", file, row, reason)
+            results.append(
+                ImportResult(path, False, f"rejected, nothing applied: {exc}", tuple(reasons))
+            )
+        else:
+            results.append(ImportResult(path, True, describe(summary), summary=summary))
+    return state, results
+
+
+def import_returns(
+    cfg: Config, files: list[Path], *, encoding: str | None = None, today: dt.date | None = None
+) -> list[ImportResult]:
+    """``landwatch field import``: apply the files, write a rejection report per rejected file
+    to ``{workspace}/rejections/``, and raise :class:`FieldReturnError` at the end if any file
+    was rejected (the others are applied)."""
+    from pipeline.registry.store import load_registry, save_registry
+
+    ws = Workspace(cfg.workspace)
+    with WorkspaceLock(ws):
+        if not ws.registry.exists():
+            raise FieldReturnError(
+                f"no registry at {ws.registry}: run `landwatch run` before importing field returns"
+            )
+        state = load_registry(ws.registry, cfg.area.crs)
+        state, results = apply_files(
+            state, files, encoding=encoding or cfg.field_returns.encoding,
+            today=today or dt.date.today(), run_id=runlog.new_run_id(), now=runlog.utc_now(),
+        )  # fmt: skip
+        save_registry(ws.registry, state)
+    rejected = [r for r in results if not r.applied]
+    if rejected:
+        reports = [
+            write_rejections(ws.root / "rejections" / f"{r.file.stem}.rejected.csv", r.rejections)
+            for r in rejected
+        ]
+        n_rows = sum(len(r.rejections) for r in rejected)
+        raise FieldReturnError(
+            f"{len(rejected)} of {len(results)} file(s) rejected, nothing of them applied "
+            f"({n_rows} bad row(s)); reasons in {', '.join(map(str, reports))}",
+            [reason for r in rejected for reason in r.rejections],
+        )
+    return results
+
+
+def inbox_files(inbox: Path) -> list[Path]:
+    """Return the files waiting in the inbox (not in done/ or rejected/), sorted by name.
+
+    Every file counts (returns, unsupported files, hidden files) except the sidecar files
+    of a ``.shp`` that is there too (they travel with it).
+    """
+    if not inbox.is_dir():
+        return []
+    files = [p for p in inbox.iterdir() if p.is_file()]
+    shapefiles = {p.stem.lower() for p in files if p.suffix.lower() == ".shp"}
+    return sorted(p for p in files if not _is_sidecar(p, shapefiles))
+
+
+def import_inbox(
+    cfg: Config, ws: Workspace, *, run_id: str, now: str, today: dt.date | None = None
+) -> dict[str, int]:
+    """The ``inbox`` stage (the caller holds the lock): import, save, then move the files.
+
+    Returns
+    -------
+    dict
+        Counts for the run record: ``files`` (every file looked at), ``applied``,
+        ``rejected``, ``unsupported`` (moved to rejected/ unread), ``left`` (hidden/lock
+        files and sub-folders left in place, each with a WARNING), ``rows_not_filled``.
+    """
+    from pipeline.registry.store import load_registry, save_registry
+
+    inbox = cfg.field_returns.inbox
+    files = inbox_files(inbox)
+    left = _left_in_place(inbox, files)
+    returns = [p for p in files if _is_return(p)]
+    unsupported = [p for p in files if not _is_return(p) and not _is_hidden(p)]
+    if not returns and not unsupported:
+        return {"files": len(files), "left": len(left)} if left else {"files": 0}
+    results: list[ImportResult] = []
+    if returns:
+        state = load_registry(ws.registry, cfg.area.crs)
+        state, results = apply_files(
+            state, returns, encoding=cfg.field_returns.encoding,
+            today=today or dt.date.today(), run_id=run_id, now=now,
+        )  # fmt: skip
+        # the registry is saved before any file moves: a kill in between re-imports the file
+        # next night, which its recorded fingerprint turns into a no-op
+        save_registry(ws.registry, state)
+    results += [_unsupported(p) for p in unsupported]
+    for result in results:
+        _file_away(inbox, result)
+    counts = {
+        "files": len(files),
+        "applied": sum(r.applied for r in results),
+        "rejected": sum(not r.applied for r in results) - len(unsupported),
+        "unsupported": len(unsupported),
+        "left": len(left),
+        "rows_not_filled": sum(r.summary.n_not_filled for r in results if r.summary),
+    }
+    log.info("inbox: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return counts
+
+
+def describe(summary: ImportSummary) -> str:
+    """One line saying what applying a file did, for the CLI and the run log."""
+    if summary.already_imported:
+        return "already imported (same content); nothing changed"
+    text = (
+        f"applied {summary.n_applied} of {summary.n_rows} row(s), "
+        f"{summary.n_not_filled} not filled; {summary.n_verdict_changes} verdict change(s), "
+        f"{summary.n_rectification_updates} rectification update(s)"
+    )
+    if summary.warnings:
+        text += "; warnings: " + "; ".join(summary.warnings)
+    return text
+
+
+def _file_away(inbox: Path, result: ImportResult) -> None:
+    """Move a file (and its sidecars) to done/ or rejected/, with the report if rejected."""
+    folder = inbox / ("done" if result.applied else "rejected")
+    folder.mkdir(exist_ok=True)
+    for part in _with_sidecars(result.file):
+        shutil.move(part, folder / part.name)
+    if result.applied:
+        log.info("inbox: %s %s", result.file.name, result.message)
+    else:
+        write_rejections(folder / f"{result.file.name}.rejected.csv", result.rejections)
+        log.warning("inbox: %s rejected; see %s", result.file.name, folder)
+
+
+def _unsupported(path: Path) -> ImportResult:
+    suffixes = ", ".join(RETURN_SUFFIXES)
+    reason = (
+        f"unsupported file type '{path.suffix or path.name}': field returns are read from "
+        f"{suffixes} (a Shapefile with its .dbf/.shx beside the .shp); save the return in one "
+        "of these formats and put it in the inbox again"
+    )
+    log.warning("inbox: %s: %s", path.name, reason)
+    return ImportResult(path, False, f"rejected, not read: {reason}", ((path.name, None, reason),))
+
+
+def _left_in_place(inbox: Path, files: list[Path]) -> list[Path]:
+    """Hidden files, Office lock files and sub-folders: left where they are, with a WARNING."""
+    if not inbox.is_dir():
+        return []
+    folders = [p for p in inbox.iterdir() if p.is_dir() and p.name not in INBOX_SUBFOLDERS]
+    left = [p for p in files if _is_hidden(p)] + sorted(folders)
+    for path in left:
+        what = "folder" if path.is_dir() else "hidden or lock file"
+        log.warning(
+            "inbox: %s %s left in place, not read: put each return file (or a zip) directly in %s",
+            what,
+            path.name,
+            inbox,
+        )
+    return left
+
+
+def _is_return(path: Path) -> bool:
+    return path.suffix.lower() in RETURN_SUFFIXES and not _is_hidden(path)
+
+
+def _is_hidden(path: Path) -> bool:
+    # ~$name.xlsx is the lock file Excel and WPS keep beside a workbook that is open;
+    # .~lock.name# is LibreOffice's
+    return path.name.startswith((".", "~$"))
+
+
+def _is_sidecar(path: Path, shapefiles: set[str]) -> bool:
+    name = path.name.lower()
+    return any(
+        name.endswith(suffix) and name[: -len(suffix)] in shapefiles
+        for suffix in (*SHAPEFILE_SIDECARS, ".shp.xml")
+    )
+
+
+def _with_sidecars(path: Path) -> list[Path]:
+    if path.suffix.lower() != ".shp":
+        return [path]
+    shapefiles = {path.stem.lower()}
+    sidecars = [p for p in path.parent.iterdir() if p.is_file() and _is_sidecar(p, shapefiles)]
+    return [path, *sorted(sidecars)]

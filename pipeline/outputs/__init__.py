@@ -1,0 +1,1 @@
+"""What landwatch hands out: field packages, reports, charts and chips."""

@@ -1,0 +1,1 @@
+"""Overlay of patches with farmland, approvals and the administrative grid."""

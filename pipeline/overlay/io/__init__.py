@@ -1,0 +1,1 @@
+"""File access of the overlay: vector layers, their text encodings and checks."""

@@ -1,0 +1,1 @@
+"""The patch registry: state, registration, field returns and rates."""

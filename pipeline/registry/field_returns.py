@@ -1,0 +1,515 @@
+"""Field returns (核查结果): validate a return and apply it to the registry.
+
+Pure: a :class:`~pipeline.registry.store.RegistryState` and the rows of one return file (as read
+by :func:`pipeline.registry.io.return_files.read_return`) in, a new state and an :class:`ImportSummary` out.
+
+Rules (DESIGN §2, §3)
+---------------------
+- A return is applied **all or nothing**: every bad row is collected as
+  ``(file, row, reason)`` and :class:`~pipeline.errors.FieldReturnError` is raised with the
+  full list; the state is then unchanged.
+- The same file (same content fingerprint) imported twice changes nothing.
+- A *blank* row (a patch id but none of the columns the team fills,
+  :data:`~pipeline.schema.FIELD_RETURN_FILLED_COLUMNS`) is a patch not visited yet: it
+  changes nothing, writes no event and is counted in :attr:`ImportSummary.n_not_filled`.
+  A cell holding only a dash or slash (``/``, ``-``, ``—``) counts as empty.
+- An empty ``verdict`` keeps the patch's current verdict (a follow-up return that only
+  reports rectification progress); a verdict never becomes empty.
+- Verdict ``illegal`` without ``remaining_m2`` sets ``remaining_m2 = area_m2`` when the
+  patch was not illegal before (nothing rectified yet) and keeps the current remaining area
+  otherwise. Only an explicit ``remaining_m2`` changes it: a method such as
+  ``demolished_restored`` alone does *not* mark the patch rectified, because the team must
+  say how much is left.
+- ``rect_method`` and ``remaining_m2`` are only accepted when the patch's verdict after the
+  row is ``illegal``. A patch that leaves ``illegal`` loses its ``rect_method`` and
+  ``remaining_m2`` (they only mean something for illegal patches).
+- Verdict ``other`` without ``verdict_subtype`` is accepted but warned about
+  (:attr:`ImportSummary.warnings`): the sub-type is wanted for reports, but a missing one
+  must not block the rest of the return.
+- Duplicate rows for one patch: identical rows count once; conflicting rows are all
+  rejected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import re
+from pathlib import PurePath
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import FieldReturnError
+from pipeline.registry.store import (
+    IMPORTS_TABLE,
+    I,
+    RegistryState,
+    next_event_id,
+    normalise_patches,
+    normalise_table,
+    to_json,
+)
+from pipeline.schema import (
+    EVENTS_TABLE,
+    FIELD_RETURN_COLUMNS,
+    FIELD_RETURN_FILLED_COLUMNS,
+    FIELD_RETURN_ROW,
+    VALUE_ALIASES,
+    VALUE_SYNONYMS,
+    E,
+    EventKind,
+    P,
+    RectMethod,
+    Verdict,
+)
+from pipeline.units import m2_to_mu
+
+log = logging.getLogger(__name__)
+
+ROW = FIELD_RETURN_ROW
+"""Column of the return rows holding the row number the user sees in the file."""
+
+PLACEHOLDERS = frozenset({"/", "\\", "／", "-", "－", "--", "—", "——", "–"})
+"""Cell contents that mean "nothing to say here" (forms use them for "not applicable")."""
+
+REMAINING_TOLERANCE_M2 = 0.01
+"""``remaining_m2`` may exceed the patch area by this much (rounding to 2 decimals)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportSummary:
+    """What applying one return file did."""
+
+    file: str
+    fingerprint: str
+    already_imported: bool = False
+    n_rows: int = 0
+    """Rows in the file (after dropping fully empty rows)."""
+    n_applied: int = 0
+    """Rows applied (identical duplicates count once)."""
+    n_not_filled: int = 0
+    """Blank rows: a patch id but nothing the team fills; the patch is left as it was."""
+    n_verdict_changes: int = 0
+    n_rectification_updates: int = 0
+    unknown_columns: tuple[str, ...] = ()
+    """Columns of the file that mean nothing to the importer (their content was not read)."""
+    warnings: tuple[str, ...] = ()
+
+
+def apply_return(
+    state: RegistryState,
+    rows: pd.DataFrame,
+    *,
+    source_file: str,
+    fingerprint: str,
+    now: str,
+    today: dt.date,
+    run_id: str | None = None,
+    unknown_columns: tuple[str, ...] = (),
+) -> tuple[RegistryState, ImportSummary]:
+    """Validate one field return and apply it to the registry, all or nothing.
+
+    Parameters
+    ----------
+    state : RegistryState
+        The current registry (not modified).
+    rows : pandas.DataFrame
+        Canonical columns (``patch_id`` and any of
+        :data:`~pipeline.schema.FIELD_RETURN_COLUMNS`), values as text, plus :data:`ROW`
+        (the row number shown to the user; default: 1-based position).
+    source_file : str
+        The file name, used in events (``field:<name>#<row>``) and rejections.
+    fingerprint : str
+        Content hash of the file (:func:`pipeline.atomic.fingerprint_file`).
+    now : str
+        ISO-8601 UTC time: event time, ``updated_at``, ``applied_at``.
+    today : datetime.date
+        ``checked_on`` later than this is rejected.
+    run_id : str, optional
+        Recorded in the events and the imports table.
+    unknown_columns : tuple of str
+        Headers of the file the reader did not recognise
+        (``rows.attrs["unknown_columns"]`` from :func:`~pipeline.registry.io.return_files.read_return`);
+        listed as a warning in the summary.
+
+    Returns
+    -------
+    (RegistryState, ImportSummary)
+
+    Raises
+    ------
+    FieldReturnError
+        Any row is bad; ``rejections`` lists every ``(file, row, reason)``.
+
+    Notes
+    -----
+    See the module docstring for the rules. Verdicts and methods are accepted as the
+    English values (any case) or the words of :data:`~pipeline.schema.VALUE_SYNONYMS`.
+    ``checked_on`` accepts ``YYYY-MM-DD``, ``YYYY/MM/DD``, ``YYYYMMDD`` and ``YYYY年M月D日``
+    and is stored as ``YYYY-MM-DD``.
+    """
+    name = PurePath(source_file).name
+    if fingerprint in set(state.imports[I.FINGERPRINT].dropna()):
+        log.info("%s already imported (fingerprint %s); nothing to do", name, fingerprint[:12])
+        return state, ImportSummary(name, fingerprint, already_imported=True)
+    table, n_not_filled = _canonical(rows, name)
+    patches = state.patches.set_index(P.PATCH_ID, drop=False)
+    table, rejections, warnings = _validate(table, patches, name, today)
+    warnings = _file_warnings(name, unknown_columns, len(table), n_not_filled) + warnings
+    if rejections:
+        rejections.sort(key=lambda r: (r[1] is None, r[1] or 0))
+        shown = "; ".join(f"row {r}: {why}" for _, r, why in rejections[:5])
+        more = f" (and {len(rejections) - 5} more)" if len(rejections) > 5 else ""
+        raise FieldReturnError(
+            f"{name}: {len(rejections)} bad row(s), nothing applied: {shown}{more}", rejections
+        )
+    new_patches, events, n_verdicts, n_rect = _apply(table, patches, name, now)
+    imports = pd.concat(
+        [
+            state.imports,
+            normalise_table(
+                IMPORTS_TABLE,
+                pd.DataFrame(
+                    [
+                        {
+                            I.FINGERPRINT: fingerprint,
+                            I.FILE: name,
+                            I.APPLIED_AT: now,
+                            I.N_ROWS: len(table) + n_not_filled,
+                            I.RUN_ID: run_id,
+                        }
+                    ]
+                ),
+            ),
+        ],
+        ignore_index=True,
+    )
+    new_state = dataclasses.replace(
+        state,
+        patches=normalise_patches(new_patches.reset_index(drop=True)),
+        events=_append(state.events, events, now=now, run_id=run_id),
+        imports=imports,
+    )
+    summary = ImportSummary(
+        file=name,
+        fingerprint=fingerprint,
+        n_rows=int(table.attrs.get("n_rows", len(table))) + n_not_filled,
+        n_applied=len(table),
+        n_not_filled=n_not_filled,
+        n_verdict_changes=n_verdicts,
+        n_rectification_updates=n_rect,
+        unknown_columns=tuple(unknown_columns),
+        warnings=tuple(warnings),
+    )
+    for warning in warnings:
+        log.warning("%s", warning)
+    log.info("%s applied: %s", name, summary)
+    return new_state, summary
+
+
+def parse_verdict(value: Any) -> str | None:
+    """A verdict (English value, any case, or a word of
+    :data:`~pipeline.schema.VALUE_SYNONYMS`) as a :class:`Verdict` value; None when it is
+    not one."""
+    return _parse_enum(value, Verdict)
+
+
+def parse_rect_method(value: Any) -> str | None:
+    """A rectification method (English value or a word of
+    :data:`~pipeline.schema.VALUE_SYNONYMS`) as a :class:`RectMethod` value; None when it is
+    not one."""
+    return _parse_enum(value, RectMethod)
+
+
+def parse_date(value: Any) -> dt.date | None:
+    """A field date as :class:`datetime.date`; None when it is not a date."""
+    text = str(value).strip()
+    m = re.fullmatch(
+        r"(\d{4})\s*(?:[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?|(\d{2})(\d{2}))"
+        r"(?:[ T]00:00(?::00)?)?",
+        text,
+    )
+    if not m:
+        return None
+    year, month, day = m.group(1), m.group(2) or m.group(4), m.group(3) or m.group(5)
+    try:
+        return dt.date(int(year), int(month), int(day))
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- validation
+def _canonical(rows: pd.DataFrame, name: str) -> tuple[pd.DataFrame, int]:
+    """Canonical columns as stripped text (NaN for empty), plus ROW as int, without the
+    blank rows; and the number of blank rows that name a patch (not filled yet)."""
+    if P.PATCH_ID not in rows.columns:
+        raise FieldReturnError(
+            f"{name}: no patch_id column (found: {', '.join(map(str, rows.columns))}); "
+            "a return needs 图斑编号/patch_id",
+            [(name, None, "no patch_id column")],
+        )
+    out = pd.DataFrame(index=range(len(rows)))
+    for col in FIELD_RETURN_COLUMNS:
+        if col in rows.columns:
+            text = rows[col].reset_index(drop=True).astype("str").str.strip()
+            empty = text.eq("") | text.isin(PLACEHOLDERS)
+            out[col] = text.where(rows[col].reset_index(drop=True).notna() & ~empty)
+        else:
+            out[col] = pd.Series(np.nan, index=out.index, dtype="str")
+    if ROW in rows.columns:
+        out[ROW] = rows[ROW].reset_index(drop=True).astype("int64")
+    else:
+        out[ROW] = np.arange(1, len(rows) + 1)
+    filled = out[list(FIELD_RETURN_FILLED_COLUMNS)].notna().any(axis=1)
+    n_not_filled = int((~filled & out[P.PATCH_ID].notna()).sum())
+    return out[filled].reset_index(drop=True), n_not_filled
+
+
+def _file_warnings(
+    name: str, unknown_columns: tuple[str, ...], n_filled: int, n_not_filled: int
+) -> list[str]:
+    """Warnings about the file as a whole: columns not read, nothing filled."""
+    warnings = []
+    if unknown_columns:
+        warnings.append(
+            f"{name}: column(s) {', '.join(map(repr, unknown_columns))} not recognised, their "
+            "content was not read (accepted headers: README 'Field returns')"
+        )
+    if n_filled == 0 and n_not_filled:
+        warnings.append(f"{name}: none of its {n_not_filled} row(s) is filled; nothing changed")
+    return warnings
+
+
+def _validate(
+    table: pd.DataFrame, patches: pd.DataFrame, name: str, today: dt.date
+) -> tuple[pd.DataFrame, list[tuple[str, int | None, str]], list[str]]:
+    """Check every row; return the de-duplicated rows with parsed values added."""
+    rejections: list[tuple[str, int | None, str]] = []
+    warnings: list[str] = []
+
+    def reject(mask: pd.Series, reason) -> None:
+        for row, *_ in table.loc[mask, [ROW]].itertuples(index=False):
+            rejections.append((name, int(row), reason(row) if callable(reason) else reason))
+
+    t = table.copy()
+    n_rows = len(t)
+    pid = t[P.PATCH_ID]
+    reject(pid.isna(), "patch_id is empty")
+    known = pid.isin(patches.index)
+    for row, value in t.loc[pid.notna() & ~known, [ROW, P.PATCH_ID]].itertuples(index=False):
+        rejections.append(
+            (name, int(row), f"unknown patch_id {value!r} (not in the registry; check the id)")
+        )
+
+    t["_verdict"] = t[P.VERDICT].map(parse_verdict)
+    for row, value in t.loc[t[P.VERDICT].notna() & t["_verdict"].isna(), [ROW, P.VERDICT]].values:
+        rejections.append((name, int(row), f"verdict {value!r} is not one of {_allowed(Verdict)}"))
+    t["_method"] = t[P.RECT_METHOD].map(parse_rect_method)
+    bad_method = t[P.RECT_METHOD].notna() & t["_method"].isna()
+    for row, value in t.loc[bad_method, [ROW, P.RECT_METHOD]].values:
+        rejections.append(
+            (name, int(row), f"rect_method {value!r} is not one of {_allowed(RectMethod)}")
+        )
+
+    remaining = pd.to_numeric(t[P.REMAINING_M2].str.replace(",", "", regex=False), errors="coerce")
+    t["_remaining"] = remaining
+    for row, value in t.loc[
+        t[P.REMAINING_M2].notna() & remaining.isna(), [ROW, P.REMAINING_M2]
+    ].values:
+        rejections.append((name, int(row), f"remaining_m2 {value!r} is not a number"))
+    area = t[P.PATCH_ID].map(patches[P.AREA_M2]) if len(t) else pd.Series(dtype="float64")
+    for row, value in t.loc[remaining < 0, [ROW, "_remaining"]].values:
+        rejections.append((name, int(row), f"remaining_m2 {value:g} is negative"))
+    too_big = known & (remaining > area + REMAINING_TOLERANCE_M2)
+    for row, value, a in t.loc[too_big, [ROW, "_remaining"]].assign(a=area[too_big]).values:
+        rejections.append(
+            (
+                name,
+                int(row),
+                f"remaining_m2 {value:.2f} m² ({m2_to_mu(value):.2f} 亩) exceeds the patch area "
+                f"{a:.2f} m² ({m2_to_mu(a):.2f} 亩)",
+            )
+        )
+
+    current = t[P.PATCH_ID].map(patches[P.VERDICT])
+    after = t["_verdict"].where(t["_verdict"].notna(), current)
+    has_rect = t[P.RECT_METHOD].notna() | t[P.REMAINING_M2].notna()
+    not_illegal = known & has_rect & (after != Verdict.ILLEGAL)
+    for row, verdict in t.loc[not_illegal, [ROW]].assign(v=after[not_illegal]).values:
+        rejections.append(
+            (
+                name,
+                int(row),
+                f"rect_method/remaining_m2 given but the verdict is {verdict!r}; rectification "
+                "only applies to illegal patches",
+            )
+        )
+
+    t["_checked"] = t[P.CHECKED_ON].map(lambda v: parse_date(v) if isinstance(v, str) else None)
+    for row, value in t.loc[
+        t[P.CHECKED_ON].notna() & t["_checked"].isna(), [ROW, P.CHECKED_ON]
+    ].values:
+        rejections.append((name, int(row), f"checked_on {value!r} is not a date (use YYYY-MM-DD)"))
+    future = t["_checked"].map(lambda d: d is not None and d > today)
+    for row, value in t.loc[future, [ROW, "_checked"]].values:
+        rejections.append(
+            (name, int(row), f"checked_on {value.isoformat()} is in the future (today is {today})")
+        )
+
+    other = (after == Verdict.OTHER) & t[P.VERDICT_SUBTYPE].isna() & t["_verdict"].notna()
+    for row in t.loc[other, ROW]:
+        warnings.append(f"{name} row {row}: verdict 'other' without verdict_subtype (其他类型)")
+
+    t, dup_rejections = _deduplicate(t, name)
+    rejections.extend(dup_rejections)
+    t.attrs["n_rows"] = n_rows
+    return t, rejections, warnings
+
+
+def _deduplicate(t: pd.DataFrame, name: str) -> tuple[pd.DataFrame, list]:
+    """Identical rows for one patch count once; conflicting rows are all rejected."""
+    content = [
+        "_verdict",
+        P.VERDICT_SUBTYPE,
+        "_method",
+        "_remaining",
+        "_checked",
+        P.INSPECTOR,
+        P.NOTE,
+    ]
+    valid = t[t[P.PATCH_ID].notna()]
+    key = valid[content].astype("str")  # NaN/None compare equal as text
+    distinct = pd.concat([valid[[P.PATCH_ID]], key], axis=1).drop_duplicates()
+    conflicting = distinct[P.PATCH_ID][distinct[P.PATCH_ID].duplicated()].unique()
+    rejections = []
+    for pid in conflicting:
+        rows = t.loc[t[P.PATCH_ID] == pid, ROW].astype(int).tolist()
+        for row in rows:
+            rejections.append(
+                (
+                    name,
+                    row,
+                    f"patch {pid} appears in rows {', '.join(map(str, rows))} with different "
+                    "values; keep one row per patch",
+                )
+            )
+    keep = ~pd.concat([t[[P.PATCH_ID]], t[content].astype("str")], axis=1).duplicated()
+    return t[keep].reset_index(drop=True), rejections
+
+
+# --------------------------------------------------------------------------- application
+def _apply(
+    t: pd.DataFrame, patches: pd.DataFrame, name: str, now: str
+) -> tuple[pd.DataFrame, list[dict[str, Any]], int, int]:
+    """New values per patch; one ``field_verdict`` (+ ``rectification``) event per row."""
+    out = patches.copy()
+    events: list[dict[str, Any]] = []
+    n_verdicts = n_rect = 0
+    for rec in t.sort_values(ROW).to_dict("records"):
+        pid = rec[P.PATCH_ID]
+        old = out.loc[pid]
+        verdict = rec["_verdict"] if pd.notna(rec["_verdict"]) else old[P.VERDICT]
+        if pd.isna(verdict):  # a registry damaged by an older import: the patch is pending
+            verdict = Verdict.PENDING.value
+        method = old[P.RECT_METHOD]
+        remaining = old[P.REMAINING_M2]
+        if verdict == Verdict.ILLEGAL:
+            if old[P.VERDICT] != Verdict.ILLEGAL or pd.isna(remaining):
+                remaining = float(old[P.AREA_M2])  # nothing rectified yet
+            if pd.notna(rec["_remaining"]):
+                remaining = min(float(rec["_remaining"]), float(old[P.AREA_M2]))
+            if rec["_method"] is not None:
+                method = rec["_method"]
+        else:
+            method, remaining = np.nan, np.nan
+        subtype = rec[P.VERDICT_SUBTYPE]
+        if pd.isna(subtype) and verdict == Verdict.OTHER and old[P.VERDICT] == Verdict.OTHER:
+            subtype = old[P.VERDICT_SUBTYPE]
+        checked = rec["_checked"].isoformat() if rec["_checked"] else old[P.CHECKED_ON]
+        inspector = rec[P.INSPECTOR] if pd.notna(rec[P.INSPECTOR]) else old[P.INSPECTOR]
+        note = rec[P.NOTE] if pd.notna(rec[P.NOTE]) else old[P.NOTE]
+        new = {
+            P.VERDICT: verdict,
+            P.VERDICT_SUBTYPE: subtype,
+            P.RECT_METHOD: method,
+            P.REMAINING_M2: remaining,
+            P.CHECKED_ON: checked,
+            P.INSPECTOR: inspector,
+            P.NOTE: note,
+            P.UPDATED_AT: now,
+        }
+        for col, value in new.items():
+            out.at[pid, col] = value
+        source = f"field:{name}#{rec[ROW]}"
+        n_verdicts += verdict != old[P.VERDICT]
+        events.append(
+            {
+                E.PATCH_ID: pid,
+                E.KIND: EventKind.FIELD_VERDICT.value,
+                E.SOURCE: source,
+                E.VALUES: to_json(
+                    {
+                        P.VERDICT: verdict,
+                        f"{P.VERDICT}_before": old[P.VERDICT],
+                        P.VERDICT_SUBTYPE: subtype,
+                        P.CHECKED_ON: checked,
+                        P.INSPECTOR: inspector,
+                        P.NOTE: note,
+                        P.RECT_METHOD: method,
+                        P.REMAINING_M2: remaining,
+                    }
+                ),
+            }
+        )
+        if not (_same(method, old[P.RECT_METHOD]) and _same(remaining, old[P.REMAINING_M2])):
+            n_rect += 1
+            events.append(
+                {
+                    E.PATCH_ID: pid,
+                    E.KIND: EventKind.RECTIFICATION.value,
+                    E.SOURCE: source,
+                    E.VALUES: to_json(
+                        {
+                            P.RECT_METHOD: method,
+                            f"{P.RECT_METHOD}_before": old[P.RECT_METHOD],
+                            P.REMAINING_M2: remaining,
+                            f"{P.REMAINING_M2}_before": old[P.REMAINING_M2],
+                        }
+                    ),
+                }
+            )
+    return out, events, n_verdicts, n_rect
+
+
+def _append(events: pd.DataFrame, new: list[dict[str, Any]], *, now: str, run_id) -> pd.DataFrame:
+    if not new:
+        return events
+    frame = pd.DataFrame(new)
+    frame[E.EVENT_ID] = np.arange(len(frame)) + next_event_id(events)
+    frame[E.TIME] = now
+    frame[E.RUN_ID] = run_id
+    return pd.concat([events, normalise_table(EVENTS_TABLE, frame)], ignore_index=True)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return (pd.isna(a) and pd.isna(b)) or a == b
+
+
+def _parse_enum(value: Any, enum) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    text = str(value).strip().lower()
+    # Chinese words are looked up without any spaces ("已 拆除" is 已拆除), English ones with
+    # spaces and hyphens as "_" ("False change" is false_change)
+    text = VALUE_ALIASES.get(re.sub(r"\s+", "", text)) or VALUE_ALIASES.get(text, text)
+    key = re.sub(r"[\s\-]+", "_", text)
+    allowed = {m.value for m in enum}
+    return key if key in allowed else None
+
+
+def _allowed(enum) -> str:
+    """Every accepted word per value, for rejection messages."""
+    return "; ".join(f"{m.value} ({', '.join(VALUE_SYNONYMS.get(m, ()))})" for m in enum)

@@ -1,0 +1,1 @@
+"""File access of the registry: registry.gpkg and field-return files."""
