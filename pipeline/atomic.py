@@ -67,6 +67,16 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     _fsync_dir(target.parent)
 
 
+def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``target`` through :func:`atomic_path`; returns ``target`` as a Path.
+
+    A crash leaves either the old file or the new one, never a half-written file.
+    """
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return Path(target)
+
+
 def fingerprint_file(path: str | os.PathLike[str], *, chunk_bytes: int = 1 << 20) -> str:
     """SHA-256 of a file's bytes, as 64 lowercase hex digits.
 

@@ -697,10 +697,26 @@ def _check_layer_keys(layers: LayersConfig, where: str) -> None:
 
 
 def _check(cfg: Config, where: str) -> None:
-    """Checks that span several keys or need more than a type."""
+    """Checks that span several keys or need more than a type, one section at a time.
+
+    The first failing check raises; the sections are checked in this order.
+    """
+    _check_area(cfg.area, where)
+    _check_imagery(cfg.imagery, where)
+    _check_layers(cfg.layers, where)
+    _check_run(cfg.run, where)
+    _check_detect(cfg.detect, cfg.imagery.band_names, cfg.area.resolution_m, where)
+    _check_classify(cfg.classify, where)
+    _check_assign(cfg.assign, where)
+    _check_register(cfg.register, where)
+    _check_report(cfg.report, where)
+    _check_export(cfg.export, where)
+
+
+def _check_area(a: AreaConfig, where: str) -> None:
+    """County code of 6 digits, a projected CRS in metres, a positive resolution, sane bounds."""
     import pyproj
 
-    a = cfg.area
     if not re.fullmatch(r"\d{6}", a.county_code):
         raise ConfigError(
             f"{where}: 'area.county_code' = {a.county_code!r} is not valid; expected 6 digits "
@@ -724,7 +740,9 @@ def _check(cfg: Config, where: str) -> None:
             f"{where}: 'area.bounds' = {list(a.bounds)} must be [xmin, ymin, xmax, ymax]"
         )
 
-    im = cfg.imagery
+
+def _check_imagery(im: ImageryConfig, where: str) -> None:
+    """Two epochs or more, exactly one band layout, and only known epochs in per-epoch keys."""
     if len(im.epochs) < 2:
         raise ConfigError(
             f"{where}: 'imagery.epochs' has {len(im.epochs)} epoch(s); at least two are needed "
@@ -755,43 +773,59 @@ def _check(cfg: Config, where: str) -> None:
                     f"'imagery.epochs' ({', '.join(im.epochs)})"
                 )
 
-    for name in ("township", "village", "district", "approvals", "farmland", "basic_farmland"):
-        layer = getattr(cfg.layers, name)
+
+def _check_layers(layers: LayersConfig, where: str) -> None:
+    """Every layer file exists, the grid layers name their fields, approvals its ref field."""
+    for name in (*GRID_LAYERS, *OVERLAY_LAYERS):
+        layer = getattr(layers, name)
         if layer is not None and not layer.path.exists():
             raise ConfigError(
                 f"{where}: 'layers.{name}.path' = {layer.path} does not exist; fix the path "
                 "(relative paths are read from the config file's folder)"
             )
     for name in ("township", "village"):
-        layer = getattr(cfg.layers, name)
+        layer = getattr(layers, name)
         if not layer.code_field or not layer.name_field:
             raise ConfigError(f"{where}: 'layers.{name}' needs both 'code_field' and 'name_field'")
-    if cfg.layers.approvals is not None and not cfg.layers.approvals.ref_field:
+    if layers.approvals is not None and not layers.approvals.ref_field:
         raise ConfigError(
             f"{where}: 'layers.approvals' needs 'ref_field' (the document number field)"
         )
-    _check_layer_keys(cfg.layers, where)
+    _check_layer_keys(layers, where)
 
-    if cfg.run.scheduler is not None:
-        check_scheduler_address(cfg.run.scheduler, f"{where}: 'run.scheduler'")
 
-    d = cfg.detect
-    if not surface_bands(cfg.imagery.band_names):
+def _check_run(run: RunConfig, where: str) -> None:
+    """A scheduler address that looks like one, and at least one worker."""
+    if run.scheduler is not None:
+        check_scheduler_address(run.scheduler, f"{where}: 'run.scheduler'")
+    if run.workers < 1:
+        raise ConfigError(f"{where}: 'run.workers' = {run.workers} must be >= 1")
+
+
+def _check_detect(
+    d: DetectConfig, band_names: Sequence[str], resolution_m: float, where: str
+) -> None:
+    """The detect section against the configured bands and the target grid's resolution."""
+    _check_detect_bands(d, band_names, where)
+    _check_detect_threshold(d, where)
+    _check_detect_cleanup(d, resolution_m, where)
+    _check_detect_methods(d, where)
+
+
+def _check_detect_bands(d: DetectConfig, band_names: Sequence[str], where: str) -> None:
+    """Surface bands exist; screens and index methods find the bands they need."""
+    if not surface_bands(band_names):
         raise ConfigError(
-            f"{where}: every configured band ({', '.join(cfg.imagery.band_names)}) is an "
+            f"{where}: every configured band ({', '.join(band_names)}) is an "
             f"atmospheric band ({', '.join(ATMOSPHERIC_BANDS)}), which the change methods do not "
             "use; configure the surface bands (blue, green, red, nir, ...) too"
         )
     if d.cloud_screen is True:
-        check_bands(cfg.imagery.band_names, CLOUD_BANDS, f"{where}: 'detect.cloud_screen' = true")
+        check_bands(band_names, CLOUD_BANDS, f"{where}: 'detect.cloud_screen' = true")
     if d.moisture_screen is True:
-        check_bands(
-            cfg.imagery.band_names, MOISTURE_BANDS, f"{where}: 'detect.moisture_screen' = true"
-        )
-        if not any(b in cfg.imagery.band_names for b in MOISTURE_VISIBLE):
-            check_bands(
-                cfg.imagery.band_names, ("red",), f"{where}: 'detect.moisture_screen' = true"
-            )
+        check_bands(band_names, MOISTURE_BANDS, f"{where}: 'detect.moisture_screen' = true")
+        if not any(b in band_names for b in MOISTURE_VISIBLE):
+            check_bands(band_names, ("red",), f"{where}: 'detect.moisture_screen' = true")
     for key in ("cloud_cirrus_ratio", "cloud_coastal_ratio", "moisture_ratio"):
         if not getattr(d, key) > 1:
             raise ConfigError(
@@ -799,7 +833,11 @@ def _check(cfg: Config, where: str) -> None:
                 "relative to the scene, e.g. 1.5)"
             )
     if d.method in ("index", "novelty"):
-        check_bands(cfg.imagery.band_names, INDEX_BANDS, f"{where}: 'detect.method' = {d.method!r}")
+        check_bands(band_names, INDEX_BANDS, f"{where}: 'detect.method' = {d.method!r}")
+
+
+def _check_detect_threshold(d: DetectConfig, where: str) -> None:
+    """The threshold value fits its kind and method; hysteresis, edge and score cuts in range."""
     if d.threshold == "fixed" and d.threshold_value is None:
         raise ConfigError(f"{where}: 'detect.threshold' = 'fixed' needs 'detect.threshold_value'")
     if d.threshold == "chi2" and d.threshold_value is not None and not 0 < d.threshold_value < 1:
@@ -834,6 +872,10 @@ def _check(cfg: Config, where: str) -> None:
         raise ConfigError(
             f"{where}: 'detect.min_mean_score' = {d.min_mean_score} must be in (0, 2]"
         )
+
+
+def _check_detect_cleanup(d: DetectConfig, resolution_m: float, where: str) -> None:
+    """Block size, smoothing, clean-up radii (at most ``MAX_RADIUS_PX`` pixels) and sampling."""
     if d.block_px < 64:
         raise ConfigError(f"{where}: 'detect.block_px' = {d.block_px} must be at least 64")
     if d.smooth_sigma_m is not None and not 0 <= d.smooth_sigma_m <= 100:
@@ -844,7 +886,7 @@ def _check(cfg: Config, where: str) -> None:
     for key in ("opening_radius_m", "closing_radius_m", "min_area_m2"):
         if getattr(d, key) < 0:
             raise ConfigError(f"{where}: 'detect.{key}' = {getattr(d, key)} must be >= 0")
-    res = cfg.area.resolution_m
+    res = resolution_m
     for key in ("opening_radius_m", "closing_radius_m"):
         if getattr(d, key) > MAX_RADIUS_PX * res:
             raise ConfigError(
@@ -854,6 +896,10 @@ def _check(cfg: Config, where: str) -> None:
             )
     if d.sample_step < 1:
         raise ConfigError(f"{where}: 'detect.sample_step' = {d.sample_step} must be >= 1")
+
+
+def _check_detect_methods(d: DetectConfig, where: str) -> None:
+    """The novelty mixture's and the self-training quantiles' parameters."""
     if not 1 <= d.novelty_components <= 64:
         raise ConfigError(
             f"{where}: 'detect.novelty_components' = {d.novelty_components} must be in 1..64"
@@ -874,12 +920,19 @@ def _check(cfg: Config, where: str) -> None:
             "satisfy 0 < no-change < change < 1 (e.g. 0.8 and 0.99)"
         )
 
-    if not 0 < cfg.classify.legal_share <= 1:
+
+def _check_classify(classify: ClassifyConfig, where: str) -> None:
+    """The legal share is a share."""
+    if not 0 < classify.legal_share <= 1:
         raise ConfigError(
-            f"{where}: 'classify.legal_share' = {cfg.classify.legal_share} must be in (0, 1]"
+            f"{where}: 'classify.legal_share' = {classify.legal_share} must be in (0, 1]"
         )
+
+
+def _check_assign(assign: AssignConfig, where: str) -> None:
+    """Every code pattern compiles as a regular expression."""
     for key in ("code_pattern", "township_code_pattern", "village_code_pattern"):
-        pattern = getattr(cfg.assign, key)
+        pattern = getattr(assign, key)
         try:
             if pattern is not None:
                 re.compile(pattern)
@@ -887,20 +940,28 @@ def _check(cfg: Config, where: str) -> None:
             raise ConfigError(
                 f"{where}: 'assign.{key}' = {pattern!r} is not a regular expression: {exc}"
             ) from exc
-    if not 0 < cfg.register.match_overlap <= 1:
+
+
+def _check_register(register: RegisterConfig, where: str) -> None:
+    """The match overlap is a share."""
+    if not 0 < register.match_overlap <= 1:
         raise ConfigError(
-            f"{where}: 'register.match_overlap' = {cfg.register.match_overlap} must be in (0, 1]"
+            f"{where}: 'register.match_overlap' = {register.match_overlap} must be in (0, 1]"
         )
+
+
+def _check_report(report: ReportConfig, where: str) -> None:
+    """Targets are shares."""
     for key in ("rect_rate_target", "illegal_ratio_target"):
-        if not 0 <= getattr(cfg.report, key) <= 1:
-            raise ConfigError(
-                f"{where}: 'report.{key}' = {getattr(cfg.report, key)} must be in [0, 1]"
-            )
-    if cfg.run.workers < 1:
-        raise ConfigError(f"{where}: 'run.workers' = {cfg.run.workers} must be >= 1")
+        if not 0 <= getattr(report, key) <= 1:
+            raise ConfigError(f"{where}: 'report.{key}' = {getattr(report, key)} must be in [0, 1]")
+
+
+def _check_export(export: ExportConfig, where: str) -> None:
+    """The export CRS is one pyproj knows."""
+    import pyproj
+
     try:
-        pyproj.CRS.from_user_input(cfg.export.crs)
+        pyproj.CRS.from_user_input(export.crs)
     except pyproj.exceptions.CRSError as exc:
-        raise ConfigError(
-            f"{where}: 'export.crs' = {cfg.export.crs!r} is not a CRS: {exc}"
-        ) from exc
+        raise ConfigError(f"{where}: 'export.crs' = {export.crs!r} is not a CRS: {exc}") from exc

@@ -15,7 +15,9 @@ PATCHES_LAYER = "patches"
 EVENTS_TABLE = "events"
 RUNS_TABLE = "runs"
 UNASSIGNED = "unassigned"
-"""Township/village code and name given to a patch outside every grid polygon."""
+"""Township/village code given to a patch outside every grid polygon."""
+UNASSIGNED_NAME = "未分配 (unassigned)"
+"""Township/village name given by assignment to a patch outside every grid polygon."""
 
 
 class Verdict(StrEnum):
@@ -149,12 +151,23 @@ PATCH_COLUMNS: tuple[str, ...] = (
 )
 """Attribute columns of ``patches`` in file order (the geometry column comes last)."""
 
+PART_OF = "part_of"
+"""Optional column of assigned detections (assign ``split`` mode): the index label of the
+patch a part was cut from; parts sharing it count once per unit in the rates."""
+PART = "part"
+"""Optional column of assigned detections (assign ``split`` mode): the part number within
+its patch, 1 = the majority part."""
+
 
 class LegalHint(StrEnum):
     """Hint from the approvals overlay; never a verdict."""
 
     PROBABLY_LEGAL = "probably_legal"  # covered by approvals (share >= threshold)
     SUSPECTED = "suspected"  # not (fully) covered: suspected illegal occupation
+
+
+LEGAL_HINT_LABELS = {LegalHint.PROBABLY_LEGAL: "有批文(疑似合法)", LegalHint.SUSPECTED: "疑似违法"}
+"""Chinese label of each approval hint, as packages and the report show it."""
 
 
 # --------------------------------------------------------------------------- events / runs
@@ -200,6 +213,8 @@ RUN_COLUMNS = (
     R.OUTCOME,
     R.CODE_VERSION,
 )
+TIMINGS_TOTAL = "total"
+"""Key of the whole run's seconds in ``runs.timings_json`` (the other keys are stage ids)."""
 
 # --------------------------------------------------------------------------- detections
 REGISTRY_MANAGED_COLUMNS = (
@@ -303,7 +318,55 @@ RATES_COLUMNS: tuple[str, ...] = (
 )
 """Columns of ``rates.csv`` (DESIGN §3 names plus a few extras)."""
 
-LEVELS = ("district", "township", "village")
+RATES_LABELS: dict[str, tuple[str, str]] = {
+    RC.LEVEL: ("level", "层级"),
+    RC.CODE: ("code", "代码"),
+    RC.NAME: ("name", "名称"),
+    RC.PARENT_CODE: ("parent code", "上级代码"),
+    RC.N_PATCHES: ("patches", "图斑数"),
+    RC.N_PENDING: ("pending", "待核查数"),
+    RC.N_LEGAL: ("legal", "合法数"),
+    RC.N_ILLEGAL: ("illegal", "违法数"),
+    RC.N_FALSE_CHANGE: ("false changes", "伪变化数"),
+    RC.N_OTHER: ("other", "其他数"),
+    RC.PATCHES_M2: ("patch area (m²)", "图斑面积(平方米)"),
+    RC.ILLEGAL_M2: ("illegal area (m²)", "违法面积(平方米)"),
+    RC.ILLEGAL_MU: ("illegal area (mu)", "违法面积(亩)"),
+    RC.ILLEGAL_FARMLAND_M2: ("illegal farmland area (m²)", "违法占耕地面积(平方米)"),
+    RC.PENDING_FARMLAND_M2: ("pending farmland area (m²)", "待核查占耕地面积(平方米)"),
+    RC.CONSTRUCTION_FARMLAND_M2: (
+        "new-construction farmland area, legal + illegal (m²)",
+        "新增建设占耕地面积(平方米)",
+    ),
+    RC.ILLEGAL_RATIO: ("illegal-occupation ratio", "违法占地比例"),
+    RC.ILLEGAL_RATIO_UPPER: ("illegal ratio, upper bound (pending as illegal)", "违法占地比例上限"),
+    RC.ILLEGAL_RATIO_MET: ("illegal ratio target met", "违法占地比例达标"),
+    RC.RECTIFIED_M2: ("rectified area (m²)", "已整改面积(平方米)"),
+    RC.RECT_RATE_AREA: ("rectification rate by area", "整改率(按面积)"),
+    RC.N_RECTIFIED: ("rectified patches", "已整改数"),
+    RC.RECT_RATE_COUNT: ("rectification rate by count", "整改率(按宗数)"),
+    RC.RECT_RATE_MET: ("rectification target met", "整改率达标"),
+    RC.ZERO_CASE: ("zero cases (reward candidate)", "零违法(奖励候选)"),
+}
+"""Rates column -> (English label, Chinese label) for ``rates.xlsx``."""
+
+HISTORY_DATE = "date"
+"""Column of the report's ``history`` frame holding the report date (ISO text); its other
+columns are rates columns of the district row."""
+
+
+class Level:
+    """Levels of the administrative units: the rows of the rates table, the field packages
+    and the grid layers of the sample."""
+
+    DISTRICT = "district"
+    TOWNSHIP = "township"
+    VILLAGE = "village"
+
+
+LEVELS = (Level.DISTRICT, Level.TOWNSHIP, Level.VILLAGE)
+LEVEL_LABELS = {Level.DISTRICT: "区县", Level.TOWNSHIP: "乡镇", Level.VILLAGE: "行政村"}
+"""Chinese name of each level."""
 
 # --------------------------------------------------------------------------- field returns
 FIELD_RETURN_COLUMNS = (
@@ -468,6 +531,23 @@ COLUMN_LABELS = {
 """Column -> (English label, Chinese label) for reports, data dictionaries and templates."""
 
 
+# --------------------------------------------------------------------------- field packages
+PACKAGE_VILLAGES_LAYER = "villages"
+"""Layer of a package's GeoPackage holding its village boundaries (columns of :class:`G`);
+its patches are in the layer :data:`PATCHES_LAYER`, as in the registry."""
+
+
+class DD:
+    """Columns of a package's ``data_dictionary.csv`` (one row per patch column)."""
+
+    SHP_FIELD = "shp_field"
+    COLUMN = "column"
+    LABEL_ZH = "label_zh"
+    MEANING_EN = "meaning_en"
+    ALLOWED_VALUES = "allowed_values"
+    IN_FILES = "in_files"
+
+
 # --------------------------------------------------------------------------- grid layers
 class G:
     """Normalised column names of grid GeoDataFrames after loading."""
@@ -476,3 +556,39 @@ class G:
     NAME = "name"
     TOWNSHIP_CODE = "township_code"
     PERSON = "person"
+
+
+# --------------------------------------------------------------------------- synthetic sample
+class T:
+    """Column names of the synthetic sample's own layers (truth, seasonal, approvals,
+    farmland); the names it shares with the registry are the registry's."""
+
+    TRUTH_ID = "truth_id"
+    KIND = "kind"
+    COVER = "cover"
+    AREA_M2 = P.AREA_M2
+    FARMLAND_M2 = P.FARMLAND_M2
+    APPROVED_M2 = P.APPROVED_M2
+    VILLAGE_CODE = P.VILLAGE_CODE
+    VILLAGE_SHARE = P.VILLAGE_SHARE
+    TOWNSHIP_CODE = P.TOWNSHIP_CODE
+    EPOCH_FROM = P.EPOCH_FROM
+    EPOCH_TO = P.EPOCH_TO
+    PARCEL_ID = "parcel_id"
+    STATE_FROM = "state_from"
+    STATE_TO = "state_to"
+    DOC_NO = "doc_no"
+    APPROVED_ON = "approved_on"
+    APPROVAL_KIND = "kind"
+    BASIC = "basic"
+    DLBM = "dlbm"
+
+
+TRUTH_LAYER = "changes"
+"""Layer of the sample's ``truth.gpkg`` holding every new object of epoch 2."""
+SEASONAL_LAYER = "seasonal"
+"""Layer of the sample's ``truth.gpkg`` holding the crop parcels whose state changed."""
+APPROVALS_LAYER = "approvals"
+"""Layer of the sample's ``approvals.gpkg``."""
+FARMLAND_LAYER = "farmland"
+"""Layer of the sample's ``farmland.gpkg``."""

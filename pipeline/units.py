@@ -1,6 +1,7 @@
-"""Units and areas.
+"""Units, areas and dates.
 
-Areas are stored in m². 1 亩 (mu) is exactly 10000/15 m²; 15 亩 = 1 公顷.
+Areas are stored in m². 1 亩 (mu) is exactly 10000/15 m²; 15 亩 = 1 公顷. Dates are
+calendar dates (:class:`datetime.date`) read from text by :func:`parse_date`.
 
 Notes
 -----
@@ -13,12 +14,23 @@ why both are not interchangeable in exact reports.
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+from typing import Any
+
 import numpy as np
 import pyproj
 import shapely
 
 MU_M2 = 10000.0 / 15.0
 """One 亩 in square metres (exact by definition)."""
+
+_DATE = re.compile(
+    r"(\d{4})\s*(?:[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?|(\d{2})(\d{2}))"
+    r"(?:[ T]00:00(?::00)?)?"
+)
+"""The date forms :func:`parse_date` reads: year, month, day (optionally followed by a
+midnight time, as spreadsheets export dates)."""
 
 
 def m2_to_mu(area_m2):
@@ -72,3 +84,41 @@ def geodesic_areas_m2(geoms, crs) -> np.ndarray:
             0.0 if geom is None or geom.is_empty else abs(geod.geometry_area_perimeter(geom)[0])
         )
     return out
+
+
+def parse_date(value: Any) -> dt.date | None:
+    """The calendar date written in ``value``; None when ``value`` is empty.
+
+    Parameters
+    ----------
+    value : str or None
+        Text such as ``2024-05-03`` (ISO), ``2024/5/3``, ``2024.5.3``, ``2024年5月3日`` or
+        ``20240503``, optionally followed by a midnight time (``2024-05-03 00:00:00``, as
+        spreadsheets export dates). Leading and trailing blanks are ignored. Anything else
+        is converted with :class:`str` first.
+
+    Returns
+    -------
+    datetime.date or None
+        None for ``None`` and for blank text.
+
+    Raises
+    ------
+    ValueError
+        When the text is not a date in one of these forms, or names no real day
+        (``2024-02-30``). Callers decide what that means: a bad option is a
+        :class:`~pipeline.errors.ConfigError`, a bad cell of a field return a rejection.
+    """
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    m = _DATE.fullmatch(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a date; expected YYYY-MM-DD, e.g. '2024-05-01'")
+    year, month, day = m.group(1), m.group(2) or m.group(4), m.group(3) or m.group(5)
+    try:
+        return dt.date(int(year), int(month), int(day))
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a date: {exc}") from None

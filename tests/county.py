@@ -1,7 +1,7 @@
 """Builder of the "county data as it comes" fixture (issue 13, item 8).
 
-A small synthetic scene (:func:`pipeline.sample.generate_sample`) converted into the files a
-county bureau hands over:
+A small synthetic scene (a sample area of the ``sample_area`` fixture) converted into the
+files a county bureau hands over:
 
 - township / village / district grids as GBK Shapefiles **without** a ``.cpg`` and with the
   DBF language byte 0, Chinese names, 9-digit township codes (GB/T 10114) and 12-digit
@@ -34,10 +34,9 @@ import shapely
 import yaml
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
-from pipeline.sample import generate_sample
 from pipeline.units import MU_M2
+from tests.samples import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 CRS = "EPSG:4548"
 """CRS of the vector layers and of ``area.crs`` (CGCS2000 / 3-degree GK CM 117E, metres)."""
 IMAGERY_CRS = "EPSG:4490"
@@ -78,10 +77,12 @@ class County:
 
 
 # --------------------------------------------------------------------------- the input files
-def build_county(folder: Path, *, size_px: int = 600, seed: int = 2017) -> County:
-    """Write the county fixture into ``folder`` and check it (see the module docstring)."""
-    sample = folder / "generated"
-    generate_sample(sample, size_px=size_px, seed=seed)
+def build_county(folder: Path, sample: Path) -> County:
+    """Write the county fixture into ``folder`` and check it (see the module docstring).
+
+    ``sample`` is a generated sample area (``sample_area(600, 2017)`` in the tests); it is only
+    read: the county's files are converted copies of its grid, layers and imagery.
+    """
     grids = sample / "grids.gpkg"
     townships = _townships(pyogrio.read_dataframe(grids, layer="township"))
     villages = _villages(pyogrio.read_dataframe(grids, layer="village"))

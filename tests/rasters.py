@@ -29,6 +29,9 @@ BANDS = {"blue": 1, "green": 2, "red": 3, "nir": 4}
 VEGETATION = (400, 700, 500, 3000)
 ROOF = (2200, 2300, 2400, 2600)
 SOIL = (1000, 1400, 1900, 2300)
+RED_TILE = (900, 1000, 1900, 2200)  # red tile roof
+FACTORY = (2800, 2300, 1500, 1700)  # blue steel roof
+GROUND = (1200, 1300, 1400, 1800)  # bare village ground
 
 
 def write_tif(

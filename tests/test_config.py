@@ -10,8 +10,7 @@ import yaml
 
 from pipeline.config import load_config, parse_config, to_plain
 from pipeline.errors import ConfigError
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.samples import ROOT
 
 
 def _minimal(tmp_path: Path) -> dict:

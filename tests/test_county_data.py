@@ -71,8 +71,8 @@ class Imported:
 
 
 @pytest.fixture(scope="module")
-def county(tmp_path_factory) -> County:
-    return build_county(tmp_path_factory.mktemp("county"))
+def county(sample_area, tmp_path_factory) -> County:
+    return build_county(tmp_path_factory.mktemp("county"), sample_area(600, 2017))
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from pipeline.config import load_config
 from pipeline.detection.accuracy import match_objects
 from pipeline.schema import EVENTS_TABLE, PATCHES_LAYER, LegalHint, P
 from pipeline.testing import assert_rates_contract, assert_registry_contract, right_village
-from tests.conftest import ROOT, RUN_DATE
+from tests.samples import ROOT, RUN_DATE
 
 pytestmark = pytest.mark.slow
 MIN_AREA_M2 = 200.0
@@ -31,14 +31,14 @@ def _patches(config: Path) -> pd.DataFrame:
     return pyogrio.read_dataframe(cfg.workspace / "registry.gpkg", layer=PATCHES_LAYER)
 
 
-def test_illegal_buildings_are_found_in_their_village(sample_dir, sample_run):
+def test_illegal_buildings_are_found_in_their_village(sample_run):
     """≥ 90 % of the illegal new buildings of ≥ 200 m² come out as patches assigned to the
     right village; false patches per km² are measured and kept low."""
-    config, _ = sample_run
+    config = sample_run.config
     patches = _patches(config)
-    truth = pyogrio.read_dataframe(sample_dir / "truth.gpkg", layer="changes")
-    villages = pyogrio.read_dataframe(sample_dir / "grids.gpkg", layer="village")
-    district = pyogrio.read_dataframe(sample_dir / "grids.gpkg", layer="district")
+    truth = pyogrio.read_dataframe(sample_run.folder / "truth.gpkg", layer="changes")
+    villages = pyogrio.read_dataframe(sample_run.folder / "grids.gpkg", layer="village")
+    district = pyogrio.read_dataframe(sample_run.folder / "grids.gpkg", layer="district")
 
     big = truth[truth["area_m2"] >= MIN_AREA_M2].reset_index(drop=True)
     best, _ = match_objects(patches, big)
@@ -68,10 +68,10 @@ def test_illegal_buildings_are_found_in_their_village(sample_dir, sample_run):
     assert false_per_km2 <= 1.0, figures
 
 
-def test_legal_buildings_are_covered_by_approvals(sample_dir, sample_run):
-    config, _ = sample_run
+def test_legal_buildings_are_covered_by_approvals(sample_run):
+    config = sample_run.config
     patches = _patches(config)
-    truth = pyogrio.read_dataframe(sample_dir / "truth.gpkg", layer="changes")
+    truth = pyogrio.read_dataframe(sample_run.folder / "truth.gpkg", layer="changes")
     legal = truth[(truth["kind"] == "legal") & (truth["area_m2"] >= MIN_AREA_M2)].reset_index(
         drop=True
     )
@@ -87,8 +87,8 @@ def test_legal_buildings_are_covered_by_approvals(sample_dir, sample_run):
     assert (patches.iloc[best_i[best_i >= 0]][P.LEGAL_HINT] == LegalHint.SUSPECTED).all()
 
 
-def test_outputs_follow_the_contract(sample_dir, sample_run):
-    config, output = sample_run
+def test_outputs_follow_the_contract(sample_run):
+    config, output = sample_run.config, sample_run.output
     cfg = load_config(config)
     ws = cfg.workspace
     assert_registry_contract(ws / "registry.gpkg", county_code="130609")
@@ -115,7 +115,7 @@ def test_outputs_follow_the_contract(sample_dir, sample_run):
 
 
 def test_rerun_is_a_no_op_and_ids_are_stable(sample_run):
-    config, _ = sample_run
+    config = sample_run.config
     before = _patches(config)[[P.PATCH_ID, P.AREA_M2]]
     result = CliRunner().invoke(cli, ["run", "--config", str(config), "--date", RUN_DATE])
     assert result.exit_code == 0, result.output
@@ -126,7 +126,7 @@ def test_rerun_is_a_no_op_and_ids_are_stable(sample_run):
 
 def test_field_return_round_trip_changes_the_rates(sample_run, tmp_path):
     """A field team fills the return template of its package; the import applies it once."""
-    config, _ = sample_run
+    config = sample_run.config
     cfg = load_config(config)
     patches = _patches(config)
     ids = patches[patches[P.VILLAGE_CODE] != "unassigned"][P.PATCH_ID].tolist()[:3]
@@ -177,7 +177,7 @@ def test_field_return_round_trip_changes_the_rates(sample_run, tmp_path):
 
 
 def test_bad_field_return_is_rejected_whole(sample_run, tmp_path):
-    config, _ = sample_run
+    config = sample_run.config
     patches = _patches(config)
     pid = patches[P.PATCH_ID].iloc[-1]
     path = tmp_path / "bad.csv"

@@ -19,8 +19,8 @@ import shapely
 import yaml
 
 from pipeline.config import load_config
+from tests.samples import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "oscd_france"
 CONFIGS = ("bordeaux", "paris")
 

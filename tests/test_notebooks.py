@@ -2,20 +2,20 @@
 
 Each notebook takes its paths from ``LANDWATCH_CONFIG`` / ``LANDWATCH_OUT`` (defaults
 ``../config.yaml`` and the config's workspace), so here they are pointed at the sample that
-``conftest.sample_run`` generated and ran once per session. They execute in memory with
+``conftest.sample_run`` copied and ran once per session. They execute in memory with
 nbclient (kernel ``python3``, i.e. this interpreter's ipykernel); nothing is written back.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+
+from tests.samples import ROOT
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = ROOT / "notebooks"
 NAMES = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
 
 
@@ -39,8 +39,8 @@ def test_notebook_is_stored_without_outputs(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_notebook_runs_on_the_sample(name, sample_run, sample_dir, monkeypatch):
-    config, _ = sample_run
+def test_notebook_runs_on_the_sample(name, sample_run, monkeypatch):
+    config, sample_dir = sample_run.config, sample_run.folder
     monkeypatch.setenv("LANDWATCH_CONFIG", str(config))
     monkeypatch.setenv("LANDWATCH_OUT", str(sample_dir / "out"))
     monkeypatch.setenv("LANDWATCH_TRUTH", str(sample_dir / "truth.gpkg"))

@@ -22,7 +22,7 @@ def check(config_path):
     from collections import Counter
 
     from pipeline.detection.io.imagery import epoch_source
-    from pipeline.ops.stages import check_inputs
+    from pipeline.ops.inputs import check_inputs
 
     cfg = load_config(config_path)  # keys, values and the bands the method needs
     # every epoch: globs match, bands and band files complete, masks found

@@ -29,7 +29,7 @@ def _context(config_path, date):
 @date_option
 def export(config_path, date):
     """Write the field packages (one zip per township) from the registry."""
-    from pipeline.ops.stages import export_registry
+    from pipeline.ops.commands import export_registry
     from pipeline.ops.workspace import WorkspaceLock
 
     cfg, ws, date, run_id, now = _context(config_path, date)
@@ -49,7 +49,7 @@ def export(config_path, date):
 )
 def report(config_path, date, as_of):
     """Write the rectification-rate report (CSV, XLSX, HTML, PNG) from the registry."""
-    from pipeline.ops.stages import report_registry
+    from pipeline.ops.commands import report_registry
     from pipeline.ops.workspace import WorkspaceLock
 
     cfg, ws, date, _, _ = _context(config_path, date)

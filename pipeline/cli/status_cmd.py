@@ -10,6 +10,7 @@ from rich.table import Table
 
 from pipeline.cli.console import console
 from pipeline.cli.options import config_option
+from pipeline.schema import TIMINGS_TOTAL, R
 
 
 @click.command()
@@ -24,7 +25,7 @@ def status(config_path, n_runs):
     from pipeline.ops.runner import stage_status
     from pipeline.ops.stages import RunContext, build_stages
     from pipeline.ops.workspace import Workspace
-    from pipeline.registry.store import load_registry
+    from pipeline.registry.io.registry_file import load_registry
 
     cfg = load_config(config_path)
     ws = Workspace(cfg.workspace)
@@ -38,6 +39,6 @@ def status(config_path, n_runs):
         runs = load_registry(ws.registry, cfg.area.crs).runs.tail(n_runs)
         table = Table("run", "started", "outcome", "seconds", title="last runs")
         for _, row in runs.iterrows():
-            total = json.loads(row["timings_json"] or "{}").get("total", "")
-            table.add_row(row["run_id"], row["started_at"], row["outcome"], str(total))
+            total = json.loads(row[R.TIMINGS_JSON] or "{}").get(TIMINGS_TOTAL, "")
+            table.add_row(row[R.RUN_ID], row[R.STARTED_AT], row[R.OUTCOME], str(total))
         console.print(table)

@@ -1,5 +1,9 @@
-"""``landwatch evaluate``: score a run's outputs against labels (the I/O around
-:mod:`pipeline.detection.accuracy`).
+"""The bodies of the output commands, shared by the stages and the CLI.
+
+- :func:`export_registry` — the ``export`` stage and ``landwatch export``: field packages;
+- :func:`report_registry` — the ``report`` stage and ``landwatch report``: rates and report;
+- :func:`evaluate_run` — ``landwatch evaluate``: score a run's outputs against labels (the I/O
+  around :mod:`pipeline.detection.accuracy`).
 
 Labels are either polygons (any OGR layer; optionally filtered by a ``kind`` field) or a
 label raster (non-zero = change; OSCD's 1/2 coding is accepted with ``--label-change 2``).
@@ -13,8 +17,10 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyogrio
 import rasterio
 from rasterio.enums import Resampling
@@ -26,13 +32,107 @@ from pipeline.config import Config
 from pipeline.detection.accuracy import ObjectScores, PixelScores, object_scores, pixel_scores
 from pipeline.detection.pair import MASK_CHANGE, MASK_FILE, MASK_NODATA
 from pipeline.errors import InputDataError
+from pipeline.ops.inputs import load_grids_for
 from pipeline.ops.workspace import Workspace
+from pipeline.outputs.chips import read_chips
+from pipeline.outputs.packages import export_packages, latest_export_dir
+from pipeline.outputs.report import write_report
 from pipeline.overlay.io.vectors import read_layer
-from pipeline.schema import P
+from pipeline.registry.io.registry_file import load_registry, save_registry
+from pipeline.registry.rates import compute_rates, rates_as_of
+from pipeline.registry.store import RegistryState, record_exports
+from pipeline.schema import RC, UNASSIGNED, E, EventKind, P
 
 log = logging.getLogger(__name__)
 
 
+# --------------------------------------------------------------------------- export / report
+def export_registry(
+    cfg: Config, ws: Workspace, *, date: str, run_id: str, now: str
+) -> dict[str, Any]:
+    """Write the field packages of every township from the registry; record an ``exported``
+    event for each patch whose content or package is new (an unchanged registry adds none)."""
+    state = load_registry(ws.registry, cfg.area.crs)
+    grids = load_grids_for(cfg)
+    out = ws.exports_dir(date)
+    chips = read_chips(cfg, state.patches) if cfg.export.chips else None
+    paths = export_packages(
+        state.patches, grids.townships, grids.villages, out,
+        cfg=cfg.export, area_name=cfg.area.name, date=date,
+        chips=chips, previous=latest_export_dir(out.parent, date),
+    )  # fmt: skip
+    state, n_events = _with_export_events(state, paths, out, run_id=run_id, now=now)
+    if n_events:
+        save_registry(ws.registry, state)
+    return {"packages": len(paths), "exported_events": n_events}
+
+
+def _with_export_events(
+    state: RegistryState, paths: list[Path], out_dir: Path, *, run_id: str, now: str
+) -> tuple[RegistryState, int]:
+    """``exported`` events for the patches whose township package content is new (see
+    :func:`pipeline.registry.store.record_exports`), and how many there are."""
+    by_township = {p.name.split("_", 1)[0]: p.name for p in paths if p.parent == out_dir}
+    towns = state.patches[P.TOWNSHIP_CODE].astype(object)
+    towns = towns.where(towns.notna(), UNASSIGNED)
+    packages = {
+        pid: by_township[town]
+        for pid, town in zip(state.patches[P.PATCH_ID], towns, strict=True)
+        if town in by_township
+    }
+    return record_exports(state, packages, run_id=run_id, now=now)
+
+
+def report_registry(
+    cfg: Config, ws: Workspace, *, date: str, as_of: str | None = None
+) -> dict[str, Any]:
+    """Compute the rates from the registry and write ``reports/{date}/``.
+
+    With ``as_of`` the verdicts and remaining areas are replayed from the events up to that
+    date (patches recorded later are left out); the lists in the HTML report stay current.
+    """
+    state = load_registry(ws.registry, cfg.area.crs)
+    grids = load_grids_for(cfg)
+    targets = {
+        "rect_rate_target": cfg.report.rect_rate_target,
+        "illegal_ratio_target": cfg.report.illegal_ratio_target,
+    }
+    # without a district layer the district row is the configured area (its name and code)
+    district = grids.district
+    if district is None:
+        district = (cfg.area.county_code, cfg.area.name)
+    if as_of:
+        rates = rates_as_of(state, as_of, grids.villages, grids.townships, district, **targets)
+    else:
+        rates = compute_rates(state.patches, grids.villages, grids.townships, district, **targets)
+    relapsed = set(state.events.loc[state.events[E.KIND] == EventKind.RELAPSE, E.PATCH_ID])
+    write_report(
+        rates, state.patches, grids.townships, grids.villages, ws.reports_dir(date),
+        cfg=cfg.report, area_name=cfg.area.name, date=date,
+        history=_report_history(ws, date), relapsed_ids=relapsed,
+    )  # fmt: skip
+    district = rates[rates[RC.LEVEL] == "district"].iloc[0]
+    return {
+        RC.N_PATCHES: int(district[RC.N_PATCHES]),
+        RC.N_ILLEGAL: int(district[RC.N_ILLEGAL]),
+        RC.N_PENDING: int(district[RC.N_PENDING]),
+    }
+
+
+def _report_history(ws: Workspace, date: str) -> pd.DataFrame | None:
+    """District rows of earlier reports (reports/*/rates.csv), for the trend chart."""
+    rows = []
+    for path in sorted((ws.root / "reports").glob("*/rates.csv")):
+        if path.parent.name >= date:
+            continue
+        df = pd.read_csv(path, dtype={"code": str}, encoding="utf-8-sig")
+        district = df[df[RC.LEVEL] == "district"]
+        if len(district):
+            rows.append(district.iloc[0].to_dict() | {"date": path.parent.name})
+    return pd.DataFrame(rows) if rows else None
+
+
+# --------------------------------------------------------------------------- evaluate
 @dataclass(frozen=True)
 class Evaluation:
     pair: tuple[str, str]

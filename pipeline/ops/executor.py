@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 
+from pipeline.config import check_scheduler_address
 from pipeline.errors import InputDataError
 
 log = logging.getLogger(__name__)
@@ -110,9 +111,9 @@ def make_executor(workers: int = 2, scheduler: str | None = None) -> Iterator[Ex
     warmed up (:data:`WORKER_PRELOAD`) before the executor is yielded.
     """
     if scheduler:
-        from distributed import Client  # optional engine, imported lazily
-
-        from pipeline.config import check_scheduler_address
+        # distributed is imported only here: it is slow to import and only a run with
+        # a Dask scheduler needs it
+        from distributed import Client
 
         check_scheduler_address(scheduler, "'--scheduler'")
 

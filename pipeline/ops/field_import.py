@@ -30,6 +30,7 @@ from pipeline.errors import FieldReturnError, InputDataError
 from pipeline.ops import runlog
 from pipeline.ops.workspace import Workspace, WorkspaceLock
 from pipeline.registry.field_returns import ImportSummary, apply_return
+from pipeline.registry.io.registry_file import load_registry, save_registry
 from pipeline.registry.io.return_files import SUFFIXES as RETURN_SUFFIXES
 from pipeline.registry.io.return_files import read_return, write_rejections
 
@@ -87,8 +88,6 @@ def import_returns(
     """``landwatch field import``: apply the files, write a rejection report per rejected file
     to ``{workspace}/rejections/``, and raise :class:`FieldReturnError` at the end if any file
     was rejected (the others are applied)."""
-    from pipeline.registry.store import load_registry, save_registry
-
     ws = Workspace(cfg.workspace)
     with WorkspaceLock(ws):
         if not ws.registry.exists():
@@ -141,8 +140,6 @@ def import_inbox(
         ``rejected``, ``unsupported`` (moved to rejected/ unread), ``left`` (hidden/lock
         files and sub-folders left in place, each with a WARNING), ``rows_not_filled``.
     """
-    from pipeline.registry.store import load_registry, save_registry
-
     inbox = cfg.field_returns.inbox
     files = inbox_files(inbox)
     left = _left_in_place(inbox, files)

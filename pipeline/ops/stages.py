@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import hashlib
 import json
 import logging
@@ -25,14 +24,29 @@ from typing import Any
 
 import geopandas as gpd
 import pandas as pd
+import pyogrio
+import rasterio
+from rasterio.errors import RasterioIOError, StatisticsError
 
 from pipeline.atomic import atomic_path, fingerprint_file
 from pipeline.config import Config, to_plain
-from pipeline.errors import ConfigError, GridError, InputDataError
+from pipeline.detection.pair import detect_pair
+from pipeline.errors import ConfigError, InputDataError
 from pipeline.ops import runlog, runner
+from pipeline.ops.commands import export_registry, report_registry
+from pipeline.ops.executor import make_executor
+from pipeline.ops.field_import import import_inbox, inbox_files
+from pipeline.ops.inputs import check_inputs, fast_fingerprint, load_grids_for
 from pipeline.ops.runner import Stage, StageOutcome
 from pipeline.ops.workspace import Workspace, WorkspaceLock
-from pipeline.schema import RC, UNASSIGNED, E, EventKind, P, R
+from pipeline.overlay.assign import assign_patches
+from pipeline.overlay.classify import classify_patches
+from pipeline.overlay.io.layer_check import read_overlay
+from pipeline.overlay.io.vectors import layer_fingerprint
+from pipeline.registry.io.registry_file import load_registry, save_registry
+from pipeline.registry.matching import register_detections
+from pipeline.registry.store import RegistryState
+from pipeline.schema import UNASSIGNED, E, EventKind, P, R
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +71,6 @@ class RunContext:
 
 
 # --------------------------------------------------------------------------- fingerprints
-def _fast_fingerprint(path: Path) -> str:
-    """Size and modification time: cheap for multi-GB imagery (content hashing would cost a read)."""
-    st = path.stat()
-    return f"{st.st_size}:{st.st_mtime_ns}"
-
-
 def _check_has_data(path: Path) -> None:
     """Refuse an input raster whose first band holds no valid pixel (a broken or empty
     download), cheaply: GDAL's approximate statistics read a sample of blocks/overviews.
@@ -72,9 +80,6 @@ def _check_has_data(path: Path) -> None:
     ``GDAL_PAM_ENABLED=NO`` keeps GDAL from writing ``.aux.xml`` statistics files beside the
     user's imagery. Unreadable files are left to the reader, which names the problem.
     """
-    import rasterio
-    from rasterio.errors import RasterioIOError, StatisticsError
-
     with rasterio.Env(GDAL_PAM_ENABLED="NO"), warnings.catch_warnings():
         # statistics() (unlike stats()) reports "no valid pixels"; rasterio < 2 is pinned
         warnings.filterwarnings("ignore", message=r"statistics\(\) will be removed")
@@ -101,8 +106,6 @@ def _relative(path: Path, base: Path) -> str:
 def _layer_fingerprints(cfg: Config, names: tuple[str, ...]) -> dict[str, str]:
     """Content hash per layer; a Shapefile's covers its .dbf and .cpg too (a corrected
     attribute table reruns the stages that read it)."""
-    from pipeline.overlay.io.vectors import layer_fingerprint
-
     out = {}
     for name in names:
         layer = getattr(cfg.layers, name)
@@ -111,7 +114,7 @@ def _layer_fingerprints(cfg: Config, names: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def registry_fingerprint(state) -> str:
+def registry_fingerprint(state: RegistryState) -> str:
     """Content hash of what export and report read: patches and events (but not the runs
     table nor export events, which every run appends)."""
     digest = hashlib.sha256()
@@ -171,13 +174,10 @@ def _detect_stage(ctx: RunContext, pair: tuple[str, str]) -> Stage:
                     f"read from {cfg.imagery.base_dir}); check the globs"
                 )
             for f in [*files, *cfg.imagery.mask_files(label)]:
-                fps[f"{label}:{_relative(f, cfg.imagery.base_dir)}"] = _fast_fingerprint(f)
+                fps[f"{label}:{_relative(f, cfg.imagery.base_dir)}"] = fast_fingerprint(f)
         return fps
 
     def run() -> dict[str, Any]:
-        from pipeline.detection.pair import detect_pair
-        from pipeline.ops.executor import make_executor
-
         out_dir.mkdir(parents=True, exist_ok=True)
         for label in pair:
             for path in cfg.imagery.files(label):
@@ -248,8 +248,6 @@ def _assign_stage(ctx: RunContext, pair: tuple[str, str]) -> Stage:
         layer_names += ("approvals", "farmland", "basic_farmland")
 
     def run() -> dict[str, Any]:
-        from pipeline.overlay.assign import assign_patches
-
         grids = load_grids_for(cfg)
         patches = _read_gdf(source)
         assigned = assign_patches(
@@ -290,9 +288,6 @@ def _register_stage(ctx: RunContext) -> Stage:
     sources = [ws.pair_dir(pair) / "assigned.gpkg" for pair in cfg.imagery.pairs]
 
     def run() -> dict[str, Any]:
-        from pipeline.registry.matching import register_detections
-        from pipeline.registry.store import load_registry, save_registry
-
         state = load_registry(ws.registry, cfg.area.crs)
         totals: dict[str, int] = {}
         for source in sources:
@@ -321,8 +316,6 @@ def _register_stage(ctx: RunContext) -> Stage:
 
 def _inbox_stage(ctx: RunContext) -> Stage:
     """Field returns dropped in the inbox; up to date when the inbox is empty."""
-    from pipeline.ops.field_import import import_inbox, inbox_files
-
     cfg, ws = ctx.cfg, ctx.ws
     return Stage(
         id="inbox",
@@ -336,8 +329,6 @@ def _inbox_stage(ctx: RunContext) -> Stage:
 
 def _registry_input(ws: Workspace, crs: str) -> Callable[[], dict[str, str]]:
     def inputs() -> dict[str, str]:
-        from pipeline.registry.store import load_registry
-
         return {"registry": registry_fingerprint(load_registry(ws.registry, crs))}
 
     return inputs
@@ -369,8 +360,6 @@ def _report_stage(ctx: RunContext) -> Stage:
 
 def _classify(cfg: Config, patches: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     """Farmland, basic-farmland and approval overlaps of ``patches`` (reads the layers)."""
-    from pipeline.overlay.classify import classify_patches
-
     lc = cfg.layers
     return classify_patches(
         patches,
@@ -381,180 +370,6 @@ def _classify(cfg: Config, patches: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
         basic_field=lc.farmland.basic_field if lc.farmland else None,
         ref_field=lc.approvals.ref_field if lc.approvals else "doc_no",
     )
-
-
-# --------------------------------------------------------------------------- export / report
-FATAL_GRID_ISSUES = frozenset(
-    {"invalid_geometry", "overlap", "duplicate_code", "bad_code", "unknown_township"}
-)
-"""Grid defects that stop a run when ``assign.strict_grid`` is true: each makes the
-assignment of a patch ambiguous or wrong."""
-
-
-def load_grids_for(cfg: Config):
-    """The grid layers of ``cfg``, validated; defects in :data:`FATAL_GRID_ISSUES` raise
-    :class:`GridError` under ``assign.strict_grid``.
-
-    Notes
-    -----
-    assign, export and report all need the grid: it is read and validated once per set of
-    unchanged layer files (the cache key holds their size and modification time, every
-    part of a Shapefile included).
-    """
-    from pipeline.overlay.io.vectors import layer_files
-
-    files = tuple(
-        (str(part), *_fast_fingerprint(part).split(":"))
-        for layer in (cfg.layers.district, cfg.layers.township, cfg.layers.village)
-        if layer is not None
-        for part in layer_files(layer.path)
-    )
-    patterns = (cfg.assign.township_pattern, cfg.assign.village_pattern)
-    grids = _load_grids_cached(cfg.layers, cfg.area.crs, patterns, files)
-    fatal = [i for i in grids.issues if str(i.kind) in FATAL_GRID_ISSUES]
-    if fatal and cfg.assign.strict_grid:
-        shown = "; ".join(
-            f"{i.kind} in layer {i.layer} ({i.code or '-'}{', ' + i.other_code if i.other_code else ''}): {i.detail}"
-            for i in fatal[:5]
-        )
-        more = f" and {len(fatal) - 5} more" if len(fatal) > 5 else ""
-        files = sorted({str(getattr(cfg.layers, n).path) for n in ("township", "village")})
-        raise GridError(
-            f"the grid ({', '.join(files)}) has {len(fatal)} defect(s) that make assignment "
-            f"ambiguous: {shown}{more}. Fix the layer, or set 'assign.strict_grid: false' to "
-            "repair invalid polygons and go on with the defects reported"
-        )
-    return grids
-
-
-@functools.lru_cache(maxsize=4)
-def _load_grids_cached(layers, crs: str, patterns: tuple[str, str], files: tuple):
-    from pipeline.overlay.admin_grid import load_grids
-
-    del files  # part of the cache key only
-    township, village = patterns
-    return load_grids(layers, crs=crs, township_pattern=township, village_pattern=village)
-
-
-def check_inputs(cfg: Config) -> tuple[list, tuple]:
-    """Open every configured layer and check it, before any stage runs.
-
-    ``landwatch config check`` and ``landwatch run`` both call this, so a bad layer fails in
-    seconds rather than after detection: fields, CRS, features and text encoding of every
-    layer (:func:`pipeline.overlay.io.layer_check.check_layers`), then the grid with its codes against
-    ``assign.township_code_pattern`` / ``village_code_pattern`` (:func:`load_grids_for`).
-
-    Returns
-    -------
-    reports, grid_issues
-        One :class:`pipeline.overlay.io.layer_check.LayerReport` per layer, and the grid defects found (the
-        fatal ones raise under ``assign.strict_grid``).
-
-    Raises
-    ------
-    InputDataError
-        A layer cannot be used (:class:`GridError` for the grid layers).
-    """
-    from pipeline.overlay.io.layer_check import check_layers
-
-    reports = check_layers(cfg.layers)
-    for report in reports:
-        log.info("input %s", report.describe())
-    grids = load_grids_for(cfg)
-    return reports, grids.issues
-
-
-def export_registry(
-    cfg: Config, ws: Workspace, *, date: str, run_id: str, now: str
-) -> dict[str, Any]:
-    """Write the field packages of every township from the registry; record an ``exported``
-    event for each patch whose content or package is new (an unchanged registry adds none)."""
-    from pipeline.outputs.chips import read_chips
-    from pipeline.outputs.packages import export_packages, latest_export_dir
-    from pipeline.registry.store import load_registry, save_registry
-
-    state = load_registry(ws.registry, cfg.area.crs)
-    grids = load_grids_for(cfg)
-    out = ws.exports_dir(date)
-    chips = read_chips(cfg, state.patches) if cfg.export.chips else None
-    paths = export_packages(
-        state.patches, grids.townships, grids.villages, out,
-        cfg=cfg.export, area_name=cfg.area.name, date=date,
-        chips=chips, previous=latest_export_dir(out.parent, date),
-    )  # fmt: skip
-    state, n_events = _with_export_events(state, paths, out, run_id=run_id, now=now)
-    if n_events:
-        save_registry(ws.registry, state)
-    return {"packages": len(paths), "exported_events": n_events}
-
-
-def _with_export_events(state, paths: list[Path], out_dir: Path, *, run_id: str, now: str):
-    """``exported`` events for the patches whose township package content is new (see
-    :func:`pipeline.registry.store.record_exports`), and how many there are."""
-    from pipeline.registry.store import record_exports
-
-    by_township = {p.name.split("_", 1)[0]: p.name for p in paths if p.parent == out_dir}
-    towns = state.patches[P.TOWNSHIP_CODE].astype(object)
-    towns = towns.where(towns.notna(), UNASSIGNED)
-    packages = {
-        pid: by_township[town]
-        for pid, town in zip(state.patches[P.PATCH_ID], towns, strict=True)
-        if town in by_township
-    }
-    return record_exports(state, packages, run_id=run_id, now=now)
-
-
-def report_registry(
-    cfg: Config, ws: Workspace, *, date: str, as_of: str | None = None
-) -> dict[str, Any]:
-    """Compute the rates from the registry and write ``reports/{date}/``.
-
-    With ``as_of`` the verdicts and remaining areas are replayed from the events up to that
-    date (patches recorded later are left out); the lists in the HTML report stay current.
-    """
-    from pipeline.outputs.report import write_report
-    from pipeline.registry.rates import compute_rates, rates_as_of
-    from pipeline.registry.store import load_registry
-
-    state = load_registry(ws.registry, cfg.area.crs)
-    grids = load_grids_for(cfg)
-    targets = {
-        "rect_rate_target": cfg.report.rect_rate_target,
-        "illegal_ratio_target": cfg.report.illegal_ratio_target,
-    }
-    # without a district layer the district row is the configured area (its name and code)
-    district = grids.district
-    if district is None:
-        district = (cfg.area.county_code, cfg.area.name)
-    if as_of:
-        rates = rates_as_of(state, as_of, grids.villages, grids.townships, district, **targets)
-    else:
-        rates = compute_rates(state.patches, grids.villages, grids.townships, district, **targets)
-    relapsed = set(state.events.loc[state.events[E.KIND] == EventKind.RELAPSE, E.PATCH_ID])
-    write_report(
-        rates, state.patches, grids.townships, grids.villages, ws.reports_dir(date),
-        cfg=cfg.report, area_name=cfg.area.name, date=date,
-        history=_report_history(ws, date), relapsed_ids=relapsed,
-    )  # fmt: skip
-    district = rates[rates[RC.LEVEL] == "district"].iloc[0]
-    return {
-        RC.N_PATCHES: int(district[RC.N_PATCHES]),
-        RC.N_ILLEGAL: int(district[RC.N_ILLEGAL]),
-        RC.N_PENDING: int(district[RC.N_PENDING]),
-    }
-
-
-def _report_history(ws: Workspace, date: str) -> pd.DataFrame | None:
-    """District rows of earlier reports (reports/*/rates.csv), for the trend chart."""
-    rows = []
-    for path in sorted((ws.root / "reports").glob("*/rates.csv")):
-        if path.parent.name >= date:
-            continue
-        df = pd.read_csv(path, dtype={"code": str}, encoding="utf-8-sig")
-        district = df[df[RC.LEVEL] == "district"]
-        if len(district):
-            rows.append(district.iloc[0].to_dict() | {"date": path.parent.name})
-    return pd.DataFrame(rows) if rows else None
 
 
 # --------------------------------------------------------------------------- run
@@ -636,8 +451,6 @@ def _record_run(
     ctx: RunContext, started: str, seconds: float, outcomes: list[StageOutcome], outcome: str
 ) -> None:
     """Append this run to the registry's ``runs`` table (best effort on failure paths)."""
-    from pipeline.registry.store import load_registry, save_registry
-
     row = {
         R.RUN_ID: ctx.run_id,
         R.STARTED_AT: started,
@@ -670,14 +483,10 @@ def _input_summary(ctx: RunContext) -> dict[str, Any]:
 # --------------------------------------------------------------------------- small I/O helpers
 def _read_layer(cfg: Config, name: str) -> gpd.GeoDataFrame | None:
     """Overlay layer ``name`` in the target CRS (its ``codes`` selected; empty raises)."""
-    from pipeline.overlay.io.layer_check import read_overlay
-
     return read_overlay(getattr(cfg.layers, name), name, cfg.area.crs)
 
 
 def _read_gdf(path: Path) -> gpd.GeoDataFrame:
-    import pyogrio
-
     return pyogrio.read_dataframe(path)
 
 
@@ -689,8 +498,6 @@ is skipped. The registry keeps real times."""
 
 
 def _write_gdf(gdf: gpd.GeoDataFrame, path: Path) -> None:
-    import pyogrio
-
     previous = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
     pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": STAGE_GPKG_DATE})
     try:

@@ -43,29 +43,36 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
 
 from pipeline import __version__
+from pipeline.atomic import atomic_write_bytes
 from pipeline.config import ExportConfig
 from pipeline.errors import InputDataError, StageError
 from pipeline.outputs import webfont
-from pipeline.outputs.report import (
-    LEGAL_HINT_LABELS,
+from pipeline.outputs.formatting import (
     check_columns,
     fixed_zipinfo,
     floats,
-    parse_date,
+    isna,
+    label,
+    output_date,
     render_page,
+    text,
     workbook_bytes,
-    write_atomic,
 )
 from pipeline.schema import (
     CHINESE_LABELS,
     COLUMN_LABELS,
+    DD,
     FIELD_RETURN_COLUMNS,
+    LEGAL_HINT_LABELS,
+    PACKAGE_VILLAGES_LAYER,
     PATCH_COLUMNS,
+    PATCHES_LAYER,
     SHAPEFILE_FIELDS,
     UNASSIGNED,
     ChangeType,
     G,
     LegalHint,
+    Level,
     P,
     RectMethod,
     Verdict,
@@ -77,7 +84,6 @@ log = logging.getLogger(__name__)
 KML_CRS = "EPSG:4326"
 UNASSIGNED_PACKAGE_NAME = "未分配"
 """Name part of the package of patches outside every township: ``unassigned_未分配.zip``."""
-TOWNSHIP_LEVEL, VILLAGE_LEVEL = "township", "village"
 VILLAGES_DIR = "villages"
 """Sub-folder of the export folder holding the per-village packages (``export.per_village``)."""
 MANIFEST = "manifest.json"
@@ -190,84 +196,29 @@ def export_packages(
     manifest in ``out_dir`` itself is honoured too (a rerun on the same day rewrites
     nothing that did not change).
     """
-    check_columns(patches, PATCH_COLUMNS, "patches")
-    check_columns(townships, (G.CODE, G.NAME), "townships")
-    check_columns(villages, (G.CODE, G.NAME), "villages")
-    if patches.crs is None:
-        raise InputDataError(
-            "patches have no CRS; expected the registry's projected CRS (e.g. EPSG:4548) so "
-            "they can be reprojected for the field packages"
-        )
-    parse_date(date)
+    _check_inputs(patches, townships, villages, date)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     chips = chips if (cfg.chips and chips) else {}
-    groups = split_by_township(patches)
-    if only_townships is not None:
-        groups = {k: v for k, v in groups.items() if k in only_townships}
-    town_info = townships.set_index(G.CODE)
-    village_info = villages.drop_duplicates(G.CODE).set_index(G.CODE)
-    units: list[_Unit] = []
-    for code, group in groups.items():
-        name, person = _township_name(code, group, town_info)
-        units.append(
-            _Unit(TOWNSHIP_LEVEL, code, name, person, group, f"{package_stem(code, name)}.zip")
-        )
-    if cfg.per_village:
-        for unit in list(units):
-            for vcode, part in split_by_village(unit.patches).items():
-                vname, vperson = _village_name(vcode, part, village_info)
-                rel = f"{VILLAGES_DIR}/{package_stem(vcode, vname)}.zip"
-                units.append(_Unit(VILLAGE_LEVEL, vcode, vname, vperson, part, rel))
-
+    units = _package_units(
+        patches, townships, villages, per_village=cfg.per_village, only_townships=only_townships
+    )
     manifest = _read_manifest(out_dir)
     earlier = {**_read_manifest(Path(previous)), **manifest} if previous is not None else manifest
-    written = []
     for unit in units:
-        key = package_manifest_key(
-            unit.patches,
-            _unit_villages(villages, unit),
+        manifest[unit.relpath] = _export_unit(
+            unit,
+            villages,
+            out_dir,
+            earlier.get(unit.relpath),
+            previous=previous,
             cfg=cfg,
             area_name=area_name,
-            unit=(unit.level, unit.code, unit.name, unit.person),
+            date=date,
             chips=chips,
         )
-        path = out_dir / unit.relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        entry = earlier.get(unit.relpath)
-        source = _reusable(entry, key, out_dir, previous, unit.relpath)
-        if source is not None:
-            if source != path:
-                _link_or_copy(source, path)
-            built_on = entry["built_on"]
-            log.info("field package %s unchanged since %s: reused", unit.relpath, built_on)
-        else:
-            stem = Path(unit.relpath).stem
-            members = _package_members(
-                unit.patches,
-                villages,
-                cfg=cfg,
-                area_name=area_name,
-                date=date,
-                code=unit.code,
-                name=unit.name,
-                person=unit.person,
-                level=unit.level,
-                chips=chips,
-            )
-            write_atomic(path, zip_bytes({f"{stem}/{k}": v for k, v in members.items()}, date=date))
-            built_on = date
-            log.info("field package %s: %d patches", unit.relpath, len(unit.patches))
-        manifest[unit.relpath] = {
-            "level": unit.level,
-            "code": unit.code,
-            "key": key,
-            "built_on": built_on,
-            "n_patches": len(unit.patches),
-        }
-        written.append(path)
     _write_manifest(out_dir, manifest, date=date)
-    return written
+    return [out_dir / unit.relpath for unit in units]
 
 
 def latest_export_dir(exports_root: Path, before: str) -> Path | None:
@@ -276,7 +227,7 @@ def latest_export_dir(exports_root: Path, before: str) -> Path | None:
     ``exports/{date}`` folders are named by ISO date, so text order is date order. Pass
     the result as ``previous`` to :func:`export_packages`.
     """
-    parse_date(before)
+    output_date(before)
     root = Path(exports_root)
     if not root.is_dir():
         return None
@@ -329,21 +280,173 @@ def package_manifest_key(
 
 @dataclasses.dataclass(frozen=True)
 class _Unit:
+    """One package to write: a township (or the unassigned patches) or a village."""
+
     level: str
     code: str
     name: str
     person: str
     patches: gpd.GeoDataFrame
     relpath: str
+    """Path of the zip relative to the export folder (and its key in the manifest)."""
+
+
+def _check_inputs(
+    patches: gpd.GeoDataFrame, townships: gpd.GeoDataFrame, villages: gpd.GeoDataFrame, date: str
+) -> None:
+    """The columns of patches and grids, a CRS on the patches, and a valid ``date``."""
+    check_columns(patches, PATCH_COLUMNS, "patches")
+    check_columns(townships, (G.CODE, G.NAME), "townships")
+    check_columns(villages, (G.CODE, G.NAME), "villages")
+    if patches.crs is None:
+        raise InputDataError(
+            "patches have no CRS; expected the registry's projected CRS (e.g. EPSG:4548) so "
+            "they can be reprojected for the field packages"
+        )
+    output_date(date)
+
+
+def _package_units(
+    patches: gpd.GeoDataFrame,
+    townships: gpd.GeoDataFrame,
+    villages: gpd.GeoDataFrame,
+    *,
+    per_village: bool,
+    only_townships: set[str] | None,
+) -> list[_Unit]:
+    """The packages to write: the townships by code, then (``per_village``) their villages."""
+    groups = split_by_township(patches)
+    if only_townships is not None:
+        groups = {k: v for k, v in groups.items() if k in only_townships}
+    town_info = townships.set_index(G.CODE)
+    village_info = villages.drop_duplicates(G.CODE).set_index(G.CODE)
+    units: list[_Unit] = []
+    for code, group in groups.items():
+        name, person = _township_name(code, group, town_info)
+        units.append(
+            _Unit(
+                level=Level.TOWNSHIP,
+                code=code,
+                name=name,
+                person=person,
+                patches=group,
+                relpath=f"{package_stem(code, name)}.zip",
+            )
+        )
+    if per_village:
+        for unit in list(units):
+            for vcode, part in split_by_village(unit.patches).items():
+                vname, vperson = _village_name(vcode, part, village_info)
+                units.append(
+                    _Unit(
+                        level=Level.VILLAGE,
+                        code=vcode,
+                        name=vname,
+                        person=vperson,
+                        patches=part,
+                        relpath=f"{VILLAGES_DIR}/{package_stem(vcode, vname)}.zip",
+                    )
+                )
+    return units
+
+
+def _export_unit(
+    unit: _Unit,
+    villages: gpd.GeoDataFrame,
+    out_dir: Path,
+    entry: dict[str, Any] | None,
+    *,
+    previous: Path | None,
+    cfg: ExportConfig,
+    area_name: str,
+    date: str,
+    chips: Mapping[str, bytes],
+) -> dict[str, Any]:
+    """Reuse or build the package of one unit; its manifest entry.
+
+    ``entry`` is what an earlier manifest recorded for the package (None: nothing).
+    """
+    key = package_manifest_key(
+        unit.patches,
+        _unit_villages(villages, unit),
+        cfg=cfg,
+        area_name=area_name,
+        unit=(unit.level, unit.code, unit.name, unit.person),
+        chips=chips,
+    )
+    path = out_dir / unit.relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    built_on = _reuse_package(entry, key, out_dir, previous, unit.relpath)
+    if built_on is None:
+        _build_package(unit, villages, path, cfg=cfg, area_name=area_name, date=date, chips=chips)
+        built_on = date
+    return {
+        "level": unit.level,
+        "code": unit.code,
+        "key": key,
+        "built_on": built_on,
+        "n_patches": len(unit.patches),
+    }
+
+
+def _reuse_package(
+    entry: dict[str, Any] | None, key: str, out_dir: Path, previous: Path | None, relpath: str
+) -> str | None:
+    """Put the zip of an unchanged package in place; its ``built_on`` date, or None to build it."""
+    source = _reusable(entry, key, out_dir, previous, relpath)
+    if source is None:
+        return None
+    path = out_dir / relpath
+    if source != path:
+        _link_or_copy(source, path)
+    built_on = entry["built_on"]
+    log.info("field package %s unchanged since %s: reused", relpath, built_on)
+    return built_on
+
+
+def _build_package(
+    unit: _Unit,
+    villages: gpd.GeoDataFrame,
+    path: Path,
+    *,
+    cfg: ExportConfig,
+    area_name: str,
+    date: str,
+    chips: Mapping[str, bytes],
+) -> None:
+    """Write the zip of one package to ``path``, its files under a folder named like it."""
+    members = _package_members(
+        unit.patches,
+        villages,
+        cfg=cfg,
+        area_name=area_name,
+        date=date,
+        code=unit.code,
+        name=unit.name,
+        person=unit.person,
+        level=unit.level,
+        chips=chips,
+    )
+    folder = Path(unit.relpath).stem
+    atomic_write_bytes(path, zip_bytes({f"{folder}/{k}": v for k, v in members.items()}, date=date))
+    log.info("field package %s: %d patches", unit.relpath, len(unit.patches))
 
 
 def _unit_villages(villages: gpd.GeoDataFrame, unit: _Unit) -> gpd.GeoDataFrame:
     """The village polygons a package's GeoPackage holds (see :func:`_gpkg_bytes`)."""
-    if unit.level == VILLAGE_LEVEL:
-        return villages[villages[G.CODE] == unit.code]
+    return _villages_of(villages, unit.level, unit.code, unit.patches)
+
+
+def _villages_of(
+    villages: gpd.GeoDataFrame, level: str, code: str, patches: pd.DataFrame
+) -> gpd.GeoDataFrame:
+    """The village itself, the villages of the township, or (without township codes on the
+    villages) those holding the patches."""
+    if level == Level.VILLAGE:
+        return villages[villages[G.CODE] == code]
     if G.TOWNSHIP_CODE in villages.columns:
-        return villages[villages[G.TOWNSHIP_CODE] == unit.code]
-    return villages[villages[G.CODE].isin(unit.patches[P.VILLAGE_CODE])]
+        return villages[villages[G.TOWNSHIP_CODE] == code]
+    return villages[villages[G.CODE].isin(patches[P.VILLAGE_CODE])]
 
 
 def _reusable(
@@ -399,8 +502,8 @@ def _write_manifest(folder: Path, packages: dict[str, dict[str, Any]], *, date: 
         "date": date,
         "packages": dict(sorted(packages.items())),
     }
-    text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
-    write_atomic(Path(folder) / MANIFEST, text.encode("utf-8"))
+    payload = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+    atomic_write_bytes(Path(folder) / MANIFEST, payload.encode("utf-8"))
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -442,9 +545,9 @@ def package_stem(code: str, name: str) -> str:
 
     ``\\ / : * ? " < > |``, control characters and whitespace become ``_``.
     """
-    text = f"{code}_{name}" if name and name != code else str(code)
-    text = re.sub(r'[\\/:*?"<>|\x00-\x1f\s]+', "_", text).strip(" ._")
-    return text or str(code)
+    stem = f"{code}_{name}" if name and name != code else str(code)
+    stem = re.sub(r'[\\/:*?"<>|\x00-\x1f\s]+', "_", stem).strip(" ._")
+    return stem or str(code)
 
 
 def package_key(patches_of_township: gpd.GeoDataFrame) -> str:
@@ -543,11 +646,11 @@ def kml_frame(patches: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
         " · ".join(
             t
             for t in (
-                _text(village),
-                f"{area:.2f} 亩" if not _isna(area) else "",
-                _label(change),
-                LEGAL_HINT_LABELS.get(h, _text(h)),
-                f"认定: {_label(v)}",
+                text(village),
+                f"{area:.2f} 亩" if not isna(area) else "",
+                label(change),
+                LEGAL_HINT_LABELS.get(h, text(h)),
+                f"认定: {label(v)}",
             )
             if t
         )
@@ -602,14 +705,14 @@ def data_dictionary() -> pd.DataFrame:
         values = allowed.get(col)
         rows.append(
             {
-                "shp_field": SHAPEFILE_FIELDS.get(col, ""),
-                "column": col,
-                "label_zh": zh,
-                "meaning_en": en,
-                "allowed_values": "; ".join(f"{v.value}={_label(v)}" for v in values)
+                DD.SHP_FIELD: SHAPEFILE_FIELDS.get(col, ""),
+                DD.COLUMN: col,
+                DD.LABEL_ZH: zh,
+                DD.MEANING_EN: en,
+                DD.ALLOWED_VALUES: "; ".join(f"{v.value}={label(v)}" for v in values)
                 if values
                 else "",
-                "in_files": "shp gpkg kml" if col in SHAPEFILE_FIELDS else "gpkg",
+                DD.IN_FILES: "shp gpkg kml" if col in SHAPEFILE_FIELDS else "gpkg",
             }
         )
     return pd.DataFrame(rows)
@@ -622,7 +725,7 @@ def zip_bytes(members: dict[str, bytes], *, date: str) -> bytes:
     -----
     Non-ASCII entry names get the UTF-8 flag (bit 11), set by :mod:`zipfile` itself.
     """
-    when = dt.datetime.combine(parse_date(date), dt.time())
+    when = dt.datetime.combine(output_date(date), dt.time())
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name in sorted(members):
@@ -641,7 +744,7 @@ def _package_members(
     code: str,
     name: str,
     person: str,
-    level: str = TOWNSHIP_LEVEL,
+    level: str = Level.TOWNSHIP,
     chips: Mapping[str, bytes] | None = None,
 ) -> dict[str, bytes]:
     """Every file of one package (township or village), name -> bytes."""
@@ -724,7 +827,7 @@ def _shapefile_files(
             "recoded it (check the SHAPE_ENCODING environment variable / GDAL option)"
         )
     files[f"{layer}.cpg"] = cfg.encoding.encode("ascii")
-    dbf = _stamp_dbf(files[f"{layer}.dbf"], parse_date(date))
+    dbf = _stamp_dbf(files[f"{layer}.dbf"], output_date(date))
     files[f"{layer}.dbf"] = _set_language_driver(dbf, cfg.encoding)
     return files
 
@@ -738,25 +841,20 @@ def _gpkg_bytes(
     *,
     cfg: ExportConfig,
     date: str,
-    level: str = TOWNSHIP_LEVEL,
+    level: str = Level.TOWNSHIP,
 ) -> bytes:
     path = tmp_dir / f"{layer}.gpkg"
-    if level == VILLAGE_LEVEL:
-        mine = villages[villages[G.CODE] == code]
-    elif G.TOWNSHIP_CODE in villages.columns:
-        mine = villages[villages[G.TOWNSHIP_CODE] == code]
-    else:
-        mine = villages[villages[G.CODE].isin(group[P.VILLAGE_CODE])]
+    mine = _villages_of(villages, level, code, group)
     cols = [c for c in (G.CODE, G.NAME, G.TOWNSHIP_CODE, G.PERSON) if c in mine.columns]
     mine = mine[[*cols, mine.geometry.name]].sort_values(G.CODE, kind="stable")
     # GDAL stamps gpkg_contents.last_change with the current time unless told otherwise
-    with _gdal_config(OGR_CURRENT_DATE=f"{parse_date(date).isoformat()}T00:00:00.000Z"):
+    with _gdal_config(OGR_CURRENT_DATE=f"{output_date(date).isoformat()}T00:00:00.000Z"):
         pyogrio.write_dataframe(
-            package_frame(group, cfg.crs), path, layer="patches", promote_to_multi=True
+            package_frame(group, cfg.crs), path, layer=PATCHES_LAYER, promote_to_multi=True
         )
         if len(mine) and mine.crs is not None:
             pyogrio.write_dataframe(
-                mine.to_crs(cfg.crs), path, layer="villages", promote_to_multi=True
+                mine.to_crs(cfg.crs), path, layer=PACKAGE_VILLAGES_LAYER, promote_to_multi=True
             )
     return path.read_bytes()
 
@@ -786,7 +884,7 @@ def _return_workbook(template: pd.DataFrame) -> Workbook:
         ws.column_dimensions[letter].width = 18 if col != P.NOTE else 30
         fmt = "@" if col in text_cols else "0.00"
         for i, value in enumerate(template[col], start=2):
-            c = ws.cell(row=i, column=j, value=None if _isna(value) else value)
+            c = ws.cell(row=i, column=j, value=None if isna(value) else value)
             c.number_format = fmt
     ws.freeze_panes = "B2"
     for col, enum in ((P.VERDICT, Verdict), (P.RECT_METHOD, RectMethod)):
@@ -856,7 +954,7 @@ def _patch_list_html(
     code: str,
     name: str,
     person: str,
-    level: str = TOWNSHIP_LEVEL,
+    level: str = Level.TOWNSHIP,
     chip_names: Mapping[str, str] | None = None,
 ) -> str:
     chip_names = chip_names or {}
@@ -877,13 +975,13 @@ def _patch_list_html(
                 "area_m2": r[P.AREA_M2],
                 "farmland_m2": r[P.FARMLAND_M2],
                 "basic_farmland_m2": r[P.BASIC_FARMLAND_M2],
-                "change_type": _label(r[P.CHANGE_TYPE]),
-                "legal_hint": LEGAL_HINT_LABELS.get(r[P.LEGAL_HINT], _text(r[P.LEGAL_HINT])),
-                "approval_refs": _text(r[P.APPROVAL_REFS]),
-                "verdict": _label(r[P.VERDICT]),
-                "rect_method": _label(r[P.RECT_METHOD]),
+                "change_type": label(r[P.CHANGE_TYPE]),
+                "legal_hint": LEGAL_HINT_LABELS.get(r[P.LEGAL_HINT], text(r[P.LEGAL_HINT])),
+                "approval_refs": text(r[P.APPROVAL_REFS]),
+                "verdict": label(r[P.VERDICT]),
+                "rect_method": label(r[P.RECT_METHOD]),
                 "remaining_m2": r[P.REMAINING_M2],
-                "first_seen": _text(r[P.FIRST_SEEN]),
+                "first_seen": text(r[P.FIRST_SEEN]),
                 "lon": x,
                 "lat": y,
                 "chip": chip_names.get(str(r[P.PATCH_ID])),
@@ -893,8 +991,8 @@ def _patch_list_html(
         village_groups.append(
             {
                 "code": vcode,
-                "name": _text(part[P.VILLAGE_NAME].iloc[0]) or vcode,
-                "person": _text(persons.get(vcode)),
+                "name": text(part[P.VILLAGE_NAME].iloc[0]) or vcode,
+                "person": text(persons.get(vcode)),
                 "area_m2": float(floats(part[P.AREA_M2]).sum()),
                 "rows": rows,
             }
@@ -924,10 +1022,10 @@ def _readme(
     n: int,
     layer: str,
     cfg: ExportConfig,
-    level: str = TOWNSHIP_LEVEL,
+    level: str = Level.TOWNSHIP,
     n_chips: int = 0,
 ) -> str:
-    unit = "行政村 village" if level == VILLAGE_LEVEL else "乡镇 township"
+    unit = "行政村 village" if level == Level.VILLAGE else "乡镇 township"
     chips_lines = (
         [
             f"  {CHIPS_DIR}/<patch_id>.png   前后两期影像截图（左：前时相，右：后时相，黄线为图斑边界），"
@@ -991,25 +1089,25 @@ def _township_name(code: str, group: pd.DataFrame, town_info: pd.DataFrame) -> t
         row = town_info.loc[code]
         if isinstance(row, pd.DataFrame):  # duplicate codes: grids.py reports them
             row = row.iloc[0]
-        person = _text(row[G.PERSON]) if G.PERSON in town_info.columns else ""
-        return _text(row[G.NAME]) or code, person
+        person = text(row[G.PERSON]) if G.PERSON in town_info.columns else ""
+        return text(row[G.NAME]) or code, person
     names = group[P.TOWNSHIP_NAME].dropna()
     log.warning(
         "township %s has patches but is not in the township grid; using the name stored "
         "with its patches",
         code,
     )
-    return (_text(names.iloc[0]) if len(names) else code), ""
+    return (text(names.iloc[0]) if len(names) else code), ""
 
 
 def _village_name(code: str, group: pd.DataFrame, village_info: pd.DataFrame) -> tuple[str, str]:
     """(name, responsible person) of a village, from the grid, else from the patches."""
     if code in village_info.index:
         row = village_info.loc[code]
-        person = _text(row[G.PERSON]) if G.PERSON in village_info.columns else ""
-        return _text(row[G.NAME]) or code, person
+        person = text(row[G.PERSON]) if G.PERSON in village_info.columns else ""
+        return text(row[G.NAME]) or code, person
     names = group[P.VILLAGE_NAME].dropna()
-    return (_text(names.iloc[0]) if len(names) else code), ""
+    return (text(names.iloc[0]) if len(names) else code), ""
 
 
 @contextlib.contextmanager
@@ -1039,7 +1137,7 @@ def _stamp_dbf(data: bytes, date: dt.date) -> bytes:
 def _as_text(series: pd.Series) -> pd.Series:
     """Text values (dates as ISO text), None where missing; object dtype."""
     values = [
-        None if _isna(v) else (v.isoformat() if hasattr(v, "isoformat") else str(v)) for v in series
+        None if isna(v) else (v.isoformat() if hasattr(v, "isoformat") else str(v)) for v in series
     ]
     return pd.Series(values, index=series.index, dtype=object)
 
@@ -1054,27 +1152,10 @@ def _truncate(value: Any, encoding: str, max_bytes: int) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    if _isna(value):
+    if isna(value):
         return None
     if isinstance(value, np.generic):
         return value.item()
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return value
-
-
-def _isna(value: Any) -> bool:
-    if value is None or value is pd.NA:
-        return True
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def _text(value: Any) -> str:
-    return "" if _isna(value) else str(value)
-
-
-def _label(value: Any) -> str:
-    return "" if _isna(value) else CHINESE_LABELS.get(value, str(value))

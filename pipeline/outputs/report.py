@@ -13,43 +13,47 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import datetime as dt
-import functools
-import importlib.resources
-import io
 import logging
-import math
-import os
-import re
-import uuid
-import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
-import jinja2
 import numpy as np
 import pandas as pd
-from markupsafe import Markup
 from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
 from pipeline import __version__
+from pipeline.atomic import atomic_write_bytes
 from pipeline.config import ReportConfig
-from pipeline.errors import ConfigError, InputDataError
-from pipeline.outputs import webfont
+from pipeline.errors import InputDataError
+from pipeline.outputs.formatting import (
+    UNDEFINED,
+    check_columns,
+    floats,
+    fmt_float,
+    isna,
+    label,
+    output_date,
+    render_page,
+    text,
+    workbook_bytes,
+)
 from pipeline.schema import (
-    CHINESE_LABELS,
+    HISTORY_DATE,
+    LEGAL_HINT_LABELS,
+    LEVEL_LABELS,
     LEVELS,
     PATCH_COLUMNS,
     RATES_COLUMNS,
+    RATES_LABELS,
     RC,
     UNASSIGNED,
     G,
-    LegalHint,
+    Level,
     P,
     Verdict,
 )
@@ -59,11 +63,6 @@ log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- local constants
-
-
-HISTORY_DATE = "date"
-"""Column of the ``history`` frame holding the report date (ISO text)."""
-
 RATE_COLUMNS = (RC.ILLEGAL_RATIO, RC.ILLEGAL_RATIO_UPPER, RC.RECT_RATE_AREA, RC.RECT_RATE_COUNT)
 MET_COLUMNS = (RC.ILLEGAL_RATIO_MET, RC.RECT_RATE_MET)
 AREA_M2_COLUMNS = (
@@ -84,43 +83,6 @@ COUNT_COLUMNS = (
     RC.N_RECTIFIED,
 )
 TEXT_COLUMNS = (RC.LEVEL, RC.CODE, RC.NAME, RC.PARENT_CODE)
-
-RATES_LABELS: dict[str, tuple[str, str]] = {
-    RC.LEVEL: ("level", "层级"),
-    RC.CODE: ("code", "代码"),
-    RC.NAME: ("name", "名称"),
-    RC.PARENT_CODE: ("parent code", "上级代码"),
-    RC.N_PATCHES: ("patches", "图斑数"),
-    RC.N_PENDING: ("pending", "待核查数"),
-    RC.N_LEGAL: ("legal", "合法数"),
-    RC.N_ILLEGAL: ("illegal", "违法数"),
-    RC.N_FALSE_CHANGE: ("false changes", "伪变化数"),
-    RC.N_OTHER: ("other", "其他数"),
-    RC.PATCHES_M2: ("patch area (m²)", "图斑面积(平方米)"),
-    RC.ILLEGAL_M2: ("illegal area (m²)", "违法面积(平方米)"),
-    RC.ILLEGAL_MU: ("illegal area (mu)", "违法面积(亩)"),
-    RC.ILLEGAL_FARMLAND_M2: ("illegal farmland area (m²)", "违法占耕地面积(平方米)"),
-    RC.PENDING_FARMLAND_M2: ("pending farmland area (m²)", "待核查占耕地面积(平方米)"),
-    RC.CONSTRUCTION_FARMLAND_M2: (
-        "new-construction farmland area, legal + illegal (m²)",
-        "新增建设占耕地面积(平方米)",
-    ),
-    RC.ILLEGAL_RATIO: ("illegal-occupation ratio", "违法占地比例"),
-    RC.ILLEGAL_RATIO_UPPER: ("illegal ratio, upper bound (pending as illegal)", "违法占地比例上限"),
-    RC.ILLEGAL_RATIO_MET: ("illegal ratio target met", "违法占地比例达标"),
-    RC.RECTIFIED_M2: ("rectified area (m²)", "已整改面积(平方米)"),
-    RC.RECT_RATE_AREA: ("rectification rate by area", "整改率(按面积)"),
-    RC.N_RECTIFIED: ("rectified patches", "已整改数"),
-    RC.RECT_RATE_COUNT: ("rectification rate by count", "整改率(按宗数)"),
-    RC.RECT_RATE_MET: ("rectification target met", "整改率达标"),
-    RC.ZERO_CASE: ("zero cases (reward candidate)", "零违法(奖励候选)"),
-}
-"""Rates column -> (English label, Chinese label). Belongs in :mod:`pipeline.schema`."""
-
-LEVEL_LABELS = {"district": "区县", "township": "乡镇", "village": "行政村"}
-LEGAL_HINT_LABELS = {LegalHint.PROBABLY_LEGAL: "有批文(疑似合法)", LegalHint.SUSPECTED: "疑似违法"}
-UNDEFINED = "—"
-"""Shown for an undefined rate (no illegal patch, empty denominator)."""
 
 MISS_FILL = PatternFill(fill_type="solid", start_color="FFFFC7CE", end_color="FFFFC7CE")
 MISS_FONT = Font(color="FF9C0006")
@@ -195,7 +157,7 @@ def write_report(
     check_columns(patches, PATCH_COLUMNS, "patches")
     check_columns(townships, (G.CODE, G.NAME), "townships")
     check_columns(villages, (G.CODE, G.NAME), "villages")
-    parse_date(date)
+    output_date(date)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = ReportPaths(
@@ -206,16 +168,16 @@ def write_report(
         ranking_png=out_dir / "township_ranking.png",
         trend_png=None,
     )
-    write_atomic(paths.rates_csv, rates_csv_text(rates).encode("utf-8-sig"))
-    write_atomic(paths.rates_xlsx, workbook_bytes(rates_workbook(rates, cfg=cfg), date=date))
+    atomic_write_bytes(paths.rates_csv, rates_csv_text(rates).encode("utf-8-sig"))
+    atomic_write_bytes(paths.rates_xlsx, workbook_bytes(rates_workbook(rates, cfg=cfg), date=date))
 
     series = trend_series(rates, history, date=date)
     charts = render_charts(rates, townships, villages, cfg=cfg, series=series)
-    write_atomic(paths.map_png, charts["map"])
-    write_atomic(paths.ranking_png, charts["ranking"])
+    atomic_write_bytes(paths.map_png, charts["map"])
+    atomic_write_bytes(paths.ranking_png, charts["ranking"])
     trend_path = out_dir / "trend.png"
     if "trend" in charts:
-        write_atomic(trend_path, charts["trend"])
+        atomic_write_bytes(trend_path, charts["trend"])
         paths = dataclasses.replace(paths, trend_png=trend_path)
     else:
         trend_path.unlink(missing_ok=True)  # a stale chart from an earlier run would mislead
@@ -231,7 +193,7 @@ def write_report(
         f" A trend needs at least two report dates (found {len(series)})."
     )
     html = render_page("report.html.j2", **context)
-    write_atomic(paths.html, html.encode("utf-8"))
+    atomic_write_bytes(paths.html, html.encode("utf-8"))
     log.info("report for %s (%s) written to %s", area_name, date, out_dir)
     return paths
 
@@ -251,15 +213,15 @@ def rates_csv_text(rates: pd.DataFrame) -> str:
     for col in RATES_COLUMNS:
         values = rates[col]
         if col in RATE_COLUMNS:
-            out[col] = [_fmt_float(v, 4) for v in values]
+            out[col] = [fmt_float(v, 4) for v in values]
         elif col in (*AREA_M2_COLUMNS, RC.ILLEGAL_MU):
-            out[col] = [_fmt_float(v, 2) for v in values]
+            out[col] = [fmt_float(v, 2) for v in values]
         elif col in COUNT_COLUMNS:
-            out[col] = ["" if _isna(v) else str(int(v)) for v in values]
+            out[col] = ["" if isna(v) else str(int(v)) for v in values]
         elif col in (*MET_COLUMNS, RC.ZERO_CASE):
-            out[col] = ["" if _isna(v) else str(bool(v)) for v in values]
+            out[col] = ["" if isna(v) else str(bool(v)) for v in values]
         else:
-            out[col] = ["" if _isna(v) else str(v) for v in values]
+            out[col] = ["" if isna(v) else str(v) for v in values]
     return out.to_csv(index=False, lineterminator="\n")
 
 
@@ -287,8 +249,8 @@ def rates_workbook(rates: pd.DataFrame, *, cfg: ReportConfig) -> Workbook:
             en, zh = RATES_LABELS[col]
             if col in AREA_M2_COLUMNS:
                 en, zh = en.replace("(m²)", "(mu)"), zh.replace("(平方米)", "(亩)")
-            for row, text in ((1, zh), (2, en)):
-                cell = ws.cell(row=row, column=j, value=text)
+            for row, header in ((1, zh), (2, en)):
+                cell = ws.cell(row=row, column=j, value=header)
                 cell.font = Font(bold=True)
                 cell.fill = HEADER_FILL
                 cell.alignment = Alignment(wrap_text=True, vertical="center")
@@ -303,10 +265,10 @@ def rates_workbook(rates: pd.DataFrame, *, cfg: ReportConfig) -> Workbook:
 
 def _write_rate_cell(cell, col: str, value: Any, cfg: ReportConfig) -> None:
     if col in TEXT_COLUMNS:
-        cell.value = "" if _isna(value) else str(value)
+        cell.value = "" if isna(value) else str(value)
         cell.number_format = "@"
         return
-    if _isna(value):
+    if isna(value):
         cell.value = UNDEFINED
         cell.alignment = Alignment(horizontal="center")
         return
@@ -337,44 +299,6 @@ def _misses_target(col: str, value: float, cfg: ReportConfig) -> bool:
     if col == RC.ILLEGAL_RATIO:
         return value >= cfg.illegal_ratio_target
     return False  # the upper bound is context, not judged
-
-
-def workbook_bytes(wb: Workbook, *, date: str) -> bytes:
-    """The workbook as XLSX bytes that depend only on its content and ``date``.
-
-    Notes
-    -----
-    openpyxl stamps the save time into ``docProps/core.xml`` and into every zip entry;
-    both are replaced by ``date`` (midnight) so equal workbooks give equal bytes.
-    """
-    when = dt.datetime.combine(parse_date(date), dt.time())
-    wb.properties.creator = f"landwatch {__version__}"
-    wb.properties.created = when
-    buf = io.BytesIO()
-    wb.save(buf)
-    stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ")
-    src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
-        for info in src.infolist():
-            data = src.read(info.filename)
-            if info.filename == "docProps/core.xml":
-                data = re.sub(
-                    rb"(<dcterms:modified[^>]*>)[^<]*(</dcterms:modified>)",
-                    rb"\g<1>" + stamp.encode() + rb"\g<2>",
-                    data,
-                )
-            dst.writestr(fixed_zipinfo(info.filename, when), data)
-    return out.getvalue()
-
-
-def fixed_zipinfo(name: str, when: dt.datetime) -> zipfile.ZipInfo:
-    """A zip entry header with a fixed time, Unix attributes and deflate (reproducible)."""
-    info = zipfile.ZipInfo(name, date_time=when.timetuple()[:6])
-    info.compress_type = zipfile.ZIP_DEFLATED
-    info.create_system = 3  # Unix, whatever the platform writing it
-    info.external_attr = 0o644 << 16
-    return info
 
 
 # --------------------------------------------------------------------------- charts
@@ -437,8 +361,8 @@ def render_charts(
     def title(chinese: str, english: str) -> str:
         return f"{chinese}  {english}" if zh else english
 
-    vill = rates[rates[RC.LEVEL] == "village"].set_index(RC.CODE)
-    town = rates[rates[RC.LEVEL] == "township"]
+    vill = rates[rates[RC.LEVEL] == Level.VILLAGE].set_index(RC.CODE)
+    town = rates[rates[RC.LEVEL] == Level.TOWNSHIP]
     town = town.assign(_key=town[RC.RECT_RATE_AREA].fillna(-1.0)).sort_values(
         ["_key", RC.CODE], ascending=[False, True], kind="stable"
     )
@@ -501,11 +425,11 @@ def headline(rates: pd.DataFrame, *, cfg: ReportConfig) -> dict[str, Any]:
         "illegal_ratio": ratio,
         "illegal_ratio_upper": d[RC.ILLEGAL_RATIO_UPPER],
         "illegal_ratio_target": cfg.illegal_ratio_target,
-        "illegal_ratio_ok": None if _isna(ratio) else bool(ratio < cfg.illegal_ratio_target),
+        "illegal_ratio_ok": None if isna(ratio) else bool(ratio < cfg.illegal_ratio_target),
         "rect_rate_area": rect,
         "rect_rate_count": d[RC.RECT_RATE_COUNT],
         "rect_rate_target": cfg.rect_rate_target,
-        "rect_rate_ok": None if _isna(rect) else bool(rect >= cfg.rect_rate_target),
+        "rect_rate_ok": None if isna(rect) else bool(rect >= cfg.rect_rate_target),
         "rectified_m2": float(d[RC.RECTIFIED_M2]),
         "n_rectified": int(d[RC.N_RECTIFIED]),
     }
@@ -535,16 +459,16 @@ def unassigned_patches(patches: pd.DataFrame) -> pd.DataFrame:
 def zero_case_units(rates: pd.DataFrame) -> pd.DataFrame:
     """Township and village rows flagged ``zero_case`` (reward candidates), by level and code."""
     mask = rates[RC.ZERO_CASE].fillna(False).astype(bool) & rates[RC.LEVEL].isin(
-        ("township", "village")
+        (Level.TOWNSHIP, Level.VILLAGE)
     )
     out = rates[mask].copy()
-    out["_order"] = out[RC.LEVEL].map({"township": 0, "village": 1})
+    out["_order"] = out[RC.LEVEL].map({Level.TOWNSHIP: 0, Level.VILLAGE: 1})
     return out.sort_values(["_order", RC.CODE], kind="stable").drop(columns="_order")
 
 
 def villages_by_cases(rates: pd.DataFrame) -> pd.DataFrame:
     """Village rows with at least one illegal patch, most cases first (then larger area)."""
-    v = rates[(rates[RC.LEVEL] == "village") & (rates[RC.N_ILLEGAL].fillna(0) > 0)]
+    v = rates[(rates[RC.LEVEL] == Level.VILLAGE) & (rates[RC.N_ILLEGAL].fillna(0) > 0)]
     return v.sort_values(
         [RC.N_ILLEGAL, RC.ILLEGAL_M2, RC.CODE], ascending=[False, False, True], kind="stable"
     )
@@ -561,7 +485,7 @@ def report_context(
 ) -> dict[str, Any]:
     """Everything ``report.html.j2`` shows except the images, as plain values."""
     names = dict(zip(rates[RC.CODE], rates[RC.NAME], strict=True))
-    town = rates[rates[RC.LEVEL] == "township"]
+    town = rates[rates[RC.LEVEL] == Level.TOWNSHIP]
     town = town.assign(_key=town[RC.RECT_RATE_AREA].fillna(-1.0)).sort_values(
         ["_key", RC.CODE], ascending=[False, True], kind="stable"
     )
@@ -596,7 +520,7 @@ def _unit_rows(
                 "level": r[RC.LEVEL],
                 "code": r[RC.CODE],
                 "name": r[RC.NAME],
-                "parent": names.get(r[RC.PARENT_CODE], "") if not _isna(r[RC.PARENT_CODE]) else "",
+                "parent": names.get(r[RC.PARENT_CODE], "") if not isna(r[RC.PARENT_CODE]) else "",
                 "n_patches": int(r[RC.N_PATCHES]),
                 "n_pending": int(r[RC.N_PENDING]),
                 "n_illegal": int(r[RC.N_ILLEGAL]),
@@ -605,7 +529,7 @@ def _unit_rows(
                 "illegal_ratio": r[RC.ILLEGAL_RATIO],
                 "rect_rate_area": r[RC.RECT_RATE_AREA],
                 "rect_rate_count": r[RC.RECT_RATE_COUNT],
-                "rect_miss": not _isna(r[RC.RECT_RATE_AREA])
+                "rect_miss": not isna(r[RC.RECT_RATE_AREA])
                 and _misses_target(RC.RECT_RATE_AREA, r[RC.RECT_RATE_AREA], cfg),
             }
         )
@@ -622,11 +546,11 @@ def _patch_rows(frame: pd.DataFrame, locations: pd.DataFrame) -> list[dict[str, 
                 "village": r[P.VILLAGE_NAME],
                 "area_m2": r[P.AREA_M2],
                 "remaining_m2": r[P.REMAINING_M2],
-                "verdict": _label(r[P.VERDICT]),
-                "rect_method": _label(r[P.RECT_METHOD]),
-                "legal_hint": LEGAL_HINT_LABELS.get(r[P.LEGAL_HINT], _text(r[P.LEGAL_HINT])),
-                "checked_on": _text(r[P.CHECKED_ON]),
-                "inspector": _text(r[P.INSPECTOR]),
+                "verdict": label(r[P.VERDICT]),
+                "rect_method": label(r[P.RECT_METHOD]),
+                "legal_hint": LEGAL_HINT_LABELS.get(r[P.LEGAL_HINT], text(r[P.LEGAL_HINT])),
+                "checked_on": text(r[P.CHECKED_ON]),
+                "inspector": text(r[P.INSPECTOR]),
                 "lon": locations.at[idx, "lon"],
                 "lat": locations.at[idx, "lat"],
             }
@@ -648,83 +572,9 @@ def _sorted_patches(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-# --------------------------------------------------------------------------- templates
-def render_page(template: str, /, **context: Any) -> str:
-    """Render a self-contained HTML page that embeds the CJK font subset for its own text.
-
-    The template receives ``font_face_css`` (put it first in ``<style>``) and
-    ``font_family`` (the ``font-family`` value of ``body``), both as safe markup.
-
-    Notes
-    -----
-    The page is rendered twice: once without the font to learn which characters it shows,
-    then with the ``@font-face`` of exactly those (:func:`pipeline.outputs.webfont.font_face_css`;
-    the rule adds only ASCII, so the character set does not change). Without the font
-    package the first rendering is the result and a warning is logged once.
-    """
-    fonts = {"font_family": Markup(webfont.FONT_STACK)}
-    draft = render_template(template, font_face_css=Markup(""), **fonts, **context)
-    css = webfont.font_face_css(draft)
-    if not css:
-        return draft
-    return render_template(template, font_face_css=Markup(css), **fonts, **context)
-
-
-def render_template(template: str, /, **context: Any) -> str:
-    """Render a template shipped in ``pipeline/outputs/templates`` (read via importlib.resources).
-
-    Filters available in templates: ``mu`` (m² -> 亩, 2 decimals), ``pct`` (0.853 ->
-    ``85.3%``), ``num`` (2 decimals), ``deg`` (6 decimals); undefined values show "—".
-    """
-    return _jinja_env().get_template(template).render(**context)
-
-
-@functools.cache
-def _jinja_env() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FunctionLoader(_load_template),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters["mu"] = lambda v: UNDEFINED if _isna(v) else f"{float(v) / MU_M2:.2f}"
-    env.filters["pct"] = lambda v: UNDEFINED if _isna(v) else f"{float(v):.1%}"
-    env.filters["num"] = lambda v: UNDEFINED if _isna(v) else f"{float(v):.2f}"
-    env.filters["deg"] = lambda v: UNDEFINED if _isna(v) else f"{float(v):.6f}"
-    return env
-
-
-def _load_template(name: str) -> str | None:
-    resource = importlib.resources.files("pipeline.outputs").joinpath("templates", name)
-    if not resource.is_file():
-        return None
-    return resource.read_text(encoding="utf-8")
-
-
 # --------------------------------------------------------------------------- helpers
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary sibling of ``path``, then rename it into place.
-
-    A crash leaves either the old file or the new one, never a half-written file.
-    """
-    path = Path(path)
-    # open(..., "xb") rather than mkstemp: the file gets the usual umask permissions, not 0600
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _district_row(rates: pd.DataFrame) -> pd.Series:
-    district = rates[rates[RC.LEVEL] == "district"]
+    district = rates[rates[RC.LEVEL] == Level.DISTRICT]
     if len(district) != 1:
         raise InputDataError(
             f"rates has {len(district)} district rows; expected exactly one (level "
@@ -740,54 +590,3 @@ def _check_rates(rates: pd.DataFrame) -> None:
         raise InputDataError(
             f"rates has unknown levels {sorted(levels)}; expected only {list(LEVELS)}"
         )
-
-
-def check_columns(frame: pd.DataFrame, required: Iterable[str], what: str) -> None:
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise InputDataError(
-            f"{what} lacks columns {missing} (has {list(frame.columns)}); build it with the "
-            "pipeline's loaders so it follows pipeline.schema"
-        )
-
-
-def parse_date(date: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(date)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"date {date!r} is not an ISO date; expected YYYY-MM-DD, e.g. '2024-05-01'"
-        ) from None
-
-
-def _isna(value: Any) -> bool:
-    if value is None or value is pd.NA:
-        return True
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def floats(series: pd.Series) -> pd.Series:
-    """Numbers as float64 with NaN for missing (also from nullable dtypes and text)."""
-    numbers = pd.to_numeric(series, errors="coerce")
-    return pd.Series(numbers.to_numpy(dtype="float64", na_value=np.nan), index=series.index)
-
-
-def _fmt_float(value: Any, digits: int) -> str:
-    if _isna(value):
-        return ""
-    v = float(value)
-    return "" if math.isinf(v) else f"{v:.{digits}f}"
-
-
-def _text(value: Any) -> str:
-    return "" if _isna(value) else str(value)
-
-
-def _label(value: Any) -> str:
-    """Chinese label of a status value, else the value itself."""
-    if _isna(value):
-        return ""
-    return CHINESE_LABELS.get(value, str(value))

@@ -1,10 +1,11 @@
-"""The administrative grid (district → township → village): load and validate.
+"""The administrative grid (district → township → village): normalise and validate.
 
-:func:`load_grids` reads the township, village and optional district layers named in
-``config.yaml``, normalises their columns to :class:`pipeline.schema.G`, reprojects them to the
-target CRS and runs :func:`validate_grid`, which repairs what it safely can and reports every
-defect as a :class:`GridIssue`. Defects are reported, not fatal: a real grid always has some.
-Only an empty layer or a missing field stops the run (:class:`~pipeline.errors.GridError`).
+:func:`pipeline.overlay.io.grid_layers.load_grids` reads the township, village and optional
+district layers named in ``config.yaml``; here (pure, no file access) their columns are
+normalised to :class:`pipeline.schema.G` (:func:`normalise_units`) and :func:`validate_grid`
+repairs what it safely can and reports every defect as a :class:`GridIssue`. Defects are
+reported, not fatal: a real grid always has some. Only an empty layer or a missing field stops
+the run (:class:`~pipeline.errors.GridError`).
 """
 
 from __future__ import annotations
@@ -21,18 +22,11 @@ from numbers import Number
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyproj
 import shapely
 
-from pipeline.config import (
-    CHINA_CODE_PATTERN,
-    TOWNSHIP_CODE_PATTERN,
-    VILLAGE_CODE_PATTERN,
-    LayerConfig,
-    LayersConfig,
-)
+from pipeline.config import CHINA_CODE_PATTERN, TOWNSHIP_CODE_PATTERN, VILLAGE_CODE_PATTERN
 from pipeline.errors import GridError
-from pipeline.overlay.io.vectors import layer_label, read_layer, require_fields
+from pipeline.overlay.io.vectors import require_fields
 from pipeline.schema import UNASSIGNED, G
 from pipeline.units import geodesic_areas_m2
 
@@ -44,8 +38,8 @@ __all__ = [
     "IssueKind",
     "codes_as_text",
     "issues_frame",
-    "load_grids",
     "match_townships",
+    "normalise_units",
     "township_by_majority",
     "validate_grid",
 ]
@@ -108,123 +102,48 @@ class Grids:
     issues: tuple[GridIssue, ...]
 
 
-# --------------------------------------------------------------------------- loading (I/O)
-def load_grids(
-    layers: LayersConfig,
+# --------------------------------------------------------------------------- normalising
+def normalise_units(
+    raw: gpd.GeoDataFrame,
+    fields: dict[str, str | None],
     *,
-    crs: str | pyproj.CRS,
-    code_pattern: str | None = None,
+    layer: str,
+    code_pattern: str,
     township_pattern: str = TOWNSHIP_CODE_PATTERN,
-    village_pattern: str = VILLAGE_CODE_PATTERN,
-    tolerance_m2: float = DEFAULT_TOLERANCE_M2,
-) -> Grids:
-    """Read, normalise and validate the grid layers named in ``layers``.
+) -> tuple[gpd.GeoDataFrame, list[GridIssue]]:
+    """A grid layer as read, with its columns renamed to :class:`schema.G` and made text.
 
     Parameters
     ----------
-    layers
-        The ``layers`` config section; ``township`` and ``village`` need ``code_field`` and
-        ``name_field``; ``village.township_field`` is optional (absent: each village gets the
-        township holding most of its area); ``district`` is optional.
-    crs
-        Target CRS (projected, metres); every layer is reprojected to it.
-    code_pattern
-        When given, the regular expression every township and village code must match (it
-        replaces the two patterns below; ``assign.code_pattern``).
-    township_pattern, village_pattern
-        Regular expressions township / village codes must match (default: 9 digits or 12
-        ending in ``000``; 12 digits).
-    tolerance_m2
-        Overlaps, gaps and outside parts smaller than this are not reported.
+    raw
+        The layer as read (any columns, a geometry).
+    fields
+        Column of :class:`schema.G` -> field of ``raw`` holding it; ``None`` for an
+        unconfigured field (the column is then ``""``).
+    layer
+        ``township``, ``village`` or ``district`` (named in the issues).
+    code_pattern, township_pattern
+        Patterns the ``code`` / ``township_code`` columns must match
+        (:func:`codes_as_text`).
 
     Returns
     -------
-    Grids
-        Repaired layers and every defect found (also logged). A village's ``township_code``
-        is the township layer's code it matched (:func:`match_townships`).
-
-    Raises
-    ------
-    GridError
-        A layer is empty or a configured field is missing (the message lists the fields found).
-    InputDataError
-        A file or layer cannot be read.
-
-    Notes
-    -----
-    Codes are read as text. A code field stored as numbers loses leading zeros (French INSEE
-    ``01001`` becomes ``1001``); such codes are zero-padded back when the padded text matches
-    the layer's pattern and each is reported as ``code_lost_zeros``. Text is decoded as
-    :func:`pipeline.overlay.io.vectors.read_layer` decides (the layer's ``encoding`` key, ``.cpg``, DBF
-    language byte, UTF-8, GB18030).
+    units, issues
+        The columns of ``fields`` in their order plus the geometry (CRS kept), and one
+        ``code_lost_zeros`` issue per padded code.
     """
-    if code_pattern is not None:
-        township_pattern = village_pattern = code_pattern
     issues: list[GridIssue] = []
-    townships = _read_unit_layer(layers.township, TOWNSHIP, crs, township_pattern, issues)
-    villages = _read_unit_layer(
-        layers.village, VILLAGE, crs, village_pattern, issues, township_pattern=township_pattern
-    )
-    district = None
-    if layers.district is not None:
-        district = _read_unit_layer(layers.district, DISTRICT, crs, village_pattern, issues)
-    townships, villages, found = validate_grid(
-        townships,
-        villages,
-        district,
-        township_pattern=township_pattern,
-        village_pattern=village_pattern,
-        tolerance_m2=tolerance_m2,
-    )
-    return Grids(district, townships, villages, (*issues, *found))
-
-
-def _read_unit_layer(
-    cfg: LayerConfig,
-    name: str,
-    crs,
-    code_pattern: str,
-    issues: list[GridIssue],
-    *,
-    township_pattern: str = TOWNSHIP_CODE_PATTERN,
-) -> gpd.GeoDataFrame:
-    label = layer_label(cfg.path, cfg.layer)
-    required = {"code_field": cfg.code_field, "name_field": cfg.name_field}
-    if name != DISTRICT:
-        for key, value in required.items():
-            if not value:
-                raise GridError(f"layers.{name}: '{key}' is not set; the {name} layer needs it")
-    wanted = {
-        G.CODE: cfg.code_field,
-        G.NAME: cfg.name_field,
-        G.PERSON: cfg.person_field,
-    }
-    if name == VILLAGE:
-        wanted[G.TOWNSHIP_CODE] = cfg.township_field
-    fields = [f for f in wanted.values() if f]
-    raw = read_layer(
-        cfg.path, layer=cfg.layer, crs=crs, encoding=cfg.encoding, key=f"layers.{name}"
-    )
-    found = [str(c) for c in raw.columns if c != raw.geometry.name]
-    require_fields(found, fields, label=f"{name} layer {label}", error=GridError)
-    if len(raw) == 0:
-        raise GridError(
-            f"{name} layer {label} has no features; expected one polygon per {name}. "
-            "Check the file and the 'layer' key in config.yaml"
-        )
     out = {}
-    for column, field in wanted.items():
+    for column, field in fields.items():
         if not field:
             out[column] = pd.Series("", index=raw.index, dtype=object)
         elif column in (G.CODE, G.TOWNSHIP_CODE):
             pattern = township_pattern if column == G.TOWNSHIP_CODE else code_pattern
-            out[column], lost = codes_as_text(raw[field], pattern, layer=name)
+            out[column], lost = codes_as_text(raw[field], pattern, layer=layer)
             issues.extend(lost)
         else:
             out[column] = raw[field].map(_as_text)
-    if name == VILLAGE and not cfg.township_field:
-        del out[G.TOWNSHIP_CODE]  # validate_grid assigns it by majority overlap
-    return gpd.GeoDataFrame(out, geometry=raw.geometry.values, crs=raw.crs)
+    return gpd.GeoDataFrame(out, geometry=raw.geometry.values, crs=raw.crs), issues
 
 
 def codes_as_text(
@@ -360,47 +279,18 @@ def validate_grid(
     if district is not None:
         district = _repair(district, DISTRICT, crs, issues)
 
-    if G.TOWNSHIP_CODE not in villages:
-        codes, _ = township_by_majority(villages, townships)
-        villages = villages.assign(**{G.TOWNSHIP_CODE: codes})
-        for code in villages.loc[codes == UNASSIGNED, G.CODE]:
-            issues.append(
-                GridIssue(IssueKind.NO_TOWNSHIP, VILLAGE, code, "village overlaps no township")
-            )
-    else:
-        matched = match_townships(villages[G.TOWNSHIP_CODE], townships[G.CODE])
-        villages = villages.assign(**{G.TOWNSHIP_CODE: matched})
-
+    villages = _with_townships(villages, townships, issues)
     for name, gdf, pattern in (
         (TOWNSHIP, townships, township_pattern),
         (VILLAGE, villages, village_pattern),
     ):
         issues.extend(_code_issues(gdf, name, pattern))
-    known = set(townships[G.CODE])
-    unknown = villages[~villages[G.TOWNSHIP_CODE].isin(known | {UNASSIGNED})]
-    for code, tcode in zip(unknown[G.CODE], unknown[G.TOWNSHIP_CODE]):
-        issues.append(
-            GridIssue(
-                IssueKind.UNKNOWN_TOWNSHIP,
-                VILLAGE,
-                code,
-                f"township code {tcode!r} is not in the township layer",
-            )
-        )
+    issues.extend(_unknown_townships(villages, townships))
     for name, gdf in ((TOWNSHIP, townships), (VILLAGE, villages)):
         issues.extend(_overlaps(gdf, name, crs, tolerance_m2))
     issues.extend(_gaps(townships, villages, district, crs, tolerance_m2))
     issues.extend(_outside_township(townships, villages, crs, tolerance_m2))
-
-    counts = Counter(issue.kind for issue in issues)
-    for issue in issues:
-        log.info("grid issue: %s %s %s: %s", issue.kind, issue.layer, issue.code, issue.detail)
-    if counts:
-        log.warning(
-            "grid: %d issue(s): %s",
-            len(issues),
-            ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())),
-        )
+    _log_issues(issues)
     return townships, villages, tuple(issues)
 
 
@@ -498,6 +388,51 @@ def issues_frame(issues: Sequence[GridIssue], crs=None) -> gpd.GeoDataFrame:
 
 
 # --------------------------------------------------------------------------- helpers
+def _with_townships(
+    villages: gpd.GeoDataFrame, townships: gpd.GeoDataFrame, issues: list[GridIssue]
+) -> gpd.GeoDataFrame:
+    """``villages`` with the township layer's code of their township: by majority overlap
+    when they have no ``township_code`` (a ``no_township`` issue each where none overlaps,
+    appended to ``issues``), else by :func:`match_townships`."""
+    if G.TOWNSHIP_CODE not in villages:
+        codes, _ = township_by_majority(villages, townships)
+        villages = villages.assign(**{G.TOWNSHIP_CODE: codes})
+        for code in villages.loc[codes == UNASSIGNED, G.CODE]:
+            issues.append(
+                GridIssue(IssueKind.NO_TOWNSHIP, VILLAGE, code, "village overlaps no township")
+            )
+        return villages
+    matched = match_townships(villages[G.TOWNSHIP_CODE], townships[G.CODE])
+    return villages.assign(**{G.TOWNSHIP_CODE: matched})
+
+
+def _unknown_townships(villages: gpd.GeoDataFrame, townships: gpd.GeoDataFrame) -> list[GridIssue]:
+    known = set(townships[G.CODE])
+    unknown = villages[~villages[G.TOWNSHIP_CODE].isin(known | {UNASSIGNED})]
+    return [
+        GridIssue(
+            IssueKind.UNKNOWN_TOWNSHIP,
+            VILLAGE,
+            code,
+            f"township code {tcode!r} is not in the township layer",
+        )
+        for code, tcode in zip(unknown[G.CODE], unknown[G.TOWNSHIP_CODE])
+    ]
+
+
+def _log_issues(issues: list[GridIssue]) -> None:
+    """Each issue at INFO, and a WARNING counting them by kind."""
+    counts = Counter(issue.kind for issue in issues)
+    for issue in issues:
+        log.info("grid issue: %s %s %s: %s", issue.kind, issue.layer, issue.code, issue.detail)
+    if counts:
+        log.warning(
+            "grid: %d issue(s): %s",
+            len(issues),
+            ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())),
+        )
+
+
 def _check_layer(gdf: gpd.GeoDataFrame, name: str) -> None:
     require_fields(
         [str(c) for c in gdf.columns], [G.CODE, G.NAME], label=f"{name} layer", error=GridError

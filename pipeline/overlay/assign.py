@@ -19,20 +19,14 @@ import shapely
 
 from pipeline.config import AssignConfig
 from pipeline.errors import ConfigError, GridError
-from pipeline.overlay.classify import ellipsoidal_areas_m2, union_by_group
-from pipeline.schema import UNASSIGNED, G, P
-from pipeline.units import MU_M2
+from pipeline.overlay.classify import union_by_group
+from pipeline.schema import PART, PART_OF, UNASSIGNED, UNASSIGNED_NAME, G, P
+from pipeline.units import MU_M2, geodesic_areas_m2
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PART", "PART_OF", "UNASSIGNED_NAME", "assign_patches"]
+__all__ = ["assign_patches"]
 
-PART_OF = "part_of"
-"""Split mode: index label of the patch a part was cut from (belongs in ``schema.P``)."""
-PART = "part"
-"""Split mode: part number within its patch, 1 = the majority part (belongs in ``schema.P``)."""
-UNASSIGNED_NAME = "未分配 (unassigned)"
-"""Township/village name of unassigned patches (belongs in ``schema``)."""
 SHARE_DECIMALS = 4
 
 OVERLAY_COLUMNS = (
@@ -233,7 +227,7 @@ def _check_grid(gdf: gpd.GeoDataFrame, name: str, columns) -> None:
     if missing:
         raise GridError(
             f"assign: the {name} grid lacks column(s) {', '.join(missing)}; it has "
-            f"{', '.join(map(str, gdf.columns))}. Load grids with pipeline.overlay.admin_grid.load_grids, "
+            f"{', '.join(map(str, gdf.columns))}. Load grids with pipeline.overlay.io.grid_layers.load_grids, "
             "which normalises the columns"
         )
 
@@ -243,7 +237,7 @@ def _sliver_areas(geoms: np.ndarray, crs) -> np.ndarray:
     scale factor, plenty for a sliver threshold), ellipsoidal otherwise."""
     if crs is not None and pyproj.CRS(crs).is_projected:
         return shapely.area(geoms)
-    return ellipsoidal_areas_m2(geoms, crs or "EPSG:4326")
+    return geodesic_areas_m2(geoms, crs or "EPSG:4326")
 
 
 def _rank_in_group(groups: np.ndarray) -> np.ndarray:
@@ -324,7 +318,7 @@ def _split(patches, villages, townships, pi, vi, pieces, inter, min_part_m2: flo
     parea = shapely.area(pgeoms)[part_patch]
     share = np.divide(shapely.area(part_geom), parea, out=np.zeros(len(out)), where=parea > 0)
     out[P.VILLAGE_SHARE] = np.where(part_village >= 0, np.minimum(share, 1.0), 0.0)
-    area = ellipsoidal_areas_m2(part_geom, crs)
+    area = geodesic_areas_m2(part_geom, crs)
     out[P.AREA_M2] = area
     out[P.AREA_MU] = area / MU_M2
     return out

@@ -42,18 +42,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline import units
 from pipeline.errors import FieldReturnError
 from pipeline.registry.store import (
     IMPORTS_TABLE,
     I,
     RegistryState,
-    next_event_id,
+    append_events,
     normalise_patches,
     normalise_table,
     to_json,
 )
 from pipeline.schema import (
-    EVENTS_TABLE,
     FIELD_RETURN_COLUMNS,
     FIELD_RETURN_FILLED_COLUMNS,
     FIELD_RETURN_ROW,
@@ -160,38 +160,23 @@ def apply_return(
     table, rejections, warnings = _validate(table, patches, name, today)
     warnings = _file_warnings(name, unknown_columns, len(table), n_not_filled) + warnings
     if rejections:
-        rejections.sort(key=lambda r: (r[1] is None, r[1] or 0))
-        shown = "; ".join(f"row {r}: {why}" for _, r, why in rejections[:5])
-        more = f" (and {len(rejections) - 5} more)" if len(rejections) > 5 else ""
-        raise FieldReturnError(
-            f"{name}: {len(rejections)} bad row(s), nothing applied: {shown}{more}", rejections
-        )
+        _reject(name, rejections)
     new_patches, events, n_verdicts, n_rect = _apply(table, patches, name, now)
-    imports = pd.concat(
-        [
-            state.imports,
-            normalise_table(
-                IMPORTS_TABLE,
-                pd.DataFrame(
-                    [
-                        {
-                            I.FINGERPRINT: fingerprint,
-                            I.FILE: name,
-                            I.APPLIED_AT: now,
-                            I.N_ROWS: len(table) + n_not_filled,
-                            I.RUN_ID: run_id,
-                        }
-                    ]
-                ),
-            ),
-        ],
-        ignore_index=True,
-    )
+    imported = {
+        I.FINGERPRINT: fingerprint,
+        I.FILE: name,
+        I.APPLIED_AT: now,
+        I.N_ROWS: len(table) + n_not_filled,
+        I.RUN_ID: run_id,
+    }
     new_state = dataclasses.replace(
         state,
         patches=normalise_patches(new_patches.reset_index(drop=True)),
-        events=_append(state.events, events, now=now, run_id=run_id),
-        imports=imports,
+        events=append_events(state.events, events, run_id=run_id, now=now),
+        imports=pd.concat(
+            [state.imports, normalise_table(IMPORTS_TABLE, pd.DataFrame([imported]))],
+            ignore_index=True,
+        ),
     )
     summary = ImportSummary(
         file=name,
@@ -225,18 +210,10 @@ def parse_rect_method(value: Any) -> str | None:
 
 
 def parse_date(value: Any) -> dt.date | None:
-    """A field date as :class:`datetime.date`; None when it is not a date."""
-    text = str(value).strip()
-    m = re.fullmatch(
-        r"(\d{4})\s*(?:[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?|(\d{2})(\d{2}))"
-        r"(?:[ T]00:00(?::00)?)?",
-        text,
-    )
-    if not m:
-        return None
-    year, month, day = m.group(1), m.group(2) or m.group(4), m.group(3) or m.group(5)
+    """A field date as :class:`datetime.date`; None when it is not a date (the forms:
+    :func:`pipeline.units.parse_date`)."""
     try:
-        return dt.date(int(year), int(month), int(day))
+        return units.parse_date(value)
     except ValueError:
         return None
 
@@ -484,14 +461,14 @@ def _apply(
     return out, events, n_verdicts, n_rect
 
 
-def _append(events: pd.DataFrame, new: list[dict[str, Any]], *, now: str, run_id) -> pd.DataFrame:
-    if not new:
-        return events
-    frame = pd.DataFrame(new)
-    frame[E.EVENT_ID] = np.arange(len(frame)) + next_event_id(events)
-    frame[E.TIME] = now
-    frame[E.RUN_ID] = run_id
-    return pd.concat([events, normalise_table(EVENTS_TABLE, frame)], ignore_index=True)
+def _reject(name: str, rejections: list[tuple[str, int | None, str]]) -> None:
+    """Raise :class:`FieldReturnError` listing the first rejections, sorted by row."""
+    rejections.sort(key=lambda r: (r[1] is None, r[1] or 0))
+    shown = "; ".join(f"row {r}: {why}" for _, r, why in rejections[:5])
+    more = f" (and {len(rejections) - 5} more)" if len(rejections) > 5 else ""
+    raise FieldReturnError(
+        f"{name}: {len(rejections)} bad row(s), nothing applied: {shown}{more}", rejections
+    )
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -78,7 +78,8 @@ def compute_rates(
         ``village_code``/``_name``, ``epoch_to``; optionally :data:`PART_OF`.
     villages, townships : pandas.DataFrame
         Grid units with ``code`` and ``name`` (villages also ``township_code``), as loaded
-        by :func:`pipeline.overlay.admin_grid.load_grids`. Every unit gets a row, even without patches.
+        by :func:`pipeline.overlay.io.grid_layers.load_grids`. Every unit gets a row, even
+        without patches.
     district : DataFrame with ``code``/``name``, or ``(code, name)``, optional
         Default: code = the 6-digit county prefix of the township codes + ``000000``,
         name ``全区``.

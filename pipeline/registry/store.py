@@ -7,9 +7,10 @@ One GeoPackage with four layers, all opened by QGIS:
 - ``runs`` (attribute table): one row per run;
 - ``imports`` (attribute table): fingerprints of applied field-return files.
 
-In memory the registry is a frozen :class:`RegistryState`. Pure modules (``register``,
-``field``, ``rates``) take a state and return a new one; only :func:`load_registry` and
-:func:`save_registry` touch the file.
+In memory the registry is a frozen :class:`RegistryState`. This module and the other pure
+modules (``matching``, ``field_returns``, ``rates``) take a state and return a new one; only
+:mod:`pipeline.registry.io.registry_file` (``load_registry``, ``save_registry``) touches the
+file.
 
 Column types
 ------------
@@ -40,24 +41,19 @@ import hashlib
 import json
 import logging
 import math
-import os
-from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyogrio
 import pyproj
 import shapely
 
-from pipeline.atomic import atomic_path
 from pipeline.errors import RegistryError
 from pipeline.schema import (
     EVENT_COLUMNS,
     EVENTS_TABLE,
     PATCH_COLUMNS,
-    PATCHES_LAYER,
     RUN_COLUMNS,
     RUNS_TABLE,
     E,
@@ -100,11 +96,12 @@ PATCH_FLOAT_COLUMNS = frozenset(
 """``patches`` columns stored as float64; every other attribute column is text."""
 
 _INT_COLUMNS = {EVENTS_TABLE: frozenset({E.EVENT_ID}), IMPORTS_TABLE: frozenset({I.N_ROWS})}
-_TABLE_COLUMNS = {
+TABLE_COLUMNS = {
     EVENTS_TABLE: EVENT_COLUMNS,
     RUNS_TABLE: RUN_COLUMNS,
     IMPORTS_TABLE: IMPORT_COLUMNS,
 }
+"""Columns of each attribute table of the registry, in their canonical order."""
 _TEXT = "str"  # pandas' string dtype (NaN for missing)
 
 EXPORT_KEY_CHARS = 16
@@ -128,9 +125,10 @@ class RegistryState:
 
     Notes
     -----
-    Build states with :func:`empty_state`, :func:`load_registry` or ``dataclasses.replace``
-    on an existing one, passing frames through :func:`normalise_patches` /
-    :func:`normalise_table` so that column order and dtypes stay canonical.
+    Build states with :func:`empty_state`,
+    :func:`pipeline.registry.io.registry_file.load_registry` or ``dataclasses.replace`` on an
+    existing one, passing frames through :func:`normalise_patches` / :func:`normalise_table`
+    so that column order and dtypes stay canonical.
     """
 
     patches: gpd.GeoDataFrame
@@ -154,117 +152,6 @@ def empty_state(crs: Any) -> RegistryState:
         events=normalise_table(EVENTS_TABLE, pd.DataFrame()),
         runs=normalise_table(RUNS_TABLE, pd.DataFrame()),
         imports=normalise_table(IMPORTS_TABLE, pd.DataFrame()),
-    )
-
-
-def load_registry(path: str | os.PathLike[str], crs: Any) -> RegistryState:
-    """Read ``registry.gpkg``; an empty state when the file does not exist.
-
-    Parameters
-    ----------
-    path : path-like
-        The registry GeoPackage.
-    crs : anything pyproj accepts
-        The target CRS. Patches stored in another CRS are reprojected (with a warning).
-
-    Raises
-    ------
-    RegistryError
-        The file exists but is not a GeoPackage, or lacks a layer or a column.
-
-    Notes
-    -----
-    Dtypes are restored as documented in this module: text columns come back as text even
-    when every value looks like a number (codes keep leading zeros). Single-part
-    MultiPolygons (the file stores every patch as a MultiPolygon) come back as Polygons.
-    """
-    path = Path(path)
-    if not path.exists():
-        log.info("registry %s does not exist yet; starting empty", path)
-        return empty_state(crs)
-    try:
-        layers = {str(name) for name, _ in pyogrio.list_layers(path)}
-    except Exception as exc:  # pyogrio raises its own DataSourceError hierarchy
-        raise RegistryError(
-            f"{path} cannot be opened as a GeoPackage ({exc}); restore it from a backup or "
-            "move it away to start a new registry"
-        ) from exc
-    wanted = (PATCHES_LAYER, EVENTS_TABLE, RUNS_TABLE, IMPORTS_TABLE)
-    missing = [name for name in wanted if name not in layers]
-    if missing:
-        raise RegistryError(
-            f"{path} lacks layer(s) {', '.join(missing)} (found: {', '.join(sorted(layers))}); "
-            f"a registry has layers {', '.join(wanted)}. Is this really a landwatch registry?"
-        )
-    patches = pyogrio.read_dataframe(path, layer=PATCHES_LAYER)
-    _check_columns(path, PATCHES_LAYER, patches.columns, PATCH_COLUMNS)
-    if patches.crs is None:
-        patches = patches.set_crs(crs)
-    elif not pyproj.CRS(patches.crs).equals(pyproj.CRS(crs)):
-        log.warning("registry patches are in %s; reprojecting to %s", patches.crs, crs)
-        patches = patches.to_crs(crs)
-    patches = patches.set_geometry(_demote_single_multi(patches.geometry.to_numpy()), crs=crs)
-    tables = {}
-    for name in (EVENTS_TABLE, RUNS_TABLE, IMPORTS_TABLE):
-        frame = pyogrio.read_dataframe(path, layer=name, read_geometry=False)
-        _check_columns(path, name, frame.columns, _TABLE_COLUMNS[name])
-        tables[name] = normalise_table(name, frame)
-    return RegistryState(
-        patches=normalise_patches(patches),
-        events=tables[EVENTS_TABLE],
-        runs=tables[RUNS_TABLE],
-        imports=tables[IMPORTS_TABLE],
-    )
-
-
-def save_registry(path: str | os.PathLike[str], state: RegistryState) -> None:
-    """Write every layer of ``state`` to ``path`` atomically.
-
-    The whole GeoPackage is written to a temporary sibling which replaces ``path`` only
-    when all four layers were written, so a crash never leaves a half-written registry.
-
-    Raises
-    ------
-    RegistryError
-        ``state`` is malformed (missing columns, duplicate patch ids, non-increasing event ids), or
-        its events are not an extension of the events already on disk (the events table is
-        append-only: the first N rows must be the N rows in the file).
-
-    Notes
-    -----
-    Frames are brought to their canonical column order and dtypes first (extra patch
-    columns are dropped with a warning), so callers may append rows built by hand.
-    Patches are stored as MultiPolygons (one geometry type per layer, as QGIS expects).
-    Events, runs and imports are GeoPackage attribute tables (no geometry column).
-    """
-    path = Path(path)
-    state = _normalised(state)
-    check_state(state)
-    if path.exists():
-        _check_append_only(path, state.events)
-    patches = state.patches
-    with atomic_path(path) as tmp:
-        pyogrio.write_dataframe(
-            patches,
-            tmp,
-            layer=PATCHES_LAYER,
-            driver="GPKG",
-            geometry_type="MultiPolygon",
-            promote_to_multi=True,
-        )
-        for name, frame in (
-            (EVENTS_TABLE, state.events),
-            (RUNS_TABLE, state.runs),
-            (IMPORTS_TABLE, state.imports),
-        ):
-            pyogrio.write_dataframe(frame, tmp, layer=name, driver="GPKG")
-    log.info(
-        "registry %s written: %d patches, %d events, %d runs, %d imports",
-        path,
-        len(state.patches),
-        len(state.events),
-        len(state.runs),
-        len(state.imports),
     )
 
 
@@ -297,13 +184,43 @@ def normalise_table(name: str, frame: pd.DataFrame) -> pd.DataFrame:
 
     Missing columns are added empty; extra columns are dropped.
     """
-    columns = _TABLE_COLUMNS[name]
+    columns = TABLE_COLUMNS[name]
     ints = _INT_COLUMNS.get(name, frozenset())
     data = {}
     for c in columns:
         series = frame[c] if c in frame.columns else pd.Series([np.nan] * len(frame))
         data[c] = _as_dtype(series, "int64" if c in ints else _TEXT)
     return pd.DataFrame(data, columns=list(columns)).reset_index(drop=True)
+
+
+def normalise_state(state: RegistryState) -> RegistryState:
+    """``state`` with every frame in its canonical columns and dtypes (as saved).
+
+    Raises
+    ------
+    RegistryError
+        A table lacks a column, or a patch column is missing.
+
+    Notes
+    -----
+    Extra patch columns are dropped with a warning; extra table columns are dropped.
+    """
+    geometry_name = state.patches.geometry.name
+    extra = [c for c in state.patches.columns if c not in PATCH_COLUMNS and c != geometry_name]
+    if extra:
+        log.warning("patches columns %s are not registry columns; not saved", extra)
+    for name, frame in (
+        (EVENTS_TABLE, state.events),
+        (RUNS_TABLE, state.runs),
+        (IMPORTS_TABLE, state.imports),
+    ):
+        _check_state_columns(name, frame.columns, TABLE_COLUMNS[name])
+    return RegistryState(
+        patches=normalise_patches(state.patches),
+        events=normalise_table(EVENTS_TABLE, state.events),
+        runs=normalise_table(RUNS_TABLE, state.runs),
+        imports=normalise_table(IMPORTS_TABLE, state.imports),
+    )
 
 
 def check_state(state: RegistryState) -> None:
@@ -328,9 +245,9 @@ def check_state(state: RegistryState) -> None:
         (RUNS_TABLE, state.runs),
         (IMPORTS_TABLE, state.imports),
     ):
-        if tuple(frame.columns) != _TABLE_COLUMNS[name]:
+        if tuple(frame.columns) != TABLE_COLUMNS[name]:
             raise RegistryError(
-                f"{name} columns are {list(frame.columns)}; expected {list(_TABLE_COLUMNS[name])}"
+                f"{name} columns are {list(frame.columns)}; expected {list(TABLE_COLUMNS[name])}"
             )
 
 
@@ -345,16 +262,25 @@ def to_json(values: dict[str, Any]) -> str:
 
 
 def append_events(
-    events: pd.DataFrame, new: list[dict[str, Any]], *, run_id: str, now: str
+    events: pd.DataFrame, new: list[dict[str, Any]], *, run_id: str | None, now: str
 ) -> pd.DataFrame:
     """``events`` with rows ``new`` appended (each a dict with ``patch_id``, ``kind`` and
-    ``values_json``), numbered on from the last id, timed ``now``, from run ``run_id``."""
+    ``values_json``), numbered on from the last id, timed ``now``, from run ``run_id``.
+
+    Notes
+    -----
+    The one place event ids are allocated (:func:`next_event_id`). A row's ``source`` is the
+    one it names (a field-return file), else ``run_id``.
+    """
     if not new:
         return events
     frame = pd.DataFrame(new)
     frame[E.EVENT_ID] = np.arange(len(frame)) + next_event_id(events)
     frame[E.TIME] = now
-    frame[E.SOURCE] = run_id
+    if E.SOURCE in frame:
+        frame[E.SOURCE] = frame[E.SOURCE].where(frame[E.SOURCE].notna(), run_id)
+    else:
+        frame[E.SOURCE] = run_id
     frame[E.RUN_ID] = run_id
     frame = normalise_table(EVENTS_TABLE, frame)
     return pd.concat([events, frame], ignore_index=True)
@@ -478,25 +404,6 @@ def _plain(value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- internals
-def _normalised(state: RegistryState) -> RegistryState:
-    geometry_name = state.patches.geometry.name
-    extra = [c for c in state.patches.columns if c not in PATCH_COLUMNS and c != geometry_name]
-    if extra:
-        log.warning("patches columns %s are not registry columns; not saved", extra)
-    for name, frame in (
-        (EVENTS_TABLE, state.events),
-        (RUNS_TABLE, state.runs),
-        (IMPORTS_TABLE, state.imports),
-    ):
-        _check_columns(None, name, frame.columns, _TABLE_COLUMNS[name])
-    return RegistryState(
-        patches=normalise_patches(state.patches),
-        events=normalise_table(EVENTS_TABLE, state.events),
-        runs=normalise_table(RUNS_TABLE, state.runs),
-        imports=normalise_table(IMPORTS_TABLE, state.imports),
-    )
-
-
 def _patch_dtype(column: str) -> str:
     return "float64" if column in PATCH_FLOAT_COLUMNS else _TEXT
 
@@ -520,43 +427,10 @@ def _to_text(value: Any) -> Any:
     return str(value)
 
 
-def _demote_single_multi(geoms: np.ndarray) -> np.ndarray:
-    """Single-part MultiPolygons back to Polygons (they were promoted on write)."""
-    geoms = np.asarray(geoms, dtype=object)
-    single = (shapely.get_type_id(geoms) == shapely.GeometryType.MULTIPOLYGON) & (
-        shapely.get_num_geometries(geoms) == 1
-    )
-    out = geoms.copy()
-    out[single] = shapely.get_geometry(geoms[single], 0)
-    return out
-
-
-def _check_columns(path: Path | None, layer: str, found, expected) -> None:
+def _check_state_columns(layer: str, found, expected) -> None:
     missing = [c for c in expected if c not in set(found)]
-    if not missing:
-        return
-    if path is None:
+    if missing:
         raise RegistryError(
             f"the state's {layer} table lacks column(s) {', '.join(missing)}; expected "
             f"{', '.join(expected)} (build rows with every column of the table)"
-        )
-    raise RegistryError(
-        f"{path}: layer '{layer}' lacks column(s) {', '.join(missing)}; expected "
-        f"{', '.join(expected)}. The registry was edited by hand or written by another tool."
-    )
-
-
-def _check_append_only(path: Path, events: pd.DataFrame) -> None:
-    try:
-        on_disk = pyogrio.read_dataframe(path, layer=EVENTS_TABLE, read_geometry=False)
-    except Exception as exc:  # a broken file is about to be replaced; say so
-        log.warning("cannot read events of %s before overwriting it: %s", path, exc)
-        return
-    on_disk = normalise_table(EVENTS_TABLE, on_disk)
-    n = len(on_disk)
-    if len(events) < n or not on_disk.equals(events.iloc[:n].reset_index(drop=True)):
-        raise RegistryError(
-            f"refusing to save {path}: the events table is append-only, but the new state's "
-            f"first {n} event(s) differ from the {n} on disk (new state has {len(events)}). "
-            "Reload the registry and apply the change again."
         )

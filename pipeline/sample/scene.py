@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
 import geopandas as gpd
@@ -37,7 +37,7 @@ from pipeline.sample.admin_layers import (
     make_grid,
     village_seeds,
 )
-from pipeline.schema import P
+from pipeline.schema import T
 
 CRS = "EPSG:4548"
 """CGCS2000 / 3-degree Gauss-Krüger CM 117E (metres)."""
@@ -66,33 +66,6 @@ class CropState(StrEnum):
     GREEN = "green"
     STUBBLE = "stubble"
     PLOUGHED = "ploughed"
-
-
-class T:
-    """Column names of the sample's own layers (truth, seasonal, approvals, farmland).
-
-    To move to :mod:`pipeline.schema`; shared names reuse the registry's constants.
-    """
-
-    TRUTH_ID = "truth_id"
-    KIND = "kind"
-    COVER = "cover"
-    AREA_M2 = P.AREA_M2
-    FARMLAND_M2 = P.FARMLAND_M2
-    APPROVED_M2 = P.APPROVED_M2
-    VILLAGE_CODE = P.VILLAGE_CODE
-    VILLAGE_SHARE = P.VILLAGE_SHARE
-    TOWNSHIP_CODE = P.TOWNSHIP_CODE
-    EPOCH_FROM = P.EPOCH_FROM
-    EPOCH_TO = P.EPOCH_TO
-    PARCEL_ID = "parcel_id"
-    STATE_FROM = "state_from"
-    STATE_TO = "state_to"
-    DOC_NO = "doc_no"
-    APPROVED_ON = "approved_on"
-    APPROVAL_KIND = "kind"
-    BASIC = "basic"
-    DLBM = "dlbm"
 
 
 class C(IntEnum):
@@ -849,32 +822,75 @@ def _place_changes(
 
     ``avoid`` is where no object may go (scene edge, epoch-1 nodata); ``scale`` (<= 1)
     shrinks the largest objects on small samples so every kind still finds room.
+
+    Notes
+    -----
+    The steps draw from ``rng`` in a fixed order (boundary objects, approved ones, the rest):
+    reordering them changes every sample.
     """
-    crop = parcels["use"] == "crop"
-    crop_geoms = parcels["geom"][crop]
+    crop_geoms = parcels["geom"][parcels["use"] == "crop"]
     xmin, ymin, xmax, ymax = frame.bounds
     outside = shapely.difference(
         shapely.box(xmin, ymin, xmax, ymax),
         shapely.buffer(grid.district.geometry.iloc[0], -5.0),
     )  # objects outside the district would be unassigned: only the gap object is meant to be
-    blocked: list = [avoid, outside, grid.gap]  # the gap holds only the gap building
-    objects: list[tuple[shapely.Geometry, Kind]] = [(gap_building, Kind.ILLEGAL)]
-    approvals: list[shapely.Geometry] = []
     want = {k: max(_MIN_COUNTS[k], round(_FULL_COUNTS[k] * area_f)) for k in Kind}
-    hi = max(600.0, 4000.0 * scale**2)
-    big = (100.0, hi)
-    many = max(400, 40 * sum(want.values()))
+    placing = _Placement(
+        rng=rng,
+        crop_geoms=crop_geoms,
+        many=max(400, 40 * sum(want.values())),
+        hi=max(600.0, 4000.0 * scale**2),
+        blocked=[avoid, outside, grid.gap],  # the gap holds only the gap building
+        objects=[(gap_building, Kind.ILLEGAL)],
+    )
+    _place_on_boundaries(placing, frame, grid, area_f)
+    _place_approved(placing, want, scale)
+    _place_unapproved(placing, want, parcels, states, settle, roads, river)
+    objects = placing.objects
+    missing = [str(k) for k in Kind if not any(kind == k for _, kind in objects)]
+    if missing:
+        raise ConfigError(
+            f"no room for new objects of kind {', '.join(missing)} in a {frame.width} px "
+            "sample; use a larger size_px or another seed"
+        )
+    return {
+        "geom": np.array([g for g, _ in objects], dtype=object),
+        "kind": np.array([str(k) for _, k in objects], dtype=object),
+        "approvals": np.array(placing.approvals, dtype=object),
+    }
 
-    def take(cands, n, kind, footprints=None, extra=None):
-        idx = _select(cands, n, blocked, footprints)
+
+@dataclass
+class _Placement:
+    """The new objects placed so far, the approvals drawn with them, and what they block.
+
+    Mutable on purpose: each placement step adds to it, in the order of the random draws.
+    """
+
+    rng: np.random.Generator
+    crop_geoms: np.ndarray
+    """Crop parcels (most objects go on farmland)."""
+    many: int
+    """Candidates drawn per try."""
+    hi: float
+    """Area (m²) of the largest objects."""
+    blocked: list
+    """Where no further object (nor its approval) may go."""
+    objects: list
+    """``(geometry, kind)`` of each object placed."""
+    approvals: list = field(default_factory=list)
+
+    def take(self, cands, n, kind, footprints=None, extra=None) -> int:
+        """Place up to ``n`` of ``cands`` that keep clear of everything placed; how many."""
+        idx = _select(cands, n, self.blocked, footprints)
         for i in idx:
-            objects.append((cands[i], kind))
-            blocked.append(cands[i] if footprints is None else footprints[i])
+            self.objects.append((cands[i], kind))
+            self.blocked.append(cands[i] if footprints is None else footprints[i])
             if extra is not None:
-                approvals.append(extra[i])
+                self.approvals.append(extra[i])
         return len(idx)
 
-    def fill(make, n, kind, approval=None):
+    def fill(self, make, n, kind, approval=None) -> int:
         """Place ``n`` objects of ``kind``, drawing fresh candidates up to three times."""
         placed = 0
         for _ in range(3):
@@ -882,31 +898,36 @@ def _place_changes(
                 break
             cands = make()
             if approval is None:
-                placed += take(cands, n - placed, kind)
+                placed += self.take(cands, n - placed, kind)
             else:
                 appr = approval(cands)
                 fp = shapely.union(cands, appr)
-                placed += take(cands, n - placed, kind, footprints=fp, extra=appr)
+                placed += self.take(cands, n - placed, kind, footprints=fp, extra=appr)
         return placed
 
-    def in_crop(cands):
+    def in_crop(self, cands):
+        """The candidates that lie within one crop parcel."""
         if len(cands) == 0:
             return cands
-        gi, _ = shapely.STRtree(crop_geoms).query(cands, predicate="within")
+        gi, _ = shapely.STRtree(self.crop_geoms).query(cands, predicate="within")
         return cands[np.unique(gi)]
 
-    # special objects first (after the gap building): village boundaries, tile edges
+
+def _place_on_boundaries(placing: _Placement, frame, grid, area_f) -> None:
+    """Illegal objects across village boundaries and across the tile edges of each epoch."""
+    rng, many, hi = placing.rng, placing.many, placing.hi
+    xmin, ymin, xmax, ymax = frame.bounds
     lines = interior_boundaries(grid.village, grid.district.geometry.iloc[0])
 
     def across_villages():
-        cands = in_crop(_on_lines(lines, many, (150.0, min(1500.0, hi)), rng))
+        cands = placing.in_crop(_on_lines(lines, many, (150.0, min(1500.0, hi)), rng))
         if len(cands) == 0:
             return cands
         gi, _ = shapely.STRtree(grid.village.geometry.values).query(cands, predicate="intersects")
         two = np.bincount(gi, minlength=len(cands)) == 2
         return cands[two & shapely.intersects(cands, lines)]
 
-    n_vb = fill(across_villages, 3 if area_f > 0.5 else 2, Kind.ILLEGAL)
+    n_vb = placing.fill(across_villages, 3 if area_f > 0.5 else 2, Kind.ILLEGAL)
     n_tile = 0
     for e, (nr, nc, _) in enumerate(TILE_LAYOUTS):
         x = xmin + frame.res * round(frame.width / nc)
@@ -917,40 +938,50 @@ def _place_changes(
         for line in tile_lines:
 
             def across_tiles(line=line):
-                cands = in_crop(_on_lines(line, many // 4, (150.0, min(2000.0, hi)), rng))
+                cands = placing.in_crop(_on_lines(line, many // 4, (150.0, min(2000.0, hi)), rng))
                 return cands[shapely.intersects(cands, line)]
 
-            n_tile += fill(across_tiles, 1, Kind.ILLEGAL)
+            n_tile += placing.fill(across_tiles, 1, Kind.ILLEGAL)
     if n_vb == 0 or n_tile == 0:
         raise ConfigError(
             f"could not place objects across village boundaries ({n_vb}) or tile edges "
             f"({n_tile}); use a larger size_px or another seed"
         )
 
-    # legal: inside an approval with a margin; partial: an approval covers one end
-    fill(
+
+def _place_approved(placing: _Placement, want: dict, scale: float) -> None:
+    """Legal objects inside an approval with a margin, partial ones that an approval covers at
+    one end, and approvals with no construction yet."""
+    rng, crop_geoms, many, hi = placing.rng, placing.crop_geoms, placing.many, placing.hi
+    big = (100.0, hi)
+    placing.fill(
         lambda: _in_parcels(crop_geoms, many, big, rng),
         want[Kind.LEGAL],
         Kind.LEGAL,
         approval=lambda c: shapely.buffer(c, rng.uniform(8, 35, len(c)), join_style="mitre"),
     )
-    fill(
+    placing.fill(
         lambda: _in_parcels(crop_geoms, many, (min(300.0, hi / 2), hi), rng),
         want[Kind.PARTIAL],
         Kind.PARTIAL,
         approval=lambda c: _partial_approvals(c, rng),
     )
-    # approvals with no construction yet
     n_empty = max(1, round(0.3 * want[Kind.LEGAL]))
     empty = _in_parcels(crop_geoms, many, (2500.0 * scale, 15000.0 * scale), rng)
-    for i in _select(empty, n_empty, blocked):
-        approvals.append(empty[i])
-        blocked.append(empty[i])
+    for i in _select(empty, n_empty, placing.blocked):
+        placing.approvals.append(empty[i])
+        placing.blocked.append(empty[i])
 
-    # the rest: illegal buildings, earthworks (on green crops in epoch 1), non-farm buildings
-    fill(lambda: _in_parcels(crop_geoms, many, big, rng), want[Kind.ILLEGAL], Kind.ILLEGAL)
+
+def _place_unapproved(
+    placing: _Placement, want: dict, parcels, states, settle, roads, river
+) -> None:
+    """Illegal buildings, earthworks (on green crops in epoch 1) and non-farm buildings."""
+    rng, crop_geoms, many, hi = placing.rng, placing.crop_geoms, placing.many, placing.hi
+    big = (100.0, hi)
+    placing.fill(lambda: _in_parcels(crop_geoms, many, big, rng), want[Kind.ILLEGAL], Kind.ILLEGAL)
     green = crop_geoms[states[0] == 0]  # veg -> bare; other crop parcels only as a fallback
-    fill(
+    placing.fill(
         lambda: _octagons(
             np.concatenate(
                 [
@@ -964,18 +995,7 @@ def _place_changes(
         Kind.EARTHWORKS,
     )
     free = _nonfarm_space(parcels, settle, roads, river)
-    fill(lambda: _in_free_space(free, settle, many, rng), want[Kind.NONFARM], Kind.NONFARM)
-    missing = [str(k) for k in Kind if not any(kind == k for _, kind in objects)]
-    if missing:
-        raise ConfigError(
-            f"no room for new objects of kind {', '.join(missing)} in a {frame.width} px "
-            "sample; use a larger size_px or another seed"
-        )
-    return {
-        "geom": np.array([g for g, _ in objects], dtype=object),
-        "kind": np.array([str(k) for _, k in objects], dtype=object),
-        "approvals": np.array(approvals, dtype=object),
-    }
+    placing.fill(lambda: _in_free_space(free, settle, many, rng), want[Kind.NONFARM], Kind.NONFARM)
 
 
 def _partial_approvals(cands: np.ndarray, rng) -> np.ndarray:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ import rasterio
 import shapely
 from affine import Affine
 
+from pipeline.atomic import atomic_path
 from pipeline.sample.scene import (
     BAND_NAMES,
     CRS,
@@ -33,21 +33,27 @@ from pipeline.sample.scene import (
     TILE_LAYOUTS,
     Kind,
     Layout,
-    T,
     make_layout,
     render_epoch,
     tile_windows,
 )
+from pipeline.schema import (
+    APPROVALS_LAYER,
+    FARMLAND_LAYER,
+    SEASONAL_LAYER,
+    TRUTH_LAYER,
+    Level,
+    T,
+)
 
 log = logging.getLogger(__name__)
 
-# File and layer names of the sample (to move to schema.py next to the registry names).
+# File names of the sample (its layer and column names are in pipeline.schema)
 IMAGERY_DIR = "imagery"
-APPROVALS_FILE, APPROVALS_LAYER = "approvals.gpkg", "approvals"
-FARMLAND_FILE, FARMLAND_LAYER = "farmland.gpkg", "farmland"
-TRUTH_FILE, TRUTH_LAYER, SEASONAL_LAYER = "truth.gpkg", "changes", "seasonal"
+APPROVALS_FILE = "approvals.gpkg"
+FARMLAND_FILE = "farmland.gpkg"
+TRUTH_FILE = "truth.gpkg"
 GRIDS_FILE = "grids.gpkg"
-GRID_LAYERS = ("district", "township", "village")
 README_FILE = "README.txt"
 COMPLETE_MARKER = ".complete"
 SYNTHETIC_LABEL = "landwatch synthetic sample - not real imagery"
@@ -155,7 +161,11 @@ def generate_sample(
         )
         grid = layout.grid
         grids = write_layers(
-            dict(zip(GRID_LAYERS, (grid.district, grid.township, grid.village), strict=True)),
+            {
+                Level.DISTRICT: grid.district,
+                Level.TOWNSHIP: grid.township,
+                Level.VILLAGE: grid.village,
+            },
             grids_path,
         )
     counts = {str(k): int((layout.truth[T.KIND] == k).sum()) for k in Kind}
@@ -219,13 +229,11 @@ def write_tiles(image: np.ndarray, layout: Layout, epoch: int, folder: Path) -> 
             "crs": CRS,
             "transform": frame.transform @ Affine.translation(c0, r0),
         }
-        tmp = _tmp(path)
-        with rasterio.open(tmp, "w", **profile) as dst:
+        with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
             dst.write(image[:, r0 : r0 + h, c0 : c0 + w])
             dst.update_tags(**tags)
             for b, name in enumerate(BAND_NAMES, start=1):
                 dst.set_band_description(b, name)
-        os.replace(tmp, path)
         paths.append(path)
     return sorted(paths)
 
@@ -238,12 +246,9 @@ def write_layers(layers: dict[str, gpd.GeoDataFrame], path: Path) -> Path:
     Polygons are promoted to MultiPolygon so each layer has one geometry type; text columns
     stay TEXT (codes keep their leading zeros).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    tmp.unlink(missing_ok=True)
-    for name, gdf in layers.items():
-        pyogrio.write_dataframe(gdf, tmp, layer=name, driver="GPKG", promote_to_multi=True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        for name, gdf in layers.items():
+            pyogrio.write_dataframe(gdf, tmp, layer=name, driver="GPKG", promote_to_multi=True)
     return path
 
 
@@ -304,14 +309,13 @@ truth.gpkg
 # --------------------------------------------------------------------------- helpers
 def _write_approvals(approvals: gpd.GeoDataFrame, path: Path) -> Path:
     """Approvals through fiona, the engine that writes a real Date field for approved_on."""
-    tmp = _tmp(path)
-    tmp.unlink(missing_ok=True)
     schema = {
         "geometry": "MultiPolygon",
         "properties": {T.DOC_NO: "str", T.APPROVED_ON: "date", T.APPROVAL_KIND: "str"},
     }
     geoms = shapely.get_parts(approvals.geometry.values)  # one polygon per approval
     with (
+        atomic_path(path) as tmp,
         fiona.Env(OGR_CURRENT_DATE=_FIXED_DATE),
         fiona.open(tmp, "w", driver="GPKG", layer=APPROVALS_LAYER, crs=CRS, schema=schema) as dst,
     ):
@@ -326,7 +330,6 @@ def _write_approvals(approvals: gpd.GeoDataFrame, path: Path) -> Path:
                     },
                 }
             )
-    os.replace(tmp, path)
     return path
 
 
@@ -341,12 +344,7 @@ def _fixed_gpkg_date() -> Iterator[None]:
         pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": old})
 
 
-def _tmp(path: Path) -> Path:
-    """A hidden sibling with the same extension (GDAL drivers check extensions)."""
-    return path.with_name(f".{path.stem}.partial{path.suffix}")
-
-
 def _write_text(path: Path, text: str) -> None:
-    tmp = _tmp(path)
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write UTF-8 text atomically (:func:`pipeline.atomic.atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

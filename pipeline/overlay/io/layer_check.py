@@ -5,7 +5,7 @@ what the stages will need from it: the fields named in config exist, a CRS is pr
 are features, the text decodes (a Shapefile's whole attribute table, see
 :mod:`pipeline.overlay.io.dbf`) and, for an overlay with ``codes``, that some features carry one of them.
 ``landwatch config check`` and ``landwatch run`` (before any stage) both call it through
-:func:`pipeline.ops.stages.check_inputs`, so a bad layer fails in seconds rather than after
+:func:`pipeline.ops.inputs.check_inputs`, so a bad layer fails in seconds rather than after
 detection. :func:`read_overlay` reads approvals, farmland or basic farmland for classify.
 """
 
@@ -74,8 +74,8 @@ def check_layers(layers: LayersConfig) -> list[LayerReport]:
     Notes
     -----
     Codes of the grid layers are checked against their patterns by
-    :func:`pipeline.overlay.admin_grid.load_grids` (it needs the whole layer); this function reads no
-    geometry, only the code column of an overlay with ``codes``.
+    :func:`pipeline.overlay.io.grid_layers.load_grids` (it needs the whole layer); this function
+    reads no geometry, only the code column of an overlay with ``codes``.
     """
     reports = []
     for name in (*GRID_LAYERS, *OVERLAY_LAYERS):

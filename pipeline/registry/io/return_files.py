@@ -24,7 +24,9 @@ from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
+import openpyxl
 import pandas as pd
+import pyogrio
 
 from pipeline.atomic import atomic_path
 from pipeline.errors import InputDataError
@@ -40,6 +42,11 @@ from pipeline.schema import (
     P,
 )
 from pipeline.units import MU_M2
+
+try:  # only .xls returns need it: without it the other formats still import
+    import xlrd
+except ImportError:  # a dependency, but a broken install is told how to fix it (_read_xls)
+    xlrd = None
 
 log = logging.getLogger(__name__)
 
@@ -202,13 +209,11 @@ def _read_excel(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
 
 def _read_xls(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     # xlrd directly, not pandas.read_excel(engine="xlrd"): pandas deprecates that engine
-    try:
-        import xlrd
-    except ImportError as exc:
+    if xlrd is None:
         raise InputDataError(
             f"{path}: reading .xls needs the xlrd package (pip install 'xlrd>=2.0'), or save "
             "the file as .xlsx"
-        ) from exc
+        )
     try:
         book = xlrd.open_workbook(str(path), on_demand=True)
     except Exception as exc:  # xlrd raises XLRDError, CompDocError, struct errors, ...
@@ -228,8 +233,6 @@ def _read_xls(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
 
 def _xls_cell(cell: Any, datemode: int) -> Any:
     """An xlrd cell as a Python value: dates as datetime, errors as their text (#N/A)."""
-    import xlrd
-
     if cell.ctype in (xlrd.XL_CELL_EMPTY, xlrd.XL_CELL_BLANK):
         return None
     if cell.ctype == xlrd.XL_CELL_DATE:
@@ -245,8 +248,6 @@ def _xls_cell(cell: Any, datemode: int) -> Any:
 
 
 def _read_xlsx(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
-    import openpyxl
-
     try:
         # from bytes: openpyxl refuses a workbook whose name does not end in .xlsx
         book = openpyxl.load_workbook(io.BytesIO(path.read_bytes()), read_only=True, data_only=True)
@@ -269,8 +270,6 @@ def _read_xlsx(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
 def _read_ogr(
     path: Path, encoding: str | None, layer: str | None
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    import pyogrio
-
     is_shp = path.suffix.lower() == ".shp"
     if encoding:
         attempts: list[str | None] = [encoding]

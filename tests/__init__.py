@@ -1,0 +1,1 @@
+"""Tests of landwatch: one folder per subpackage of ``pipeline``, helper builders beside them."""
