@@ -64,6 +64,12 @@ class EventKind(StrEnum):
 EVENT_BEFORE_SUFFIX = "_before"
 """Event values record a change of column ``c`` as ``c`` (new) and ``c + "_before"`` (old)."""
 
+EXPORTED_PACKAGE = "package"
+"""Key of an ``exported`` event's values: the township package that holds the patch."""
+EXPORTED_KEY = "key"
+"""Key of an ``exported`` event's values: the content key of the patch as exported
+(:func:`pipeline.registry.store.patch_content_keys`)."""
+
 
 CHINESE_LABELS = {
     Verdict.PENDING: "待核查",
@@ -388,6 +394,13 @@ it changes nothing. Pre-filled template columns (patch id, village, area) do not
 FIELD_RETURN_ROW = "row"
 """Column of the read return rows holding the row number the user sees in the file."""
 
+FIELD_RETURN_TOLERANCES = {P.REMAINING_M2: "remaining_tolerance_m2"}
+"""Area column -> column of the read return rows holding, per row, how far (m²) the area
+written may exceed the patch area and still be read as the whole patch: half a unit of its
+last written decimal when the header gave the area in another unit than m² (``0.62`` 亩: 0.005
+亩 ≈ 3.33 m²), so a value rounded from the template's area is not rejected. Absent or NaN:
+only the m² rounding margin of :mod:`pipeline.registry.field_returns`."""
+
 FIELD_RETURN_HEADERS: dict[str, tuple[str, ...]] = {
     P.PATCH_ID: (
         "patch_id", "patch id", "图斑编号", "图斑号", "图斑编码", "图斑代码", "监测图斑编号", "TBBH",
@@ -406,7 +419,7 @@ FIELD_RETURN_HEADERS: dict[str, tuple[str, ...]] = {
     ),
     P.REMAINING_M2: (
         "remaining_m2", "remaining unrectified area", "remain_m2", "remaining area", "remaining",
-        "剩余未整改面积", "剩余面积", "未整改面积", "剩余未整改面积_m2",
+        "剩余未整改面积", "剩余面积", "未整改面积", "整改后剩余面积", "剩余未整改面积_m2",
     ),
     P.CHECKED_ON: (
         "checked_on", "checked on", "核查日期", "核实日期", "核查时间", "核实时间", "检查日期",
@@ -423,7 +436,8 @@ template labels of exported packages, and the Chinese and English words township
 Headers match after trimming, ignoring case and treating spaces and hyphens as ``_``. A
 remark in brackets after the header is ignored (``核查日期（年月日）``), except on the area
 column, where it must be an area unit: ``(亩)``, ``(平方米)``, ``(m²)``, ``(m2)``, ``(㎡)`` or
-``(公顷)``, in ASCII or full-width brackets; the values are converted to m². Without a unit
+``(公顷)``, in ASCII or full-width brackets, or written after the header (``剩余面积/亩``,
+``剩余面积亩``, ``剩余面积 亩``, ``剩余面积_亩``); the values are converted to m². Without a unit
 the area is in m². README "Field returns" shows this table."""
 
 FIELD_RETURN_IGNORED_HEADERS = ("序号", "行号")
@@ -592,3 +606,7 @@ APPROVALS_LAYER = "approvals"
 """Layer of the sample's ``approvals.gpkg``."""
 FARMLAND_LAYER = "farmland"
 """Layer of the sample's ``farmland.gpkg``."""
+
+# --------------------------------------------------------------------------- stages
+STAGE_NAMES = ("detect", "classify", "assign", "register", "inbox", "export", "report")
+"""The pipeline's stages in the order they run (``landwatch run --from/--until``)."""

@@ -7,7 +7,7 @@ import click
 from pipeline.cli.console import console
 from pipeline.cli.options import config_option, date_option
 from pipeline.config import load_config
-from pipeline.ops.stages import STAGE_NAMES, run_pipeline
+from pipeline.schema import STAGE_NAMES
 
 _STYLE = {"ran": "green", "skipped": "dim", "would run": "yellow", "failed": "red"}
 
@@ -29,14 +29,18 @@ _STYLE = {"ran": "green", "skipped": "dim", "would run": "yellow", "failed": "re
 )
 def run(config_path, date, force, dry_run, from_stage, until_stage, workers, scheduler):
     """Run the pipeline: only the stages whose inputs, parameters or code changed."""
+    # imported here: the stages pull in every library of the pipeline (~2 s), which
+    # ``landwatch --help`` and the other commands do not need
+    from pipeline.ops.stages import run_pipeline
 
     cfg = load_config(config_path)
 
     def show(outcome):
         style = _STYLE.get(outcome.status, "")
         timing = f" in {outcome.seconds:.1f} s" if outcome.status == "ran" else ""
+        said = f"; {outcome.summary}" if outcome.summary else ""
         console.print(
-            f"[{style}]{outcome.status:>9}[/] {outcome.id}{timing} — {outcome.reason}",
+            f"[{style}]{outcome.status:>9}[/] {outcome.id}{timing} — {outcome.reason}{said}",
             highlight=False,
         )
 

@@ -13,7 +13,9 @@ No inbox file is left behind in silence: a file of a format the importer does no
 (``.doc``, ``.pdf``, a lone ``.dbf``, ...) is moved to ``inbox/rejected/`` too, with a report
 naming the formats that are read, and counted as ``unsupported``. Only hidden files and
 Office lock files (``.DS_Store``, ``~$return.xlsx``) and sub-folders stay where they are,
-each with a WARNING in the log.
+each with a WARNING in the log. No file is lost either: a file whose name is taken in
+``done/`` or ``rejected/`` (a township's second return under the same name) is moved in with
+the run id added to its name.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ SHAPEFILE_SIDECARS = (".dbf", ".shx", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".
 """Suffixes of the files that belong to the ``.shp`` of the same stem."""
 
 INBOX_SUBFOLDERS = ("done", "rejected")
+
+INBOX_OUTCOMES = ("applied", "rejected", "unsupported", "left")
+"""What became of each inbox entry; their counts add up to the ``files`` count."""
 
 
 @dataclass(frozen=True)
@@ -136,9 +141,10 @@ def import_inbox(
     Returns
     -------
     dict
-        Counts for the run record: ``files`` (every file looked at), ``applied``,
-        ``rejected``, ``unsupported`` (moved to rejected/ unread), ``left`` (hidden/lock
-        files and sub-folders left in place, each with a WARNING), ``rows_not_filled``.
+        Counts for the run record: ``files`` (every entry looked at: files and sub-folders,
+        the sum of the next four), ``applied``, ``rejected``, ``unsupported`` (moved to
+        rejected/ unread), ``left`` (hidden/lock files and sub-folders left in place, each
+        with a WARNING), ``rows_not_filled``. :func:`describe_inbox` says them in a line.
     """
     inbox = cfg.field_returns.inbox
     files = inbox_files(inbox)
@@ -146,7 +152,9 @@ def import_inbox(
     returns = [p for p in files if _is_return(p)]
     unsupported = [p for p in files if not _is_return(p) and not _is_hidden(p)]
     if not returns and not unsupported:
-        return {"files": len(files), "left": len(left)} if left else {"files": 0}
+        counts = {"files": len(left), "left": len(left)} if left else {"files": 0}
+        _log_inbox(counts)
+        return counts
     results: list[ImportResult] = []
     if returns:
         state = load_registry(ws.registry, cfg.area.crs)
@@ -159,17 +167,36 @@ def import_inbox(
         save_registry(ws.registry, state)
     results += [_unsupported(p) for p in unsupported]
     for result in results:
-        _file_away(inbox, result)
+        _file_away(inbox, result, run_id)
     counts = {
-        "files": len(files),
+        "files": len(results) + len(left),
         "applied": sum(r.applied for r in results),
         "rejected": sum(not r.applied for r in results) - len(unsupported),
         "unsupported": len(unsupported),
         "left": len(left),
         "rows_not_filled": sum(r.summary.n_not_filled for r in results if r.summary),
     }
-    log.info("inbox: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
+    _log_inbox(counts)
     return counts
+
+
+def describe_inbox(counts: dict[str, int]) -> str:
+    """The inbox stage's counts in one line: ``3 file(s): 1 applied, 1 rejected, 0
+    unsupported, 1 left in place; 2 row(s) not filled``."""
+    outcomes = ", ".join(
+        f"{counts.get(k, 0)} {'left in place' if k == 'left' else k}" for k in INBOX_OUTCOMES
+    )
+    text = f"{counts.get('files', 0)} file(s): {outcomes}"
+    if counts.get("rows_not_filled"):
+        text += f"; {counts['rows_not_filled']} row(s) not filled"
+    return text
+
+
+def _log_inbox(counts: dict[str, int]) -> None:
+    """One log line with the counts: a WARNING when a file was rejected or left."""
+    trouble = any(counts.get(k) for k in ("rejected", "unsupported", "left"))
+    level = logging.WARNING if trouble else logging.INFO
+    log.log(level, "inbox: %s", describe_inbox(counts))
 
 
 def describe(summary: ImportSummary) -> str:
@@ -186,17 +213,43 @@ def describe(summary: ImportSummary) -> str:
     return text
 
 
-def _file_away(inbox: Path, result: ImportResult) -> None:
-    """Move a file (and its sidecars) to done/ or rejected/, with the report if rejected."""
+def _file_away(inbox: Path, result: ImportResult, run_id: str) -> None:
+    """Move a file (and its sidecars) to done/ or rejected/, with the report if rejected,
+    under a name no earlier file there has."""
     folder = inbox / ("done" if result.applied else "rejected")
     folder.mkdir(exist_ok=True)
-    for part in _with_sidecars(result.file):
-        shutil.move(part, folder / part.name)
+    parts = _with_sidecars(result.file)
+    stem = _free_stem(folder, result.file, parts, run_id, report=not result.applied)
+    if stem != result.file.stem:
+        log.warning(
+            "inbox: %s/%s exists already (an earlier return of that name); %s is kept as %s",
+            folder.name,
+            result.file.name,
+            result.file.name,
+            stem + result.file.name[len(result.file.stem) :],
+        )
+    for part in parts:
+        shutil.move(part, folder / (stem + part.name[len(result.file.stem) :]))
+    name = stem + result.file.name[len(result.file.stem) :]
     if result.applied:
         log.info("inbox: %s %s", result.file.name, result.message)
     else:
-        write_rejections(folder / f"{result.file.name}.rejected.csv", result.rejections)
+        write_rejections(folder / f"{name}.rejected.csv", result.rejections)
         log.warning("inbox: %s rejected; see %s", result.file.name, folder)
+
+
+def _free_stem(folder: Path, file: Path, parts: list[Path], run_id: str, *, report: bool) -> str:
+    """``file``'s stem, or with the run id (and a counter, if need be) added, so that none
+    of ``parts`` (nor the rejection report) lands on a file already in ``folder``."""
+    stem = file.stem
+    candidates = [stem, f"{stem}.{run_id}", *(f"{stem}.{run_id}-{n}" for n in range(2, 1000))]
+    for candidate in candidates:
+        names = [candidate + p.name[len(stem) :] for p in parts]
+        if report:
+            names.append(f"{names[0]}.rejected.csv")
+        if not any((folder / n).exists() for n in names):
+            return candidate
+    raise FileExistsError(f"{folder}: no free name for {file.name}")
 
 
 def _unsupported(path: Path) -> ImportResult:

@@ -53,6 +53,8 @@ class Stage:
     run: Callable[[], dict[str, Any]]
     consumes_inputs: bool = False
     """The stage moves its inputs away (the inbox): record them as they are after it ran."""
+    describe: Callable[[dict[str, Any]], str] | None = None
+    """The counts ``run`` returned, said in one line for the console and the log."""
 
 
 @dataclass
@@ -62,6 +64,8 @@ class StageOutcome:
     reason: str
     seconds: float = 0.0
     counts: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
+    """What the stage did, in one line (:attr:`Stage.describe` of its counts), when it ran."""
 
 
 def code_version() -> str:
@@ -213,7 +217,8 @@ def run_stages(
             }
             save_state(ws, state)
             _failpoint("after", stage.id)
-            outcome = StageOutcome(stage.id, "ran", reason, seconds, counts)
+            summary = stage.describe(counts) if stage.describe else ""
+            outcome = StageOutcome(stage.id, "ran", reason, seconds, counts, summary)
         outcomes.append(outcome)
         if on_stage:
             on_stage(outcome)

@@ -35,7 +35,7 @@ from pipeline.errors import ConfigError, InputDataError
 from pipeline.ops import runlog, runner
 from pipeline.ops.commands import export_registry, report_registry
 from pipeline.ops.executor import make_executor
-from pipeline.ops.field_import import import_inbox, inbox_files
+from pipeline.ops.field_import import describe_inbox, import_inbox, inbox_files
 from pipeline.ops.inputs import check_inputs, fast_fingerprint, load_grids_for
 from pipeline.ops.runner import Stage, StageOutcome
 from pipeline.ops.workspace import Workspace, WorkspaceLock
@@ -46,11 +46,9 @@ from pipeline.overlay.io.vectors import layer_fingerprint
 from pipeline.registry.io.registry_file import load_registry, save_registry
 from pipeline.registry.matching import register_detections
 from pipeline.registry.store import RegistryState
-from pipeline.schema import UNASSIGNED, E, EventKind, P, R
+from pipeline.schema import STAGE_NAMES, UNASSIGNED, E, EventKind, P, R
 
 log = logging.getLogger(__name__)
-
-STAGE_NAMES = ("detect", "classify", "assign", "register", "inbox", "export", "report")
 
 
 @dataclass
@@ -324,6 +322,7 @@ def _inbox_stage(ctx: RunContext) -> Stage:
         outputs=lambda: [],
         run=lambda: import_inbox(cfg, ws, run_id=ctx.run_id, now=ctx.now),
         consumes_inputs=True,
+        describe=describe_inbox,
     )
 
 
@@ -415,7 +414,8 @@ def run_pipeline(
                 "seconds": round(o.seconds, 3),
                 "counts": o.counts,
             }
-            log.info("stage %s %s: %s", o.id, o.status, o.reason, extra=extra)
+            said = f"; {o.summary}" if o.summary else ""
+            log.info("stage %s %s: %s%s", o.id, o.status, o.reason, said, extra=extra)
             if on_stage:
                 on_stage(o)
 

@@ -58,6 +58,7 @@ from pipeline.outputs.formatting import (
     text,
     workbook_bytes,
 )
+from pipeline.overlay.io.dbf import first_mismatch, language_driver_of
 from pipeline.schema import (
     CHINESE_LABELS,
     COLUMN_LABELS,
@@ -115,9 +116,6 @@ context ``village_code``, ``village_name`` and ``area_mu`` (the importer ignores
 
 DBF_MAX_BYTES = 254
 """Longest text a DBF field holds, in bytes of its encoding."""
-DBF_LANGUAGE_DRIVERS = {"GBK": 0x4D}
-"""DBF language-driver byte written per ``export.encoding`` (ESRI's id of code page 936);
-UTF-8 has none, its ``.cpg`` alone says."""
 
 KML_STYLES = {
     # (verdict, legal_hint or None) -> OGR style string; pen = outline, brush = fill (RGBA)
@@ -805,8 +803,6 @@ def _shapefile_files(
     option is set to ``cfg.encoding`` for the write, and the bytes are checked afterwards
     (:func:`pipeline.overlay.io.dbf.first_mismatch`).
     """
-    from pipeline.overlay.io.dbf import first_mismatch
-
     path = tmp_dir / f"{layer}.shp"
     frame = shapefile_frame(group, cfg.crs, cfg.encoding)
     with _gdal_config(SHAPE_ENCODING=cfg.encoding):
@@ -1122,9 +1118,10 @@ def _gdal_config(**options: str) -> Iterator[None]:
 
 
 def _set_language_driver(data: bytes, encoding: str) -> bytes:
-    """Byte 29 of a DBF header: 0x4D (code page 936) for GBK, for readers without ``.cpg``
-    support; 0 (no information: the ``.cpg`` says) otherwise."""
-    ldid = DBF_LANGUAGE_DRIVERS.get(encoding.upper(), 0)
+    """Byte 29 of a DBF header: the id of ``encoding`` in
+    :data:`pipeline.overlay.io.dbf.LANGUAGE_DRIVERS` (0x4D, code page 936, for GBK), for
+    readers without ``.cpg`` support; 0 (no information: the ``.cpg`` says) for UTF-8."""
+    ldid = language_driver_of(encoding)
     return data[:29] + bytes((ldid,)) + data[30:]
 
 

@@ -12,6 +12,8 @@ Rules (DESIGN §2, §3)
 - A *blank* row (a patch id but none of the columns the team fills,
   :data:`~pipeline.schema.FIELD_RETURN_FILLED_COLUMNS`) is a patch not visited yet: it
   changes nothing, writes no event and is counted in :attr:`ImportSummary.n_not_filled`.
+  A blank row whose patch id is not in the registry is not a patch waiting for a visit but
+  a wrong id: it is listed as a warning (:attr:`ImportSummary.warnings`), not counted.
   A cell holding only a dash or slash (``/``, ``-``, ``—``) counts as empty.
 - An empty ``verdict`` keeps the patch's current verdict (a follow-up return that only
   reports rectification progress); a verdict never becomes empty.
@@ -20,6 +22,11 @@ Rules (DESIGN §2, §3)
   otherwise. Only an explicit ``remaining_m2`` changes it: a method such as
   ``demolished_restored`` alone does *not* mark the patch rectified, because the team must
   say how much is left.
+- ``remaining_m2`` may exceed the patch area by the rounding of the value written: 0.01 m²,
+  or, for an area written in another unit (亩), half a unit of its last written decimal
+  (``0.62`` 亩: 0.005 亩 ≈ 3.33 m², the column
+  :data:`~pipeline.schema.FIELD_RETURN_TOLERANCES` of the rows); such a value is stored as
+  the patch area. A larger one is rejected.
 - ``rect_method`` and ``remaining_m2`` are only accepted when the patch's verdict after the
   row is ``illegal``. A patch that leaves ``illegal`` loses its ``rect_method`` and
   ``remaining_m2`` (they only mean something for illegal patches).
@@ -54,9 +61,11 @@ from pipeline.registry.store import (
     to_json,
 )
 from pipeline.schema import (
+    EVENT_BEFORE_SUFFIX,
     FIELD_RETURN_COLUMNS,
     FIELD_RETURN_FILLED_COLUMNS,
     FIELD_RETURN_ROW,
+    FIELD_RETURN_TOLERANCES,
     VALUE_ALIASES,
     VALUE_SYNONYMS,
     E,
@@ -76,7 +85,12 @@ PLACEHOLDERS = frozenset({"/", "\\", "／", "-", "－", "--", "—", "——", "
 """Cell contents that mean "nothing to say here" (forms use them for "not applicable")."""
 
 REMAINING_TOLERANCE_M2 = 0.01
-"""``remaining_m2`` may exceed the patch area by this much (rounding to 2 decimals)."""
+"""``remaining_m2`` may exceed the patch area by this much (rounding to 2 decimals), or by
+the rounding margin of the unit it was written in when that is more
+(:data:`~pipeline.schema.FIELD_RETURN_TOLERANCES`)."""
+
+TOLERANCE = FIELD_RETURN_TOLERANCES[P.REMAINING_M2]
+"""Column of the return rows: the rounding margin (m²) of each row's ``remaining_m2``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +133,9 @@ def apply_return(
     rows : pandas.DataFrame
         Canonical columns (``patch_id`` and any of
         :data:`~pipeline.schema.FIELD_RETURN_COLUMNS`), values as text, plus :data:`ROW`
-        (the row number shown to the user; default: 1-based position).
+        (the row number shown to the user; default: 1-based position) and, optionally,
+        :data:`TOLERANCE` (m² the remaining area may exceed the patch area by; default
+        :data:`REMAINING_TOLERANCE_M2`).
     source_file : str
         The file name, used in events (``field:<name>#<row>``) and rejections.
     fingerprint : str
@@ -155,10 +171,16 @@ def apply_return(
     if fingerprint in set(state.imports[I.FINGERPRINT].dropna()):
         log.info("%s already imported (fingerprint %s); nothing to do", name, fingerprint[:12])
         return state, ImportSummary(name, fingerprint, already_imported=True)
-    table, n_not_filled = _canonical(rows, name)
+    table, blank = _canonical(rows, name)
     patches = state.patches.set_index(P.PATCH_ID, drop=False)
+    unknown_blank = blank[~blank[P.PATCH_ID].isin(patches.index)]
+    n_not_filled = len(blank) - len(unknown_blank)
     table, rejections, warnings = _validate(table, patches, name, today)
-    warnings = _file_warnings(name, unknown_columns, len(table), n_not_filled) + warnings
+    warnings = (
+        _file_warnings(name, unknown_columns, len(table), n_not_filled)
+        + _unknown_blank_warnings(name, unknown_blank)
+        + warnings
+    )
     if rejections:
         _reject(name, rejections)
     new_patches, events, n_verdicts, n_rect = _apply(table, patches, name, now)
@@ -166,7 +188,7 @@ def apply_return(
         I.FINGERPRINT: fingerprint,
         I.FILE: name,
         I.APPLIED_AT: now,
-        I.N_ROWS: len(table) + n_not_filled,
+        I.N_ROWS: len(table) + len(blank),
         I.RUN_ID: run_id,
     }
     new_state = dataclasses.replace(
@@ -181,7 +203,7 @@ def apply_return(
     summary = ImportSummary(
         file=name,
         fingerprint=fingerprint,
-        n_rows=int(table.attrs.get("n_rows", len(table))) + n_not_filled,
+        n_rows=int(table.attrs.get("n_rows", len(table))) + len(blank),
         n_applied=len(table),
         n_not_filled=n_not_filled,
         n_verdict_changes=n_verdicts,
@@ -219,9 +241,10 @@ def parse_date(value: Any) -> dt.date | None:
 
 
 # --------------------------------------------------------------------------- validation
-def _canonical(rows: pd.DataFrame, name: str) -> tuple[pd.DataFrame, int]:
-    """Canonical columns as stripped text (NaN for empty), plus ROW as int, without the
-    blank rows; and the number of blank rows that name a patch (not filled yet)."""
+def _canonical(rows: pd.DataFrame, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Canonical columns as stripped text (NaN for empty), plus ROW as int and the
+    remaining-area margin as float, without the blank rows; and the blank rows that name a
+    patch (ROW and patch id)."""
     if P.PATCH_ID not in rows.columns:
         raise FieldReturnError(
             f"{name}: no patch_id column (found: {', '.join(map(str, rows.columns))}); "
@@ -240,9 +263,14 @@ def _canonical(rows: pd.DataFrame, name: str) -> tuple[pd.DataFrame, int]:
         out[ROW] = rows[ROW].reset_index(drop=True).astype("int64")
     else:
         out[ROW] = np.arange(1, len(rows) + 1)
+    if TOLERANCE in rows.columns:
+        margin = pd.to_numeric(rows[TOLERANCE].reset_index(drop=True), errors="coerce")
+        out[TOLERANCE] = margin.where(margin > REMAINING_TOLERANCE_M2, REMAINING_TOLERANCE_M2)
+    else:
+        out[TOLERANCE] = REMAINING_TOLERANCE_M2
     filled = out[list(FIELD_RETURN_FILLED_COLUMNS)].notna().any(axis=1)
-    n_not_filled = int((~filled & out[P.PATCH_ID].notna()).sum())
-    return out[filled].reset_index(drop=True), n_not_filled
+    blank = out.loc[~filled & out[P.PATCH_ID].notna(), [ROW, P.PATCH_ID]]
+    return out[filled].reset_index(drop=True), blank.reset_index(drop=True)
 
 
 def _file_warnings(
@@ -258,6 +286,19 @@ def _file_warnings(
     if n_filled == 0 and n_not_filled:
         warnings.append(f"{name}: none of its {n_not_filled} row(s) is filled; nothing changed")
     return warnings
+
+
+def _unknown_blank_warnings(name: str, blank: pd.DataFrame) -> list[str]:
+    """A warning naming the blank rows whose patch id is not in the registry (a typo, or a
+    template of another registry): they are not patches waiting for a visit."""
+    if len(blank) == 0:
+        return []
+    shown = ", ".join(f"row {r} {pid!r}" for r, pid in blank[[ROW, P.PATCH_ID]].values[:5])
+    more = f" (and {len(blank) - 5} more)" if len(blank) > 5 else ""
+    return [
+        f"{name}: {len(blank)} unknown patch id(s) in rows with nothing filled, not in the "
+        f"registry: {shown}{more}; check the ids (nothing was read from these rows)"
+    ]
 
 
 def _validate(
@@ -300,16 +341,9 @@ def _validate(
     area = t[P.PATCH_ID].map(patches[P.AREA_M2]) if len(t) else pd.Series(dtype="float64")
     for row, value in t.loc[remaining < 0, [ROW, "_remaining"]].values:
         rejections.append((name, int(row), f"remaining_m2 {value:g} is negative"))
-    too_big = known & (remaining > area + REMAINING_TOLERANCE_M2)
+    too_big = known & (remaining > area + t[TOLERANCE])
     for row, value, a in t.loc[too_big, [ROW, "_remaining"]].assign(a=area[too_big]).values:
-        rejections.append(
-            (
-                name,
-                int(row),
-                f"remaining_m2 {value:.2f} m² ({m2_to_mu(value):.2f} 亩) exceeds the patch area "
-                f"{a:.2f} m² ({m2_to_mu(a):.2f} 亩)",
-            )
-        )
+        rejections.append((name, int(row), _too_big_message(value, a)))
 
     current = t[P.PATCH_ID].map(patches[P.VERDICT])
     after = t["_verdict"].where(t["_verdict"].notna(), current)
@@ -344,6 +378,27 @@ def _validate(
     rejections.extend(dup_rejections)
     t.attrs["n_rows"] = n_rows
     return t, rejections, warnings
+
+
+def _too_big_message(value: float, area: float) -> str:
+    """The remaining area and the patch area in m² and 亩, each pair with enough decimals to
+    tell them apart (0.6006 亩 is not shown as 0.60 亩, like a 0.60 亩 patch)."""
+    m2, area_m2 = _apart(value, area)
+    mu, area_mu = _apart(m2_to_mu(value), m2_to_mu(area))
+    return (
+        f"remaining_m2 {m2} m² ({mu} 亩) exceeds the patch area {area_m2} m² ({area_mu} 亩) by "
+        "more than the rounding of the value written"
+    )
+
+
+def _apart(value: float, other: float) -> tuple[str, str]:
+    """``value`` and ``other`` as text with 2 decimals, or as many more as it takes (up to
+    8) for the two to differ."""
+    for decimals in range(2, 9):
+        a, b = f"{value:.{decimals}f}", f"{other:.{decimals}f}"
+        if a != b:
+            break
+    return a, b
 
 
 def _deduplicate(t: pd.DataFrame, name: str) -> tuple[pd.DataFrame, list]:
@@ -430,7 +485,7 @@ def _apply(
                 E.VALUES: to_json(
                     {
                         P.VERDICT: verdict,
-                        f"{P.VERDICT}_before": old[P.VERDICT],
+                        P.VERDICT + EVENT_BEFORE_SUFFIX: old[P.VERDICT],
                         P.VERDICT_SUBTYPE: subtype,
                         P.CHECKED_ON: checked,
                         P.INSPECTOR: inspector,
@@ -451,9 +506,9 @@ def _apply(
                     E.VALUES: to_json(
                         {
                             P.RECT_METHOD: method,
-                            f"{P.RECT_METHOD}_before": old[P.RECT_METHOD],
+                            P.RECT_METHOD + EVENT_BEFORE_SUFFIX: old[P.RECT_METHOD],
                             P.REMAINING_M2: remaining,
-                            f"{P.REMAINING_M2}_before": old[P.REMAINING_M2],
+                            P.REMAINING_M2 + EVENT_BEFORE_SUFFIX: old[P.REMAINING_M2],
                         }
                     ),
                 }

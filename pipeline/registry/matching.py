@@ -265,7 +265,7 @@ def _update_patch(
         return None, {}
     values: dict[str, Any] = {}
     if later:
-        values.update({f"{P.LAST_SEEN}_before": patches.at[p, P.LAST_SEEN]})
+        values.update({P.LAST_SEEN + EVENT_BEFORE_SUFFIX: patches.at[p, P.LAST_SEEN]})
         for col in (P.EPOCH_FROM, P.EPOCH_TO, P.SCORE, P.CHANGE_TYPE):
             patches.at[p, col] = d[col]
             values[col] = d[col]
@@ -280,13 +280,13 @@ def _update_patch(
             for col in (P.SCORE, P.CHANGE_TYPE):
                 patches.at[p, col] = d[col]
         geoms[p] = d.geometry
-        values.update({f"{P.AREA_M2}_before": old_area, P.AREA_M2: new_area})
+        values.update({P.AREA_M2 + EVENT_BEFORE_SUFFIX: old_area, P.AREA_M2: new_area})
     remaining = patches.at[p, P.REMAINING_M2]
     if later and patches.at[p, P.VERDICT] == Verdict.ILLEGAL and remaining == 0:
         kind = EventKind.RELAPSE
         reopened = min(new_area, float(patches.at[p, P.AREA_M2]))
         patches.at[p, P.REMAINING_M2] = reopened
-        values.update({f"{P.REMAINING_M2}_before": 0.0, P.REMAINING_M2: reopened})
+        values.update({P.REMAINING_M2 + EVENT_BEFORE_SUFFIX: 0.0, P.REMAINING_M2: reopened})
     patches.at[p, P.UPDATED_AT] = now
     return kind, values
 

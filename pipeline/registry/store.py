@@ -53,12 +53,15 @@ from pipeline.errors import RegistryError
 from pipeline.schema import (
     EVENT_COLUMNS,
     EVENTS_TABLE,
+    EXPORTED_KEY,
+    EXPORTED_PACKAGE,
     PATCH_COLUMNS,
     RUN_COLUMNS,
     RUNS_TABLE,
     E,
     EventKind,
     P,
+    Verdict,
 )
 
 log = logging.getLogger(__name__)
@@ -177,6 +180,23 @@ def normalise_patches(patches: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
         data, geometry=gpd.GeoSeries(patches.geometry.to_numpy(), crs=patches.crs)
     )
     return out.reset_index(drop=True)
+
+
+def pending_null_verdicts(patches: gpd.GeoDataFrame) -> tuple[gpd.GeoDataFrame, list[str]]:
+    """``patches`` with every empty verdict set to ``pending``, and the ids of those patches.
+
+    Notes
+    -----
+    A verdict is never empty, but an older importer left the verdict of the blank rows of a
+    partly filled template null; such a patch counted in no category of the rates. Nobody has
+    judged it: it is pending.
+    """
+    empty = patches[P.VERDICT].isna()
+    if not empty.any():
+        return patches, []
+    out = patches.copy()
+    out.loc[empty, P.VERDICT] = Verdict.PENDING.value
+    return out, [str(pid) for pid in patches.loc[empty, P.PATCH_ID]]
 
 
 def normalise_table(name: str, frame: pd.DataFrame) -> pd.DataFrame:
@@ -356,7 +376,8 @@ def record_exports(
 
     Notes
     -----
-    An event (values ``package`` and ``key``, the patch's :func:`patch_content_keys`) is
+    An event (values :data:`~pipeline.schema.EXPORTED_PACKAGE` and
+    :data:`~pipeline.schema.EXPORTED_KEY`, the patch's :func:`patch_content_keys`) is
     added for a patch never exported before, or whose package name or content key differ
     from those of its last ``exported`` event. Only the patch's own content counts: a
     change to one patch adds one event, not one per patch of its township, and two exports
@@ -370,7 +391,7 @@ def record_exports(
     last = _last_exports(state.events)
     rows = []
     for pid, key in keys.items():
-        current = {"package": packages[pid], "key": key}
+        current = {EXPORTED_PACKAGE: packages[pid], EXPORTED_KEY: key}
         if last.get(pid) != current:
             rows.append(
                 {E.PATCH_ID: pid, E.KIND: EventKind.EXPORTED.value, E.VALUES: to_json(current)}
@@ -380,7 +401,7 @@ def record_exports(
 
 
 def _last_exports(events: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Patch id -> ``{"package", "key"}`` of its last ``exported`` event."""
+    """Patch id -> ``{EXPORTED_PACKAGE, EXPORTED_KEY}`` of its last ``exported`` event."""
     exported = events[events[E.KIND] == EventKind.EXPORTED.value]
     last = exported.sort_values(E.EVENT_ID).drop_duplicates(E.PATCH_ID, keep="last")
     out = {}
@@ -389,7 +410,7 @@ def _last_exports(events: pd.DataFrame) -> dict[str, dict[str, Any]]:
             values = json.loads(text) if isinstance(text, str) else {}
         except ValueError:
             values = {}
-        out[pid] = {"package": values.get("package"), "key": values.get("key")}
+        out[pid] = {k: values.get(k) for k in (EXPORTED_PACKAGE, EXPORTED_KEY)}
     return out
 
 

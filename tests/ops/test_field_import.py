@@ -15,7 +15,7 @@ import pyogrio
 import pytest
 from shapely.geometry import Point
 
-from pipeline.ops.field_import import import_inbox, inbox_files
+from pipeline.ops.field_import import describe_inbox, import_inbox, inbox_files
 from pipeline.ops.workspace import Workspace
 from pipeline.registry.io.registry_file import load_registry, save_registry
 from pipeline.schema import P, Verdict
@@ -69,7 +69,7 @@ def test_every_inbox_file_is_imported_rejected_or_reported(workspace, caplog):
         counts = _run(cfg, ws)
 
     assert counts == {
-        "files": 7,
+        "files": 8,
         "applied": 2,
         "rejected": 0,
         "unsupported": 3,
@@ -91,6 +91,79 @@ def test_every_inbox_file_is_imported_rejected_or_reported(workspace, caplog):
         assert any(name in w for w in warnings), name
     verdicts = load_registry(ws.registry, CRS).patches.set_index(P.PATCH_ID)[P.VERDICT]
     assert verdicts[ID1] == Verdict.ILLEGAL and verdicts[ID2] == Verdict.LEGAL
+
+
+def test_inbox_counts_add_up_and_are_logged(workspace, caplog):
+    """``files`` = applied + rejected + unsupported + left, and the inbox's log line says
+    them: a WARNING when something was rejected or left, INFO when all was applied."""
+    cfg, ws, inbox = workspace
+    write_xls(["图斑号", "认定结果"], [[ID1, "违法"]], inbox / "a.xls")
+    (inbox / "b.csv").write_text(f"图斑编号,核实认定\n{ID3},大概违法\n", encoding="utf-8")
+    (inbox / "c.pdf").write_bytes(b"%PDF")
+    (inbox / ".hidden").write_bytes(b"x")
+    (inbox / "photos").mkdir()
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        counts = _run(cfg, ws)
+    outcomes = ("applied", "rejected", "unsupported", "left")
+    assert [counts[k] for k in outcomes] == [1, 1, 1, 2]
+    assert counts["files"] == sum(counts[k] for k in outcomes) == 5
+    line = describe_inbox(counts)
+    assert line == "5 file(s): 1 applied, 1 rejected, 1 unsupported, 2 left in place"
+    assert any(
+        r.levelno == logging.WARNING and r.getMessage() == f"inbox: {line}" for r in caplog.records
+    )
+    caplog.clear()
+    write_xls(["图斑号", "认定结果"], [[ID2, "合法"]], inbox / "d.xls")
+    (inbox / ".hidden").unlink()
+    (inbox / "photos").rmdir()
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        counts = _run(cfg, ws)
+    assert counts["files"] == counts["applied"] == 1
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("inbox: 1 file(s)")]
+    assert record.levelno == logging.INFO
+
+
+def test_only_folders_left_count_as_files(workspace):
+    """An inbox holding only a sub-folder: it is counted, as a file looked at and left."""
+    cfg, ws, inbox = workspace
+    (inbox / "photos").mkdir()
+    counts = _run(cfg, ws)
+    assert counts == {"files": 1, "left": 1}
+
+
+def test_a_return_of_a_name_already_filed_does_not_overwrite_it(workspace):
+    """A second return under a name already in done/ (or rejected/) is filed with the run id
+    added to its name, sidecars and rejection report alike; the earlier file is kept."""
+    cfg, ws, inbox = workspace
+    write_xls(["图斑号", "认定结果"], [[ID1, "违法"]], inbox / "城关镇.xls")
+    _shapefile_return(inbox, "东村", ID2)
+    (inbox / "bad.csv").write_text(f"图斑编号,核实认定\n{ID3},大概违法\n", encoding="utf-8")
+    import_inbox(cfg, ws, run_id="r1", now=NOW)
+    first = {p.name: p.read_bytes() for p in (inbox / "done").iterdir()}
+
+    write_xls(["图斑号", "认定结果"], [[ID1, "合法"]], inbox / "城关镇.xls")
+    _shapefile_return(inbox, "东村", ID3)
+    (inbox / "bad.csv").write_text(f"图斑编号,核实认定\n{ID3},也许\n", encoding="utf-8")
+    counts = import_inbox(cfg, ws, run_id="r2", now=NOW)
+    assert (counts["applied"], counts["rejected"]) == (2, 1)
+
+    done = {p.name: p.read_bytes() for p in (inbox / "done").iterdir()}
+    assert {k: done[k] for k in first} == first  # the earlier files, untouched
+    assert set(done) - set(first) == {
+        "城关镇.r2.xls",
+        *(f"东村.r2.{s}" for s in ("shp", "shx", "dbf", "prj", "cpg")),
+    }
+    rejected = sorted(p.name for p in (inbox / "rejected").iterdir())
+    assert rejected == [
+        "bad.csv", "bad.csv.rejected.csv", "bad.r2.csv", "bad.r2.csv.rejected.csv"
+    ]  # fmt: skip
+    assert "也许" in (inbox / "rejected" / "bad.r2.csv.rejected.csv").read_text("utf-8-sig")
+    assert "大概违法" in (inbox / "rejected" / "bad.csv.rejected.csv").read_text("utf-8-sig")
+    assert gpd.read_file(inbox / "done" / "东村.r2.shp")["patch_id"].tolist() == [ID3]
+
+    write_xls(["图斑号", "认定结果"], [[ID1, "合法"]], inbox / "城关镇.xls")
+    import_inbox(cfg, ws, run_id="r2", now=NOW)  # the same run id again: a counter
+    assert (inbox / "done" / "城关镇.r2-2.xls").exists()
 
 
 def test_inbox_counts_rows_not_filled_and_rejects_bad_files(workspace):

@@ -235,6 +235,8 @@ def test_inbox_imports_moves_and_rejects(area):
     )
     result = _run(config)
     assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # the console wraps long lines
+    assert "; 2 file(s): 1 applied, 1 rejected, 0 unsupported, 0 left in place" in text, text
     assert (inbox / "done" / "township_a.csv").exists()
     assert (inbox / "rejected" / "bad.csv").exists()
     assert "130609201799999" in (inbox / "rejected" / "bad.csv.rejected.csv").read_text(

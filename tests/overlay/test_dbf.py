@@ -19,6 +19,7 @@ from pipeline.overlay.io.dbf import (
     encoding_of_language_driver,
     first_mismatch,
     first_undecodable,
+    language_driver_of,
     parse_header,
 )
 from pipeline.overlay.io.vectors import inspect_layer, layer_fingerprint, read_columns, read_layer
@@ -102,6 +103,31 @@ def test_text_in_neither_utf8_nor_gb18030_asks_for_the_encoding_key(tmp_path):
     assert isinstance(err.value, OSError)
     got = read_layer(path, encoding="CP1252", key="layers.approvals")["XZMC"]
     assert list(got) == ["€uro", "été"]
+
+
+def test_latin_text_that_happens_to_decode_as_gb18030_is_not_taken_for_chinese(tmp_path):
+    """CP1252 text without a .cpg whose bytes are valid GB18030 ('Montréal' reads as
+    'Montr閍l': rare ideographs of GBK's extension area) is an input error naming the layer,
+    showing a value and asking for ``layers.<name>.encoding``; declared, it reads."""
+    names = ["Montréal Saône", "Málaga Córdoba"]
+    path = write_shapefile(tmp_path / "fr.shp", names_frame(names), encoding="CP1252")
+    assert "Montréal Saône".encode("cp1252").decode("gb18030") == "Montr閍l Sa鬾e"
+    with pytest.raises(InputDataError) as err:
+        read_layer(path, key="layers.approvals")
+    message = str(err.value)
+    assert "layers.approvals (" in message and "fr.shp" in message
+    assert "'Montr閍l Sa鬾e' as GB18030" in message and "'Montréal Saône' as CP1252" in message
+    assert "set 'layers.approvals.encoding'" in message
+    got = read_layer(path, encoding="CP1252", key="layers.approvals")["XZMC"]
+    assert list(got) == names
+
+
+def test_chinese_with_punctuation_and_a_rare_character_is_still_chinese(tmp_path):
+    """Detected GB18030 text of common hanzi, CJK and full-width punctuation reads, even
+    with a character outside GB2312 (堃) among them."""
+    names = ["冀政转征〔2017〕12号", "青宁街道（东区）", "王堃家庭农场", *NAMES]
+    path = write_shapefile(tmp_path / "pz.shp", names_frame(names))
+    assert list(read_layer(path)["XZMC"]) == names
 
 
 def test_chinese_field_names_are_decoded_too(tmp_path):
@@ -188,6 +214,15 @@ def test_language_bytes():
     assert encoding_of_language_driver(0x03) == "CP1252"
     assert encoding_of_language_driver(0) is None
     assert encoding_of_language_driver(0x57) is None
+
+
+def test_language_byte_written_for_an_encoding_is_read_back_as_it():
+    """The packages' byte for ``export.encoding`` comes from the same table the readers use:
+    GBK (or cp936) is 0x4D, read back as GBK; UTF-8 has no byte (0: its .cpg says)."""
+    assert language_driver_of("GBK") == language_driver_of("cp936") == 0x4D
+    assert language_driver_of("UTF-8") == 0
+    for name in ("GBK", "BIG5", "CP1252", "CP866"):
+        assert encoding_of_language_driver(language_driver_of(name)) == name
 
 
 def test_header_and_first_undecodable_value(tmp_path):

@@ -22,6 +22,7 @@ from pipeline.registry.matching import register_detections
 from pipeline.registry.store import empty_state
 from pipeline.schema import E, EventKind, P, RectMethod, Verdict
 from tests.detections import CRS, make_detections
+from tests.shapefiles import write_shapefile
 
 TODAY = dt.date(2024, 6, 1)
 NOW = "2024-06-01T10:00:00Z"
@@ -173,6 +174,14 @@ def test_gbk_csv_with_chinese_headers_and_values(tmp_path, state):
     assert new.events[E.SOURCE].iloc[-1] == f"field:{path.name}#4"
 
 
+def test_gb18030_csv_with_a_character_gbk_lacks(tmp_path):
+    """CSV returns try UTF-8 then GB18030 (not GBK): a name with 𠮷 (four bytes in GB18030,
+    absent from GBK) reads as written."""
+    path = tmp_path / "r.csv"
+    path.write_bytes(f"图斑编号,核实认定,核查人\n{ID1},违法,吉𠮷\n".encode("gb18030"))
+    assert read_return(path)[P.INSPECTOR].tolist() == ["吉𠮷"]
+
+
 def test_utf8_bom_csv_and_encoding_override(tmp_path):
     path = tmp_path / "r.csv"
     path.write_bytes(f"Patch ID,Verdict\n{ID1},违法\n".encode("utf-8-sig"))
@@ -218,6 +227,43 @@ def test_zipped_shapefile_with_cpg_and_gpkg(tmp_path):
     gpkg = tmp_path / "return.gpkg"
     pyogrio.write_dataframe(gdf, gpkg)
     assert read_return(gpkg)[P.PATCH_ID].tolist() == [ID1]
+
+
+@pytest.mark.parametrize("setting", [None, "ISO-8859-1", "UTF-8"])
+@pytest.mark.parametrize(("cpg", "ldid"), [(None, 0), ("GBK", 0), ("936", 0), (None, 0x4D)])
+def test_gbk_shapefile_return_reads_whatever_shape_encoding_says(
+    tmp_path, monkeypatch, setting, cpg, ldid
+):
+    """A Shapefile return in GBK, with or without a .cpg or language byte saying so, is
+    decoded by the layers' rules and the encoding handed to GDAL explicitly: SHAPE_ENCODING
+    in the environment (which overrides a .cpg in GDAL) cannot garble it."""
+    gdf = gpd.GeoDataFrame(
+        {"patch_id": [ID1], "verdict": ["违法"], "note": ["已拆除复耕"]},
+        geometry=[Point(0, 0)],
+        crs=CRS,
+    )
+    path = write_shapefile(tmp_path / "城关镇.shp", gdf, encoding="GBK", cpg=cpg, ldid=ldid)
+    if setting:
+        monkeypatch.setenv("SHAPE_ENCODING", setting)
+    frame = read_return(path)
+    assert frame[P.VERDICT].tolist() == ["违法"] and frame[P.NOTE].tolist() == ["已拆除复耕"]
+
+
+def test_shapefile_return_in_an_undetectable_encoding_asks_for_it(tmp_path):
+    """A CP1252 Shapefile return without .cpg is not read as mojibake: the error names the
+    file and says how to give the encoding; given, it reads."""
+    gdf = gpd.GeoDataFrame(
+        {"patch_id": [ID1], "verdict": ["illegal"], "note": ["Montréal Saône"]},
+        geometry=[Point(0, 0)],
+        crs=CRS,
+    )
+    path = write_shapefile(tmp_path / "r.shp", gdf, encoding="CP1252")
+    with pytest.raises(InputDataError) as err:
+        read_return(path)
+    message = str(err.value)
+    assert "r.shp" in message and "'field_returns.encoding'" in message
+    assert "--encoding" in message
+    assert read_return(path, encoding="CP1252")[P.NOTE].tolist() == ["Montréal Saône"]
 
 
 @pytest.mark.parametrize("name", ["../evil.shp", "/etc/evil.shp", "a/../../evil.shp"])

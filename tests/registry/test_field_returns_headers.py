@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from pathlib import Path
@@ -170,13 +171,115 @@ def test_area_unit_in_the_header_is_converted_to_m2(tmp_path, header, value, m2)
 
 def _big_state():
     """The three patches, 1500 m² each, so a remaining area of 1250 m² fits."""
-    import dataclasses
+    return _state_of(1500.0)
 
+
+def _state_of(area_m2: float):
+    """The three patches, ``area_m2`` each."""
     state = township_state(3)
     patches = state.patches.copy()
-    patches[P.AREA_M2] = 1500.0
-    patches[P.AREA_MU] = 1500.0 / MU_M2
+    patches[P.AREA_M2] = area_m2
+    patches[P.AREA_MU] = area_m2 / MU_M2
     return dataclasses.replace(state, patches=patches)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "剩余面积/亩",
+        "剩余面积亩",
+        "剩余面积 亩",
+        "剩余面积_亩",
+        "剩余面积（亩）",
+        "剩余面积／亩",
+        "剩余面积(单位：亩)",
+        "整改后剩余面积",
+        "整改后剩余面积（亩）",
+        "剩余未整改面积亩",
+        "Remaining area mu",
+    ],
+)
+def test_area_unit_after_the_header_without_brackets(tmp_path, header):
+    """The unit may follow the header without brackets; 整改后剩余面积 is a remaining area
+    too. Without a unit it is m²."""
+    path = _csv(tmp_path, f"图斑编号,核实认定,{header}", f"{ID1},违法,0.3", encoding="utf-8")
+    frame = read_return(path)
+    expected = 0.3 if header == "整改后剩余面积" else 0.3 * MU_M2
+    assert float(frame[P.REMAINING_M2].iloc[0]) == pytest.approx(expected, rel=1e-12)
+    new, _ = _apply(frame)
+    assert new.patches.set_index(P.PATCH_ID).loc[ID1, P.REMAINING_M2] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "header", ["剩余面积亩数", "剩余面积(亩)合计", "整改后剩余面积（亩）数", "remaining area in mu"]
+)
+def test_unknown_header_with_an_area_word_and_a_unit_rejects_the_file(tmp_path, header):
+    """A header that holds an area header word and a unit word, in a form not understood,
+    rejects the file with a message naming it and the forms that are read: its values are
+    not left unread."""
+    path = _csv(tmp_path, f"图斑编号,核实认定,{header}", f"{ID1},违法,0.3", encoding="utf-8")
+    with pytest.raises(InputDataError) as info:
+        read_return(path)
+    message = str(info.value)
+    assert repr(header) in message and "remaining_m2" in message
+    assert "剩余面积（亩）" in message and "剩余面积/亩" in message
+
+
+def test_unknown_header_with_an_area_word_but_no_unit_is_only_warned(tmp_path):
+    """``剩余面积说明`` (a note about the area) is an unknown column: warned, not an error;
+    an English word holding a unit's letters (``share``: ha) is no unit."""
+    path = _csv(
+        tmp_path,
+        "图斑编号,核实认定,剩余面积说明,remaining share",
+        f"{ID1},合法,,",
+        encoding="utf-8",
+    )
+    assert read_return(path).attrs["unknown_columns"] == ("剩余面积说明", "remaining share")
+
+
+# --------------------------------------------------------------------------- area rounding
+AREA = 411.86
+"""A patch area whose value in 亩 (0.61779 亩) is not a round number."""
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [("剩余面积(亩)", "0.62"), ("剩余面积/亩", "0.618"), ("剩余面积（亩）", "0.6178"),
+     ("剩余面积(公顷)", "0.0412"), ("剩余面积", "411.865")],
+)  # fmt: skip
+def test_area_rounded_from_the_patch_area_is_the_whole_patch(tmp_path, header, value):
+    """A value over the patch area but within half a unit of its last written decimal of it
+    (0.62 亩: 0.005 亩 ≈ 3.33 m²; 0.618 亩: 0.33 m²; 0.0412 公顷: 0.5 m²) is the whole patch,
+    stored as the patch area; in m² the margin is 0.01 m²."""
+    path = _csv(tmp_path, f"图斑编号,核实认定,{header}", f"{ID1},违法,{value}", encoding="utf-8")
+    new, summary = _apply(read_return(path), _state_of(AREA))
+    assert new.patches.set_index(P.PATCH_ID).loc[ID1, P.REMAINING_M2] == AREA
+    assert summary.n_applied == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [("剩余面积(亩)", "0.63"), ("剩余面积(亩)", "0.619"), ("剩余面积(亩)", "0.6185"),
+     ("剩余面积", "411.9"), ("剩余面积(亩)", "1")],
+)  # fmt: skip
+def test_area_really_larger_than_the_patch_is_rejected_with_distinct_numbers(
+    tmp_path, header, value
+):
+    """A value beyond the rounding of its last decimal is rejected, and the message shows
+    the two areas, in m² and in 亩, with enough decimals to differ (0.6185 亩 is not shown
+    as 0.62 亩 beside a 0.62 亩 patch)."""
+    state = _state_of(AREA if value != "1" else 200.0)  # 1 亩 allows 0.5-1.5 亩
+    path = _csv(tmp_path, f"图斑编号,核实认定,{header}", f"{ID1},违法,{value}", encoding="utf-8")
+    with pytest.raises(FieldReturnError) as info:
+        _apply(read_return(path), state)
+    ((_, row, reason),) = info.value.rejections
+    m2, mu, area_m2, area_mu = re.fullmatch(
+        r"remaining_m2 ([\d.]+) m² \(([\d.]+) 亩\) exceeds the patch area ([\d.]+) m² "
+        r"\(([\d.]+) 亩\) by more than the rounding of the value written",
+        reason,
+    ).groups()
+    assert row == 2 and m2 != area_m2 and mu != area_mu, reason
+    assert float(m2) > float(area_m2) and float(mu) > float(area_mu)
 
 
 def test_area_in_mu_too_big_is_reported_in_both_units(tmp_path):

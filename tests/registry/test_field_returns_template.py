@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -19,11 +20,13 @@ import pytest
 from pipeline.errors import FieldReturnError
 from pipeline.ops.field_import import describe
 from pipeline.registry.field_returns import ROW, apply_return
+from pipeline.registry.io.registry_file import load_registry, save_registry
 from pipeline.registry.io.return_files import read_return
 from pipeline.registry.rates import compute_rates
 from pipeline.registry.store import normalise_patches
 from pipeline.schema import RC, E, EventKind, P, Verdict
 from tests.field_returns import (
+    CRS,
     N_PATCHES,
     NOW,
     TODAY,
@@ -184,6 +187,43 @@ def test_a_null_verdict_left_by_an_older_import_becomes_pending():
     assert new.patches.set_index(P.PATCH_ID).loc[IDS[7], P.VERDICT] == Verdict.PENDING
     values = json.loads(new.events[E.VALUES].iloc[-1])
     assert values[P.VERDICT] == Verdict.PENDING
+
+
+def test_a_registry_with_null_verdicts_loads_them_as_pending(tmp_path, caplog):
+    """A registry saved by the old importer with null verdicts is read with those patches
+    ``pending`` and a WARNING naming how many and the first ids."""
+    state = township_state()
+    patches = state.patches.copy()
+    damaged_ids = IDS[2:9]
+    patches.loc[patches[P.PATCH_ID].isin(damaged_ids), P.VERDICT] = np.nan
+    path = tmp_path / "registry.gpkg"
+    save_registry(path, dataclasses.replace(state, patches=normalise_patches(patches)))
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        loaded = load_registry(path, CRS)
+    assert (loaded.patches[P.VERDICT] == Verdict.PENDING).all()
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "7 patch(es) had no verdict" in warning and "pending" in warning
+    assert ", ".join(damaged_ids[:5]) in warning and "(and 2 more)" in warning
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        save_registry(path, loaded)  # saved once, the registry is repaired
+        load_registry(path, CRS)
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_blank_row_with_an_unknown_id_is_an_unknown_id_not_a_row_not_filled():
+    """A blank row whose patch id is not in the registry is reported as an unknown id in the
+    summary's warnings, not counted as "not filled"; the file is still applied."""
+    state = township_state()
+    unknown = "130609201799999"
+    frame = pd.DataFrame(
+        {P.PATCH_ID: [IDS[0], unknown, IDS[1]], P.VERDICT: [None, None, "合法"], ROW: [2, 3, 4]}
+    )
+    new, summary = _apply(state, frame)
+    assert (summary.n_rows, summary.n_applied, summary.n_not_filled) == (3, 1, 1)
+    (warning,) = summary.warnings
+    assert "unknown patch id" in warning and f"row 3 {unknown!r}" in warning
+    assert new.patches.set_index(P.PATCH_ID).loc[IDS[1], P.VERDICT] == Verdict.LEGAL
 
 
 def test_template_area_is_not_read_as_a_filled_value(tmp_path):

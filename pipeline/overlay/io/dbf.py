@@ -10,7 +10,9 @@ first match wins:
 3. the DBF language-driver byte (byte 29), when it names a code page
    (:data:`LANGUAGE_DRIVERS`; 0 and 0x57 "current ANSI code page" say nothing);
 4. strict UTF-8, when every text value and field name decodes;
-5. GB18030 (a superset of GBK and GB2312), when every one decodes.
+5. GB18030 (a superset of GBK and GB2312), when every one decodes *and* the text reads as
+   Chinese (:func:`common_chinese_share`): Latin-1/CP1252 text often decodes as GB18030 too
+   (``Montréal`` as ``Montr閍l``), into rare characters no Chinese layer is made of.
 
 Otherwise the layer is an :class:`~pipeline.errors.InputDataError` that asks for the
 ``encoding`` key. Whatever decided, every text (``C``) value and every field name is decoded
@@ -39,11 +41,13 @@ __all__ = [
     "EncodingDecision",
     "Undecodable",
     "canonical_encoding",
+    "common_chinese_share",
     "decide_encoding",
     "encoding_of_cpg",
     "encoding_of_language_driver",
     "first_mismatch",
     "first_undecodable",
+    "language_driver_of",
     "parse_header",
 ]
 
@@ -66,6 +70,10 @@ absent: they say nothing about the text."""
 
 DETECTED = ("UTF-8", "GB18030")
 """Tried in this order, strictly, when neither the config, a ``.cpg`` nor the language byte says."""
+
+MIN_CHINESE_SHARE = 0.9
+"""Share of the non-ASCII characters of a layer's distinct values that must be common Chinese
+(:func:`common_chinese_share`) for *detected* GB18030 to be accepted."""
 
 _GDAL_NAMES = {"utf-8": "UTF-8", "gbk": "GBK", "gb18030": "GB18030", "gb2312": "GB2312",
                "big5": "BIG5", "latin-1": "ISO-8859-1", "iso8859-1": "ISO-8859-1",
@@ -161,6 +169,17 @@ def encoding_of_language_driver(ldid: int) -> str | None:
     """The encoding a DBF language-driver byte names; ``None`` for 0, 0x57 and unknown ids."""
     name = LANGUAGE_DRIVERS.get(ldid)
     return canonical_encoding(name) if name else None
+
+
+def language_driver_of(encoding: str) -> int:
+    """The DBF language-driver byte that names ``encoding`` (the first id of
+    :data:`LANGUAGE_DRIVERS` for its code page: 0x4D for GBK); 0, "says nothing", when no id
+    names it (UTF-8: a ``.cpg`` alone says)."""
+    wanted = canonical_encoding(encoding)
+    for ldid, name in LANGUAGE_DRIVERS.items():
+        if canonical_encoding(name) == wanted:
+            return ldid
+    return 0
 
 
 # --------------------------------------------------------------------------- DBF (pure)
@@ -275,6 +294,50 @@ def first_mismatch(
     return None
 
 
+def common_chinese_share(
+    data: bytes | memoryview | np.ndarray, header: DbfHeader, encoding: str
+) -> tuple[float, Undecodable | None]:
+    """The share of the non-ASCII characters of the distinct text values of ``data`` (a whole
+    DBF) that are common Chinese when decoded in ``encoding``, and the first value (in record
+    order) holding a character that is not (``None`` when all are; share 1.0 without any
+    non-ASCII character).
+
+    Notes
+    -----
+    *Common Chinese* is a character of GB2312 (its 6763 hanzi, CJK punctuation, full-width
+    forms, ...) or of the CJK Symbols and Punctuation or Halfwidth and Fullwidth Forms blocks.
+    Being a CJK unified ideograph is not enough: Latin-1/CP1252 text decoded as GB18030 gives
+    ideographs too (``Montréal Saône`` → ``Montr閍l Sa鬾e``), but rare ones from GBK's
+    extension areas, whose second byte is an ASCII letter. Bureau layers are written almost
+    only in GB2312 characters. Each distinct value counts once.
+    """
+    n_chars = n_common = 0
+    sample: Undecodable | None = None
+    for field, rows, values in _text_columns(data, header):
+        distinct, first, _ = _distinct_non_ascii(values)
+        for k in np.argsort(first):
+            raw = distinct[k].tobytes().rstrip(b" \x00")
+            chars = [c for c in raw.decode(encoding, errors="ignore") if ord(c) >= 0x80]
+            common = sum(map(_is_common_chinese, chars))
+            n_chars += len(chars)
+            n_common += common
+            if common < len(chars) and sample is None:
+                name = field.name.decode(encoding, errors="replace")
+                sample = Undecodable(name, int(rows[first[k]]) + 1, raw)
+    return (n_common / n_chars if n_chars else 1.0), sample
+
+
+@functools.lru_cache(maxsize=65536)
+def _is_common_chinese(char: str) -> bool:
+    if 0x3000 <= ord(char) <= 0x303F or 0xFF00 <= ord(char) <= 0xFFEF:
+        return True
+    try:
+        char.encode("gb2312")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 # --------------------------------------------------------------------------- deciding (I/O)
 def decide_encoding(
     dbf: Path, declared: str | None = None, *, label: str, key: str
@@ -294,7 +357,9 @@ def decide_encoding(
     ------
     InputDataError
         The text does not decode in the declared encoding (the message names the record, the
-        field and the bytes), or, with nothing declared, neither in UTF-8 nor in GB18030.
+        field and the bytes), or, with nothing declared, neither in UTF-8 nor in GB18030, or
+        only in GB18030 but not as Chinese (less than :data:`MIN_CHINESE_SHARE` of its
+        non-ASCII characters common Chinese: Latin-1 text, say; the message shows a value).
 
     Notes
     -----
@@ -323,6 +388,8 @@ def _decide_cached(
     for encoding, reason in candidates:
         bad, n_cut = first_undecodable(data, header, encoding)
         if bad is None:
+            if len(candidates) > 1 and encoding == "GB18030":
+                _check_chinese(data, header, label, key)
             return EncodingDecision(encoding, reason, n_cut)
         if len(candidates) == 1:
             raise InputDataError(
@@ -345,6 +412,25 @@ def _decide_cached(
         f"nothing declares its encoding (no .cpg naming one, DBF language byte "
         f"0x{header.language_driver:02X}); set '{key}.encoding' to the layer's encoding "
         "(e.g. BIG5, CP1252), or fix that record"
+    )
+
+
+def _check_chinese(
+    data: bytes | memoryview | np.ndarray, header: DbfHeader, label: str, key: str
+) -> None:
+    """Raise unless the text, detected as GB18030, reads as Chinese."""
+    share, sample = common_chinese_share(data, header, "GB18030")
+    if share >= MIN_CHINESE_SHARE or sample is None:
+        return
+    as_gb = sample.raw.decode("GB18030", errors="replace")
+    as_latin = sample.raw.decode("CP1252", errors="replace")
+    raise InputDataError(
+        f"{label}: the text is not UTF-8, and read as GB18030 it is not Chinese: only "
+        f"{share:.0%} of its non-ASCII characters are common Chinese ones (record "
+        f"{sample.record}, field {sample.field!r}: {as_gb!r} as GB18030, {as_latin!r} as "
+        f"CP1252; bytes {sample.raw!r}); nothing declares the encoding (no .cpg naming one, "
+        f"DBF language byte 0x{header.language_driver:02X}): set '{key}.encoding' to the "
+        "layer's encoding (e.g. CP1252 or ISO-8859-1 for Western European text, BIG5, GBK)"
     )
 
 

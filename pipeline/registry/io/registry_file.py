@@ -29,6 +29,7 @@ from pipeline.registry.store import (
     normalise_patches,
     normalise_state,
     normalise_table,
+    pending_null_verdicts,
 )
 from pipeline.schema import EVENTS_TABLE, PATCH_COLUMNS, PATCHES_LAYER, RUNS_TABLE
 
@@ -55,7 +56,9 @@ def load_registry(path: str | os.PathLike[str], crs: Any) -> RegistryState:
     Dtypes are restored as documented in :mod:`pipeline.registry.store`: text columns come
     back as text even when every value looks like a number (codes keep leading zeros).
     Single-part MultiPolygons (the file stores every patch as a MultiPolygon) come back as
-    Polygons.
+    Polygons. A patch without a verdict (left by an older importer) comes back ``pending``,
+    with a WARNING naming how many and the first ids
+    (:func:`~pipeline.registry.store.pending_null_verdicts`).
     """
     path = Path(path)
     if not path.exists():
@@ -88,8 +91,20 @@ def load_registry(path: str | os.PathLike[str], crs: Any) -> RegistryState:
         frame = pyogrio.read_dataframe(path, layer=name, read_geometry=False)
         _check_columns(path, name, frame.columns, TABLE_COLUMNS[name])
         tables[name] = normalise_table(name, frame)
+    patches, emptied = pending_null_verdicts(normalise_patches(patches))
+    if emptied:
+        shown = ", ".join(emptied[:5]) + (
+            f" (and {len(emptied) - 5} more)" if len(emptied) > 5 else ""
+        )
+        log.warning(
+            "registry %s: %d patch(es) had no verdict (left by an older field-return import); "
+            "they are pending: %s",
+            path,
+            len(emptied),
+            shown,
+        )
     return RegistryState(
-        patches=normalise_patches(patches),
+        patches=patches,
         events=tables[EVENTS_TABLE],
         runs=tables[RUNS_TABLE],
         imports=tables[IMPORTS_TABLE],

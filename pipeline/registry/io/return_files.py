@@ -4,8 +4,14 @@ rejection reports. The I/O around the pure :mod:`pipeline.registry.field_returns
 Every value is read as text first (patch ids keep their leading zeros; numbers are parsed
 by :func:`pipeline.registry.field_returns.apply_return`), headers are mapped to the canonical names
 (:func:`resolve_headers`, :data:`~pipeline.schema.FIELD_RETURN_HEADERS`), an area given in
-another unit is converted to m², and the row number the user sees is kept in the
-:data:`pipeline.registry.field_returns.ROW` column.
+another unit is converted to m² (with the rounding margin of the unit it was written in, see
+:data:`~pipeline.schema.FIELD_RETURN_TOLERANCES`), and the row number the user sees is kept in
+the :data:`pipeline.registry.field_returns.ROW` column.
+
+A Shapefile's text is decoded by the rules of the input layers
+(:func:`pipeline.overlay.io.vectors.text_encoding`: the encoding given, the ``.cpg``, the DBF
+language byte, strict UTF-8, then GB18030 if it reads as Chinese), handed to pyogrio
+explicitly so that a ``SHAPE_ENCODING`` set in the environment plays no part.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -30,6 +37,7 @@ import pyogrio
 
 from pipeline.atomic import atomic_path
 from pipeline.errors import InputDataError
+from pipeline.overlay.io.vectors import text_encoding
 from pipeline.registry.field_returns import ROW
 from pipeline.schema import (
     COLUMN_LABELS,
@@ -37,6 +45,7 @@ from pipeline.schema import (
     FIELD_RETURN_COLUMNS,
     FIELD_RETURN_HEADERS,
     FIELD_RETURN_IGNORED_HEADERS,
+    FIELD_RETURN_TOLERANCES,
     PATCH_COLUMNS,
     SHAPEFILE_FIELDS,
     P,
@@ -50,8 +59,9 @@ except ImportError:  # a dependency, but a broken install is told how to fix it 
 
 log = logging.getLogger(__name__)
 
-CSV_ENCODINGS = ("utf-8-sig", "gbk")
-"""Encodings tried, in order, for CSV returns without an explicit encoding."""
+CSV_ENCODINGS = ("utf-8-sig", "gb18030")
+"""Encodings tried, in order, for CSV returns without an explicit encoding (UTF-8 with or
+without BOM, then GB18030, which reads GBK and GB2312 and the characters GBK lacks)."""
 
 SUFFIXES = (".csv", ".txt", ".xlsx", ".xlsm", ".xls", ".shp", ".gpkg", ".zip")
 """Field-return formats :func:`read_return` reads (a zip holds one file of the others)."""
@@ -69,8 +79,13 @@ AREA_UNITS: dict[str, float] = {
     "公顷": 10000.0,
     "ha": 10000.0,
 }
-"""Unit written in brackets after an area header -> square metres per unit (1 亩 = 10000/15
-m² exactly). An area header without a unit is in m²."""
+"""Unit written after an area header, in brackets or not -> square metres per unit (1 亩 =
+10000/15 m² exactly). An area header without a unit is in m²."""
+
+SUSPECT_UNIT_WORDS = (*AREA_UNITS, "平方", "公里", "千米", "km")
+"""Words that make an unknown header holding an area header word (``剩余面积亩数``,
+``剩余面积(亩)合计``) look like an area with a unit: such a header rejects the file rather
+than be left unread."""
 
 
 def read_return(
@@ -85,8 +100,9 @@ def read_return(
         ``.gpkg``, or a ``.zip`` holding exactly one such file (e.g. a zipped Shapefile).
     encoding : str, optional
         Text encoding of a CSV or Shapefile; default: CSV tries UTF-8 (with or without BOM)
-        then GBK; a Shapefile honours its ``.cpg`` file, else tries UTF-8 then GBK. Excel
-        files carry their own encoding.
+        then GB18030 (GBK); a Shapefile's is settled by
+        :func:`pipeline.overlay.io.vectors.text_encoding` (``.cpg``, DBF language byte, strict
+        UTF-8, GB18030). Excel files carry their own encoding.
     layer : str, optional
         GeoPackage layer (default: the first).
 
@@ -94,16 +110,19 @@ def read_return(
     -------
     pandas.DataFrame
         Columns: the :data:`~pipeline.schema.FIELD_RETURN_COLUMNS` found in the file (text,
-        NaN for empty cells; areas in m²) and :data:`~pipeline.registry.field_returns.ROW` (int). Fully
-        empty rows are dropped. ``attrs["source"]`` names the file read,
-        ``attrs["unknown_columns"]`` lists the headers not recognised.
+        NaN for empty cells; areas in m²) and :data:`~pipeline.registry.field_returns.ROW` (int);
+        for an area written in another unit than m², its rounding margin in m²
+        (:data:`~pipeline.schema.FIELD_RETURN_TOLERANCES`). Fully empty rows are dropped.
+        ``attrs["source"]`` names the file read, ``attrs["unknown_columns"]`` lists the
+        headers not recognised.
 
     Raises
     ------
     InputDataError
         Missing or unreadable file, unsupported format, undecodable text, no patch id or no
-        verdict column, two columns meaning the same thing, an area unit not understood, or
-        a zip entry with an absolute path or ``..`` (path traversal).
+        verdict column, two columns meaning the same thing, an area unit not understood (or an
+        unknown header that looks like an area with a unit), or a zip entry with an absolute
+        path or ``..`` (path traversal).
 
     Notes
     -----
@@ -132,7 +151,7 @@ def read_return(
         )
     out, unknown = _canonical_columns(raw, path)
     out[ROW] = rows
-    keep = out.drop(columns=[ROW]).notna().any(axis=1)
+    keep = out[[c for c in FIELD_RETURN_COLUMNS if c in out.columns]].notna().any(axis=1)
     out = out[keep].reset_index(drop=True)
     out.attrs["source"] = path.name
     out.attrs["unknown_columns"] = unknown
@@ -172,7 +191,7 @@ def _read_csv(path: Path, encoding: str | None) -> tuple[pd.DataFrame, np.ndarra
     if text is None:
         raise InputDataError(
             f"{path}: cannot decode the text as {' or '.join(tried)}; save it as UTF-8 or pass "
-            "--encoding (e.g. --encoding gb18030)"
+            "--encoding (e.g. --encoding big5)"
         )
     try:
         # header=None: the header row is taken as it is, so two columns with one header stay
@@ -270,30 +289,29 @@ def _read_xlsx(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
 def _read_ogr(
     path: Path, encoding: str | None, layer: str | None
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    is_shp = path.suffix.lower() == ".shp"
-    if encoding:
-        attempts: list[str | None] = [encoding]
-    elif is_shp and not path.with_suffix(".cpg").exists():
-        attempts = ["utf-8", "gbk"]  # no .cpg: GDAL would guess ISO-8859-1
-    else:
-        attempts = [None]
-    errors = []
-    for enc in attempts:
+    """A Shapefile's text in the encoding the input layers' rules settle, always passed to
+    pyogrio (so neither GDAL's guess nor ``SHAPE_ENCODING`` decides); a GeoPackage is UTF-8."""
+    read_encoding = None
+    if path.suffix.lower() == ".shp":
         try:
-            frame = pyogrio.read_dataframe(
-                path,
-                layer=layer,
-                read_geometry=False,
-                encoding=enc if is_shp else None,
+            decision = text_encoding(
+                path, encoding, label=f"field return {path.name}", key="field_returns"
             )
-            break
-        except Exception as exc:  # pyogrio/GDAL errors and UnicodeDecodeError
-            errors.append(f"{enc or 'default'}: {exc}")
-    else:
-        raise InputDataError(
-            f"{path}: cannot read ({'; '.join(errors)}); pass --encoding if the text is not "
-            "UTF-8 or GBK"
+        except InputDataError as exc:
+            raise InputDataError(
+                f"{exc} (or pass --encoding to `landwatch field import` for this file)"
+            ) from exc
+        read_encoding = decision.encoding if decision else None
+    try:
+        frame = pyogrio.read_dataframe(
+            path, layer=layer, read_geometry=False, encoding=read_encoding
         )
+    except UnicodeDecodeError as exc:
+        raise InputDataError(
+            f"{path}: the text is not valid {read_encoding} ({exc}); pass --encoding"
+        ) from exc
+    except Exception as exc:  # pyogrio/GDAL errors
+        raise InputDataError(f"{path}: cannot read ({exc})") from exc
     frame = pd.DataFrame({c: [_cell_text(v) for v in frame[c]] for c in frame.columns})
     return frame, np.arange(len(frame)) + 1
 
@@ -369,16 +387,18 @@ def resolve_headers(headers: Sequence[Any], *, source: str = "field return") -> 
     Raises
     ------
     InputDataError
-        Two headers mean the same column, or an area header has a unit that is not one of
-        :data:`AREA_UNITS`.
+        Two headers mean the same column, an area header has a unit that is not one of
+        :data:`AREA_UNITS`, or an unknown header holds an area header word and a unit word
+        (:data:`SUSPECT_UNIT_WORDS`): an area in a form not understood is not left unread.
 
     Notes
     -----
     Headers match after trimming, ignoring case, full-width brackets and a leading or
     trailing ``*``, and treating spaces and hyphens as ``_``. A remark in brackets after a
     known header is ignored (``核查日期（年月日）``) except on an area column, where it must be
-    a unit of :data:`AREA_UNITS` (``剩余面积（亩）``, ``剩余面积(单位:亩)``); without a unit the
-    area is in m².
+    a unit of :data:`AREA_UNITS` (``剩余面积（亩）``, ``剩余面积(单位:亩)``). An area header
+    may also be followed by its unit without brackets: ``剩余面积/亩``, ``剩余面积亩``,
+    ``剩余面积 亩``, ``剩余面积_亩``. Without a unit the area is in m².
     """
     columns: dict[str, int] = {}
     to_m2: dict[str, float] = {}
@@ -390,7 +410,11 @@ def resolve_headers(headers: Sequence[Any], *, source: str = "field return") -> 
             continue
         column, factor = _match_header(text, source)
         if column is None:
-            (context if _is_context(text) else unknown).append(text)
+            if _is_context(text):
+                context.append(text)
+                continue
+            _check_not_an_area(text, source)
+            unknown.append(text)
             continue
         if column in columns:
             first = _header_text(headers[columns[column]])
@@ -408,8 +432,15 @@ def _norm(header: str) -> str:
     return re.sub(r"[\s\-]+", "_", text.lower())
 
 
-_FULL_WIDTH = str.maketrans("（）【】［］：＊", "()[][]:*")
+_FULL_WIDTH = str.maketrans("（）【】［］：＊／", "()[][]:*/")
 _BRACKETED = re.compile(r"(?P<base>.+?)_*[(\[](?P<remark>[^()\[\]]*)[)\]]")
+_UNIT_AFTER = re.compile(
+    r"(?P<base>.+?)[_/:]*(?:单位[:_]*)?(?P<unit>"
+    + "|".join(re.escape(u) for u in sorted(AREA_UNITS, key=len, reverse=True))
+    + ")"
+)
+"""An area header followed by its unit without brackets (normalised: ``剩余面积/亩``,
+``剩余面积亩``, ``剩余面积_亩``)."""
 
 
 HEADER_MAP = {_norm(header): column for header, column in FIELD_RETURN_ALIASES.items()}
@@ -444,6 +475,9 @@ def _match_header(header: str, source: str) -> tuple[str | None, float]:
         return HEADER_MAP[key], 1.0
     match = _BRACKETED.fullmatch(key)
     if match is None or match["base"] not in HEADER_MAP:
+        after = _UNIT_AFTER.fullmatch(key)
+        if after is not None and HEADER_MAP.get(after["base"]) in AREA_COLUMNS:
+            return HEADER_MAP[after["base"]], AREA_UNITS[after["unit"]]
         return None, 1.0
     column = HEADER_MAP[match["base"]]
     if column not in AREA_COLUMNS:
@@ -456,6 +490,37 @@ def _match_header(header: str, source: str) -> tuple[str | None, float]:
             "for m²"
         )
     return column, AREA_UNITS[unit]
+
+
+AREA_HEADER_WORDS = tuple(
+    sorted((h for h, c in HEADER_MAP.items() if c in AREA_COLUMNS), key=len, reverse=True)
+)
+"""Accepted headers (normalised) of the area columns, longest first."""
+
+_SUSPECT_UNIT = re.compile(
+    "|".join(
+        re.escape(u) if not u.isascii() else rf"(?<![a-z0-9]){re.escape(u)}(?![a-z0-9])"
+        for u in sorted(SUSPECT_UNIT_WORDS, key=len, reverse=True)
+    )
+)
+"""A unit word in a normalised header (ASCII ones as whole words: ``ha`` is not in ``share``)."""
+
+
+def _check_not_an_area(header: str, source: str) -> None:
+    """Raise when an unknown header holds an area header word and a unit word."""
+    key = _norm(header)
+    word = next((w for w in AREA_HEADER_WORDS if w in key), None)
+    unit = _SUSPECT_UNIT.search(key.replace(word, " ", 1)) if word else None
+    if word is None or unit is None:
+        return
+    column = HEADER_MAP[word]
+    raise InputDataError(
+        f"{source}: header {header!r} looks like the {column} column ({word!r}) with a unit "
+        f"({unit.group(0)!r}), but not in a form the importer reads, so its values would be "
+        f"lost; write the header as e.g. 剩余面积（亩）, 剩余面积/亩 or 剩余面积亩 (units: "
+        f"{', '.join(AREA_UNITS)}; no unit means m²), or rename the column if it holds "
+        "something else"
+    )
 
 
 def _is_context(header: str) -> bool:
@@ -490,6 +555,10 @@ def _canonical_columns(raw: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, tup
         text = values.astype("str").str.strip()
         out[column] = text.where(values.notna() & (text != ""))
         if found.to_m2[column] != 1.0:
+            if column in FIELD_RETURN_TOLERANCES:
+                out[FIELD_RETURN_TOLERANCES[column]] = _rounding_m2(
+                    out[column], found.to_m2[column]
+                )
             out[column] = _area_in_m2(out[column], found.to_m2[column])
     return out, found.unknown
 
@@ -499,6 +568,22 @@ def _area_in_m2(values: pd.Series, factor: float) -> pd.Series:
     number = pd.to_numeric(values.str.replace(",", "", regex=False), errors="coerce")
     scaled = [repr(float(n) * factor) if pd.notna(n) else v for n, v in zip(number, values)]
     return pd.Series(scaled, index=values.index, dtype=object)
+
+
+def _rounding_m2(values: pd.Series, factor: float) -> pd.Series:
+    """Half a unit of the last decimal written (``0.62``: 0.005), in m² (times ``factor``);
+    NaN where the value is not a number."""
+    margins = []
+    for value in values:
+        try:
+            number = Decimal(str(value).replace(",", ""))
+        except InvalidOperation:
+            number = None
+        if number is None or not number.is_finite() or not isinstance(value, str):
+            margins.append(np.nan)
+        else:
+            margins.append(0.5 * 10.0 ** number.as_tuple().exponent * factor)
+    return pd.Series(margins, index=values.index, dtype="float64")
 
 
 def _has_values(values: pd.Series) -> bool:
