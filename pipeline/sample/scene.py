@@ -544,7 +544,10 @@ def _settlements(
     """Village settlements at most seeds: ground polygons, house plots with roofs, trees."""
     xmin, ymin, xmax, ymax = frame.bounds
     inner = shapely.box(xmin + 20, ymin + 20, xmax - 20, ymax - 20)
-    size_lo, size_hi = max(50.0, 0.22 * spacing), min(320.0, max(70.0, 0.38 * spacing))
+    size_hi = min(320.0, max(70.0, 0.38 * spacing))
+    # villages stop growing at 320 m; in large scenes (spacing over ~1.3 km) the lower
+    # bound would pass the upper one
+    size_lo = min(max(50.0, 0.22 * spacing), 0.9 * size_hi)
     polys = []
     for sx, sy in seeds:
         if rng.random() > 0.75:
@@ -1245,7 +1248,8 @@ def _approvals_layer(geoms: np.ndarray, crs, rng) -> gpd.GeoDataFrame:
     dates = [start + dt.timedelta(days=int(d)) for d in days]
     order = rng.permutation(n)  # approval dates do not follow placement order
     kinds = rng.choice(np.array(["农转用", "供地"], dtype=object), n, p=[0.7, 0.3])
-    serial = np.sort(rng.choice(np.arange(1, 400), n, replace=False))
+    # document serials 1..399 (more in very large scenes, which have more approvals)
+    serial = np.sort(rng.choice(np.arange(1, max(400, n + 1)), n, replace=False))
     prefix = {"农转用": "冀政转征", "供地": "冀示国土供"}
     docs = [f"{prefix[k]}〔{d.year}〕第{s:04d}号" for k, d, s in zip(kinds, dates, serial)]
     return gpd.GeoDataFrame(

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from pipeline.errors import ConfigError
 from pipeline.sample import generate_sample, make_layout, render_epoch
-from pipeline.sample.scene import EPOCHS, TILE_LAYOUTS, Kind, tile_windows, truth_mask
+from pipeline.sample.scene import EPOCHS, TILE_LAYOUTS, Kind, make_frame, tile_windows, truth_mask
 from pipeline.sample.write import (
     APPROVALS_FILE,
     COMPLETE_MARKER,
@@ -301,3 +301,27 @@ def test_render_does_not_depend_on_block_rows():
     np.testing.assert_array_equal(
         render_epoch(layout, 1, block_rows=512), render_epoch(layout, 1, block_rows=97)
     )
+
+
+def test_large_scenes_have_villages_of_bounded_size():
+    """Village spacing grows past 1.3 km in county-sized scenes (the village count is capped):
+    settlement sizes stay within their 320 m bound instead of failing to draw a size
+    (``landwatch sample --size-px 10000`` raised ``ValueError: high - low < 0``)."""
+    from pipeline.sample.scene import _settlements
+
+    frame = make_frame(10000)
+    x0, y0 = frame.bounds[:2]
+    seeds = np.array([[x0 + 5000.0, y0 + 5000.0], [x0 + 12000.0, y0 + 9000.0]])
+    settle = _settlements(seeds, 2500.0, frame, shapely.Polygon(), np.random.default_rng(0))
+    for poly in settle["geom"]:
+        bx0, by0, bx1, by1 = poly.bounds
+        assert max(bx1 - bx0, by1 - by0) <= 320.0 * 1.6 + 1  # core plus at most side extensions
+
+
+def test_more_approvals_than_document_serials_get_distinct_numbers():
+    """Large scenes hold more than 399 approvals: each still gets its own document number."""
+    from pipeline.sample.scene import _approvals_layer
+
+    geoms = shapely.points(np.arange(500.0), np.zeros(500))
+    layer = _approvals_layer(geoms, "EPSG:4548", np.random.default_rng(0))
+    assert len(layer) == 500 and layer[T.DOC_NO].is_unique
