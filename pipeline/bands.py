@@ -58,3 +58,40 @@ def check_bands(band_names: Sequence[str], needed: Iterable[str], purpose: str) 
             f"(configured: {', '.join(band_names) or 'none'}); add them to 'imagery.bands' "
             "or 'imagery.band_files'"
         )
+
+
+VISIBLE_VEGETATION_INDEX = "vdvi"
+"""The vegetation index used when there is no ``nir`` band: the visible-band difference
+vegetation index VDVI = (2G − R − B) / (2G + R + B) (also called the green leaf index, GLI).
+Chosen over VARI = (G − R) / (G + R − B) because its denominator is a sum of positive bands,
+so it stays bounded in [−1, 1] like NDVI and never blows up on grey roofs or shadow where
+G + R ≈ B; and over excess green (2g − r − b on chromatic coordinates) because it is the same
+contrast without the extra normalisation step. Healthy crops and trees ≈ 0.05–0.25, soil and
+grey surfaces ≈ −0.05–0.02, blue and red roofs clearly negative."""
+VDVI_SCALE = 3.0
+"""VDVI spans about a third of NDVI's range on the same surfaces (crops: NDVI 0.5–0.8, VDVI
+0.1–0.25); :func:`vegetation_index` multiplies it by this so thresholds written for NDVI
+keep roughly their meaning (vegetated from ≈ 0.3, bare and built below ≈ 0.2)."""
+
+
+def has_nir(band_names: Sequence[str]) -> bool:
+    """True when the band set has ``red`` and ``nir`` (NDVI); otherwise vegetation comes from
+    the visible bands (:func:`vegetation_index`)."""
+    return "red" in band_names and "nir" in band_names
+
+
+def vegetation_index(x: np.ndarray, band_names: Sequence[str]) -> np.ndarray:
+    """Per-pixel vegetation index of ``x`` (bands first, any trailing shape).
+
+    NDVI when ``red`` and ``nir`` are configured; otherwise :data:`VDVI_SCALE` × VDVI from
+    ``blue``, ``green`` and ``red`` (see :data:`VISIBLE_VEGETATION_INDEX`), clipped to
+    [−1, 1], so one set of thresholds serves both. Raises :class:`ConfigError` when neither
+    NIR nor all three visible bands are configured.
+    """
+    names = list(band_names)
+    if has_nir(names):
+        return nd(x, names.index("nir"), names.index("red"))
+    check_bands(names, VISIBLE_BANDS, "the vegetation index (NDVI or, without NIR, VDVI)")
+    b, g, r = (x[names.index(n)] for n in VISIBLE_BANDS)
+    vdvi = (2 * g - r - b) / np.maximum(2 * g + r + b, LOG_FLOOR)
+    return np.clip(VDVI_SCALE * vdvi, -1.0, 1.0)
