@@ -27,10 +27,11 @@ import yaml
 from pipeline.bands import (
     ATMOSPHERIC_BANDS,
     CLOUD_BANDS,
-    INDEX_BANDS,
     MOISTURE_BANDS,
     MOISTURE_VISIBLE,
+    VISIBLE_BANDS,
     check_bands,
+    has_nir,
     surface_bands,
 )
 from pipeline.errors import ConfigError
@@ -52,14 +53,27 @@ class Code(str):
 # --------------------------------------------------------------------------- sections
 @dataclass(frozen=True)
 class AreaConfig:
-    """The area and its target grid (projected CRS in metres)."""
+    """The area and its target grid (projected CRS in metres).
+
+    With ``align: imagery`` (the default) the grid follows the pixels of the first epoch's
+    first file (for ``imagery.band_files``: the first file of the first band) when that file
+    is in ``crs`` at ``resolution_m``: same pixel size, origin a whole number of pixels from
+    the file's, so its pixels are read as they are, never resampled. Otherwise (a file in
+    another CRS, at another resolution, rotated), and always with ``align: snap``, pixel edges
+    fall on whole multiples of ``resolution_m`` from the CRS origin, and the log says why.
+    """
 
     name: str
     county_code: Code
     crs: str
-    resolution_m: float
+    resolution_m: float | None = None
+    """Pixel size of the target grid in metres; default (null): the first file's (which must
+    then be in ``crs``)."""
     bounds: tuple[float, float, float, float] | None = None
     """Optional (xmin, ymin, xmax, ymax) in ``crs``; default: where both epochs overlap."""
+    align: Literal["imagery", "snap"] = "imagery"
+    """``imagery``: follow the first file's pixels when it can; ``snap``: multiples of
+    ``resolution_m``."""
 
 
 @dataclass(frozen=True)
@@ -147,7 +161,10 @@ class LayersConfig:
 class DetectConfig:
     """Change detection and clean-up parameters."""
 
-    method: Literal["cva", "irmad", "index", "novelty", "selftrain"] = "cva"
+    method: Literal["auto", "cva", "irmad", "index", "novelty", "selftrain"] = "auto"
+    """``auto`` (the default): the setting made for the configured bands and the resolution
+    (:mod:`pipeline.detection.defaults`); keys written in ``detect`` still win. A method named
+    explicitly uses the defaults below and no profile."""
     threshold: Literal["otsu", "multiotsu", "chi2", "fixed"] = "otsu"
     threshold_value: float | None = None
     """For ``fixed``: the score cut; for ``chi2``: the quantile (default 0.99)."""
@@ -211,6 +228,9 @@ class DetectConfig:
     moisture_ratio: float = 2.5
     """Moisture screen: a patch is screened when ``|ln SWIR change| - |ln visible change|``
     (both relative to the scene) is at least ``ln(moisture_ratio)``."""
+    given: frozenset[str] = frozenset()
+    """The keys written in the config file's ``detect`` section (not a key itself): with
+    ``method: auto`` these keep their value, every other key follows the profile."""
 
     def cloud_screen_on(self, band_names: Sequence[str]) -> bool:
         """Whether the cloud screen runs with these configured bands (never without the
@@ -324,6 +344,8 @@ class Config:
     def section_hash(self, *names: str) -> str:
         """A short stable hash of the named sections (for staleness checks)."""
         payload = {name: to_plain(getattr(self, name)) for name in names}
+        if "detect" in names:  # with method auto, which keys were written changes the result
+            payload["detect_given"] = sorted(self.detect.given)
         text = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -372,9 +394,15 @@ def parse_config(raw: Any, *, base_dir: Path, source: Path | None = None) -> Con
             else _resolve(base_dir, cfg.workspace) / "inbox",
         ),
         source=source,
+        detect=dataclasses.replace(cfg.detect, given=_given_keys(raw.get("detect"))),
     )
     _check(cfg, where)
     return cfg
+
+
+def _given_keys(section: Any) -> frozenset[str]:
+    """The keys of a raw config section (empty when it is missing or not a mapping)."""
+    return frozenset(map(str, section)) if isinstance(section, Mapping) else frozenset()
 
 
 def to_plain(obj: Any) -> Any:
@@ -383,7 +411,7 @@ def to_plain(obj: Any) -> Any:
         return {
             f.name: to_plain(getattr(obj, f.name))
             for f in dataclasses.fields(obj)
-            if f.name not in ("source", "base_dir")
+            if f.name not in _INTERNAL
         }
     if isinstance(obj, Mapping):
         return {k: to_plain(v) for k, v in obj.items()}
@@ -460,7 +488,7 @@ def _expand_globs(globs: Any, key: str, where: str) -> Any:
 
 # --------------------------------------------------------------------------- internals
 _PATH_FIELDS = {"path"}
-_INTERNAL = {"source", "base_dir"}
+_INTERNAL = {"source", "base_dir", "given"}
 
 
 def _resolve(base: Path, p: Path) -> Path:
@@ -714,7 +742,8 @@ def _check(cfg: Config, where: str) -> None:
 
 
 def _check_area(a: AreaConfig, where: str) -> None:
-    """County code of 6 digits, a projected CRS in metres, a positive resolution, sane bounds."""
+    """County code of 6 digits, a projected CRS in metres, a positive resolution (if set),
+    sane bounds, a known ``align`` (``snap`` needs a resolution)."""
     import pyproj
 
     if not re.fullmatch(r"\d{6}", a.county_code):
@@ -733,8 +762,18 @@ def _check_area(a: AreaConfig, where: str) -> None:
             f"{where}: 'area.crs' = {a.crs!r} is not a projected CRS in metres; the target grid "
             "needs one (e.g. a CGCS2000 Gauss-Krüger zone such as EPSG:4548, or a UTM zone)"
         )
-    if a.resolution_m <= 0:
+    if a.resolution_m is not None and a.resolution_m <= 0:
         raise ConfigError(f"{where}: 'area.resolution_m' = {a.resolution_m} must be > 0")
+    if a.align not in ("imagery", "snap"):
+        raise ConfigError(
+            f"{where}: 'area.align' = {a.align!r} is not valid; expected 'imagery' (follow the "
+            "first image's pixels) or 'snap' (pixel edges on multiples of 'area.resolution_m')"
+        )
+    if a.align == "snap" and a.resolution_m is None:
+        raise ConfigError(
+            f"{where}: 'area.align' = 'snap' needs 'area.resolution_m' (the multiples to snap "
+            "the grid to); set it, or use align: imagery to take the first image's pixels"
+        )
     if a.bounds is not None and not (a.bounds[0] < a.bounds[2] and a.bounds[1] < a.bounds[3]):
         raise ConfigError(
             f"{where}: 'area.bounds' = {list(a.bounds)} must be [xmin, ymin, xmax, ymax]"
@@ -803,7 +842,7 @@ def _check_run(run: RunConfig, where: str) -> None:
 
 
 def _check_detect(
-    d: DetectConfig, band_names: Sequence[str], resolution_m: float, where: str
+    d: DetectConfig, band_names: Sequence[str], resolution_m: float | None, where: str
 ) -> None:
     """The detect section against the configured bands and the target grid's resolution."""
     _check_detect_bands(d, band_names, where)
@@ -832,8 +871,11 @@ def _check_detect_bands(d: DetectConfig, band_names: Sequence[str], where: str) 
                 f"{where}: 'detect.{key}' = {getattr(d, key)} must be > 1 (a factor of change "
                 "relative to the scene, e.g. 1.5)"
             )
-    if d.method in ("index", "novelty"):
-        check_bands(band_names, INDEX_BANDS, f"{where}: 'detect.method' = {d.method!r}")
+    if d.method in ("index", "novelty") and not has_nir(band_names):
+        # vegetation from the visible bands (pipeline.bands.vegetation_index)
+        check_bands(
+            band_names, VISIBLE_BANDS, f"{where}: 'detect.method' = {d.method!r} without nir"
+        )
 
 
 def _check_detect_threshold(d: DetectConfig, where: str) -> None:
@@ -874,7 +916,7 @@ def _check_detect_threshold(d: DetectConfig, where: str) -> None:
         )
 
 
-def _check_detect_cleanup(d: DetectConfig, resolution_m: float, where: str) -> None:
+def _check_detect_cleanup(d: DetectConfig, resolution_m: float | None, where: str) -> None:
     """Block size, smoothing, clean-up radii (at most ``MAX_RADIUS_PX`` pixels) and sampling."""
     if d.block_px < 64:
         raise ConfigError(f"{where}: 'detect.block_px' = {d.block_px} must be at least 64")
@@ -886,7 +928,14 @@ def _check_detect_cleanup(d: DetectConfig, resolution_m: float, where: str) -> N
     for key in ("opening_radius_m", "closing_radius_m", "min_area_m2"):
         if getattr(d, key) < 0:
             raise ConfigError(f"{where}: 'detect.{key}' = {getattr(d, key)} must be >= 0")
-    res = resolution_m
+    if resolution_m is not None:  # else the imagery's, checked once the grid is known
+        check_cleanup_radii(d, resolution_m, where)
+    if d.sample_step < 1:
+        raise ConfigError(f"{where}: 'detect.sample_step' = {d.sample_step} must be >= 1")
+
+
+def check_cleanup_radii(d: DetectConfig, res: float, where: str) -> None:
+    """The opening and closing radii are at most ``MAX_RADIUS_PX`` pixels of ``res`` metres."""
     for key in ("opening_radius_m", "closing_radius_m"):
         if getattr(d, key) > MAX_RADIUS_PX * res:
             raise ConfigError(
@@ -894,8 +943,6 @@ def _check_detect_cleanup(d: DetectConfig, resolution_m: float, where: str) -> N
                 f"pixels at {res} m; expected at most {MAX_RADIUS_PX} pixels "
                 f"({MAX_RADIUS_PX * res:g} m): the clean-up removes specks and fills pinholes"
             )
-    if d.sample_step < 1:
-        raise ConfigError(f"{where}: 'detect.sample_step' = {d.sample_step} must be >= 1")
 
 
 def _check_detect_methods(d: DetectConfig, where: str) -> None:

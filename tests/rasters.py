@@ -113,6 +113,6 @@ def make_config(
             base_dir=base,
         ),
         layers=LayersConfig(township=dummy, village=dummy),
-        detect=detect or DetectConfig(),
+        detect=detect or DetectConfig(method="cva"),
         run=RunConfig(workers=workers),
     )

@@ -135,8 +135,12 @@ def test_sample_config_loads():
             "'detect.opening_radius_m' = 1000000.0 m is",
         ),
         (
-            lambda r: (r["imagery"]["bands"].pop("nir"), r["detect"].update(method="index")),
-            "'detect.method' = 'index' needs the band(s) nir",
+            lambda r: (
+                r["imagery"]["bands"].pop("nir"),
+                r["imagery"]["bands"].pop("blue"),
+                r["detect"].update(method="index"),
+            ),
+            "'detect.method' = 'index' without nir needs the band(s) blue",
         ),
         (
             lambda r: r["detect"].update(cloud_screen=True),

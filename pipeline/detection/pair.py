@@ -44,16 +44,17 @@ from affine import Affine
 from rasterio.features import rasterize
 from rasterio.windows import Window
 
-from pipeline.config import Config, DetectConfig
+from pipeline.config import Config, DetectConfig, check_cleanup_radii
 from pipeline.detection import neighbourhood, sampling
 from pipeline.detection import scores as detect
 from pipeline.detection.change_type import classify_change
+from pipeline.detection.defaults import resolve_detect
 from pipeline.detection.io.cogs import RasterSpec, change_pyramid, parts_to_cogs
 from pipeline.detection.io.imagery import (
     EpochSource,
     check_masks_overlap,
-    epoch_footprint,
     epoch_source,
+    scene_grid,
 )
 from pipeline.detection.methods import novelty, selftrain
 from pipeline.detection.methods.irmad import IrmadModel, fit_irmad
@@ -72,7 +73,7 @@ from pipeline.detection.regions import (
     score_overviews,
 )
 from pipeline.detection.screens import cloud_patches, moisture_patches
-from pipeline.detection.target_grid import TargetGrid, blocks, target_grid
+from pipeline.detection.target_grid import TargetGrid, blocks
 from pipeline.detection.vectorize import (
     PatchFilter,
     Pieces,
@@ -132,6 +133,7 @@ class PairInputs:
     cloud_screen: bool  # whether each patch-level screen runs (setting and bands)
     moisture_screen: bool
     smooth_px: float  # ``detect.smooth_sigma_m`` in pixels; 0 = no smoothing
+    detect: DetectConfig  # the detect section with ``method: auto`` resolved for this imagery
 
     @property
     def bands(self) -> tuple[str, ...]:
@@ -275,11 +277,11 @@ def detect_pair(
     global pixel indices, the clean-up halo covers the opening and closing reach, and
     patches are merged across block edges before ``min_area_m2`` is applied.
     """
-    d = cfg.detect
     out_dir = Path(out_dir)
     in_flight = max(2, 2 * cfg.run.workers)
     timings: dict = {}
     inputs = open_pair(cfg, pair)
+    d = inputs.detect
 
     t0 = time.perf_counter()
     statistics = pair_statistics(d, inputs, executor, in_flight)
@@ -322,14 +324,19 @@ def open_pair(cfg: Config, pair: tuple[str, str]) -> PairInputs:
 
     Raises
     ------
+    ConfigError
+        No ``area.resolution_m`` and no first file in ``area.crs`` to take it from, or
+        clean-up radii too large for the imagery's pixel size.
     InputDataError
         Missing/unreadable imagery, epochs that do not overlap, masks off the grid.
     """
-    d = cfg.detect
     label_a, label_b = pair
     source_a = epoch_source(cfg.imagery, label_a)
     source_b = epoch_source(cfg.imagery, label_b)
-    grid = target_grid(cfg.area, [epoch_footprint(source_a), epoch_footprint(source_b)])
+    grid = scene_grid(cfg.area, cfg.imagery, (source_a, source_b))
+    d = resolve_detect(cfg.detect, source_a.surface_names, grid.resolution)
+    if cfg.area.resolution_m is None:  # the imagery's pixel size: check the radii on it
+        check_cleanup_radii(d, grid.resolution, f"on the {grid.resolution:g} m imagery grid")
     check_masks_overlap(source_a, grid)
     check_masks_overlap(source_b, grid)
     windows = blocks(grid, d.block_px)
@@ -343,6 +350,7 @@ def open_pair(cfg: Config, pair: tuple[str, str]) -> PairInputs:
         cloud_screen=d.cloud_screen_on(source_a.band_names),
         moisture_screen=d.moisture_screen_on(source_a.surface_names),
         smooth_px=d.smooth_sigma_m / grid.resolution if d.smooth_sigma_m else 0.0,
+        detect=d,
     )
 
 

@@ -1,8 +1,12 @@
 """The target grid every epoch is read onto, and the blocks it is processed in.
 
-A :class:`TargetGrid` is a CRS, an affine transform (north-up, square pixels) and a size. Its
-origin is snapped to whole multiples of the resolution, so two runs over overlapping areas put
-pixel edges in the same places.
+A :class:`TargetGrid` is a CRS, an affine transform (north-up, square pixels) and a size. By
+default it follows the pixels of the imagery: when the first epoch's first file
+(:class:`GridReference`) is in ``area.crs`` at ``area.resolution_m``, the grid has that file's
+pixel size and an origin a whole number of pixels from the file's, so the file's pixels are
+read as they are, never resampled. Otherwise (or with ``area.align: snap``) the origin is
+snapped to whole multiples of the resolution, so two runs over overlapping areas put pixel
+edges in the same places.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from pipeline.config import AreaConfig
-from pipeline.errors import InputDataError
+from pipeline.errors import ConfigError, InputDataError
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +32,28 @@ SNAP_EPS = 1e-6
 """Tolerance (in pixels) when snapping extents outward, so a bound that is already on a pixel
 edge up to floating-point noise is not pushed out by a whole pixel."""
 
+RES_DRIFT_PX = 1e-3
+"""Two pixel sizes are the same when, across a whole file, they put its far edge less than
+this many pixels apart (:func:`same_pixel_size`): floating-point noise in a file's transform
+passes, a rounded resolution (0.2999 for 0.3) does not."""
+
 
 class Footprint(NamedTuple):
     """The extent of one epoch: ``bounds`` (xmin, ymin, xmax, ymax) in ``crs``."""
 
     crs: str
     bounds: tuple[float, float, float, float]
+
+
+class GridReference(NamedTuple):
+    """The pixel lattice the target grid may follow: one file's path, CRS (WKT), transform
+    and size (see :func:`pipeline.detection.io.imagery.grid_reference`)."""
+
+    path: str
+    crs: str
+    transform: Affine
+    width: int
+    height: int
 
 
 @dataclass(frozen=True)
@@ -77,25 +97,38 @@ class TargetGrid:
         return Affine(t.a, t.b, t.c + t.a * col + t.b * row, t.d, t.e, t.f + t.d * col + t.e * row)
 
 
-def target_grid(area_cfg: AreaConfig, footprints: Sequence[Footprint]) -> TargetGrid:
+def target_grid(
+    area_cfg: AreaConfig,
+    footprints: Sequence[Footprint],
+    reference: GridReference | None = None,
+) -> TargetGrid:
     """The grid to read all epochs onto.
 
     Parameters
     ----------
     area_cfg : AreaConfig
-        ``crs`` and ``resolution_m``; ``bounds`` if set fixes the extent.
+        ``crs``, ``resolution_m`` (None = the reference file's), ``align``; ``bounds`` if set
+        fixes the extent.
     footprints : sequence of Footprint
         One per epoch (see :func:`pipeline.detection.io.imagery.epoch_footprint`). Ignored when
         ``area_cfg.bounds`` is given.
+    reference : GridReference, optional
+        The first epoch's first file (:func:`pipeline.detection.io.imagery.grid_reference`).
+        Without one the grid is snapped to multiples of ``resolution_m``.
 
     Returns
     -------
     TargetGrid
         Extent = ``area_cfg.bounds`` or the intersection of the footprints transformed to
-        the target CRS, snapped outward to whole multiples of ``resolution_m``.
+        the target CRS, snapped outward onto the reference file's pixel lattice when it can
+        be followed (:func:`follow_reason`), else onto whole multiples of ``resolution_m``
+        (with an INFO line saying why).
 
     Raises
     ------
+    ConfigError
+        If ``area.resolution_m`` is not set and there is no reference file in ``area.crs``
+        to take it from.
     InputDataError
         If no footprint is given (and no bounds), or the epochs do not overlap.
 
@@ -106,31 +139,22 @@ def target_grid(area_cfg: AreaConfig, footprints: Sequence[Footprint]) -> Target
     pixels outside the data are simply invalid.
     """
     crs = CRS.from_user_input(area_cfg.crs)
-    res = float(area_cfg.resolution_m)
-    if area_cfg.bounds is not None:
-        xmin, ymin, xmax, ymax = area_cfg.bounds
+    xmin, ymin, xmax, ymax = _extent(area_cfg, crs, footprints)
+    why = follow_reason(area_cfg, reference)
+    if why is None:
+        assert reference is not None
+        res = abs(float(reference.transform.a))
+        ox, oy = float(reference.transform.c), float(reference.transform.f)
     else:
-        if not footprints:
-            raise InputDataError(
-                "cannot build the target grid: no epoch footprints and no 'area.bounds'; "
-                "check that 'imagery.epochs' globs match files"
+        if area_cfg.resolution_m is None:
+            raise ConfigError(
+                f"'area.resolution_m' is not set and the target grid cannot take the imagery's "
+                f"pixel size: {why}; set 'area.resolution_m' (the grid's pixel size in metres)"
             )
-        boxes = [
-            transform_bounds(CRS.from_user_input(fp.crs), crs, *fp.bounds) for fp in footprints
-        ]
-        xmin = max(b[0] for b in boxes)
-        ymin = max(b[1] for b in boxes)
-        xmax = min(b[2] for b in boxes)
-        ymax = min(b[3] for b in boxes)
-        if not (xmin < xmax and ymin < ymax):
-            listed = "; ".join(f"[{b[0]:.1f}, {b[1]:.1f}, {b[2]:.1f}, {b[3]:.1f}]" for b in boxes)
-            raise InputDataError(
-                f"the epochs do not overlap: their extents in {area_cfg.crs} are {listed}; "
-                "expected a common area. Check the imagery globs per epoch, or set "
-                "'area.bounds' explicitly"
-            )
-    x0 = math.floor(xmin / res + SNAP_EPS) * res
-    y1 = math.ceil(ymax / res - SNAP_EPS) * res
+        res, ox, oy = float(area_cfg.resolution_m), 0.0, 0.0
+    # outward onto the lattice ox + i·res, oy - j·res (ox = oy = 0: multiples of res)
+    x0 = ox + math.floor((xmin - ox) / res + SNAP_EPS) * res
+    y1 = oy + math.ceil((ymax - oy) / res - SNAP_EPS) * res
     width = max(1, math.ceil((xmax - x0) / res - SNAP_EPS))
     height = max(1, math.ceil((y1 - ymin) / res - SNAP_EPS))
     grid = TargetGrid(
@@ -139,8 +163,70 @@ def target_grid(area_cfg: AreaConfig, footprints: Sequence[Footprint]) -> Target
         width=int(width),
         height=int(height),
     )
-    log.info("target grid %s x %s px at %s m, bounds %s", grid.width, grid.height, res, grid.bounds)
+    if why is None:
+        assert reference is not None
+        log.info("target grid follows the pixels of %s (%g m)", reference.path, res)
+    elif reference is not None:
+        log.info("%s; target grid snapped to multiples of %g m", why, res)
+    log.info("target grid %s x %s px at %g m, bounds %s", grid.width, grid.height, res, grid.bounds)
     return grid
+
+
+def follow_reason(area_cfg: AreaConfig, reference: GridReference | None) -> str | None:
+    """Why the target grid cannot follow ``reference``'s pixels, or None when it can.
+
+    It can when ``area.align`` is ``imagery`` and the file is in ``area.crs``, north-up, with
+    square pixels of ``area.resolution_m`` (any size when that is not set).
+    """
+    if area_cfg.align == "snap":
+        return "'area.align' is 'snap'"
+    if reference is None:
+        return "no imagery file to follow"
+    t, name = reference.transform, reference.path
+    file_crs = CRS.from_user_input(reference.crs)
+    if file_crs != CRS.from_user_input(area_cfg.crs):
+        return f"first file {name} is in {file_crs.to_string()}, not area.crs ({area_cfg.crs})"
+    if t.b != 0 or t.d != 0:
+        return f"first file {name} is rotated or sheared (transform {tuple(t)[:6]})"
+    n_px = max(reference.width, reference.height)
+    if t.e >= 0 or not same_pixel_size(abs(t.e), t.a, n_px):
+        return f"first file {name} is not north-up with square pixels ({t.a:g} x {t.e:g} m)"
+    res = area_cfg.resolution_m
+    if res is not None and not same_pixel_size(t.a, res, n_px):
+        return f"first file {name} has {t.a:g} m pixels, not area.resolution_m = {res:g} m"
+    return None
+
+
+def same_pixel_size(size: float, res: float, n_px: int) -> bool:
+    """Whether pixel sizes ``size`` and ``res`` agree within :data:`RES_DRIFT_PX` pixels over
+    ``n_px`` pixels (the larger side of a file)."""
+    return size > 0 and res > 0 and abs(size - res) * max(1, n_px) / res <= RES_DRIFT_PX
+
+
+def _extent(
+    area_cfg: AreaConfig, crs: CRS, footprints: Sequence[Footprint]
+) -> tuple[float, float, float, float]:
+    """``area.bounds``, or the intersection of the footprints in ``crs`` (not yet snapped)."""
+    if area_cfg.bounds is not None:
+        return area_cfg.bounds
+    if not footprints:
+        raise InputDataError(
+            "cannot build the target grid: no epoch footprints and no 'area.bounds'; "
+            "check that 'imagery.epochs' globs match files"
+        )
+    boxes = [transform_bounds(CRS.from_user_input(fp.crs), crs, *fp.bounds) for fp in footprints]
+    xmin = max(b[0] for b in boxes)
+    ymin = max(b[1] for b in boxes)
+    xmax = min(b[2] for b in boxes)
+    ymax = min(b[3] for b in boxes)
+    if not (xmin < xmax and ymin < ymax):
+        listed = "; ".join(f"[{b[0]:.1f}, {b[1]:.1f}, {b[2]:.1f}, {b[3]:.1f}]" for b in boxes)
+        raise InputDataError(
+            f"the epochs do not overlap: their extents in {area_cfg.crs} are {listed}; "
+            "expected a common area. Check the imagery globs per epoch, or set "
+            "'area.bounds' explicitly"
+        )
+    return xmin, ymin, xmax, ymax
 
 
 def blocks(grid: TargetGrid, block_px: int) -> list[Window]:

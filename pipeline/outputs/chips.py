@@ -24,8 +24,8 @@ from PIL import Image, ImageDraw
 from rasterio.windows import Window
 
 from pipeline.config import Config
-from pipeline.detection.io.imagery import epoch_footprint, epoch_source, read_block
-from pipeline.detection.target_grid import TargetGrid, target_grid
+from pipeline.detection.io.imagery import epoch_source, read_block, scene_grid
+from pipeline.detection.target_grid import TargetGrid
 from pipeline.schema import P
 
 log = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ def read_chips(
             )
             continue
         sources = (epoch_source(cfg.imagery, a), epoch_source(cfg.imagery, b))
-        grid = target_grid(cfg.area, [epoch_footprint(s) for s in sources])
+        grid = scene_grid(cfg.area, cfg.imagery, sources)
         bounds = shapely.bounds(np.asarray(part.geometry.values))
         for pid, geom, bb in zip(part[P.PATCH_ID], part.geometry.values, bounds, strict=True):
             win = chip_window(grid, tuple(bb), margin_m=margin_m)

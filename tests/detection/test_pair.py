@@ -42,7 +42,7 @@ def data_dir(tmp_path_factory):
 
 
 def _run(base, out, workers=1, scheduler=None, **detect_kw):
-    cfg = make_config(base, EPOCHS, detect=DetectConfig(**detect_kw), workers=workers)
+    cfg = make_config(base, EPOCHS, detect=DetectConfig(**{"method": "cva", **detect_kw}), workers=workers)
     with make_executor(workers, scheduler) as ex:
         return detect_pair(cfg, ("2016", "2017"), out, ex)
 
@@ -162,10 +162,11 @@ def test_invalid_pixels_never_change_and_outputs_are_cogs(runs):
     assert sorted(p.name for p in runs[96].mask_path.parent.iterdir()) == ["mask.tif", "score.tif"]
 
 
-def test_index_method_without_nir_is_a_config_error(data_dir, tmp_path):
-    cfg = make_config(data_dir, EPOCHS, bands={"blue": 1, "green": 2, "red": 3})
+def test_index_method_without_a_vegetation_index_is_a_config_error(data_dir, tmp_path):
+    # neither nir (NDVI) nor all three visible bands (VDVI)
+    cfg = make_config(data_dir, EPOCHS, bands={"green": 2, "red": 3})
     cfg = dataclasses.replace(cfg, detect=DetectConfig(method="index"))
-    with make_executor(1) as ex, pytest.raises(ConfigError, match="nir"):
+    with make_executor(1) as ex, pytest.raises(ConfigError, match="without a nir band"):
         detect_pair(cfg, ("2016", "2017"), tmp_path, ex)
 
 

@@ -40,7 +40,7 @@ def data_dir(tmp_path_factory):
 
 
 def _run(base, out, **detect_kw):
-    cfg = make_config(base, EPOCHS, detect=DetectConfig(**detect_kw))
+    cfg = make_config(base, EPOCHS, detect=DetectConfig(**{"method": "cva", **detect_kw}))
     with make_executor(1) as ex:
         return detect_pair(cfg, ("a", "b"), out, ex)
 

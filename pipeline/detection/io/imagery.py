@@ -30,8 +30,16 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from pipeline.bands import surface_bands, surface_first
-from pipeline.config import ImageryConfig
-from pipeline.detection.target_grid import Footprint, TargetGrid, expand, row_strips
+from pipeline.config import AreaConfig, ImageryConfig
+from pipeline.detection.target_grid import (
+    Footprint,
+    GridReference,
+    TargetGrid,
+    expand,
+    row_strips,
+    same_pixel_size,
+    target_grid,
+)
 from pipeline.errors import ConfigError, InputDataError
 
 log = logging.getLogger(__name__)
@@ -229,6 +237,32 @@ def epoch_footprint(source: EpochSource) -> Footprint:
         max(b[3] for b in boxes),
     )
     return Footprint(crs.to_wkt(), bounds)
+
+
+def grid_reference(imagery: ImageryConfig, sources: Sequence[EpochSource] = ()) -> GridReference:
+    """The file whose pixels the target grid follows: the first file (sorted) of the first
+    epoch in ``imagery.epochs``; with ``imagery.band_files``, its first file of the first
+    surface band configured.
+
+    ``sources``: epochs already opened (the first epoch's is reused when among them).
+    """
+    label = imagery.labels[0]
+    source = next((s for s in sources if s.label == label), None)
+    if source is None:
+        source = epoch_source(imagery, label)
+    path = next(b.path for b in source.files if 0 in b.positions)
+    ds = _open(path)
+    return GridReference(path, ds.crs.to_wkt(), ds.transform, ds.width, ds.height)
+
+
+def scene_grid(
+    area: AreaConfig, imagery: ImageryConfig, sources: Sequence[EpochSource]
+) -> TargetGrid:
+    """The target grid of the epochs ``sources`` (a pair): where they overlap (or
+    ``area.bounds``), on the pixels of :func:`grid_reference` when it can
+    (:func:`~pipeline.detection.target_grid.target_grid`)."""
+    footprints = [epoch_footprint(s) for s in sources]
+    return target_grid(area, footprints, grid_reference(imagery, sources))
 
 
 # --------------------------------------------------------------------------- reading
@@ -535,11 +569,19 @@ def _read_file(
 
 
 def _grid_offsets(ds, grid: TargetGrid) -> tuple[int, int] | None:
-    """(col, row) of the grid origin in file pixels if the file is on the grid, else None."""
+    """(col, row) of the grid origin in file pixels if the file is on the grid, else None.
+
+    On the grid: same CRS, north-up, the grid's pixel size (:func:`same_pixel_size` over the
+    file) and an origin a whole number of pixels (within :data:`ALIGN_EPS_PX`) from the grid's.
+    Such a file is read directly, never resampled, whatever ``imagery.resampling`` says.
+    """
     t, g = ds.transform, grid.transform
     if ds.crs is None or ds.crs != grid.rio_crs:
         return None
-    if t.b != 0 or t.d != 0 or not np.isclose(t.a, g.a) or not np.isclose(t.e, g.e):
+    n_px = max(ds.width, ds.height)
+    if t.b != 0 or t.d != 0 or t.e >= 0:
+        return None
+    if not (same_pixel_size(t.a, g.a, n_px) and same_pixel_size(-t.e, -g.e, n_px)):
         return None
     col = (g.c - t.c) / t.a
     row = (g.f - t.f) / t.e
@@ -712,5 +754,7 @@ __all__ = [
     "RowStream",
     "epoch_footprint",
     "epoch_source",
+    "grid_reference",
     "read_block",
+    "scene_grid",
 ]

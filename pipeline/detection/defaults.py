@@ -1,0 +1,112 @@
+"""The detector's default setting for the imagery at hand (``detect.method: auto``).
+
+One setting cannot serve every sensor: a per-scene classifier needs SWIR and many bands to
+tell wetting and drying from building, the novelty of a change vector needs a scene of
+fields whose common transitions it can learn, and VHR RGB has three bands and a great deal of
+misregistration. So the default, ``method: auto``, picks a *profile* by the configured band
+set and the grid's resolution:
+
+========================  =============================================================
+band set                  profile
+========================  =============================================================
+``multispectral``         SWIR present (Sentinel-2, Landsat): :data:`MULTISPECTRAL`
+``rgbn``                  blue, green, red and NIR (Gaofen-1/2/6 and similar): :data:`RGBN`
+``rgb``                   visible bands only (aerial, commercial VHR): :data:`RGB`
+========================  =============================================================
+
+Every key a user writes in ``detect`` wins over the profile; a method named explicitly
+(``method: cva`` …) uses the documented defaults of :class:`pipeline.config.DetectConfig`
+and no profile at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pipeline.bands import has_nir
+from pipeline.config import DetectConfig
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+"""``detect.method`` value that picks the profile of the imagery (the default)."""
+
+MULTISPECTRAL: Mapping[str, Any] = {
+    "method": "selftrain",
+    "threshold": "fixed",
+    "threshold_value": 0.6,
+    "sample_step": 3,
+    "smooth_sigma_m": 20.0,
+    "hysteresis_low": 0.7,
+    "min_mean_score": 1.0,
+    "edge_ratio": None,
+}
+"""Sentinel-2 and Landsat: a per-scene classifier trained on its own confident IR-MAD pixels
+(:mod:`pipeline.detection.methods.selftrain`), its probability cut at 0.6 after a 20 m
+smoothing; SWIR feeds the moisture screen."""
+
+RGBN: Mapping[str, Any] = {
+    "method": "novelty",
+    "threshold": "fixed",
+    "threshold_value": 6.0,
+    "hysteresis_low": 0.7,
+    "min_mean_score": 0.9,
+}
+"""Four-band VHR/HR imagery of farming districts: the distance of each change vector to the
+scene's common transitions (:mod:`pipeline.detection.methods.novelty`), in standard
+deviations of the nearest one; new roofs of any colour score 6–25, seasonal change under 4."""
+
+RGB: Mapping[str, Any] = dict(RGBN)
+"""Visible bands only: the novelty score on blue, green and red (vegetation from VDVI)."""
+
+PROFILES: Mapping[str, Mapping[str, Any]] = {
+    "multispectral": MULTISPECTRAL,
+    "rgbn": RGBN,
+    "rgb": RGB,
+}
+
+
+def band_set(band_names: Sequence[str]) -> str:
+    """``multispectral`` (a SWIR band), ``rgbn`` (red and NIR) or ``rgb`` (visible only)."""
+    names = set(band_names)
+    if names & {"swir1", "swir2"}:
+        return "multispectral"
+    return "rgbn" if has_nir(band_names) else "rgb"
+
+
+def profile(band_names: Sequence[str], resolution_m: float) -> dict[str, Any]:
+    """The detect keys of the default setting for ``band_names`` at ``resolution_m``."""
+    del resolution_m  # the clean-up radii and min_area are in metres: they follow it already
+    return dict(PROFILES[band_set(band_names)])
+
+
+def resolve_detect(
+    d: DetectConfig, band_names: Sequence[str], resolution_m: float
+) -> DetectConfig:
+    """``d`` with ``method: auto`` replaced by the profile of the imagery.
+
+    A key takes the profile's value unless the user set it: it is in ``d.given`` (the keys
+    written in the config file) or differs from the :class:`DetectConfig` default (a
+    configuration built in code). Any other method is returned unchanged.
+    """
+    if d.method != AUTO:
+        return d
+    defaults = {f.name: f.default for f in dataclasses.fields(DetectConfig)}
+    given = set(getattr(d, "given", ()) or ())
+    chosen = {
+        key: value
+        for key, value in profile(band_names, resolution_m).items()
+        if key == "method" or (key not in given and getattr(d, key) == defaults[key])
+    }
+    resolved = dataclasses.replace(d, **chosen)
+    log.info(
+        "detect: method auto -> %s for %s imagery at %g m (%s)",
+        resolved.method,
+        band_set(band_names),
+        resolution_m,
+        ", ".join(f"{k}={v}" for k, v in sorted(chosen.items()) if k != "method"),
+    )
+    return resolved
