@@ -599,6 +599,8 @@ def _coerce(tp, value, key: str, base_dir: Path, where: str):
             )
         return value
     if dataclasses.is_dataclass(tp):
+        if value is None:  # a section with only comments under it: every key default
+            value = {}
         return _build(tp, value, f"{key}.", base_dir, where)
     if origin is dict:
         ktype, vtype = typing.get_args(tp)

@@ -76,8 +76,9 @@ def test_the_config_file_records_which_detect_keys_were_written(tmp_path: Path):
     assert cfg.detect.method == "auto"
     assert cfg.detect.given == frozenset({"min_area_m2", "hysteresis_low"})
     assert resolve_detect(cfg.detect, RGBN, 2.0).hysteresis_low == 0.5
-    empty = parse_config({**raw, "detect": {}}, base_dir=tmp_path)
-    assert empty.detect.given == frozenset()
+    for section in ({}, None):  # "detect:" with only comments under it is empty too
+        empty = parse_config({**raw, "detect": section}, base_dir=tmp_path)
+        assert empty.detect == DetectConfig()
     # which keys were written is part of the detect section's fingerprint
     assert cfg.section_hash("detect") != parse_config(
         {**raw, "detect": {"min_area_m2": 200, "hysteresis_low": 0.5, "edge_ratio": 0.5}},
