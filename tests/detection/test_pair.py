@@ -42,7 +42,9 @@ def data_dir(tmp_path_factory):
 
 
 def _run(base, out, workers=1, scheduler=None, **detect_kw):
-    cfg = make_config(base, EPOCHS, detect=DetectConfig(**{"method": "cva", **detect_kw}), workers=workers)
+    cfg = make_config(
+        base, EPOCHS, detect=DetectConfig(**{"method": "cva", **detect_kw}), workers=workers
+    )
     with make_executor(workers, scheduler) as ex:
         return detect_pair(cfg, ("2016", "2017"), out, ex)
 
