@@ -832,6 +832,8 @@ def erase_dropped(
             level_dsts = [stack.enter_context(rasterio.open(p, "r+")) for _, _, p in part_levels]
             for poly in dropped[np.sort(hits)]:
                 sub = _aligned_window(poly.bounds, r0, c0, h, w, align)
+                if sub.width <= 0 or sub.height <= 0:  # touches the part only on its edge
+                    continue
                 mask = dst.read(1, window=sub)
                 burn = rasterize(
                     [poly],

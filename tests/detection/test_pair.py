@@ -378,6 +378,36 @@ def test_erase_dropped_clears_only_the_dropped_patches_and_their_overview_blocks
             np.testing.assert_array_equal(src.read(1), level, err_msg=f"factor {f}")
 
 
+def test_erase_dropped_skips_a_part_the_patch_only_touches(tmp_path):
+    """Two 8 × 8 parts side by side; a dropped patch on the right edge of the first touches
+    the second only along their shared edge (STRtree "intersects" returns it for both):
+    its pixels are cleared in the first, the second is left as it was."""
+    from affine import Affine
+    from rasterio.windows import Window
+
+    from pipeline.detection.pair import MASK_NO_CHANGE, erase_dropped
+
+    profile = {"driver": "GTiff", "dtype": "uint8", "count": 1, "height": 8, "width": 8}
+    profile |= {"crs": "EPSG:32650", "transform": Affine(10.0, 0.0, X0, 0.0, -10.0, Y0)}
+    paths, arrays = [], []
+    for k in range(2):
+        array = np.full((8, 8), MASK_NO_CHANGE, np.uint8)
+        array[2:5, 5 * (1 - k) : 5 * (1 - k) + 3] = MASK_CHANGE  # right edge / left edge
+        paths.append(tmp_path / f"part{k}.tif")
+        arrays.append(array)
+        with rasterio.open(paths[-1], "w", **profile) as dst:
+            dst.write(array, 1)
+    dropped = np.array([shapely.box(5, 2, 8, 5)], dtype=object)  # global px: x = col, y = row
+
+    n = erase_dropped([(Window(0, 0, 8, 8), paths[0]), (Window(8, 0, 8, 8), paths[1])], dropped)
+
+    assert n == 9
+    with rasterio.open(paths[0]) as src:
+        assert (src.read(1) == MASK_CHANGE).sum() == 0
+    with rasterio.open(paths[1]) as src:
+        np.testing.assert_array_equal(src.read(1), arrays[1])
+
+
 def test_a_cut_that_marks_most_of_the_scene_is_warned_about(data_dir, tmp_path, caplog):
     """A fixed cut far below the scene's scores still runs (the setting is legal), but the
     run warns that most of the scene is above it, naming the keys to check."""
