@@ -9,8 +9,6 @@ import numpy as np
 
 from pipeline.errors import ConfigError
 
-INDEX_BANDS = ("red", "nir")
-"""Bands the ``index`` method needs (NDVI); brightness uses every visible band present."""
 VISIBLE_BANDS = ("blue", "green", "red")
 NDVI_NONVEG_MAX = 0.3
 """``index``: NDVI at or above which the later surface counts as vegetated (weight 0); roofs,

@@ -197,8 +197,8 @@ class DetectConfig:
     common transitions (rare change such as new construction must not get one)."""
     novelty_trim: float = 0.02
     """``novelty``: share of the pass-1 sample, the least likely under the mixture, left out of
-    every EM step (trimmed likelihood), so rare change cannot grow a broad catch-all component
-    of its own. Must exceed the share of the scene that is new construction (≈ 0.1–0.3 %)."""
+    every round of EM after the first (trimmed likelihood), so rare change cannot grow a broad
+    catch-all component of its own. Must exceed the share of the scene that is new construction (≈ 0.1–0.3 %)."""
     selftrain_change_quantile: float = 0.99
     """``selftrain``: pass-1 sample pixels whose IR-MAD statistic is at or above this quantile
     are the confident *change* examples of the per-scene classifier (selftrain.fit_self_train)."""

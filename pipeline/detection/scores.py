@@ -50,7 +50,13 @@ import numpy as np
 from scipy import stats
 from skimage.filters import threshold_multiotsu, threshold_otsu
 
-from pipeline.bands import INDEX_BANDS, NDVI_NONVEG_MAX, VISIBLE_BANDS, check_bands
+from pipeline.bands import (
+    NDVI_NONVEG_MAX,
+    VISIBLE_BANDS,
+    check_bands,
+    has_nir,
+    vegetation_index,
+)
 from pipeline.detection.methods.irmad import IrmadModel, fit_irmad, irmad_chi2, irmad_regression
 from pipeline.detection.methods.novelty import NoveltyModel, novelty_score
 from pipeline.detection.methods.selftrain import (
@@ -146,10 +152,11 @@ def change_score(
     ``index``
         Brightening of a surface that is not vegetated afterwards — the signature of new
         roofs, concrete and fill soil (built-up gain), not of crops turning to soil:
-        ``max(zB_after - zB_before, 0) * clip((NDVI_NONVEG_MAX - NDVI_after) / NDVI_NONVEG_MAX, 0, 1)``
+        ``max(zB_after - zB_before, 0) * clip((NDVI_NONVEG_MAX - V_after) / NDVI_NONVEG_MAX, 0, 1)``
         with ``zB`` the mean of the visible bands' z-scores (each epoch's global statistics,
-        so gain/offset differences between dates cancel). Needs red, nir and at least one
-        other visible band.
+        so gain/offset differences between dates cancel) and ``V`` the vegetation index
+        (:func:`~pipeline.bands.vegetation_index`: NDVI, or 3 × VDVI without nir). Needs red
+        and nir, or blue, green and red.
     ``novelty``
         Change-vector novelty (needs ``model`` from :func:`fit_novelty_model`): the
         Mahalanobis distance of the joint vector ``[z_before, z_after]`` to the nearest
@@ -209,7 +216,8 @@ def change_score(
             f"'detect.method' = {method!r} is not implemented; use 'cva', 'irmad', 'index', "
             "'novelty' or 'selftrain'"
         )
-    score[~valid] = 0.0
+    if not valid.all():  # the usual block is valid throughout: no inverted copy
+        score[~valid] = 0.0
     return score
 
 
@@ -244,9 +252,12 @@ def _cva(a: np.ndarray, b: np.ndarray, norm: Normalisation) -> np.ndarray:
 
 
 def _index(a, b, norm: Normalisation, band_names: Sequence[str]) -> np.ndarray:
+    """Built-up gain: the visible brightening times the later surface's non-vegetation
+    weight, vegetation from :func:`~pipeline.bands.vegetation_index` (NDVI, or without
+    ``nir`` the scaled VDVI of the visible bands)."""
     names = list(band_names)
-    check_bands(names, INDEX_BANDS, "'detect.method' = 'index'")
-    r, n = names.index("red"), names.index("nir")
+    if not has_nir(names):
+        check_bands(names, VISIBLE_BANDS, "'detect.method' = 'index' without a nir band")
     vis = [names.index(v) for v in VISIBLE_BANDS if v in names]
     gain = np.zeros(a.shape[1:], dtype=np.float32)
     for i in vis:
@@ -254,10 +265,9 @@ def _index(a, b, norm: Normalisation, band_names: Sequence[str]) -> np.ndarray:
         zb = (b[i] - np.float32(norm.mean_b[i])) / np.float32(norm.std_b[i])
         gain += zb - za
     gain /= np.float32(len(vis))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ndvi_b = np.nan_to_num((b[n] - b[r]) / (b[n] + b[r]))
+    veg_b = vegetation_index(b, names)
     lim = np.float32(NDVI_NONVEG_MAX)
-    nonveg = np.clip((lim - ndvi_b) / lim, 0, 1)
+    nonveg = np.clip((lim - veg_b) / lim, 0, 1)
     return (np.maximum(gain, 0) * nonveg).astype(np.float32)
 
 

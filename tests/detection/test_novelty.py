@@ -8,6 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.bands import NDVI_NONVEG_MAX, vegetation_index
+from pipeline.config import DetectConfig
 from pipeline.detection import sampling, scores
 from pipeline.detection.methods import novelty
 from pipeline.errors import ConfigError
@@ -38,10 +40,11 @@ def _novelty_scene(seed: int = 0):
 
 
 def _fit(before, after, valid, **kw):
+    """The novelty model of the whole scene; trimmed as configured by default."""
     chunk = sampling.sample_block(before, after, valid, 0, 0, 1, 1, before.shape[2])
     ma, mb, va, vb = sampling.combine_samples([chunk])
-    norm = scores.normalisation(ma, mb, "zscore", 4)
-    kw = {"n_components": 4, "min_weight": 0.05} | kw
+    norm = scores.normalisation(ma, mb, "zscore", before.shape[0])
+    kw = {"n_components": 4, "min_weight": 0.05, "trim": DetectConfig().novelty_trim} | kw
     return norm, novelty.fit_novelty_model(va, vb, norm, **kw)
 
 
@@ -62,13 +65,26 @@ def test_novelty_scores_rare_transitions_high_and_common_or_unchanged_ones_low()
     assert factory.max() < 5
 
 
-def test_novelty_without_model_or_nir_is_a_config_error():
+def test_novelty_on_rgb_only_imagery_scores_new_roofs_high():
+    # without nir the vegetation gate uses 3 × VDVI of the visible bands
+    before, after, valid = _novelty_scene()
+    norm, model = _fit(before[:3], after[:3], valid)
+    score = scores.change_score(before[:3], after[:3], valid, norm, "novelty", BANDS[:3], model)
+    red, concrete = score[81:85, 21:25], score[81:85, 41:45]
+    assert red.min() > 6 and concrete.min() > 6
+    assert np.percentile(score[5:30, 5:115], 99) < 5  # ploughed
+    assert np.percentile(score[50:75, :], 99) < 5  # unchanged
+    assert score[101:107, 101:107].max() < 5  # the existing factory roof
+
+
+def test_novelty_without_model_or_vegetation_bands_is_a_config_error():
     before, after, valid = _novelty_scene()
     norm, model = _fit(before, after, valid)
     with pytest.raises(ConfigError, match="novelty model"):
         scores.change_score(before, after, valid, norm, "novelty", BANDS)
-    with pytest.raises(ConfigError, match="nir"):
-        scores.change_score(before[:3], after[:3], valid, norm, "novelty", BANDS[:3], model)
+    # neither nir (NDVI) nor blue, green and red (VDVI)
+    with pytest.raises(ConfigError, match="without a nir band needs the band"):
+        scores.change_score(before[1:3], after[1:3], valid, norm, "novelty", BANDS[1:3], model)
 
 
 def test_novelty_model_is_deterministic():
@@ -142,8 +158,11 @@ def test_novelty_distance_matches_a_float64_whitened_mahalanobis():
     x = np.concatenate([za, zb])
     feats = novelty._quadratic_features(x)
     d2_64 = (_MODEL.quad.astype(np.float64) @ feats).min(axis=0)
-    fast = novelty._min_mahalanobis2(before, after, _NORM, _MODEL, cand)
-    np.testing.assert_allclose(fast, d2_64, rtol=1e-3, atol=1e-2)
+    veg = vegetation_index(after.reshape(4, -1)[:, cand], BANDS)
+    lo, hi = NDVI_NONVEG_MAX, novelty.NOVELTY_NDVI_ZERO
+    nonveg = np.clip((hi - veg) / (hi - lo), 0, 1)
+    expected = np.sqrt(np.maximum(d2_64, 0)) * nonveg
+    np.testing.assert_allclose(score.ravel()[cand], expected, rtol=1e-3, atol=1e-2)
 
 
 def test_quadratic_form_is_the_squared_mahalanobis_distance():

@@ -22,11 +22,24 @@ def test_cva_score_is_the_change_vector_magnitude_and_zero_where_invalid():
     np.testing.assert_allclose(score, [[5.0, 1.0, 0.0]])
 
 
-def test_index_method_needs_red_and_nir():
+def test_index_method_needs_nir_or_the_three_visible_bands():
     norm = scores.normalisation(sampling.Moments(), sampling.Moments(), "none", 2)
     a = np.ones((2, 2, 2), np.float32)
-    with pytest.raises(ConfigError, match="nir"):
+    with pytest.raises(ConfigError, match="without a nir band needs the band"):
         scores.change_score(a, a, np.ones((2, 2), bool), norm, "index", ("blue", "red"))
+
+
+def test_index_method_on_rgb_scores_new_roofs_and_not_vegetation():
+    # three pixels of vegetation (blue, green, red): one becomes a grey roof, one a red tile
+    # roof, one stays vegetated but brighter (a crop grown greener): without nir the
+    # vegetation weight comes from VDVI, so only the roofs score
+    veg = [400, 700, 500]
+    a = np.array([veg, veg, veg], np.float32).T[:, None, :]  # (3 bands, 1, 3 px)
+    b = np.array([[2200, 2300, 2400], [900, 1000, 1900], [500, 1100, 600]], np.float32).T
+    b = b[:, None, :]
+    norm = scores.normalisation(sampling.Moments(), sampling.Moments(), "none", 3)
+    s = scores.change_score(a, b, np.ones((1, 3), bool), norm, "index", BANDS[:3])
+    assert s[0, 0] > 1000 and s[0, 1] > 300 and s[0, 2] == 0.0
 
 
 def test_unknown_method_is_a_config_error():

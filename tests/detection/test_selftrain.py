@@ -112,6 +112,29 @@ def test_nuisance_pixels_are_vegetation_or_water_in_both_epochs():
         False,
     ]
     assert not selftrain.nuisance_pixels(a, b, ()).any()
+    # RGB only: the vegetation test uses 3 × VDVI of the visible bands
+    assert selftrain.nuisance_pixels(a[:3], b[:3], names[:3])[:, 0].tolist() == [
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
+
+
+def test_selftrain_features_take_the_vegetation_index_by_band_name():
+    rng = np.random.default_rng(2)
+    a, b = rng.uniform(200, 3000, (2, 4, 5, 6)).astype(np.float32)
+    z = rng.uniform(0, 10, (5, 6)).astype(np.float32)
+    rgbn = selftrain.self_train_features(a, b, z, None, BANDS)
+    rgb = selftrain.self_train_features(a[:3], b[:3], z, None, BANDS[:3])
+    # log bands of both epochs and their difference, the vegetation index (before, after,
+    # change), log1p(z)
+    assert len(rgbn) == 3 * 4 + 3 + 1 and len(rgb) == 3 * 3 + 3 + 1
+    np.testing.assert_allclose(rgbn[12], (a[3] - a[2]) / (a[3] + a[2]), rtol=1e-5)  # NDVI
+    g, r, bl = a[1], a[2], a[0]
+    vdvi = np.clip(3 * (2 * g - r - bl) / (2 * g + r + bl), -1, 1)
+    np.testing.assert_allclose(rgb[9], vdvi, rtol=1e-5, atol=1e-6)
 
 
 def test_selftrain_examples_never_take_nuisance_pixels_as_change():
@@ -172,7 +195,14 @@ def test_vegetation_change_and_weight():
     w = selftrain.vegetation_change(a, b, valid, names, 0.0)
     np.testing.assert_allclose(w[:, :5], 0.0)
     np.testing.assert_allclose(w[:, 5:], 2500 / 3500 - 200 / 4200, rtol=1e-5)
-    assert not selftrain.vegetation_change(a[:2], b[:2], valid, names[:2], 1.0).any()  # no nir
+    # neither nir nor all three visible bands: no vegetation index
+    assert not selftrain.vegetation_change(a[1:3], b[1:3], valid, names[1:3], 1.0).any()
+    rgb_a, rgb_b = a[:3].copy(), b[:3].copy()
+    rgb_a[:2], rgb_b[:2] = 300, 300  # blue, green: crops are green, the cleared half is not
+    rgb_a[1], rgb_b[1, :, :5] = 900, 900
+    w_rgb = selftrain.vegetation_change(rgb_a, rgb_b, valid, names[:3], 0.0)
+    np.testing.assert_allclose(w_rgb[:, :5], 0.0)
+    assert (w_rgb[:, 5:] > 1.5).all()  # 3 × VDVI fell from 1 to −1 (clipped)
     score = np.full((10, 10), 0.8, np.float32)
     ref = float(w[0, 9])
     out = selftrain.vegetation_weight(score, w, ref)
@@ -205,7 +235,7 @@ def test_selftrain_with_context_is_fitted_and_scores_like_without_on_plain_chang
         vegetation_weight=True,
     )
     assert model.shift_feature and model.vegetation_ref is not None
-    assert len(model.coef) == len(selftrain.self_train_features(va, vb, va[0], va[0]))
+    assert len(model.coef) == len(selftrain.self_train_features(va, vb, va[0], va[0], names))
     p = scores.change_score(before, after, valid, None, "selftrain", names, model)
     assert (p[changed] > 0.5).mean() > 0.9 and (p[~changed] > 0.5).mean() < 0.05
     with pytest.raises(ValueError, match="context"):

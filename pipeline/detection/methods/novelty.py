@@ -5,9 +5,9 @@ The score is described in :func:`pipeline.detection.scores.change_score`.
 Its one configuration (``config.yaml``, never tuned per scene):
 
 - *Trimmed mixture* (``novelty_trim: 0.02``). The common transitions are a Gaussian mixture
-  fitted by trimmed-likelihood EM: in every M-step the least likely 2 % of the pass-1 sample
-  gets no weight. New construction covers 0.1–0.3 % of a scene (more on a small or
-  construction-dense one), so it always falls in the trimmed tail and can never grow a broad,
+  fitted with a trimmed likelihood (scikit-learn's EM in short warm-started rounds; between
+  rounds the least likely 2 % of the pass-1 sample is left out). New construction covers
+  0.1–0.3 % of a scene (more on a small or construction-dense one), so it always falls in the trimmed tail and can never grow a broad,
   low-weight "catch-all" component that scores it as common — the failure of the plain EM on
   small scenes, where such a component held 1–2 % of the sample and every new roof. Seasonal
   crop transitions cover far more than 2 % and are fitted as before.
@@ -15,22 +15,33 @@ Its one configuration (``config.yaml``, never tuned per scene):
   transition in its own standard deviations; unchanged and seasonal pixels sit below ≈ 4,
   new roofs at 7–25 (red tile roofs, closest to ploughed soil, at 6–9; hysteresis at 0.7 of
   the cut keeps their weaker pixels).
-- *Gates before the distance*: a pixel vegetated afterwards (NDVI ≥ :data:`NOVELTY_NDVI_ZERO`)
-  or darker than the no-change relation predicts scores 0, so the distance is evaluated only
-  on the remaining *candidate* pixels (typically a third of a block), as one float32 matrix
-  product of quadratic features — ≈ 6× faster than whitening every pixel for every component.
+- *Gates before the distance*: a pixel vegetated afterwards (vegetation index ≥
+  :data:`NOVELTY_NDVI_ZERO`: NDVI, or without nir 3 × VDVI of the visible bands,
+  :func:`pipeline.bands.vegetation_index`) or darker than the no-change relation predicts
+  scores 0, so the distance is evaluated only on the remaining *candidate* pixels (typically
+  a third of a block), as one float32 matrix product of quadratic features — ≈ 6× faster
+  than whitening every pixel for every component.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
 
-from pipeline.bands import INDEX_BANDS, NDVI_NONVEG_MAX, VISIBLE_BANDS, check_bands
+from pipeline.bands import (
+    NDVI_NONVEG_MAX,
+    VISIBLE_BANDS,
+    check_bands,
+    has_nir,
+    vegetation_index,
+)
 from pipeline.detection.sampling import MIN_SAMPLE_PIXELS, Normalisation
 from pipeline.errors import InputDataError
 
@@ -39,6 +50,9 @@ log = logging.getLogger(__name__)
 NOVELTY_FIT_MAX = 60_000
 """Pixels of the pass-1 sample used to fit the novelty model (regularly thinned beyond)."""
 NOVELTY_EM_ITERATIONS = 40
+"""EM iterations of the novelty mixture, over all its trimming rounds."""
+NOVELTY_TRIM_ROUNDS = 8
+"""Trimming rounds of the novelty mixture (:func:`_fit_gmm`)."""
 NOVELTY_RIDGE = 1e-3
 """Added to every covariance diagonal (z units²): keeps near-constant clusters invertible."""
 NOVELTY_SEED = 0
@@ -46,10 +60,8 @@ NOVELTY_NOCHANGE_QUANTILE = 0.99
 """A sample pixel is an inlier of the no-change relation below this chi² quantile."""
 NOVELTY_NDVI_ZERO = 0.5
 """``novelty``: the non-vegetation weight falls linearly from 1 at NDVI_NONVEG_MAX to 0 here
-(mixed roof/crop pixels on an outline keep part of their score)."""
-_NOVELTY_CHUNK = 8192
-"""Pixels per matrix product in :func:`_novelty`; chunks are padded to this size so every
-pixel goes through an identically shaped product (bit-identical whatever the block)."""
+(vegetation index: NDVI, or 3 × VDVI without nir; mixed roof/crop pixels on an outline keep
+part of their score)."""
 
 
 @dataclass(frozen=True)
@@ -99,9 +111,9 @@ def fit_novelty_model(
         rotation and unchanged land are not).
     trim : float
         Share of the sample, the least likely under the current mixture, left out of every
-        M-step (trimmed likelihood; 0 = plain EM). Must exceed the share of the scene that is
-        new construction, so rare change cannot get a component; the mixture weights are
-        then shares of the untrimmed sample.
+        round of EM after the first (trimmed likelihood, :func:`_fit_gmm`; 0 = plain EM).
+        Must exceed the share of the scene that is new construction, so rare change cannot
+        get a component; the mixture weights are then shares of the untrimmed sample.
 
     Returns
     -------
@@ -111,8 +123,9 @@ def fit_novelty_model(
     -----
     Two kinds of "common transition" are modelled:
 
-    1. A Gaussian mixture on the joint before/after z-vectors (EM, full covariances, k-means++
-       start with a fixed seed — deterministic for a given sample): unchanged land covers,
+    1. A Gaussian mixture on the joint before/after z-vectors (scikit-learn's EM, full
+       covariances, k-means++ start with a fixed seed — deterministic for a given sample;
+       only the fitted parameters are kept, as quadratic forms): unchanged land covers,
        and the seasonal crop transitions (green → ploughed, stubble → green, …) that cover
        large areas.
     2. The no-change relation ``z_b ≈ g * z_a + o`` per band with a full residual covariance,
@@ -199,43 +212,36 @@ def _z(values: np.ndarray, mean, std) -> np.ndarray:
 
 
 def _fit_gmm(x: np.ndarray, k: int, trim: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gaussian mixture by EM (float64, full covariances, k-means++ start, fixed seed)."""
-    n, d = x.shape
-    rng = np.random.default_rng(NOVELTY_SEED)
-    centres = [int(rng.integers(n))]
-    d2 = ((x - x[centres[0]]) ** 2).sum(axis=1)
-    for _ in range(k - 1):
-        total = d2.sum()
-        j = int(rng.choice(n, p=d2 / total)) if total > 0 else int(rng.integers(n))
-        centres.append(j)
-        d2 = np.minimum(d2, ((x - x[j]) ** 2).sum(axis=1))
-    mu = x[centres].copy()
-    ridge = NOVELTY_RIDGE * np.eye(d)
-    cov = np.repeat((0.1 * np.cov(x.T) + ridge)[None], k, axis=0)
-    w = np.full(k, 1.0 / k)
-    for _ in range(NOVELTY_EM_ITERATIONS):
-        logp = np.empty((n, k))
-        for j in range(k):
-            chol = np.linalg.cholesky(cov[j])
-            y = np.linalg.solve(chol, (x - mu[j]).T)
-            logp[:, j] = np.log(w[j]) - 0.5 * (y * y).sum(axis=0) - np.log(np.diag(chol)).sum()
-        top = logp.max(axis=1, keepdims=True)
-        logp -= top
-        r = np.exp(logp)
-        total = r.sum(axis=1, keepdims=True)
-        r /= total
-        if trim > 0:
-            # trimmed likelihood: the least likely share of the sample never shapes the model,
-            # so rare change cannot grow a broad "catch-all" component of its own
-            loglik = top[:, 0] + np.log(total[:, 0])
-            r[loglik < np.quantile(loglik, trim)] = 0.0
-        nk = r.sum(axis=0) + 1e-12
-        w = nk / nk.sum()
-        mu = (r.T @ x) / nk[:, None]
-        for j in range(k):
-            xc = x - mu[j]
-            cov[j] = (r[:, j, None] * xc).T @ xc / nk[j] + ridge
-    return w, mu, cov
+    """Gaussian mixture (full covariances, float64, fixed seed) with trimmed likelihood.
+
+    :class:`sklearn.mixture.GaussianMixture`, fitted in :data:`NOVELTY_TRIM_ROUNDS` rounds of
+    :data:`NOVELTY_EM_ITERATIONS` / rounds EM iterations, each round warm-started from the
+    last: after every round the least likely ``trim`` share of ``x`` under the current
+    mixture is left out of the next (the concentration steps of the trimmed-likelihood
+    estimator, Neykov et al. 2007). Returns the weights (shares of the pixels kept), means
+    and covariances (:data:`NOVELTY_RIDGE` on the diagonal).
+    """
+    rounds = NOVELTY_TRIM_ROUNDS if trim > 0 else 1
+    gm = GaussianMixture(
+        k,
+        covariance_type="full",
+        reg_covar=NOVELTY_RIDGE,
+        max_iter=max(1, NOVELTY_EM_ITERATIONS // rounds),
+        tol=0.0,
+        init_params="k-means++",
+        random_state=NOVELTY_SEED,
+        warm_start=True,
+    )
+    kept = x
+    with warnings.catch_warnings():
+        # a fixed budget of iterations, not convergence, ends every round
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for r in range(rounds):
+            gm.fit(kept)
+            if trim > 0 and r < rounds - 1:
+                loglik = gm.score_samples(x)
+                kept = x[loglik >= np.quantile(loglik, trim)]
+    return gm.weights_, gm.means_, gm.covariances_
 
 
 def _fit_no_change(za: np.ndarray, zb: np.ndarray, raw_a, raw_b, iterations: int = 10):
@@ -273,52 +279,162 @@ def _fit_no_change(za: np.ndarray, zb: np.ndarray, raw_a, raw_b, iterations: int
     return gain, off, cov, float(inl.mean())
 
 
+NOVELTY_CHUNK_PX = 8192
+"""Candidate pixels per matrix product of :func:`novelty_score` (the last product of a block
+padded with zeros): every pixel goes through an identically shaped product, so its score is
+bit-identical whatever the block."""
+NOVELTY_STRIP_PX = 1 << 16
+"""Pixels per row strip of the :func:`novelty_score` gates: the strip's few float32 temporaries
+stay in the CPU cache instead of streaming the whole block through memory once per
+operation."""
+
+
 def novelty_score(a, b, norm: Normalisation, model: NoveltyModel, band_names) -> np.ndarray:
+    """The ``novelty`` score of a block (see :func:`pipeline.detection.scores.change_score`), streamed in row strips.
+
+    Per strip, the two cheap gates on every pixel (:class:`_NoveltyGates`: vegetated
+    afterwards, or darker than the no-change relation predicts → 0); the candidates that
+    pass both are queued, and every :data:`NOVELTY_CHUNK_PX` of them get their distance to
+    the nearest common transition in one float32 matrix product (:class:`_NoveltyDistances`).
+    Nothing of the block's size is allocated but the score itself; the values are those of
+    the whole-block expressions, in the same float32 operations.
+    """
     names = list(band_names)
-    check_bands(names, INDEX_BANDS, "'detect.method' = 'novelty'")
-    h, w = a.shape[1:]
-    # the two cheap gates first, on every pixel: vegetated afterwards, or darker than the
-    # no-change relation predicts, scores 0 whatever its novelty
-    r, nir = names.index("red"), names.index("nir")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ndvi_b = np.nan_to_num((b[nir] - b[r]) / (b[nir] + b[r]))
-    lo, hi = np.float32(NDVI_NONVEG_MAX), np.float32(NOVELTY_NDVI_ZERO)
-    nonveg = np.clip((hi - ndvi_b) / (hi - lo), 0, 1).astype(np.float32)
-    brighter = np.zeros((h, w), dtype=np.float32)
-    for i in (names.index(v) for v in VISIBLE_BANDS if v in names):
-        za = (a[i] - np.float32(norm.mean_a[i])) / np.float32(norm.std_a[i])
-        zb = (b[i] - np.float32(norm.mean_b[i])) / np.float32(norm.std_b[i])
-        g, o = np.float32(model.nochange_gain[i]), np.float32(model.nochange_offset[i])
-        brighter += zb - (g * za + o)
-    cand = np.flatnonzero((nonveg > 0) & (brighter > 0))
+    if not has_nir(names):
+        check_bands(names, VISIBLE_BANDS, "'detect.method' = 'novelty' without a nir band")
+    a = np.asarray(a, dtype=np.float32)
+    b = np.asarray(b, dtype=np.float32)
+    nb, h, w = a.shape
     score = np.zeros(h * w, dtype=np.float32)
-    if cand.size:
-        score[cand] = np.sqrt(_min_mahalanobis2(a, b, norm, model, cand)) * nonveg.ravel()[cand]
+    gates = _NoveltyGates(norm, model, names, max(1, min(h, NOVELTY_STRIP_PX // max(w, 1))), w)
+    dist = _NoveltyDistances(norm, model, nb)
+    for r0 in range(0, h, gates.rows):
+        sa, sb = a[:, r0 : r0 + gates.rows], b[:, r0 : r0 + gates.rows]
+        idx, nonveg = gates.candidates(sa, sb)
+        if idx.size:
+            dist.add(sa, sb, idx, nonveg, r0 * w, score)
+    dist.flush(score)
     return score.reshape(h, w)
 
 
-def _min_mahalanobis2(a, b, norm: Normalisation, model: NoveltyModel, cand) -> np.ndarray:
-    """Squared Mahalanobis distance of the candidate pixels (flat indices) to the nearest
-    common transition, float32 (≥ 0).
+class _NoveltyGates:
+    """The ``novelty`` gates of :func:`novelty_score` on row strips of up to ``rows`` × ``w`` px,
+    with reused strip buffers: a pixel is a candidate when its later surface is not vegetated
+    (vegetation index below :data:`NOVELTY_NDVI_ZERO`,
+    where the non-vegetation weight is > 0) and its visible bands got brighter than the
+    no-change relation predicts (``sum (z_b - (g z_a + o)) > 0``)."""
 
-    Candidates are gathered into chunks of :data:`_NOVELTY_CHUNK` pixels (the last one
-    padded), so every pixel goes through an identically shaped matrix product whatever the
-    block; each distance is one row of ``quad @ features``.
-    """
-    nb = a.shape[0]
-    n = cand.size
-    c = _NOVELTY_CHUNK
-    a2, b2 = a.reshape(nb, -1), b.reshape(nb, -1)
-    out = np.empty(n, dtype=np.float32)
-    x = np.empty((2 * nb, c), dtype=np.float32)
-    for s in range(0, n, c):
-        idx = cand[s : s + c]
-        m = idx.size
-        for i in range(nb):
-            x[i, :m] = (a2[i, idx] - np.float32(norm.mean_a[i])) / np.float32(norm.std_a[i])
-            x[nb + i, :m] = (b2[i, idx] - np.float32(norm.mean_b[i])) / np.float32(norm.std_b[i])
-        x[:, m:] = 0.0
-        d2 = model.quad @ _quadratic_features(x)
-        out[s : s + m] = np.minimum.reduce(d2, axis=0)[:m]
-    # expanding the quadratic form can leave a tiny negative for a pixel on a mean
-    return np.maximum(out, 0.0)
+    def __init__(self, norm: Normalisation, model: NoveltyModel, names: list[str], rows, w):
+        self.names, self.rows = names, rows
+        f32 = np.float32
+        self.vis = [
+            (
+                names.index(v),
+                *(f32(x[names.index(v)]) for x in (norm.mean_a, norm.std_a)),
+                *(f32(x[names.index(v)]) for x in (norm.mean_b, norm.std_b)),
+                f32(model.nochange_gain[names.index(v)]),
+                f32(model.nochange_offset[names.index(v)]),
+            )
+            for v in VISIBLE_BANDS
+            if v in names
+        ]
+        self.lo, self.hi = f32(NDVI_NONVEG_MAX), f32(NOVELTY_NDVI_ZERO)
+        self.bright, self.za, self.zb = (np.empty((rows, w), f32) for _ in range(3))
+        self.cand, self.brighter = np.empty((rows, w), bool), np.empty((rows, w), bool)
+
+    def candidates(self, sa: np.ndarray, sb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Flat indices (in the strip) of the candidates of strip ``sa``/``sb`` (bands, rows,
+        w) and their non-vegetation weight ``clip((hi - V) / (hi - lo), 0, 1)``."""
+        n = sa.shape[1]
+        bright, za, zb = self.bright[:n], self.za[:n], self.zb[:n]
+        cand, brighter = self.cand[:n], self.brighter[:n]
+        for k, (i, ma, sda, mb, sdb, g, o) in enumerate(self.vis):
+            # zb - (g * za + o), as in the whole-block expression
+            np.subtract(sa[i], ma, out=za)
+            np.divide(za, sda, out=za)
+            np.multiply(za, g, out=za)
+            np.add(za, o, out=za)
+            np.subtract(sb[i], mb, out=zb)
+            np.divide(zb, sdb, out=zb)
+            if k == 0:
+                np.subtract(zb, za, out=bright)
+            else:
+                np.subtract(zb, za, out=zb)
+                bright += zb
+        veg = vegetation_index(sb, self.names)
+        # weight > 0 exactly where V < hi (the subtraction keeps the sign)
+        np.less(veg, self.hi, out=cand)
+        cand &= np.greater(bright, 0, out=brighter)
+        idx = np.flatnonzero(cand)
+        nonveg = np.take(veg, idx)
+        nonveg = np.clip((self.hi - nonveg) / (self.hi - self.lo), 0, 1)
+        return idx, nonveg
+
+
+class _NoveltyDistances:
+    """The distance part of :func:`novelty_score`: candidates are queued (their joint z-vector,
+    score position and weight) and scored :data:`NOVELTY_CHUNK_PX` at a time as
+    ``sqrt(max(min_k quad_k . features, 0)) * weight`` (the features of
+    :class:`NoveltyModel`: ``x_i x_j`` (i ≤ j), ``x_i``,
+    1); the last, partial chunk is padded with zeros."""
+
+    def __init__(self, norm: Normalisation, model: NoveltyModel, nb: int):
+        f32, c = np.float32, NOVELTY_CHUNK_PX
+        self.quad = np.asarray(model.quad, dtype=f32)
+        self.scale = [
+            (f32(m), f32(s))
+            for m, s in zip(
+                (*norm.mean_a[:nb], *norm.mean_b[:nb]), (*norm.std_a[:nb], *norm.std_b[:nb])
+            )
+        ]
+        d = 2 * nb
+        self.x = np.zeros((d, c), f32)
+        self.feats = np.empty((self.quad.shape[1], c), f32)
+        self.feats[-1] = 1.0
+        self.d2 = np.empty((self.quad.shape[0], c), f32)
+        self.best = np.empty(c, f32)
+        self.where = np.empty(c, np.int64)
+        self.weight = np.empty(c, f32)
+        self.fill = 0
+
+    def add(self, sa, sb, idx: np.ndarray, weight: np.ndarray, base: int, score: np.ndarray):
+        """Queue the candidates ``idx`` (flat in the strip ``sa``/``sb``, whose first pixel
+        is ``score[base]``) with their ``weight``; score every full chunk into ``score``."""
+        flat = [band.reshape(-1) for band in (*sa, *sb)]
+        s, c = 0, NOVELTY_CHUNK_PX
+        while s < idx.size:
+            take = min(c - self.fill, idx.size - s)
+            sel, at = idx[s : s + take], slice(self.fill, self.fill + take)
+            for row, band, (m, sd) in zip(self.x, flat, self.scale):
+                z = row[at]
+                np.take(band, sel, out=z)
+                np.subtract(z, m, out=z)
+                np.divide(z, sd, out=z)
+            np.add(sel, base, out=self.where[at])
+            self.weight[at] = weight[s : s + take]
+            self.fill += take
+            s += take
+            if self.fill == c:
+                self.flush(score)
+
+    def flush(self, score: np.ndarray) -> None:
+        """Score the queued candidates into ``score`` (flat)."""
+        m = self.fill
+        if m == 0:
+            return
+        x, feats, d = self.x, self.feats, self.x.shape[0]
+        if m < NOVELTY_CHUNK_PX:
+            x[:, m:] = 0.0
+        k = 0
+        for i in range(d):  # rows x_i * x_j, j = i..d-1: the upper triangle, row-major
+            np.multiply(x[i:], x[i], out=feats[k : k + d - i])
+            k += d - i
+        feats[k : k + d] = x
+        np.matmul(self.quad, feats, out=self.d2)
+        best = np.minimum.reduce(self.d2, axis=0, out=self.best)[:m]
+        # expanding the quadratic form can leave a tiny negative for a pixel on a mean
+        np.maximum(best, np.float32(0), out=best)
+        np.sqrt(best, out=best)
+        best *= self.weight[:m]
+        score[self.where[:m]] = best
+        self.fill = 0
