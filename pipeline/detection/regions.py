@@ -13,15 +13,18 @@ merges the pieces and publishes the parts; nothing here imports it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from rasterio.io import DatasetWriter
 from rasterio.windows import Window
+from threadpoolctl import threadpool_limits
 
 from pipeline.detection import neighbourhood, sampling
 from pipeline.detection import scores as detect
@@ -250,6 +253,25 @@ def region_chunks(
 
 
 # --------------------------------------------------------------------------- worker tasks
+def one_blas_thread(job: Callable) -> Callable:
+    """Run the worker task ``job`` with one BLAS thread.
+
+    The pool sets ``OPENBLAS_NUM_THREADS=1`` in each worker, but a worker whose process
+    imported numpy before that (the forkserver preloads the main module) keeps one BLAS
+    thread per core: two workers on two cores then ran every matrix product of the scores
+    on four threads, and pass 2 took three times its CPU time. The limit is set per task,
+    at run time, where it always holds.
+    """
+
+    @functools.wraps(job)
+    def run(*args, **kwargs):
+        with threadpool_limits(limits=1, user_api="blas"):
+            return job(*args, **kwargs)
+
+    return run
+
+
+@one_blas_thread
 def sample_job(
     source_a: EpochSource,
     source_b: EpochSource,
@@ -294,6 +316,7 @@ def sample_job(
     return out
 
 
+@one_blas_thread
 def detect_region_job(
     job: BlockJob, region: Window, chunk_rows: int, parts_dir: str
 ) -> RegionOutput:
@@ -461,8 +484,12 @@ def detect_block(
     )
     # patches completed in this block and dropped by the filter are "no change" in mask.tif
     # bool True/False -> MASK_CHANGE/MASK_NO_CHANGE (1/0); one pass each, no extra copies
-    mask_out = np.where(valid_c, found.mask, np.uint8(MASK_NODATA)).astype(np.uint8, copy=False)
-    score_out = np.where(valid_c, score_c, np.float32(np.nan)).astype(np.float32, copy=False)
+    if valid_c.all():  # the usual block: plain contiguous copies, no selection
+        mask_out = found.mask.astype(np.uint8)
+        score_out = np.ascontiguousarray(score_c, dtype=np.float32)
+    else:
+        mask_out = np.where(valid_c, found.mask, np.uint8(MASK_NODATA)).astype(np.uint8)
+        score_out = np.where(valid_c, score_c, np.float32(np.nan)).astype(np.float32)
     return BlockOutput(
         window=window,
         score=score_out,

@@ -209,10 +209,12 @@ def mean_pyramid(values: np.ndarray, factors: Sequence[int]) -> list[np.ndarray]
     levels of a chunk are the rows of the raster's levels when the chunk starts on a multiple
     of the largest factor.
     """
-    ok = ~np.isnan(values)
-    if ok.all():  # the usual case: counts are the blocks' pixel counts, no masked copy
-        total, count = values.astype(np.float32, copy=False), None
+    if values.size == 0 or not np.isnan(values.min()):  # min is NaN iff a value is NaN
+        # the usual case: counts are the blocks' pixel counts, no masked copy
+        total, count, all_valid = values.astype(np.float32, copy=False), None, True
     else:
+        all_valid = False
+        ok = ~np.isnan(values)
         total = np.where(ok, values, np.float32(0)).astype(np.float32, copy=False)
         count = ok.astype(np.float32)
     out, done = [], 1
@@ -223,12 +225,12 @@ def mean_pyramid(values: np.ndarray, factors: Sequence[int]) -> list[np.ndarray]
                 count = _pair_sum(count)
         if count is None:
             count = _block_counts(values.shape, f)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out.append(
-                np.where(count > 0, total / count, np.float32(np.nan)).astype(
-                    np.float32, copy=False
-                )
-            )
+        if all_valid:  # every block has pixels: no empty block to set to NaN
+            out.append((total / count).astype(np.float32, copy=False))
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                level = np.where(count > 0, total / count, np.float32(np.nan))
+            out.append(level.astype(np.float32, copy=False))
         done = f
     return out
 
