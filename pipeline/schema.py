@@ -580,6 +580,8 @@ class T:
     TRUTH_ID = "truth_id"
     KIND = "kind"
     COVER = "cover"
+    OFF_FARMLAND = "off_farmland"
+    """True for a new building off farmland (kind ``nonfarm``): no farmland, no approval."""
     AREA_M2 = P.AREA_M2
     FARMLAND_M2 = P.FARMLAND_M2
     APPROVED_M2 = P.APPROVED_M2

@@ -9,14 +9,20 @@ and the new construction of epoch 2 (the truth). :func:`render_epoch` turns the 
 The scene is built so that a naive per-pixel difference does not solve it: most changed
 pixels are seasonal (crop growth, harvest, ploughing), the epochs differ in per-band gain and
 offset, noise and haze, and epoch 2 is shifted by a fraction of a pixel.
+
+:class:`SceneOptions` makes it harder (every roof colour, buildings off farmland at village
+edges, strong haze in one epoch, flooded paddies, plastic film, RGB-only files, the later
+epoch in another CRS); the default options leave the scene exactly as it was. Large scenes
+and the later epoch in another CRS are rendered by :mod:`pipeline.sample.blocks`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum, StrEnum
+from typing import Literal
 
 import geopandas as gpd
 import numpy as np
@@ -63,9 +69,14 @@ class Kind(StrEnum):
 
 
 class CropState(StrEnum):
+    """State of a crop parcel at one date (the last three only with :class:`SceneOptions`)."""
+
     GREEN = "green"
     STUBBLE = "stubble"
     PLOUGHED = "ploughed"
+    FLOODED = "flooded"  # paddy under water or wet soil (transplanting season)
+    FILM = "film"  # plastic mulch film on the rows
+    GREENHOUSE = "greenhouse"  # film-covered tunnels (agricultural, not construction)
 
 
 class C(IntEnum):
@@ -86,6 +97,12 @@ class C(IntEnum):
     WATER = 12
     TREES = 13
     VILLAGE_GROUND = 14
+    FLOODED = 15
+    FILM = 16
+    GREENHOUSE = 17
+    ROOF_STEEL_RED = 18
+    ROOF_WHITE = 19
+    ROOF_ASPHALT = 20
 
 
 # Reflectance x 10000, bands blue, green, red, nir: (low, high) per class. One tone per object
@@ -106,17 +123,31 @@ _SPECTRA = {
     C.WATER: ((550, 650, 450, 150), (650, 750, 550, 260)),
     C.TREES: ((250, 450, 280, 2600), (350, 600, 380, 3400)),
     C.VILLAGE_GROUND: ((1050, 1150, 1250, 1600), (1350, 1450, 1550, 1900)),
+    # from open water (low) to wet soil with seedlings (high)
+    C.FLOODED: ((520, 640, 470, 200), (760, 880, 950, 1350)),
+    C.FILM: ((1900, 2000, 2100, 2500), (2700, 2800, 2900, 3300)),
+    C.GREENHOUSE: ((2500, 2600, 2600, 2800), (3500, 3600, 3600, 3800)),
+    # red / orange colour-steel sheet as measured on delivered imagery
+    C.ROOF_STEEL_RED: ((1350, 1250, 1800, 1700), (1575, 1500, 2000, 1950)),
+    C.ROOF_WHITE: ((3400, 3500, 3500, 3300), (5400, 5500, 5500, 5200)),
+    C.ROOF_ASPHALT: ((450, 480, 500, 550), (650, 700, 720, 800)),
 }
 _STRIPE = {  # relative amplitude of row stripes / furrows / tracks per band
     C.CROP_GREEN: (-0.10, -0.07, -0.14, 0.08),
     C.CROP_STUBBLE: (0.05, 0.05, 0.05, 0.04),
     C.CROP_PLOUGHED: (0.07, 0.07, 0.07, 0.06),
     C.FILL_SOIL: (0.03, 0.03, 0.03, 0.03),
+    C.FILM: (0.22, 0.22, 0.22, 0.18),  # film rows between strips of bare soil
+    C.GREENHOUSE: (0.15, 0.15, 0.15, 0.12),  # tunnels and the gaps between them
 }
 _TEXTURE = {C.TREES: 0.28, C.VILLAGE_GROUND: 0.12, C.GRASS: 0.10, C.GRASS_DRY: 0.10}
 _LOWFREQ = {C.CROP_GREEN: 0.07, C.CROP_STUBBLE: 0.05, C.CROP_PLOUGHED: 0.06, C.GRASS: 0.06}
 _STATE_CLASS = {CropState.GREEN: C.CROP_GREEN, CropState.STUBBLE: C.CROP_STUBBLE}
 _STATE_CLASS[CropState.PLOUGHED] = C.CROP_PLOUGHED
+_STATE_CLASS[CropState.FLOODED] = C.FLOODED
+_STATE_CLASS[CropState.FILM] = C.FILM
+_STATE_CLASS[CropState.GREENHOUSE] = C.GREENHOUSE
+_CROP_CLASSES = tuple(_STATE_CLASS.values())
 _STATES = tuple(CropState)
 _STATE_P1 = (0.45, 0.30, 0.25)
 _STATE_TRANSITION = ((0.45, 0.30, 0.25), (0.40, 0.25, 0.35), (0.55, 0.10, 0.35))
@@ -136,7 +167,118 @@ _MIN_COUNTS = {
     Kind.EARTHWORKS: 2,
 }
 _CLEARANCE_M = 12.0
+_SELECT_CHUNK = 1024
+"""Candidates tested at a time when placing objects (speed only)."""
 _SHADOW_FACTOR = 0.5
+_PALETTE = {
+    "blue_roof": (C.ROOF_BLUE, 0.22),  # blue colour-steel sheet
+    "red_steel_roof": (C.ROOF_STEEL_RED, 0.20),  # red / orange colour-steel sheet
+    "red_roof": (C.ROOF_RED, 0.16),  # red clay tile
+    "white_roof": (C.ROOF_WHITE, 0.14),
+    "concrete_roof": (C.ROOF_CONCRETE, 0.16),  # grey concrete
+    "asphalt_roof": (C.ROOF_ASPHALT, 0.12),  # black asphalt / bitumen
+}
+"""Roof covers of ``SceneOptions(roofs="all")``: renderer class and share among roofs."""
+ROOF_COVERS = tuple(_PALETTE)
+"""Every roof cover of the ``cover`` truth column (besides ``compound`` and ``fill_soil``)."""
+LATER_CRS = "EPSG:32650"
+"""WGS 84 / UTM zone 50N: the later epoch's CRS of :meth:`SceneOptions.hard`."""
+STREAM_ABOVE_PX = 8000
+"""Scenes larger than this are always rendered and written in row blocks."""
+_LOCAL_CUT_ABOVE_PX = 8000
+"""Scenes larger than this cut their parcels against the obstacles tile by tile
+(:func:`_cut_locally`); smaller ones keep the exact whole-geometry difference, so the
+samples made before stay byte for byte the same."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SceneOptions:
+    """What makes a sample harder than the default one (every field off by default).
+
+    The default options reproduce the default sample byte for byte; :meth:`hard` turns
+    everything on.
+    """
+
+    roofs: Literal["classic", "all"] = "classic"
+    """``"all"``: every roof, old and new, drawn from :data:`ROOF_COVERS` (blue and red /
+    orange colour-steel, red clay tile, white, grey concrete, black asphalt)."""
+    off_farmland: int = 0
+    """New unapproved buildings next to village edges, off farmland (kind ``nonfarm``), per
+    full 4000 px scene (scaled by area, at least 3 when > 0)."""
+    haze: bool = False
+    """Strong additive haze (path radiance, strongest in blue) in one epoch."""
+    flooded_paddies: bool = False
+    """Some paddy parcels under water (or wet soil) in one epoch."""
+    film: bool = False
+    """Plastic mulch or greenhouse film on some dry-land parcels in one epoch."""
+    bands: Literal["rgbn", "rgb"] = "rgbn"
+    """``"rgb"``: files hold blue, green and red only."""
+    later_crs: str | None = None
+    """CRS of the later epoch's files (reprojected, own grid with a sub-pixel origin offset);
+    ``None``: the scene's CRS and grid."""
+    stream: bool = False
+    """Render and write in row blocks (flat memory); always on above
+    :data:`STREAM_ABOVE_PX` and with ``later_crs``."""
+    block_rows: int = 256
+    """Rows per block when streaming (memory only)."""
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("roofs", self.roofs in ("classic", "all"), "'classic' or 'all'"),
+            ("bands", self.bands in ("rgbn", "rgb"), "'rgbn' or 'rgb'"),
+            ("off_farmland", _is_count(self.off_farmland), "a count >= 0"),
+            ("block_rows", _is_count(self.block_rows) and self.block_rows >= 16, "rows >= 16"),
+        )
+        for name, ok, expected in checks:
+            if not ok:
+                raise ConfigError(
+                    f"SceneOptions.{name} = {getattr(self, name)!r}; expected {expected}"
+                )
+        if self.later_crs is not None:
+            try:
+                crs = pyproj.CRS(self.later_crs)
+            except pyproj.exceptions.CRSError as exc:
+                raise ConfigError(
+                    f"SceneOptions.later_crs = {self.later_crs!r} is not a CRS ({exc}); "
+                    f"expected e.g. {LATER_CRS!r}"
+                ) from None
+            if not crs.is_projected:
+                raise ConfigError(
+                    f"SceneOptions.later_crs = {self.later_crs!r} is not projected; expected a "
+                    f"projected CRS in metres such as {LATER_CRS!r}"
+                )
+
+    @classmethod
+    def hard(cls, bands: Literal["rgbn", "rgb"] = "rgbn") -> SceneOptions:
+        """Everything on: all roof colours, new buildings off farmland next to villages,
+        haze, flooded paddies, film, the later epoch in UTM, written in row blocks."""
+        return cls(
+            roofs="all",
+            off_farmland=24,
+            haze=True,
+            flooded_paddies=True,
+            film=True,
+            bands=bands,
+            later_crs=LATER_CRS,
+            stream=True,
+        )
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        """The bands written, in file order."""
+        return BAND_NAMES if self.bands == "rgbn" else BAND_NAMES[:3]
+
+    def streamed(self, size_px: int) -> bool:
+        """Whether a ``size_px`` scene with these options is rendered in row blocks."""
+        return self.stream or self.later_crs is not None or size_px > STREAM_ABOVE_PX
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 0
+
+
+DEFAULT_OPTIONS = SceneOptions()
+"""The default sample's options (nothing added)."""
 
 
 # --------------------------------------------------------------------------- results
@@ -210,6 +352,15 @@ class Layout:
     approvals: gpd.GeoDataFrame
     truth: gpd.GeoDataFrame
     seasonal: gpd.GeoDataFrame
+    options: SceneOptions = DEFAULT_OPTIONS
+    later_frame: Frame | None = None
+    """The later epoch's own grid when it is written in another CRS."""
+
+    def epoch_frame(self, epoch: int) -> Frame:
+        """The grid the files of epoch ``epoch`` are written on."""
+        if epoch == 1 and self.later_frame is not None:
+            return self.later_frame
+        return self.frame
 
 
 # --------------------------------------------------------------------------- public
@@ -248,15 +399,19 @@ def tile_windows(
     return out
 
 
-def make_layout(size_px: int = FULL_SIZE_PX, seed: int = 2017) -> Layout:
+def make_layout(
+    size_px: int = FULL_SIZE_PX, seed: int = 2017, options: SceneOptions = DEFAULT_OPTIONS
+) -> Layout:
     """Draw the whole synthetic sample as vector objects.
 
     Parameters
     ----------
     size_px : int
-        Scene width and height in 2 m pixels (>= 300; 4000 = 8 km x 8 km).
+        Scene width and height in 2 m pixels (300..20000; 4000 = 8 km x 8 km).
     seed : int
         Seed of every random choice; the same arguments give the same layout.
+    options : SceneOptions
+        What to add to the default scene (default: nothing; the default layout is unchanged).
 
     Returns
     -------
@@ -267,32 +422,25 @@ def make_layout(size_px: int = FULL_SIZE_PX, seed: int = 2017) -> Layout:
     Each component draws from its own stream ``default_rng([seed, k])``, so changing how
     many objects one component draws does not reshuffle the others. Counts scale with the
     area; the full sample has 8-12 townships, 80-150 villages and about 130 new objects; a
-    small one keeps at least 2 townships, 6 villages and 2 objects per kind.
+    small one keeps at least 2 townships, 6 villages and 2 objects per kind. Each option
+    draws from streams of its own (14 and up) after the default draws.
     """
     _check_args(size_px, seed)
+    if not isinstance(options, SceneOptions):
+        raise ConfigError(f"options = {options!r}; expected a SceneOptions")
     frame = make_frame(size_px)
     area_f = (size_px / FULL_SIZE_PX) ** 2
 
     def rng(k: int) -> np.random.Generator:
         return np.random.default_rng([seed, k])
 
-    n_villages = int(np.clip(round(110 * area_f), 6, 150))
-    n_towns = int(np.clip(round(10 * area_f), 2, 12))
-    district = district_outline(frame.bounds, rng(1))
-    seeds = village_seeds(district, n_villages, rng(2))
-    spacing = float(np.sqrt(district.area / n_villages))
-    grid0 = make_grid(district, seeds, n_towns, rng(3))
-
-    roads = _roads(frame, rng(4))
-    river = _river(frame, rng(5))
-    settle = _settlements(seeds, spacing, frame, river["corridor"], rng(6))
-    fringe = shapely.buffer(settle["union"], settle["fringe_m"], join_style="mitre")
-    obstacles = shapely.union_all([roads["corridor"], river["corridor"], fringe])
-    parcels = _parcels(frame, roads, obstacles, river["line"], rng(7))
+    land = _draw_land(frame, area_f, rng)
+    parcels, settle, roads, river = land["parcels"], land["settle"], land["roads"], land["river"]
+    states = land["states"]
+    if options.flooded_paddies or options.film:
+        states = _seasonal_states(parcels, states, options, rng(15))
     crop = parcels["use"] == "crop"
-    states = _crop_states(int(crop.sum()), rng(8))
-
-    scale = min(1.0, spacing / 450.0)  # villages of small samples are small: so is the gap
+    scale = min(1.0, land["spacing"] / 450.0)  # villages of small samples are small: so is the gap
     nodata1 = _nodata_triangle(frame)
     xmin, ymin, xmax, ymax = frame.bounds
     avoid = shapely.union(
@@ -302,8 +450,8 @@ def make_layout(size_px: int = FULL_SIZE_PX, seed: int = 2017) -> Layout:
         ),
         shapely.buffer(nodata1, 20.0),
     )
-    gap, gap_building = _choose_gap(grid0, parcels["geom"][crop], scale, avoid, rng(9))
-    grid = cut_gap(grid0, gap)
+    gap, gap_building = _choose_gap(land["grid0"], parcels["geom"][crop], scale, avoid, rng(9))
+    grid = cut_gap(land["grid0"], gap)
     placed = _place_changes(
         frame,
         grid,
@@ -317,9 +465,17 @@ def make_layout(size_px: int = FULL_SIZE_PX, seed: int = 2017) -> Layout:
         area_f,
         scale,
         rng(10),
+        edges=(max(3, round(options.off_farmland * area_f)), rng(14))
+        if options.off_farmland
+        else None,
     )
-    objects, shadows = _scene_objects(frame, roads, river, settle, parcels, states, placed, rng(11))
+    palette = rng(16) if options.roofs == "all" else None
+    objects, shadows = _scene_objects(
+        frame, roads, river, settle, parcels, states, placed, rng(11), palette
+    )
     radiometry = _radiometry(rng(12))
+    if options.haze:
+        radiometry = _hazy(radiometry, rng(17))
     crs = pyproj.CRS(CRS)
     grid = Grid(
         district=grid.district.set_crs(crs),
@@ -331,6 +487,7 @@ def make_layout(size_px: int = FULL_SIZE_PX, seed: int = 2017) -> Layout:
     approvals = _approvals_layer(placed["approvals"], crs, rng(13))
     truth = _truth_layer(placed, grid, farmland, approvals, crs)
     seasonal = _seasonal_layer(parcels, states, truth, crs)
+    later = None if options.later_crs is None else later_frame(frame, options.later_crs, rng(18))
     return Layout(
         frame=frame,
         seed=seed,
@@ -343,6 +500,64 @@ def make_layout(size_px: int = FULL_SIZE_PX, seed: int = 2017) -> Layout:
         approvals=approvals,
         truth=truth,
         seasonal=seasonal,
+        options=options,
+        later_frame=later,
+    )
+
+
+def _draw_land(frame: Frame, area_f: float, rng) -> dict:
+    """The district, villages, roads, river, settlements, parcels and crop states."""
+    n_villages = int(np.clip(round(110 * area_f), 6, 150))
+    n_towns = int(np.clip(round(10 * area_f), 2, 12))
+    district = district_outline(frame.bounds, rng(1))
+    seeds = village_seeds(district, n_villages, rng(2))
+    spacing = float(np.sqrt(district.area / n_villages))
+    grid0 = make_grid(district, seeds, n_towns, rng(3))
+    roads = _roads(frame, rng(4))
+    river = _river(frame, rng(5))
+    settle = _settlements(seeds, spacing, frame, river["corridor"], rng(6))
+    fringe = shapely.buffer(settle["union"], settle["fringe_m"], join_style="mitre")
+    obstacles = shapely.union_all([roads["corridor"], river["corridor"], fringe])
+    parcels = _parcels(frame, roads, obstacles, river["line"], rng(7))
+    crop = parcels["use"] == "crop"
+    states = _crop_states(int(crop.sum()), rng(8))
+    return {
+        "spacing": spacing,
+        "grid0": grid0,
+        "roads": roads,
+        "river": river,
+        "settle": settle,
+        "parcels": parcels,
+        "states": states,
+    }
+
+
+def later_frame(frame: Frame, crs: str, rng: np.random.Generator) -> Frame:
+    """The later epoch's own grid in ``crs``: inside the scene, same resolution, its origin
+    off the ``crs`` resolution multiples by a random 0.15-0.85 pixel in x and y."""
+    to = pyproj.Transformer.from_crs(frame.crs, crs, always_xy=True)
+    xmin, ymin, xmax, ymax = frame.bounds
+    n = 64
+    edge = np.linspace(0.0, 1.0, n)
+    xs = np.concatenate([xmin + edge * (xmax - xmin), np.full(n, xmax)])
+    ys = np.concatenate([np.full(n, ymax), ymax - edge * (ymax - ymin)])
+    xs = np.concatenate([xs, xmax - edge * (xmax - xmin), np.full(n, xmin)])
+    ys = np.concatenate([ys, np.full(n, ymin), ymin + edge * (ymax - ymin)])
+    tx, ty = to.transform(xs, ys)
+    tx, ty = np.asarray(tx), np.asarray(ty)
+    # the largest axis-aligned box inside the scene's outline (nearly a rectangle there)
+    left = tx[3 * n :].max()
+    right = tx[n : 2 * n].min()
+    top = ty[:n].min()
+    bottom = ty[2 * n : 3 * n].max()
+    res = frame.res
+    fx, fy = rng.uniform(0.15, 0.85, 2)
+    x0 = (np.ceil(left / res) + fx) * res
+    y0 = (np.floor(top / res) - fy) * res
+    width = int(np.floor((right - x0) / res))
+    height = int(np.floor((y0 - bottom) / res))
+    return Frame(
+        x0=round(float(x0), 4), y0=round(float(y0), 4), width=width, height=height, res=res, crs=crs
     )
 
 
@@ -363,7 +578,9 @@ def render_epoch(layout: Layout, epoch: int, *, block_rows: int = 512) -> np.nda
     0 means nodata only. Order: object spectra with stripes and texture -> shadows -> 0.5 px
     Gaussian blur (soft edges) -> sub-pixel shift (epoch 2) -> per-band gain and offset,
     haze -> sensor noise -> nodata area set to 0. Memory is about 4 float32 copies of one
-    band plus the result.
+    band plus the result. Always on the scene's grid (``layout.frame``), all four bands: the
+    files of scenes rendered in row blocks, and of a later epoch in another CRS, come from
+    :class:`pipeline.sample.blocks.BlockRenderer`.
     """
     if epoch not in (0, 1):
         raise ConfigError(f"epoch = {epoch!r}; expected 0 (first) or 1 (second)")
@@ -589,7 +806,8 @@ def _house_plots(settle: dict, corridor: shapely.Geometry, rng) -> dict:
         boxes.append(cand[shapely.contains(poly, cand)])
     plots = np.concatenate(boxes) if boxes else np.array([], dtype=object)
     if len(plots):
-        plots = plots[~shapely.intersects(plots, corridor)]
+        shapely.prepare(corridor)
+        plots = plots[~shapely.intersects(corridor, plots)]
     b = shapely.bounds(plots).reshape(-1, 4)
     n = len(plots)
     garden = rng.random(n) < 0.08
@@ -649,7 +867,10 @@ def _parcels(frame: Frame, roads: dict, obstacles, river_line, rng) -> dict:
         axis=1,
     )
     cells = shapely.polygons(np.round(ring, 2))
-    cut = shapely.difference(cells, obstacles)
+    if frame.width > _LOCAL_CUT_ABOVE_PX:
+        cut = _cut_locally(cells, obstacles)
+    else:
+        cut = shapely.difference(cells, obstacles)
     parts, src = shapely.get_parts(cut, return_index=True)
     parts = shapely.make_valid(parts)
     area = shapely.area(parts)
@@ -680,6 +901,27 @@ def _parcels(frame: Frame, roads: dict, obstacles, river_line, rng) -> dict:
     }
 
 
+def _cut_locally(cells: np.ndarray, obstacles, tile_m: float = 1000.0) -> np.ndarray:
+    """``difference(cells, obstacles)`` against the obstacles clipped to each ``tile_m``
+    tile of cell centres: the same parcels (to 1e-6 m) in a fraction of the time on large
+    scenes, where each difference with the whole road network dominated the layout."""
+    b = shapely.bounds(cells)
+    key = np.floor((b[:, :2] + b[:, 2:]) / 2 / tile_m).astype(np.int64)
+    _, group = np.unique(key, axis=0, return_inverse=True)
+    order = np.argsort(group.ravel(), kind="stable")
+    bounds = np.searchsorted(group.ravel()[order], np.arange(group.max() + 2))
+    out = np.empty(len(cells), dtype=object)
+    for g in range(len(bounds) - 1):
+        idx = order[bounds[g] : bounds[g + 1]]
+        x0, y0 = b[idx, :2].min(axis=0) - 5.0
+        x1, y1 = b[idx, 2:].max(axis=0) + 5.0
+        local = shapely.clip_by_rect(obstacles, x0, y0, x1, y1)
+        if not shapely.is_valid(local):  # clip_by_rect may leave an invalid polygon
+            local = shapely.intersection(obstacles, shapely.box(x0, y0, x1, y1))
+        out[idx] = shapely.difference(cells[idx], local)
+    return out
+
+
 def _crop_states(n: int, rng: np.random.Generator) -> np.ndarray:
     """Crop state per parcel and epoch, shape (2, n): indices into :class:`CropState`."""
     s1 = rng.choice(3, n, p=_STATE_P1)
@@ -699,17 +941,21 @@ def _choose_gap(grid: Grid, crop: np.ndarray, scale: float, avoid, rng) -> tuple
     crop = np.repeat(crop, 8)
     gaps = shapely.box(xy[:, 0] - gw / 2, xy[:, 1] - gh / 2, xy[:, 0] + gw / 2, xy[:, 1] + gh / 2)
     builds = shapely.box(xy[:, 0] - bw / 2, xy[:, 1] - bh / 2, xy[:, 0] + bw / 2, xy[:, 1] + bh / 2)
-    inner = shapely.buffer(grid.village.geometry.values, -3.0)
-    gi, _ = shapely.STRtree(inner).query(gaps, predicate="within")
-    fits = shapely.contains_properly(crop[gi], builds[gi])
-    good = gi[fits & ~shapely.intersects(shapely.buffer(builds[gi], 15.0), avoid)]
-    if len(good) == 0:
-        raise ConfigError(
-            "no place for the deliberate grid gap: no village holds a crop parcel with room "
-            "around it; use a larger size_px or another seed"
-        )
-    k = int(np.unique(good)[0])  # candidates are already in random order
-    return gaps[k], builds[k]
+    tree = shapely.STRtree(shapely.buffer(grid.village.geometry.values, -3.0))
+    shapely.prepare(avoid)
+    chunk = 4096  # the first good candidate wins: test them a chunk at a time
+    for start in range(0, len(gaps), chunk):
+        gi, _ = tree.query(gaps[start : start + chunk], predicate="within")
+        gi = gi + start
+        fits = shapely.contains_properly(crop[gi], builds[gi])
+        good = gi[fits & ~shapely.intersects(shapely.buffer(builds[gi], 15.0), avoid)]
+        if len(good):
+            k = int(good.min())  # candidates are already in random order
+            return gaps[k], builds[k]
+    raise ConfigError(
+        "no place for the deliberate grid gap: no village holds a crop parcel with room "
+        "around it; use a larger size_px or another seed"
+    )
 
 
 def _nodata_triangle(frame: Frame) -> shapely.Polygon:
@@ -767,32 +1013,49 @@ def _on_lines(lines, n: int, area_range, rng) -> np.ndarray:
 def _select(cands: np.ndarray, n: int, blocked: list, footprints: np.ndarray | None = None):
     """Indices of up to ``n`` candidates, in order, that keep ``_CLEARANCE_M`` from
     everything in ``blocked`` and from each other. ``footprints`` (default the candidates)
-    is what must stay clear (e.g. an object with its approval)."""
+    is what must stay clear (e.g. an object with its approval).
+
+    Notes
+    -----
+    Greedy in candidate order: a candidate is taken unless it is blocked or a candidate
+    taken before it lies within the clearance. Candidates are tested a chunk at a time and
+    the test stops once ``n`` are taken (the result is the same as testing all at once).
+    """
     fp = cands if footprints is None else footprints
     if len(fp) == 0 or n <= 0:
         return np.array([], dtype=int)
-    grown = shapely.buffer(fp, _CLEARANCE_M, join_style="mitre")
-    ok = np.ones(len(fp), dtype=bool)
-    if blocked:
-        hit, _ = shapely.STRtree(np.asarray(blocked, dtype=object)).query(
-            grown, predicate="intersects"
-        )
-        ok[hit] = False
-    a, b = shapely.STRtree(fp).query(grown, predicate="intersects")
-    pair = a != b
-    a, b = a[pair], b[pair]
-    order = np.argsort(a, kind="stable")
-    a, b = a[order], b[order]
-    starts = np.searchsorted(a, np.arange(len(fp) + 1))
-    taken = ~ok
-    chosen = []
-    for i in range(len(fp)):
-        if taken[i]:
-            continue
-        chosen.append(i)
-        taken[b[starts[i] : starts[i + 1]]] = True
-        if len(chosen) == n:
-            break
+    blocked = np.asarray(blocked, dtype=object)
+    big = shapely.get_num_coordinates(blocked) > 64 if len(blocked) else np.zeros(0, bool)
+    for geom in blocked[big]:  # large areas: their prepared geometry tests faster
+        shapely.prepare(geom)
+    small = shapely.STRtree(blocked[~big]) if (~big).any() else None
+    chosen: list[int] = []
+    chosen_grown: list = []
+    for start in range(0, len(fp), _SELECT_CHUNK):
+        part = fp[start : start + _SELECT_CHUNK]
+        grown = shapely.buffer(part, _CLEARANCE_M, join_style="mitre")
+        taken = np.zeros(len(part), dtype=bool)
+        for geom in blocked[big]:
+            taken |= shapely.intersects(geom, grown)
+        if small is not None:
+            taken[small.query(grown, predicate="intersects")[0]] = True
+        if chosen_grown:  # near a candidate taken from an earlier chunk
+            near = shapely.STRtree(np.asarray(chosen_grown, dtype=object))
+            taken[near.query(part, predicate="intersects")[0]] = True
+        a, b = shapely.STRtree(part).query(grown, predicate="intersects")
+        pair = a != b
+        a, b = a[pair], b[pair]
+        order = np.argsort(a, kind="stable")
+        a, b = a[order], b[order]
+        starts = np.searchsorted(a, np.arange(len(part) + 1))
+        for i in range(len(part)):
+            if taken[i]:
+                continue
+            chosen.append(start + i)
+            chosen_grown.append(grown[i])
+            taken[b[starts[i] : starts[i + 1]]] = True
+            if len(chosen) == n:
+                return np.array(chosen, dtype=int)
     return np.array(chosen, dtype=int)
 
 
@@ -819,12 +1082,25 @@ def _octagons(boxes: np.ndarray, rng) -> np.ndarray:
 
 
 def _place_changes(
-    frame, grid, parcels, states, gap_building, settle, roads, river, avoid, area_f, scale, rng
+    frame,
+    grid,
+    parcels,
+    states,
+    gap_building,
+    settle,
+    roads,
+    river,
+    avoid,
+    area_f,
+    scale,
+    rng,
+    edges: tuple[int, np.random.Generator] | None = None,
 ) -> dict:
     """New objects of epoch 2 by kind, and the approvals (see :class:`Kind`).
 
     ``avoid`` is where no object may go (scene edge, epoch-1 nodata); ``scale`` (<= 1)
     shrinks the largest objects on small samples so every kind still finds room.
+    ``edges`` (count, stream): that many more non-farm buildings at village edges, last.
 
     Notes
     -----
@@ -849,6 +1125,8 @@ def _place_changes(
     _place_on_boundaries(placing, frame, grid, area_f)
     _place_approved(placing, want, scale)
     _place_unapproved(placing, want, parcels, states, settle, roads, river)
+    if edges is not None:
+        _place_village_edges(placing, *edges, settle, roads, river)
     objects = placing.objects
     missing = [str(k) for k in Kind if not any(kind == k for _, kind in objects)]
     if missing:
@@ -1001,6 +1279,46 @@ def _place_unapproved(
     placing.fill(lambda: _in_free_space(free, settle, many, rng), want[Kind.NONFARM], Kind.NONFARM)
 
 
+def _place_village_edges(placing: _Placement, n: int, rng, settle, roads, river) -> None:
+    """``n`` non-farm buildings right at village edges: 0.5-4 m outside the settlement
+    ground, inside its non-farm fringe, clear of roads, the river and each other."""
+    union = settle["union"]
+    if union.is_empty or n <= 0:
+        return
+    fringe = settle["fringe_m"]
+    room = shapely.difference(
+        shapely.buffer(union, fringe - 1.5, join_style="mitre"),
+        shapely.union_all(
+            [
+                shapely.buffer(union, 0.5, join_style="mitre"),
+                roads["corridor"],
+                river["corridor"],
+            ]
+        ),
+    )
+    touch = shapely.buffer(union, 4.0, join_style="mitre")
+    shapely.prepare(room)
+    shapely.prepare(touch)
+    outline = shapely.boundary(union)
+    hi = float(np.clip(0.8 * (fringe - 2.0) ** 2, 120.0, 1500.0))
+
+    def make():
+        k = 40 * n
+        pts = shapely.line_interpolate_point(outline, rng.uniform(0, outline.length, k))
+        xy = shapely.get_coordinates(pts)
+        w, h = _rect_sizes(k, (100.0, hi), rng)
+        # push the box out of the village by half its size along a random axis direction
+        sx, sy = rng.choice([-1.0, 1.0], (2, k))
+        along_x = rng.random(k) < 0.5
+        dx = np.where(along_x, sx * (w / 2 + rng.uniform(0.5, 3.5, k)), 0.0)
+        dy = np.where(along_x, 0.0, sy * (h / 2 + rng.uniform(0.5, 3.5, k)))
+        boxes = _boxes_at(xy[:, 0] + dx, xy[:, 1] + dy, w, h)
+        ok = shapely.contains(room, boxes) & shapely.intersects(touch, boxes)
+        return boxes[ok]
+
+    placing.fill(make, n, Kind.NONFARM)
+
+
 def _partial_approvals(cands: np.ndarray, rng) -> np.ndarray:
     """Approvals covering 30-70 % of each box along its long axis, from one end."""
     b = shapely.bounds(cands).reshape(-1, 4)
@@ -1053,12 +1371,25 @@ def _in_free_space(free, settle, n: int, rng) -> np.ndarray:
             else free
         )
         x0, y0, x1, y1 = region.bounds
-        xy = rng.uniform([x0, y0], [x1, y1], (n * 20, 2))
-        xy = xy[shapely.contains_xy(free, xy[:, 0], xy[:, 1])][:n]
+        xy = _first_inside(free, rng.uniform([x0, y0], [x1, y1], (n * 20, 2)), n)
         w, h = _rect_sizes(len(xy), (100.0, 1500.0), rng)
         boxes = _boxes_at(xy[:, 0], xy[:, 1], w, h)
         out.append(boxes[shapely.contains(free, boxes)])
     return np.concatenate(out) if out else np.array([], dtype=object)
+
+
+def _first_inside(area, xy: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` points of ``xy`` inside ``area`` (tested a chunk at a time)."""
+    found = []
+    count = 0
+    for start in range(0, len(xy), 8 * _SELECT_CHUNK):
+        part = xy[start : start + 8 * _SELECT_CHUNK]
+        part = part[shapely.contains_xy(area, part[:, 0], part[:, 1])]
+        found.append(part)
+        count += len(part)
+        if count >= n:
+            break
+    return np.concatenate(found)[:n] if found else xy[:0]
 
 
 # --------------------------------------------------------------------------- objects to paint
@@ -1081,8 +1412,12 @@ class _Painter:
         self.orient.extend(o.tolist())
 
 
-def _scene_objects(frame, roads, river, settle, parcels, states, placed, rng):
-    """The painting list and the roof shadows of both epochs."""
+def _scene_objects(frame, roads, river, settle, parcels, states, placed, rng, palette=None):
+    """The painting list and the roof shadows of both epochs.
+
+    ``palette`` (a stream, or None for the classic colours) redraws every roof's colour from
+    :data:`ROOF_COVERS` after the classic draws, which stay as they are.
+    """
     p = _Painter()
     use = parcels["use"]
     geom = parcels["geom"]
@@ -1097,6 +1432,8 @@ def _scene_objects(frame, roads, river, settle, parcels, states, placed, rng):
     p.add(np.concatenate([roads["trees"], river["trees"]]), C.TREES, C.TREES)
     p.add(settle["geom"], C.VILLAGE_GROUND, C.VILLAGE_GROUND)
     houses = _house_plots(settle, roads["corridor"], rng)
+    if palette is not None:
+        houses["roof_cls"] = _roof_classes(len(houses["roof_cls"]), palette)[1]
     p.add(houses["trees"], C.TREES, C.TREES)
     roofs = [houses["roofs"]]
     p.add(houses["roofs"], houses["roof_cls"], houses["roof_cls"])
@@ -1106,6 +1443,8 @@ def _scene_objects(frame, roads, river, settle, parcels, states, placed, rng):
     p.add(yards, C.CONCRETE, C.CONCRETE)
     fac_roofs = _roofs_in(yards, rng)
     fac_cls = rng.choice([C.ROOF_BLUE, C.ROOF_CONCRETE], len(fac_roofs), p=[0.7, 0.3])
+    if palette is not None:
+        fac_cls = _roof_classes(len(fac_roofs), palette)[1]
     p.add(fac_roofs, fac_cls, fac_cls)
     roofs.append(fac_roofs)
     p.add(roads["geom"], roads["cls"], roads["cls"])
@@ -1117,14 +1456,18 @@ def _scene_objects(frame, roads, river, settle, parcels, states, placed, rng):
     build = new[~earth]
     cover = _covers(build, rng)
     compound = cover == "compound"
+    if palette is not None:
+        cover = np.where(compound, cover, _roof_classes(len(cover), palette, every=True)[0])
+    names = np.array(list(_PALETTE), dtype=object)
     roof_cls = np.select(
-        [cover == "blue_roof", cover == "concrete_roof", cover == "red_roof"],
-        [C.ROOF_BLUE, C.ROOF_CONCRETE, C.ROOF_RED],
-        C.CONCRETE,
+        [cover == name for name in names], [_PALETTE[name][0] for name in names], C.CONCRETE
     )
     p.add(build, -1, roof_cls)
     inner = _roofs_in(build[compound], rng)
-    p.add(inner, -1, rng.choice([C.ROOF_BLUE, C.ROOF_CONCRETE], len(inner), p=[0.6, 0.4]))
+    inner_cls = rng.choice([C.ROOF_BLUE, C.ROOF_CONCRETE], len(inner), p=[0.6, 0.4])
+    if palette is not None:
+        inner_cls = _roof_classes(len(inner), palette)[1]
+    p.add(inner, -1, inner_cls)
     new_roofs = np.concatenate([build[~compound], inner])
     covers = np.empty(len(new), dtype=object)
     covers[earth] = "fill_soil"
@@ -1144,13 +1487,14 @@ def _scene_objects(frame, roads, river, settle, parcels, states, placed, rng):
     cls = np.array(p.cls, dtype=int).T
     period = rng.uniform(3.0, 7.0, (2, n)).astype(np.float32)
     period[1] = np.where(cls[0] == cls[1], period[0], period[1])  # same state, same rows
+    period[cls == C.GREENHOUSE] *= 2.0  # tunnels 6-14 m wide
     objects = SceneObjects(
         geoms=np.array(p.geoms, dtype=object),
         cls=cls,
         tone=rng.random(n).astype(np.float32),
         band_jitter=rng.normal(0, 0.025, (n, 4)).astype(np.float32),
         epoch_jitter=np.where(
-            np.isin(cls, [C.CROP_GREEN, C.CROP_STUBBLE, C.CROP_PLOUGHED]),
+            np.isin(cls, _CROP_CLASSES),
             rng.normal(0, 0.05, (2, n)),
             rng.normal(0, 0.015, (2, n)),
         ).astype(np.float32),
@@ -1159,6 +1503,59 @@ def _scene_objects(frame, roads, river, settle, parcels, states, placed, rng):
         phase=rng.uniform(0, 2 * np.pi, (2, n)).astype(np.float32),
     )
     return objects, shadows
+
+
+def _roof_classes(n: int, rng, *, every: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` roof covers drawn from the full palette: (cover names, renderer classes).
+
+    ``every``: each cover at least once when ``n`` allows (the rest drawn by share), in
+    random order.
+    """
+    names = np.array(list(_PALETTE), dtype=object)
+    share = np.array([v[1] for v in _PALETTE.values()])
+    pick = rng.choice(len(names), n, p=share / share.sum())
+    if every:
+        pick = rng.permutation(np.concatenate([np.arange(len(names)), pick])[:n])
+    classes = np.array([int(v[0]) for v in _PALETTE.values()], dtype=int)
+    return names[pick], classes[pick]
+
+
+def _seasonal_states(parcels: dict, states: np.ndarray, options, rng) -> np.ndarray:
+    """Flooded paddies (half of the paddy parcels) and film on dry land (8 %: mulch film or
+    greenhouses), each in one epoch: seasonal change that is not construction."""
+    crop = parcels["use"] == "crop"
+    paddy = parcels["dlbm"][crop] == "0101"
+    n = len(paddy)
+    states = states.copy()
+    epoch = rng.integers(0, 2, n)
+    u = rng.random(n)
+    mulch = rng.random(n) < 0.6
+    idx = np.arange(n)
+    if options.flooded_paddies:
+        flood = paddy & (u < 0.5)
+        states[epoch[flood], idx[flood]] = _STATES.index(CropState.FLOODED)
+    if options.film:
+        film = ~paddy & (u < 0.08)
+        states[epoch[film], idx[film]] = np.where(
+            mulch[film], _STATES.index(CropState.FILM), _STATES.index(CropState.GREENHOUSE)
+        )
+    return states
+
+
+def _hazy(radiometry: tuple[Radiometry, Radiometry], rng) -> tuple[Radiometry, Radiometry]:
+    """Strong haze in one epoch: extra path radiance (blue > green > red > nir, about
+    lambda^-2) and a 3-6 % loss of transmission."""
+    e = int(rng.integers(0, 2))
+    blue = float(rng.uniform(700.0, 1100.0))
+    extra = (blue, 0.72 * blue, 0.5 * blue, 0.18 * blue)
+    loss = float(rng.uniform(0.94, 0.97))
+    old = radiometry[e]
+    hazy = replace(
+        old,
+        gain=tuple(round(g * loss, 4) for g in old.gain),
+        haze=tuple(round(h + x, 1) for h, x in zip(old.haze, extra, strict=True)),
+    )
+    return (hazy, radiometry[1]) if e == 0 else (radiometry[0], hazy)
 
 
 def _covers(build: np.ndarray, rng) -> np.ndarray:
@@ -1266,17 +1663,16 @@ def _approvals_layer(geoms: np.ndarray, crs, rng) -> gpd.GeoDataFrame:
 def _truth_layer(placed: dict, grid: Grid, farmland, approvals, crs) -> gpd.GeoDataFrame:
     geoms = placed["geom"]
     v_code, t_code, share = assign_majority(geoms, grid.village)
-    farm = shapely.union_all(farmland.geometry.values)
-    appr = shapely.union_all(approvals.geometry.values)
     n = len(geoms)
     return gpd.GeoDataFrame(
         {
             T.TRUTH_ID: pd.array([f"T{i + 1:04d}" for i in range(n)], dtype="str"),
             T.KIND: pd.array(placed["kind"].tolist(), dtype="str"),
             T.COVER: pd.array(placed["cover"].tolist(), dtype="str"),
+            T.OFF_FARMLAND: placed["kind"] == str(Kind.NONFARM),
             T.AREA_M2: np.round(shapely.area(geoms), 2),
-            T.FARMLAND_M2: np.round(shapely.area(shapely.intersection(geoms, farm)), 2),
-            T.APPROVED_M2: np.round(shapely.area(shapely.intersection(geoms, appr)), 2),
+            T.FARMLAND_M2: np.round(_overlap_area(geoms, farmland.geometry.values), 2),
+            T.APPROVED_M2: np.round(_overlap_area(geoms, approvals.geometry.values), 2),
             T.VILLAGE_CODE: pd.array(v_code.tolist(), dtype="str"),
             T.VILLAGE_SHARE: share,
             T.TOWNSHIP_CODE: pd.array(t_code.tolist(), dtype="str"),
@@ -1288,14 +1684,36 @@ def _truth_layer(placed: dict, grid: Grid, farmland, approvals, crs) -> gpd.GeoD
     )
 
 
+def _minus(geoms: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """``difference(geoms, union_all(others))``, computed against the union only for the
+    geometries that meet one of ``others`` (the rest against a far point: GEOS returns the
+    same normalised polygon either way)."""
+    if len(geoms) == 0:
+        return geoms
+    x1, y1 = shapely.total_bounds(geoms)[2:]
+    out = shapely.difference(geoms, shapely.Point(x1 + 1e6, y1 + 1e6))
+    if len(others):
+        hit = np.unique(shapely.STRtree(others).query(geoms, predicate="intersects")[0])
+        out[hit] = shapely.difference(geoms[hit], shapely.union_all(others))
+    return out
+
+
+def _overlap_area(geoms: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Area of each geometry inside the union of ``others`` (disjoint polygons, as parcels
+    and approvals are): summed over the few it meets, never against the whole union."""
+    if len(geoms) == 0 or len(others) == 0:
+        return np.zeros(len(geoms))
+    i, j = shapely.STRtree(others).query(geoms, predicate="intersects")
+    pieces = shapely.area(shapely.intersection(geoms[i], others[j]))
+    return np.bincount(i, pieces, minlength=len(geoms))
+
+
 def _seasonal_layer(parcels: dict, states: np.ndarray, truth, crs) -> gpd.GeoDataFrame:
     """Crop parcels whose state changed (not construction), minus the truth objects."""
     crop = parcels["use"] == "crop"
     changed = states[0] != states[1]
     ids = np.array([f"F{i + 1:05d}" for i in range(int(crop.sum()))], dtype=object)
-    geoms = shapely.difference(
-        parcels["geom"][crop][changed], shapely.union_all(truth.geometry.values)
-    )
+    geoms = _minus(parcels["geom"][crop][changed], truth.geometry.values)
     names = np.array([str(s) for s in _STATES], dtype=object)
     return gpd.GeoDataFrame(
         {

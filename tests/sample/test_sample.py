@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import ConfigError
-from pipeline.sample import generate_sample, make_layout, render_epoch
+from pipeline.sample import SceneOptions, generate_sample, make_layout, render_epoch
 from pipeline.sample.scene import EPOCHS, TILE_LAYOUTS, Kind, make_frame, tile_windows, truth_mask
 from pipeline.sample.write import (
     APPROVALS_FILE,
@@ -74,6 +74,34 @@ def test_same_seed_gives_identical_files(sample, tmp_path):
         a, b = _read(out / file, layer), _read(again / file, layer)
         pd.testing.assert_frame_equal(a.drop(columns="geometry"), b.drop(columns="geometry"))
         assert shapely.equals_exact(a.geometry.values, b.geometry.values, tolerance=0).all()
+
+
+DEFAULT_PIXELS_SHA256 = {
+    "2016": "ba8ae34c08ccfd89a501912a02aaecf622bca7f1b81e9ca538993b2f76ac72b3",
+    "2017": "db4ab109248b0dbeef54df2cae323f736f516b63b75b2ff76343d54f7b7556f6",
+}
+"""Pixels of the 500 px, seed 2017 sample, all tiles in name order, as recorded before the
+scene options existed: the default options must keep the default sample."""
+
+
+def test_default_sample_pixels_are_unchanged(sample):
+    out, info = sample
+    assert info.options == SceneOptions()
+    for label in EPOCHS:
+        h = hashlib.sha256()
+        for f in sorted((out / IMAGERY_DIR / label).glob("*.tif")):
+            with rasterio.open(f) as src:
+                h.update(src.read().tobytes())
+        assert h.hexdigest() == DEFAULT_PIXELS_SHA256[label]
+    truth = _read(out / TRUTH_FILE, TRUTH_LAYER)
+    assert set(truth[T.COVER]) <= {
+        "blue_roof",
+        "concrete_roof",
+        "red_roof",
+        "compound",
+        "fill_soil",
+    }
+    np.testing.assert_array_equal(truth[T.OFF_FARMLAND], truth[T.KIND] == Kind.NONFARM)
 
 
 def test_different_seed_differs(sample, tmp_path):
