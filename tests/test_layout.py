@@ -12,7 +12,11 @@ import ast
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
-GENERATOR_CALLERS = {"conftest.py", "sample/test_sample.py"}
+GENERATOR_CALLERS = {
+    "conftest.py",
+    "sample/test_sample.py",
+    "sample/test_options.py",  # the hard and RGB-only options themselves, on 300 px scenes
+}
 
 
 def _python_files() -> list[Path]:
