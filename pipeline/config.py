@@ -228,6 +228,12 @@ class DetectConfig:
     moisture_ratio: float = 2.5
     """Moisture screen: a patch is screened when ``|ln SWIR change| - |ln visible change|``
     (both relative to the scene) is at least ``ln(moisture_ratio)``."""
+    context_contrast: float | None = None
+    """Context screen: drop merged patches whose mean change vector differs from the median
+    change of a ring of ground around them by less than this (RMS over the bands, in scene
+    standard deviations; :mod:`pipeline.detection.context`): fragments of a parcel's
+    seasonal change, film or uneven haze. null: off (the profiles of ``method: auto`` set
+    it)."""
     given: frozenset[str] = frozenset()
     """The keys written in the config file's ``detect`` section (not a key itself): with
     ``method: auto`` these keep their value, every other key follows the profile."""
@@ -873,6 +879,11 @@ def _check_detect_bands(d: DetectConfig, band_names: Sequence[str], where: str) 
                 f"{where}: 'detect.{key}' = {getattr(d, key)} must be > 1 (a factor of change "
                 "relative to the scene, e.g. 1.5)"
             )
+    if d.context_contrast is not None and not d.context_contrast > 0:
+        raise ConfigError(
+            f"{where}: 'detect.context_contrast' = {d.context_contrast} must be > 0 (scene "
+            "standard deviations, e.g. 0.5) or null (off)"
+        )
     if d.method in ("index", "novelty") and not has_nir(band_names):
         # vegetation from the visible bands (pipeline.bands.vegetation_index)
         check_bands(

@@ -45,7 +45,7 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 
 from pipeline.config import Config, DetectConfig, check_cleanup_radii
-from pipeline.detection import neighbourhood, sampling
+from pipeline.detection import context, neighbourhood, sampling
 from pipeline.detection import scores as detect
 from pipeline.detection.change_type import classify_change
 from pipeline.detection.defaults import resolve_detect
@@ -221,6 +221,8 @@ class ScreenedPatches:
     cloud_m2: float
     n_moisture: int
     moisture_m2: float
+    n_context: int
+    context_m2: float
 
 
 @dataclass(frozen=True)
@@ -645,13 +647,48 @@ def screen_patches(
                 screened[-1][1] / 1e4, what, MASK_FILE,
             )  # fmt: skip
     (n_cloud, cloud_m2), (n_moisture, moisture_m2) = screened
+    hit = context_screen(d, inputs, merged, keep, statistics)
+    keep &= ~hit
+    n_context, context_m2 = int(hit.sum()), float(sums[hit, 0].sum()) * res * res
+    if n_context:
+        log.info(
+            "%s→%s: %d patch(es), %.2f ha, screened as the change of the ground around them "
+            "(detect.context_contrast %.2f); their pixels are 'no change' in %s",
+            *inputs.labels, n_context, context_m2 / 1e4, d.context_contrast, MASK_FILE,
+        )  # fmt: skip
     return ScreenedPatches(
         keep=keep,
         n_cloud=n_cloud,
         cloud_m2=cloud_m2,
         n_moisture=n_moisture,
         moisture_m2=moisture_m2,
+        n_context=n_context,
+        context_m2=context_m2,
     )
+
+
+def context_screen(
+    d: DetectConfig,
+    inputs: PairInputs,
+    merged: MergedPatches,
+    keep: np.ndarray,
+    statistics: PairStatistics,
+) -> np.ndarray:
+    """Bool per merged patch: kept so far, and its change is that of the ground around it
+    (contrast under ``detect.context_contrast``, :mod:`pipeline.detection.context`)."""
+    hit = np.zeros_like(keep)
+    if d.context_contrast is None or not keep.any():
+        return hit
+    idx = np.flatnonzero(keep)
+    contrast = context.patch_contrasts(
+        merged.geoms[idx],
+        merged.geoms,
+        (inputs.source_a, inputs.source_b),
+        inputs.grid,
+        statistics.fitted.norm,
+    )
+    hit[idx] = contrast < d.context_contrast  # NaN (no ring to compare with): kept
+    return hit
 
 
 def keep_patches(
@@ -717,15 +754,20 @@ def _log_summary(
     n_patches = len(kept.detections)
     log.info(
         "%s→%s: %d changed pixels, %d patches (dropped: %d below %.0f m² or the mean score, "
-        "%d cloud, %d wetting/drying)",
+        "%d cloud, %d wetting/drying, %d like their surroundings)",
         *inputs.labels,
         kept.n_pixels_changed,
         n_patches,
-        merged.n_before - screened.n_cloud - screened.n_moisture - n_patches,
+        merged.n_before - _n_screened(screened) - n_patches,
         d.min_area_m2,
         screened.n_cloud,
         screened.n_moisture,
+        screened.n_context,
     )
+
+
+def _n_screened(screened: ScreenedPatches) -> int:
+    return screened.n_cloud + screened.n_moisture + screened.n_context
 
 
 def detection_stats(
@@ -773,7 +815,7 @@ def detection_stats(
         "n_patches_below_min_area": merged.n_small,
         "n_pixels_erased": n_erased,
         "n_patches_below_min_mean_score": (
-            merged.n_before - merged.n_small - screened.n_cloud - screened.n_moisture - n_patches
+            merged.n_before - merged.n_small - _n_screened(screened) - n_patches
         ),
         "cloud_screen": inputs.cloud_screen,
         "n_patches_cloud": screened.n_cloud,
@@ -781,6 +823,9 @@ def detection_stats(
         "moisture_screen": inputs.moisture_screen,
         "n_patches_moisture": screened.n_moisture,
         "moisture_m2": screened.moisture_m2,
+        "context_contrast": d.context_contrast,
+        "n_patches_context": screened.n_context,
+        "context_m2": screened.context_m2,
     }
 
 

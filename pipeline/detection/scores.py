@@ -164,7 +164,9 @@ def change_score(
         times the ``index`` method's non-vegetation weight of the later surface (softened to
         fall from 1 at NDVI :data:`NDVI_NONVEG_MAX` to 0 at :data:`NOVELTY_NDVI_ZERO`), and
         0 where the visible bands got darker than the no-change relation predicts (shadows,
-        water, crops greening). In units of standard deviations of the nearest common
+        water, crops greening) unless the vegetation index fell by
+        :data:`~pipeline.detection.methods.novelty.NOVELTY_VEGETATION_LOSS` (a black roof or
+        yard on crops). In units of standard deviations of the nearest common
         transition; new roofs of any colour, concrete and fill on crop land are rare
         transitions, seasonal crop changes are common ones.
         The distance is computed only for pixels that pass both gates (the others score 0

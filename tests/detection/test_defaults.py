@@ -26,7 +26,7 @@ def test_band_set(bands, expected):
     ("bands", "res", "method"),
     [
         (RGB, 0.5, "cva"),  # aerial / commercial VHR
-        (RGB, 2.0, "novelty"),
+        (RGB, 2.0, "cva"),  # visible bands at 2 m
         (RGBN, 0.8, "novelty"),  # Gaofen-2
         (RGBN, 2.0, "novelty"),
         (S2, 10.0, "selftrain"),  # Sentinel-2

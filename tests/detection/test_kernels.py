@@ -70,7 +70,8 @@ def _reference(before, after, norm, model):
         zb = (after[i] - f32(norm.mean_b[i])) / f32(norm.std_b[i])
         g, o = f32(model.nochange_gain[i]), f32(model.nochange_offset[i])
         brighter += zb - (g * za + o)
-    cand = (nonveg > 0) & (brighter > 0)
+    lost = vegetation_index(before, BANDS) - veg >= f32(novelty.NOVELTY_VEGETATION_LOSS)
+    cand = (nonveg > 0) & ((brighter > 0) | lost)
     z = [(before[i] - f32(norm.mean_a[i])) / f32(norm.std_a[i]) for i in range(nb)]
     z += [(after[i] - f32(norm.mean_b[i])) / f32(norm.std_b[i]) for i in range(nb)]
     x = np.stack(z).reshape(2 * nb, -1).astype(np.float64)

@@ -21,7 +21,8 @@ def _novelty_scene(seed: int = 0):
     """120 x 120 px: the top 30 % is crop land that is ploughed between the dates (a common
     transition); the rest stays vegetated (left) or bare village ground (right); an existing
     blue factory roof (8 x 8 px, in both epochs) is a rare but *unchanged* surface; a red tile
-    roof and a concrete roof (6 x 6 px each) are new. Epoch 2 has a gain, an offset and more
+    roof, a concrete roof and a black asphalt roof (6 x 6 px each, the last darker than the
+    crops it replaced in every visible band) are new. Epoch 2 has a gain, an offset and more
     noise."""
     rng = np.random.default_rng(seed)
     h = w = 120
@@ -33,10 +34,15 @@ def _novelty_scene(seed: int = 0):
     after[:, :36] = np.array(SOIL, float)[:, None, None]
     after[:, 80:86, 20:26] = np.array(RED_TILE, float)[:, None, None]
     after[:, 80:86, 40:46] = np.array(ROOF, float)[:, None, None]
+    after[:, 90:96, 20:26] = np.array(ASPHALT, float)[:, None, None]
     after = after * np.array([1.05, 0.95, 1.1, 0.9])[:, None, None] + 80.0
     before += rng.normal(0, 30, before.shape)
     after += rng.normal(0, 45, after.shape)
     return before.astype(np.float32), after.astype(np.float32), np.ones((h, w), bool)
+
+
+ASPHALT = (330, 360, 380, 420)
+"""A black asphalt roof (blue, green, red, nir): darker than crops in every visible band."""
 
 
 def _fit(before, after, valid, **kw):
@@ -56,8 +62,10 @@ def test_novelty_scores_rare_transitions_high_and_common_or_unchanged_ones_low()
     ploughed, unchanged = score[5:30, 5:115], score[50:75, :]
     factory = score[101:107, 101:107]
     red, concrete = score[81:85, 21:25], score[81:85, 41:45]
-    # new roofs of both colours stand far out of the common transitions...
+    # new roofs of every colour stand far out of the common transitions, the black one too
+    # (no brighter than the crops, but it lost their vegetation)...
     assert red.min() > 6 and concrete.min() > 6
+    assert score[91:95, 21:25].min() > 6
     # ...a large seasonal change, unchanged land and a rare unchanged roof do not (the 99th
     # percentile of a chi distribution with 8 degrees of freedom is 4.5)
     assert np.percentile(ploughed, 99) < 5

@@ -18,7 +18,7 @@ Its one configuration (``config.yaml``, never tuned per scene):
 - *Gates before the distance*: a pixel vegetated afterwards (vegetation index ≥
   :data:`NOVELTY_NDVI_ZERO`: NDVI, or without nir 3 × VDVI of the visible bands,
   :func:`pipeline.bands.vegetation_index`) or darker than the no-change relation predicts
-  scores 0, so the distance is evaluated only on the remaining *candidate* pixels (typically
+  (and still as vegetated as before: :data:`NOVELTY_VEGETATION_LOSS`) scores 0, so the distance is evaluated only on the remaining *candidate* pixels (typically
   a third of a block), as one float32 matrix product of quadratic features — ≈ 6× faster
   than whitening every pixel for every component.
 """
@@ -62,6 +62,13 @@ NOVELTY_NDVI_ZERO = 0.5
 """``novelty``: the non-vegetation weight falls linearly from 1 at NDVI_NONVEG_MAX to 0 here
 (vegetation index: NDVI, or 3 × VDVI without nir; mixed roof/crop pixels on an outline keep
 part of their score)."""
+
+
+NOVELTY_VEGETATION_LOSS = 0.3
+"""``novelty``: a pixel whose vegetation index fell by this much is a candidate even when it
+got no brighter: black asphalt roofs and yards on crops or grass darken the visible bands
+and lose their vegetation. (Fields flooded or harvested lose theirs too: they are common
+transitions of the scene and score low, and the change type tells water from a roof.)"""
 
 
 @dataclass(frozen=True)
@@ -290,12 +297,14 @@ operation."""
 
 
 def novelty_score(a, b, norm: Normalisation, model: NoveltyModel, band_names) -> np.ndarray:
-    """The ``novelty`` score of a block (see :func:`pipeline.detection.scores.change_score`), streamed in row strips.
+    """The ``novelty`` score of a block (:func:`pipeline.detection.scores.change_score`), in
+    row strips.
 
     Per strip, the two cheap gates on every pixel (:class:`_NoveltyGates`: vegetated
-    afterwards, or darker than the no-change relation predicts → 0); the candidates that
-    pass both are queued, and every :data:`NOVELTY_CHUNK_PX` of them get their distance to
-    the nearest common transition in one float32 matrix product (:class:`_NoveltyDistances`).
+    afterwards, or darker than the no-change relation predicts with its vegetation kept → 0);
+    the candidates that pass both are queued, and every :data:`NOVELTY_CHUNK_PX` of them get
+    their distance to the nearest common transition in one float32 matrix product
+    (:class:`_NoveltyDistances`).
     Nothing of the block's size is allocated but the score itself; the values are those of
     the whole-block expressions, in the same float32 operations.
     """
@@ -320,9 +329,10 @@ def novelty_score(a, b, norm: Normalisation, model: NoveltyModel, band_names) ->
 class _NoveltyGates:
     """The ``novelty`` gates of :func:`novelty_score` on row strips of up to ``rows`` × ``w`` px,
     with reused strip buffers: a pixel is a candidate when its later surface is not vegetated
-    (vegetation index below :data:`NOVELTY_NDVI_ZERO`,
-    where the non-vegetation weight is > 0) and its visible bands got brighter than the
-    no-change relation predicts (``sum (z_b - (g z_a + o)) > 0``)."""
+    (vegetation index below :data:`NOVELTY_NDVI_ZERO`, where the non-vegetation weight is
+    > 0) and its visible bands got brighter than the no-change relation predicts
+    (``sum (z_b - (g z_a + o)) > 0``) or it lost vegetation
+    (:data:`NOVELTY_VEGETATION_LOSS`)."""
 
     def __init__(self, norm: Normalisation, model: NoveltyModel, names: list[str], rows, w):
         self.names, self.rows = names, rows
@@ -339,6 +349,7 @@ class _NoveltyGates:
             if v in names
         ]
         self.lo, self.hi = f32(NDVI_NONVEG_MAX), f32(NOVELTY_NDVI_ZERO)
+        self.loss = f32(NOVELTY_VEGETATION_LOSS)
         self.bright, self.za, self.zb = (np.empty((rows, w), f32) for _ in range(3))
         self.cand, self.brighter = np.empty((rows, w), bool), np.empty((rows, w), bool)
 
@@ -364,7 +375,10 @@ class _NoveltyGates:
         veg = vegetation_index(sb, self.names)
         # weight > 0 exactly where V < hi (the subtraction keeps the sign)
         np.less(veg, self.hi, out=cand)
-        cand &= np.greater(bright, 0, out=brighter)
+        np.greater(bright, 0, out=brighter)
+        # a dark roof or yard on vegetation is no brighter, but it lost the vegetation
+        brighter |= vegetation_index(sa, self.names) - veg >= self.loss
+        cand &= brighter
         idx = np.flatnonzero(cand)
         nonveg = np.take(veg, idx)
         nonveg = np.clip((self.hi - nonveg) / (self.hi - self.lo), 0, 1)
