@@ -51,17 +51,22 @@ smoothing; SWIR feeds the moisture screen."""
 RGBN: Mapping[str, Any] = {
     "method": "novelty",
     "threshold": "fixed",
-    "threshold_value": 3.5,
-    "hysteresis_low": 0.7,
+    "threshold_value": 4.5,
+    "hysteresis_low": 0.85,
     "min_mean_score": 0.9,
     "context_contrast": 0.4,
 }
 """Four-band VHR/HR imagery of farming districts: the distance of each change vector to the
 scene's common transitions (:mod:`pipeline.detection.methods.novelty`), in standard
-deviations of the nearest one, cut low (3.5: red colour-steel and concrete roofs under haze
-score 3.5–6), and the context screen (:mod:`pipeline.detection.context`) drops the patches
-that changed like the ground around them — fragments of seasonal parcels, film, old roofs
-under haze."""
+deviations of the nearest one, cut at 4.5 (red colour-steel and concrete roofs under haze
+score 4–6) with a narrow hysteresis (pixels down to 3.8 join a patch; lower, roofs grow into
+the seasonal change around them), and the context screen
+(:mod:`pipeline.detection.context`) drops the patches that changed like the ground around
+them — fragments of seasonal parcels, film, old roofs under haze. On the hard synthetic
+scenes (seeds 1, 2, 4, 8) recall of new construction goes from 0.29 (cut 6, no screen) to
+0.60 and false patches from 2.4 to 0.44 per km²; the default samples keep 0.970 and no
+false patch (cut 3.5 with hysteresis 0.7 reaches 0.71 on the hard scenes but loses
+buildings and adds false patches on the default samples)."""
 
 RGB: Mapping[str, Any] = {
     "method": "cva",
