@@ -63,8 +63,8 @@ score 4–6) with a narrow hysteresis (pixels down to 3.8 join a patch; lower, r
 the seasonal change around them), and the context screen
 (:mod:`pipeline.detection.context`) drops the patches that changed like the ground around
 them — fragments of seasonal parcels, film, old roofs under haze. On the hard synthetic
-scenes (seeds 1, 2, 4, 8) recall of new construction goes from 0.29 (cut 6, no screen) to
-0.60 and false patches from 2.4 to 0.44 per km²; the default samples keep 0.970 and no
+scenes (seeds 1, 2, 4, 8) recall of new construction goes from 0.36 (cut 6, no screen) to
+0.60 and false patches from 2.7 to 0.44 per km²; the default samples keep 0.970 and no
 false patch (cut 3.5 with hysteresis 0.7 reaches 0.71 on the hard scenes but loses
 buildings and adds false patches on the default samples)."""
 
