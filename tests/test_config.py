@@ -168,6 +168,10 @@ def test_sample_config_loads():
             "'detect.cloud_cirrus_ratio' = 1.0 must be > 1",
         ),
         (
+            lambda r: r["detect"].update(context_contrast=0),
+            "'detect.context_contrast' = 0.0 must be > 0",
+        ),
+        (
             lambda r: r["imagery"].update(bands={"coastal": 1, "cirrus": 10}),
             "every configured band (cirrus, coastal) is an atmospheric band",
         ),
