@@ -35,6 +35,7 @@ colour-steel roofs on ploughed soil, whose colour is their field's.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Executor
 
 import numpy as np
 import shapely
@@ -105,6 +106,7 @@ def patch_contrasts(
     sources: tuple[EpochSource, EpochSource],
     grid: TargetGrid,
     norm: Normalisation,
+    executor: Executor | None = None,
 ) -> np.ndarray:
     """:func:`ring_contrast` of every patch of ``geoms``.
 
@@ -119,6 +121,8 @@ def patch_contrasts(
     grid : TargetGrid
     norm : Normalisation
         The scene's per-band mean and std of each epoch (the surface bands).
+    executor : concurrent.futures.Executor, optional
+        Runs the groups (:func:`group_contrasts`) in parallel; None: in this process.
 
     Returns
     -------
@@ -128,45 +132,65 @@ def patch_contrasts(
     -----
     The patches are grouped by the :data:`TILE_PX` tile their top-left corner falls in, and
     each group is read once (the box of its patches and their rings): the reads follow the
-    patches, a few windows per tile that has any, never one per patch.
+    patches, one window per tile that has any, never one per patch.
     """
     out = np.full(len(geoms), np.nan)
     if len(geoms) == 0:
         return out
     tree = shapely.STRtree(candidates)
-    nb = len(norm.mean_a)
     spread = np.sqrt((np.square(norm.std_a) + np.square(norm.std_b)) / 2)
-    spread = np.asarray(spread, np.float32)[:, None, None]
     bounds = shapely.bounds(geoms)  # (n, 4): minx, miny, maxx, maxy in pixels
+    tasks = []
     for members in _tile_groups(bounds):
-        win = _window(
-            (bounds[members, 0].min(), bounds[members, 1].min(),
-             bounds[members, 2].max(), bounds[members, 3].max()),
-            grid,
-        )  # fmt: skip
-        (data_a, valid_a), (data_b, valid_b) = (read_block(s, grid, win) for s in sources)
-        scaled_a, scaled_b = data_a[:nb] / spread, data_b[:nb] / spread
-        valid = valid_a & valid_b
-        to_win = Affine.translation(win.col_off, win.row_off)
-        shape = (int(win.height), int(win.width))
+        box = (*bounds[members, :2].min(axis=0), *bounds[members, 2:].max(axis=0))
+        win = _window(box, grid)
         near = candidates[tree.query(shapely.box(*_box(win)), predicate="intersects")]
-        others = rasterize(list(near), out_shape=shape, transform=to_win).astype(bool)
-        for i in members:
-            sub = _window(bounds[i], grid)
-            rows = slice(sub.row_off - win.row_off, sub.row_off - win.row_off + sub.height)
-            cols = slice(sub.col_off - win.col_off, sub.col_off - win.col_off + sub.width)
-            inside = rasterize(
-                [geoms[i]],
-                out_shape=(int(sub.height), int(sub.width)),
-                transform=Affine.translation(sub.col_off, sub.row_off),
-            ).astype(bool)
-            out[i] = ring_contrast(
-                scaled_a[:, rows, cols],
-                scaled_b[:, rows, cols],
-                inside,
-                others[rows, cols] | inside,
-                valid[rows, cols],
-            )
+        tasks.append((members, (geoms[members], near, sources, grid, spread, win)))
+    if executor is None:
+        results = [group_contrasts(*args) for _, args in tasks]
+    else:
+        results = [f.result() for f in [executor.submit(group_contrasts, *a) for _, a in tasks]]
+    for (members, _), contrasts in zip(tasks, results):
+        out[members] = contrasts
+    return out
+
+
+def group_contrasts(
+    geoms: np.ndarray,
+    near: np.ndarray,
+    sources: tuple[EpochSource, EpochSource],
+    grid: TargetGrid,
+    spread: np.ndarray,
+    win: Window,
+) -> np.ndarray:
+    """:func:`ring_contrast` of the patches ``geoms``, all inside ``win`` with their rings
+    (a worker task): both epochs read once on ``win``, each band divided by ``spread``;
+    ``near``: every detected patch in ``win``."""
+    nb = len(spread)
+    scale = np.asarray(spread, np.float32)[:, None, None]
+    (data_a, valid_a), (data_b, valid_b) = (read_block(s, grid, win) for s in sources)
+    scaled_a, scaled_b = data_a[:nb] / scale, data_b[:nb] / scale
+    valid = valid_a & valid_b
+    shape = (int(win.height), int(win.width))
+    to_win = Affine.translation(win.col_off, win.row_off)
+    others = rasterize(list(near), out_shape=shape, transform=to_win).astype(bool)
+    out = np.full(len(geoms), np.nan)
+    for i, geom in enumerate(geoms):
+        sub = _window(geom.bounds, grid)
+        rows = slice(sub.row_off - win.row_off, sub.row_off - win.row_off + sub.height)
+        cols = slice(sub.col_off - win.col_off, sub.col_off - win.col_off + sub.width)
+        inside = rasterize(
+            [geom],
+            out_shape=(int(sub.height), int(sub.width)),
+            transform=Affine.translation(sub.col_off, sub.row_off),
+        ).astype(bool)
+        out[i] = ring_contrast(
+            scaled_a[:, rows, cols],
+            scaled_b[:, rows, cols],
+            inside,
+            others[rows, cols] | inside,
+            valid[rows, cols],
+        )
     return out
 
 

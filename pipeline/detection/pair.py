@@ -305,7 +305,7 @@ def detect_pair(
 
         t0 = time.perf_counter()
         merged = merge_patches(pass2, patch_filter, inputs.bands)
-        screened = screen_patches(d, inputs, merged, statistics)
+        screened = screen_patches(d, inputs, merged, statistics, executor)
         kept = keep_patches(inputs, merged, screened.keep, statistics)
         timings["merge_s"] = time.perf_counter() - t0
 
@@ -618,7 +618,11 @@ def merge_patches(
 
 # --------------------------------------------------------------------------- screens
 def screen_patches(
-    d: DetectConfig, inputs: PairInputs, merged: MergedPatches, statistics: PairStatistics
+    d: DetectConfig,
+    inputs: PairInputs,
+    merged: MergedPatches,
+    statistics: PairStatistics,
+    executor: Executor | None = None,
 ) -> ScreenedPatches:
     """The patch-level screens, in order: cloud or haze in one epoch, then wetting or
     drying; each drops the kept patches its rule hits and logs them."""
@@ -647,7 +651,7 @@ def screen_patches(
                 screened[-1][1] / 1e4, what, MASK_FILE,
             )  # fmt: skip
     (n_cloud, cloud_m2), (n_moisture, moisture_m2) = screened
-    hit = context_screen(d, inputs, merged, keep, statistics)
+    hit = context_screen(d, inputs, merged, keep, statistics, executor)
     keep &= ~hit
     n_context, context_m2 = int(hit.sum()), float(sums[hit, 0].sum()) * res * res
     if n_context:
@@ -673,6 +677,7 @@ def context_screen(
     merged: MergedPatches,
     keep: np.ndarray,
     statistics: PairStatistics,
+    executor: Executor | None = None,
 ) -> np.ndarray:
     """Bool per merged patch: kept so far, and its change is that of the ground around it
     (contrast under ``detect.context_contrast``, :mod:`pipeline.detection.context`)."""
@@ -686,6 +691,7 @@ def context_screen(
         (inputs.source_a, inputs.source_b),
         inputs.grid,
         statistics.fitted.norm,
+        executor,
     )
     hit[idx] = contrast < d.context_contrast  # NaN (no ring to compare with): kept
     return hit
