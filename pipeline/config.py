@@ -229,11 +229,11 @@ class DetectConfig:
     """Moisture screen: a patch is screened when ``|ln SWIR change| - |ln visible change|``
     (both relative to the scene) is at least ``ln(moisture_ratio)``."""
     context_contrast: float | None = None
-    """Context screen: drop merged patches whose mean change vector differs from the median
-    change of a ring of ground around them by less than this (RMS over the bands, in scene
-    standard deviations; :mod:`pipeline.detection.context`): fragments of a parcel's
-    seasonal change, film or uneven haze. null: off (the profiles of ``method: auto`` set
-    it)."""
+    """Context screen: drop merged patches whose local contrast against a ring of ground
+    around them changed only by a factor of 0.5–2 (haze, a gain between sensors), up to this
+    many scene standard deviations (RMS over the bands; :mod:`pipeline.detection.context`):
+    fragments of a parcel's seasonal change, film, old roofs under haze. null: off (the
+    ``rgbn`` profile of ``method: auto`` sets 0.4)."""
     given: frozenset[str] = frozenset()
     """The keys written in the config file's ``detect`` section (not a key itself): with
     ``method: auto`` these keep their value, every other key follows the profile."""

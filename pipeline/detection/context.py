@@ -8,8 +8,8 @@ objects seen through haze* (an old roof in a village under a veil that lowered i
 with the street in one date).
 
 For every patch the screen takes its *local contrast* in each epoch: the patch's mean minus
-the median of a ring around it (from :data:`RING_GAP_PX` to :data:`RING_OUTER_PX` pixels
-away, leaving out the pixels of every detected patch and invalid pixels), per band, in the
+the median of a ring around it (from :data:`RING_GAP_PX` + 1 to :data:`RING_OUTER_PX` pixels
+away in city-block distance, leaving out the pixels of every detected patch and invalid pixels), per band, in the
 band's standard deviation pooled over both epochs: ``c_before`` and ``c_after``. Haze
 (``after = t * before + airlight``) and a gain between sensors scale the local contrast of
 an unchanged patch and add nothing to it, so
@@ -21,6 +21,10 @@ of a larger change (both contrasts ≈ 0), and large for a new roof on a field o
 contrast before, a strong one after). Patches under ``detect.context_contrast`` are
 dropped. A patch whose ring has fewer than :data:`MIN_RING_PX` valid pixels (at the edge of
 the imagery, inside a larger detection) is kept: there is nothing to compare it with.
+
+By design a real change whose local contrast is the earlier one scaled (a roof raised on an
+old concrete pad of the same colour, an extension of a building by the same roof) is dropped
+too: to this screen it is the same surface.
 
 Contrasts are taken on the values, not on each epoch's z-scores: haze widens the spread
 z-scores divide by, and would leave unchanged bright roofs under haze with a contrast.
@@ -34,8 +38,7 @@ colour-steel roofs on ploughed soil, whose colour is their field's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from concurrent.futures import Executor
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import shapely
@@ -45,7 +48,6 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from pipeline.detection.io.imagery import EpochSource, read_block
-from pipeline.detection.sampling import Normalisation
 from pipeline.detection.target_grid import TargetGrid
 
 RING_GAP_PX = 1
@@ -59,6 +61,9 @@ K_MIN, K_MAX = 0.5, 2.0
 (haze transmission, a gain between sensors)."""
 TILE_PX = 512
 """Patches are read in groups, by the tile of this many pixels their corner falls in."""
+MAX_WINDOW_PX = 4096
+"""A patch wider or taller than this is not screened (kept): a flood or a haze sheet of that
+size is not a fragment to judge by a ring, and its window would not fit a worker's memory."""
 
 
 def ring_contrast(
@@ -105,8 +110,8 @@ def patch_contrasts(
     candidates: np.ndarray,
     sources: tuple[EpochSource, EpochSource],
     grid: TargetGrid,
-    norm: Normalisation,
-    executor: Executor | None = None,
+    spread: Sequence[float],
+    run: Callable[[Callable, list[tuple]], Iterable] | None = None,
 ) -> np.ndarray:
     """:func:`ring_contrast` of every patch of ``geoms``.
 
@@ -119,53 +124,57 @@ def patch_contrasts(
     sources : (EpochSource, EpochSource)
         Both epochs, read on ``grid``.
     grid : TargetGrid
-    norm : Normalisation
-        The scene's per-band mean and std of each epoch (the surface bands).
-    executor : concurrent.futures.Executor, optional
-        Runs the groups (:func:`group_contrasts`) in parallel; None: in this process.
+    spread : sequence of float
+        Per surface band, its standard deviation pooled over both epochs (the scene's, from
+        the pass-1 sample): the unit of the contrast.
+    run : callable, optional
+        ``run(fn, args_list)`` yields ``fn(*args)`` for each args, in any order (worker
+        tasks, a bounded number in flight); None: in this process.
 
     Returns
     -------
     ndarray float64 (len(geoms),)
+        NaN (no contrast, the patch is kept) for an empty patch, a patch whose ring has too
+        few valid pixels, or a patch wider or taller than :data:`MAX_WINDOW_PX`.
 
     Notes
     -----
     The patches are grouped by the :data:`TILE_PX` tile their top-left corner falls in, and
-    each group is read once (the box of its patches and their rings): the reads follow the
-    patches, one window per tile that has any, never one per patch.
+    each group is read once (the box of its patches and their rings); a patch larger than a
+    tile is a group of its own, so no read grows beyond one tile and a ring but for it.
     """
     out = np.full(len(geoms), np.nan)
-    if len(geoms) == 0:
+    bounds = shapely.bounds(geoms).reshape(-1, 4)  # minx, miny, maxx, maxy in pixels
+    size = np.maximum(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1])
+    usable = ~shapely.is_empty(geoms) & (size <= MAX_WINDOW_PX)
+    if not usable.any():
         return out
     tree = shapely.STRtree(candidates)
-    spread = np.sqrt((np.square(norm.std_a) + np.square(norm.std_b)) / 2)
-    bounds = shapely.bounds(geoms)  # (n, 4): minx, miny, maxx, maxy in pixels
-    tasks = []
-    for members in _tile_groups(bounds):
+    args = []
+    for members in _tile_groups(bounds, np.flatnonzero(usable), size):
         box = (*bounds[members, :2].min(axis=0), *bounds[members, 2:].max(axis=0))
         win = _window(box, grid)
         near = candidates[tree.query(shapely.box(*_box(win)), predicate="intersects")]
-        tasks.append((members, (geoms[members], near, sources, grid, spread, win)))
-    if executor is None:
-        results = [group_contrasts(*args) for _, args in tasks]
-    else:
-        results = [f.result() for f in [executor.submit(group_contrasts, *a) for _, a in tasks]]
-    for (members, _), contrasts in zip(tasks, results):
+        args.append((members, geoms[members], near, sources, grid, tuple(spread), win))
+    results = (group_contrasts(*a) for a in args) if run is None else run(group_contrasts, args)
+    for members, contrasts in results:
         out[members] = contrasts
     return out
 
 
 def group_contrasts(
+    members: np.ndarray,
     geoms: np.ndarray,
     near: np.ndarray,
     sources: tuple[EpochSource, EpochSource],
     grid: TargetGrid,
     spread: np.ndarray,
     win: Window,
-) -> np.ndarray:
-    """:func:`ring_contrast` of the patches ``geoms``, all inside ``win`` with their rings
-    (a worker task): both epochs read once on ``win``, each band divided by ``spread``;
-    ``near``: every detected patch in ``win``."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(members, contrasts)``: :func:`ring_contrast` of the patches ``geoms`` (numbered
+    ``members`` by the caller), all inside ``win`` with their rings (a worker task): both
+    epochs read once on ``win``, each band divided by ``spread``; ``near``: every detected
+    patch in ``win``."""
     nb = len(spread)
     scale = np.asarray(spread, np.float32)[:, None, None]
     (data_a, valid_a), (data_b, valid_b) = (read_block(s, grid, win) for s in sources)
@@ -191,16 +200,20 @@ def group_contrasts(
             others[rows, cols] | inside,
             valid[rows, cols],
         )
-    return out
+    return members, out
 
 
-def _tile_groups(bounds: np.ndarray) -> list[np.ndarray]:
-    """Indices of the patches by the :data:`TILE_PX` tile of their top-left corner."""
-    tile = (bounds[:, 1] // TILE_PX).astype(np.int64), (bounds[:, 0] // TILE_PX).astype(np.int64)
-    key = tile[0] * (1 << 32) + tile[1]
+def _tile_groups(bounds: np.ndarray, idx: np.ndarray, size: np.ndarray) -> list[np.ndarray]:
+    """The patches ``idx`` grouped by the :data:`TILE_PX` tile of their top-left corner; a
+    patch larger than a tile (``size`` px) alone."""
+    large = idx[size[idx] > TILE_PX]
+    idx = idx[size[idx] <= TILE_PX]
+    tile_r = (bounds[idx, 1] // TILE_PX).astype(np.int64)
+    tile_c = (bounds[idx, 0] // TILE_PX).astype(np.int64)
+    key = tile_r * (1 << 32) + tile_c
     order = np.argsort(key, kind="stable")
-    splits = np.flatnonzero(np.diff(key[order])) + 1
-    return np.split(order, splits)
+    groups = np.split(idx[order], np.flatnonzero(np.diff(key[order])) + 1) if idx.size else []
+    return [*groups, *(np.array([i]) for i in large)]
 
 
 def _window(bounds: Sequence[float], grid: TargetGrid) -> Window:

@@ -177,6 +177,7 @@ class PairStatistics:
     n_sample: int  # pixels of the sample the cut was taken from
     scene_from: dict[str, float]  # scene mean of every band, before and after
     scene_to: dict[str, float]
+    spread: tuple[float, ...]  # per surface band, the std pooled over both epochs
 
 
 @dataclass(frozen=True)
@@ -305,7 +306,7 @@ def detect_pair(
 
         t0 = time.perf_counter()
         merged = merge_patches(pass2, patch_filter, inputs.bands)
-        screened = screen_patches(d, inputs, merged, statistics, executor)
+        screened = screen_patches(d, inputs, merged, statistics, executor, in_flight)
         kept = keep_patches(inputs, merged, screened.keep, statistics)
         timings["merge_s"] = time.perf_counter() - t0
 
@@ -374,7 +375,16 @@ def pair_statistics(
         n_sample=int(scores.size),
         scene_from=dict(zip(inputs.bands, pass1.scene_a)),
         scene_to=dict(zip(inputs.bands, pass1.scene_b)),
+        spread=pooled_spread(pass1.moments_a, pass1.moments_b),
     )
+
+
+def pooled_spread(moments_a: sampling.Moments, moments_b: sampling.Moments) -> tuple[float, ...]:
+    """Per band, the standard deviation pooled over both epochs (the context screen's unit,
+    whatever ``detect.normalise`` says); 1 for a band constant in both."""
+    std_a, std_b = moments_a.mean_std()[1], moments_b.mean_std()[1]
+    pooled = np.sqrt((np.square(std_a) + np.square(std_b)) / 2)
+    return tuple(float(x) if x > 0 else 1.0 for x in pooled)
 
 
 def sample_pair(
@@ -623,6 +633,7 @@ def screen_patches(
     merged: MergedPatches,
     statistics: PairStatistics,
     executor: Executor | None = None,
+    in_flight: int = 2,
 ) -> ScreenedPatches:
     """The patch-level screens, in order: cloud or haze in one epoch, then wetting or
     drying; each drops the kept patches its rule hits and logs them."""
@@ -651,7 +662,7 @@ def screen_patches(
                 screened[-1][1] / 1e4, what, MASK_FILE,
             )  # fmt: skip
     (n_cloud, cloud_m2), (n_moisture, moisture_m2) = screened
-    hit = context_screen(d, inputs, merged, keep, statistics, executor)
+    hit = context_screen(d, inputs, merged, keep, statistics, executor, in_flight)
     keep &= ~hit
     n_context, context_m2 = int(hit.sum()), float(sums[hit, 0].sum()) * res * res
     if n_context:
@@ -678,6 +689,7 @@ def context_screen(
     keep: np.ndarray,
     statistics: PairStatistics,
     executor: Executor | None = None,
+    in_flight: int = 2,
 ) -> np.ndarray:
     """Bool per merged patch: kept so far, and its change is that of the ground around it
     (contrast under ``detect.context_contrast``, :mod:`pipeline.detection.context`)."""
@@ -685,13 +697,17 @@ def context_screen(
     if d.context_contrast is None or not keep.any():
         return hit
     idx = np.flatnonzero(keep)
+
+    def run(fn: Callable, args: list[tuple]) -> Iterable:
+        return _run_bounded(executor, fn, args, in_flight)
+
     contrast = context.patch_contrasts(
         merged.geoms[idx],
         merged.geoms,
         (inputs.source_a, inputs.source_b),
         inputs.grid,
-        statistics.fitted.norm,
-        executor,
+        statistics.spread,
+        run if executor is not None else None,
     )
     hit[idx] = contrast < d.context_contrast  # NaN (no ring to compare with): kept
     return hit

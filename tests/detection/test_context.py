@@ -88,6 +88,28 @@ def test_contrast_ignores_what_changed_everywhere_and_scales_with_the_data(
     )
 
 
+def test_empty_and_oversized_patches_get_no_contrast_and_are_not_read():
+    """No read happens (no sources given): an empty patch and one wider than a worker's
+    window are kept as they are (NaN)."""
+    import shapely
+    from affine import Affine
+
+    from pipeline.detection.target_grid import TargetGrid
+
+    grid = TargetGrid("EPSG:32650", Affine(2, 0, 0, 0, -2, 0), 10_000, 10_000)
+    huge = shapely.box(0, 0, context.MAX_WINDOW_PX + 10, 20)
+    geoms = np.array([shapely.Polygon(), huge], dtype=object)
+    out = context.patch_contrasts(geoms, geoms, None, grid, (1.0, 1.0, 1.0, 1.0))
+    assert np.isnan(out).all() and out.shape == (2,)
+
+
+def test_large_patches_are_read_alone_and_small_ones_by_tile():
+    bounds = np.array([[10, 10, 20, 20], [30, 40, 50, 60], [600, 10, 620, 30], [0, 0, 900, 50]])
+    size = np.maximum(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1]).astype(float)
+    groups = context._tile_groups(bounds.astype(float), np.arange(4), size)
+    assert sorted(sorted(g.tolist()) for g in groups) == [[0, 1], [2], [3]]
+
+
 def test_min_ring_is_documented_small():
     assert 1 <= MIN_RING_PX <= 50
 

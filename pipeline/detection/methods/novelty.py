@@ -11,10 +11,12 @@ Its one configuration (``config.yaml``, never tuned per scene):
   low-weight "catch-all" component that scores it as common — the failure of the plain EM on
   small scenes, where such a component held 1–2 % of the sample and every new roof. Seasonal
   crop transitions cover far more than 2 % and are fitted as before.
-- *Cut in standard deviations* (``threshold: fixed``, 6): the distance to the nearest common
-  transition in its own standard deviations; unchanged and seasonal pixels sit below ≈ 4,
-  new roofs at 7–25 (red tile roofs, closest to ploughed soil, at 6–9; hysteresis at 0.7 of
-  the cut keeps their weaker pixels).
+- *Cut in standard deviations* (``threshold: fixed``; the ``rgbn`` profile of
+  :mod:`pipeline.detection.defaults` cuts at 4.5 with hysteresis at 0.85): the distance to
+  the nearest common transition in its own standard deviations; unchanged and seasonal
+  pixels sit below ≈ 4, new roofs in clear imagery at 7–25 (red tile roofs, closest to
+  ploughed soil, at 6–9); concrete, asphalt and red colour-steel roofs seen through haze
+  score 2.5–6.
 - *Gates before the distance*: a pixel vegetated afterwards (vegetation index ≥
   :data:`NOVELTY_NDVI_ZERO`: NDVI, or without nir 3 × VDVI of the visible bands,
   :func:`pipeline.bands.vegetation_index`) or darker than the no-change relation predicts
