@@ -8,6 +8,7 @@ the block size.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -65,6 +66,26 @@ class Moments:
             self.n + other.n,
             [a + b for a, b in zip(self.s, other.s)],
             [a + b for a, b in zip(self.q, other.q)],
+        )
+
+    @classmethod
+    def total(cls, parts: Sequence[Moments]) -> Moments:
+        """The moments of all ``parts`` together, whatever their order: integer sums exactly,
+        float sums with :func:`math.fsum` (one rounding), so the workers' completion order
+        never moves a statistic by a bit (the novelty mixture fit amplifies such bits)."""
+        parts = [p for p in parts if p.n]
+        if not parts:
+            return cls()
+
+        def add(values: Sequence) -> int | float:
+            if all(isinstance(v, int) for v in values):
+                return sum(values)
+            return math.fsum(values)
+
+        return cls(
+            sum(p.n for p in parts),
+            [add(col) for col in zip(*(p.s for p in parts))],
+            [add(col) for col in zip(*(p.q for p in parts))],
         )
 
     def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
@@ -177,10 +198,8 @@ def combine_samples(
 
     Returns ``(moments_a, moments_b, values_a, values_b)``.
     """
-    ma, mb = Moments(), Moments()
-    for c in chunks:
-        ma = ma + c.moments_a
-        mb = mb + c.moments_b
+    ma = Moments.total([c.moments_a for c in chunks])
+    mb = Moments.total([c.moments_b for c in chunks])
     if not chunks:
         return ma, mb, np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
     keys = np.concatenate([c.keys for c in chunks])

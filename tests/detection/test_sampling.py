@@ -37,3 +37,19 @@ def test_moments_are_exact_and_additive_for_integer_data():
     mean, std = total.mean_std()
     np.testing.assert_allclose(mean, v.astype(np.float64).mean(axis=1), rtol=1e-12)
     np.testing.assert_allclose(std, v.astype(np.float64).std(axis=1), rtol=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), n_parts=st.integers(1, 12))
+def test_moments_total_does_not_depend_on_the_order_of_the_parts(seed, n_parts):
+    """Workers hand their chunks back in any order; float sums (warped, non-integer values)
+    must come out bit-identical whatever it is."""
+    rng = np.random.default_rng(seed)
+    parts = [
+        sampling.Moments.of(rng.normal(1000, 300, (3, int(rng.integers(0, 50)))))
+        for _ in range(n_parts)
+    ]
+    forward = sampling.Moments.total(parts)
+    shuffled = sampling.Moments.total([parts[i] for i in rng.permutation(n_parts)])
+    assert forward == shuffled
+    assert forward.n == sum(p.n for p in parts)
