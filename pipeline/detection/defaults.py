@@ -64,7 +64,7 @@ the seasonal change around them), and the context screen
 (:mod:`pipeline.detection.context`) drops the patches that changed like the ground around
 them — fragments of seasonal parcels, film, old roofs under haze. On the hard synthetic
 scenes (seeds 1, 2, 4, 8) recall of new construction goes from 0.36 (cut 6, no screen) to
-0.60 and false patches from 2.7 to 0.44 per km²; the default samples keep 0.970 and no
+0.61 and false patches from 2.7 to 0.43 per km²; the default samples keep 0.970 and no
 false patch (cut 3.5 with hysteresis 0.7 reaches 0.71 on the hard scenes but loses
 buildings and adds false patches on the default samples)."""
 
