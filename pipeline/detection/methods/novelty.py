@@ -206,14 +206,17 @@ def _quadratic_form(prec: np.ndarray, lin: np.ndarray, const, mu=None) -> np.nda
     return np.concatenate([pair, -2.0 * lin, [c]])
 
 
-def _quadratic_features(x: np.ndarray) -> np.ndarray:
-    """(F, n) features of column vectors ``x`` (D, n): ``x_i x_j`` (i ≤ j), ``x_i``, 1."""
+def _quadratic_features(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """(F, n) features of column vectors ``x`` (D, n): ``x_i x_j`` (i ≤ j, the upper
+    triangle row by row), ``x_i``, 1; written into ``out`` when given (F = D(D+1)/2 + D + 1)."""
     d, n = x.shape
-    iu, ju = np.triu_indices(d)
-    out = np.empty((iu.size + d + 1, n), dtype=x.dtype)
-    for f, (i, j) in enumerate(zip(iu, ju)):
-        np.multiply(x[i], x[j], out=out[f])
-    out[iu.size : iu.size + d] = x
+    if out is None:
+        out = np.empty((d * (d + 1) // 2 + d + 1, n), dtype=x.dtype)
+    k = 0
+    for i in range(d):  # rows x_i * x_j, j = i..d-1
+        np.multiply(x[i:], x[i], out=out[k : k + d - i])
+        k += d - i
+    out[k : k + d] = x
     out[-1] = 1.0
     return out
 
@@ -409,7 +412,6 @@ class _NoveltyDistances:
         d = 2 * nb
         self.x = np.zeros((d, c), f32)
         self.feats = np.empty((self.quad.shape[1], c), f32)
-        self.feats[-1] = 1.0
         self.d2 = np.empty((self.quad.shape[0], c), f32)
         self.best = np.empty(c, f32)
         self.where = np.empty(c, np.int64)
@@ -441,15 +443,9 @@ class _NoveltyDistances:
         m = self.fill
         if m == 0:
             return
-        x, feats, d = self.x, self.feats, self.x.shape[0]
         if m < NOVELTY_CHUNK_PX:
-            x[:, m:] = 0.0
-        k = 0
-        for i in range(d):  # rows x_i * x_j, j = i..d-1: the upper triangle, row-major
-            np.multiply(x[i:], x[i], out=feats[k : k + d - i])
-            k += d - i
-        feats[k : k + d] = x
-        np.matmul(self.quad, feats, out=self.d2)
+            self.x[:, m:] = 0.0
+        np.matmul(self.quad, _quadratic_features(self.x, out=self.feats), out=self.d2)
         best = np.minimum.reduce(self.d2, axis=0, out=self.best)[:m]
         # expanding the quadratic form can leave a tiny negative for a pixel on a mean
         np.maximum(best, np.float32(0), out=best)
