@@ -58,24 +58,17 @@ class Moments:
         return cls(n, f.sum(axis=1).tolist(), (f * f).sum(axis=1).tolist())
 
     def __add__(self, other: Moments) -> Moments:
-        if self.n == 0:
-            return other
-        if other.n == 0:
-            return self
-        return Moments(
-            self.n + other.n,
-            [a + b for a, b in zip(self.s, other.s)],
-            [a + b for a, b in zip(self.q, other.q)],
-        )
+        return Moments.total([self, other])
 
     @classmethod
     def total(cls, parts: Sequence[Moments]) -> Moments:
         """The moments of all ``parts`` together, whatever their order: integer sums exactly,
         float sums with :func:`math.fsum` (one rounding), so the workers' completion order
         never moves a statistic by a bit (the novelty mixture fit amplifies such bits)."""
-        parts = [p for p in parts if p.n]
-        if not parts:
-            return cls()
+        counted = [p for p in parts if p.n]
+        if not counted:  # nothing counted: keep the band count of an empty part
+            return parts[-1] if parts else cls()
+        parts = counted
 
         def add(values: Sequence) -> int | float:
             if all(isinstance(v, int) for v in values):
