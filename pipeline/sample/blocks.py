@@ -27,6 +27,7 @@ from pipeline.sample.scene import (
     _SHADOW_FACTOR,
     Layout,
     _object_tables,
+    wave_parameters,
 )
 
 CHUNK_ROWS = 64
@@ -298,12 +299,7 @@ def _plane_waves(rng: np.random.Generator, wavelengths_m: tuple[float, float], r
     """The smooth field of :func:`pipeline.sample.scene._smooth_field` (same draws, same
     waves), evaluated separably: ``sin(a + b) = sin a cos b + cos a sin b`` over rows and
     columns, so no sine is taken per pixel."""
-    k = 6
-    lam = rng.uniform(*wavelengths_m, k) / res
-    theta = rng.uniform(0, np.pi, k)
-    phase = rng.uniform(0, 2 * np.pi, k)
-    amp = rng.uniform(0.5, 1.0, k)
-    amp /= np.sqrt((amp**2).sum() / 2)
+    amp, lam, theta, phase = wave_parameters(rng, wavelengths_m, res)
 
     def field(r0: int, r1: int, width: int) -> np.ndarray:
         rows = np.arange(r0, r1, dtype=float)[:, None]

@@ -1763,18 +1763,27 @@ def _texture(h: int, w: int, seed: int) -> np.ndarray:
     return tex
 
 
-def _smooth_field(rng: np.random.Generator, wavelengths_m: tuple[float, float], res: float):
-    """A smooth random field of about unit amplitude: a sum of six plane waves.
-
-    Returns a function ``f(r0, r1, width)`` giving rows ``r0:r1`` of the field, so it can be
-    evaluated block by block without storing it.
-    """
+def wave_parameters(
+    rng: np.random.Generator, wavelengths_m: tuple[float, float], res: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The six plane waves of a smooth field: amplitudes (RMS sum 1), wavelengths in pixels,
+    directions and phases, drawn from ``rng`` in this order."""
     k = 6
     lam = rng.uniform(*wavelengths_m, k) / res
     theta = rng.uniform(0, np.pi, k)
     phase = rng.uniform(0, 2 * np.pi, k)
     amp = rng.uniform(0.5, 1.0, k)
     amp /= np.sqrt((amp**2).sum() / 2)
+    return amp, lam, theta, phase
+
+
+def _smooth_field(rng: np.random.Generator, wavelengths_m: tuple[float, float], res: float):
+    """A smooth random field of about unit amplitude: a sum of six plane waves.
+
+    Returns a function ``f(r0, r1, width)`` giving rows ``r0:r1`` of the field, so it can be
+    evaluated block by block without storing it.
+    """
+    amp, lam, theta, phase = wave_parameters(rng, wavelengths_m, res)
 
     def field(r0: int, r1: int, width: int) -> np.ndarray:
         rows = np.arange(r0, r1, dtype=np.float32)[:, None]
