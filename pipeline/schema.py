@@ -40,6 +40,77 @@ class RectMethod(StrEnum):
     NONE = "none"
 
 
+class EnforcementStage(StrEnum):
+    """Step of the enforcement of an illegal patch (查处阶段), set by field returns.
+
+    The three steps of the practice: guidance to demolish voluntarily (``notified`` →
+    ``self_demolished``), legal pressure (``case_filed`` → ``penalty_decided``), forced
+    demolition (``court`` → ``forced_demolished``). :data:`STAGE_TRANSITIONS` says which step
+    may follow which; :data:`FINAL_STAGES` end the cycle.
+    """
+
+    NOTIFIED = "notified"  # 责令停止/告知
+    SELF_DEMOLISHED = "self_demolished"  # 自行拆除
+    CASE_FILED = "case_filed"  # 立案
+    PENALTY_DECIDED = "penalty_decided"  # 处罚决定
+    COURT = "court"  # 申请法院强制执行
+    FORCED_DEMOLISHED = "forced_demolished"  # 强制拆除
+    LEGALIZED = "legalized"  # 补办手续
+    CONFISCATED = "confiscated"  # 没收
+
+
+class DemolishedBy(StrEnum):
+    """Who demolished an illegal building (拆除方式); follows from the final stage."""
+
+    SELF = "self"  # 自行拆除
+    FORCED = "forced"  # 强制拆除
+
+
+_S = EnforcementStage
+STAGE_TRANSITIONS: dict[EnforcementStage | None, frozenset[EnforcementStage]] = {
+    None: frozenset(_S),
+    _S.NOTIFIED: frozenset({_S.SELF_DEMOLISHED, _S.CASE_FILED, _S.LEGALIZED}),
+    _S.CASE_FILED: frozenset({_S.PENALTY_DECIDED, _S.SELF_DEMOLISHED, _S.LEGALIZED}),
+    _S.PENALTY_DECIDED: frozenset({_S.SELF_DEMOLISHED, _S.COURT, _S.CONFISCATED, _S.LEGALIZED}),
+    _S.COURT: frozenset({_S.FORCED_DEMOLISHED, _S.SELF_DEMOLISHED}),
+    _S.SELF_DEMOLISHED: frozenset(),
+    _S.FORCED_DEMOLISHED: frozenset(),
+    _S.LEGALIZED: frozenset(),
+    _S.CONFISCATED: frozenset(),
+}
+"""Stage -> the stages allowed to follow it (key None: a patch without a stage yet)."""
+
+FINAL_STAGES = frozenset({_S.SELF_DEMOLISHED, _S.FORCED_DEMOLISHED, _S.LEGALIZED, _S.CONFISCATED})
+"""Stages that end the enforcement of a patch: nothing may follow them."""
+
+STAGE_ORDER: tuple[EnforcementStage, ...] = (
+    _S.NOTIFIED,
+    _S.CASE_FILED,
+    _S.PENALTY_DECIDED,
+    _S.COURT,
+    _S.SELF_DEMOLISHED,
+    _S.FORCED_DEMOLISHED,
+    _S.LEGALIZED,
+    _S.CONFISCATED,
+)
+"""Stages in the order the report's funnel shows them: the steps, then the outcomes."""
+
+STAGE_DEMOLISHED_BY = {
+    _S.SELF_DEMOLISHED: DemolishedBy.SELF,
+    _S.FORCED_DEMOLISHED: DemolishedBy.FORCED,
+}
+"""Final stage -> who demolished; the other final stages demolish nothing."""
+
+STAGE_RECT_METHODS: dict[EnforcementStage, frozenset[RectMethod]] = {
+    _S.SELF_DEMOLISHED: frozenset({RectMethod.DEMOLISHED_RESTORED, RectMethod.COMBINED}),
+    _S.FORCED_DEMOLISHED: frozenset({RectMethod.DEMOLISHED_RESTORED, RectMethod.COMBINED}),
+    _S.LEGALIZED: frozenset({RectMethod.LEGALIZED}),
+    _S.CONFISCATED: frozenset({RectMethod.CONFISCATED}),
+}
+"""Final stage -> the rectification methods that agree with it (the first listed of
+:class:`RectMethod` is the one set when a return gives the stage without a method)."""
+
+
 class ChangeType(StrEnum):
     """What a detected change looks like, from the spectral signature of both epochs."""
 
@@ -59,6 +130,7 @@ class EventKind(StrEnum):
     FIELD_VERDICT = "field_verdict"
     RECTIFICATION = "rectification"
     REASSESSED = "reassessed"  # 属性更新: derived attributes follow corrected input layers
+    ENFORCEMENT = "enforcement"  # 查处阶段: a step of the enforcement cycle, with its date
 
 
 EVENT_BEFORE_SUFFIX = "_before"
@@ -82,6 +154,14 @@ CHINESE_LABELS = {
     RectMethod.CONFISCATED: "没收",
     RectMethod.COMBINED: "综合整改",
     RectMethod.NONE: "未整改",
+    EnforcementStage.NOTIFIED: "责令停止/告知",
+    EnforcementStage.SELF_DEMOLISHED: "自行拆除",
+    EnforcementStage.CASE_FILED: "立案",
+    EnforcementStage.PENALTY_DECIDED: "处罚决定",
+    EnforcementStage.COURT: "申请法院强制执行",
+    EnforcementStage.FORCED_DEMOLISHED: "强制拆除",
+    DemolishedBy.SELF: "自行",
+    DemolishedBy.FORCED: "强制",
     ChangeType.CONSTRUCTION: "新增建设",
     ChangeType.EARTHWORKS: "推填土/裸地",
     ChangeType.OTHER: "其他变化",
@@ -115,6 +195,9 @@ class P:
     VERDICT_SUBTYPE = "verdict_subtype"
     RECT_METHOD = "rect_method"
     REMAINING_M2 = "remaining_m2"
+    ENFORCEMENT_STAGE = "enforcement_stage"
+    STAGE_DATE = "stage_date"
+    DEMOLISHED_BY = "demolished_by"
     FIRST_SEEN = "first_seen"
     LAST_SEEN = "last_seen"
     CHECKED_ON = "checked_on"
@@ -148,6 +231,9 @@ PATCH_COLUMNS: tuple[str, ...] = (
     P.VERDICT_SUBTYPE,
     P.RECT_METHOD,
     P.REMAINING_M2,
+    P.ENFORCEMENT_STAGE,
+    P.STAGE_DATE,
+    P.DEMOLISHED_BY,
     P.FIRST_SEEN,
     P.LAST_SEEN,
     P.CHECKED_ON,
@@ -156,6 +242,9 @@ PATCH_COLUMNS: tuple[str, ...] = (
     P.UPDATED_AT,
 )
 """Attribute columns of ``patches`` in file order (the geometry column comes last)."""
+
+ADDED_PATCH_COLUMNS = (P.ENFORCEMENT_STAGE, P.STAGE_DATE, P.DEMOLISHED_BY)
+"""Patch columns a registry written by an earlier landwatch lacks: read as empty."""
 
 PART_OF = "part_of"
 """Optional column of assigned detections (assign ``split`` mode): the index label of the
@@ -229,6 +318,9 @@ REGISTRY_MANAGED_COLUMNS = (
     P.VERDICT_SUBTYPE,
     P.RECT_METHOD,
     P.REMAINING_M2,
+    P.ENFORCEMENT_STAGE,
+    P.STAGE_DATE,
+    P.DEMOLISHED_BY,
     P.FIRST_SEEN,
     P.LAST_SEEN,
     P.CHECKED_ON,
@@ -381,6 +473,9 @@ FIELD_RETURN_COLUMNS = (
     P.VERDICT_SUBTYPE,
     P.RECT_METHOD,
     P.REMAINING_M2,
+    P.ENFORCEMENT_STAGE,
+    P.STAGE_DATE,
+    P.DEMOLISHED_BY,
     P.CHECKED_ON,
     P.INSPECTOR,
     P.NOTE,
@@ -421,6 +516,16 @@ FIELD_RETURN_HEADERS: dict[str, tuple[str, ...]] = {
         "remaining_m2", "remaining unrectified area", "remain_m2", "remaining area", "remaining",
         "剩余未整改面积", "剩余面积", "未整改面积", "整改后剩余面积", "剩余未整改面积_m2",
     ),
+    P.ENFORCEMENT_STAGE: (
+        "enforcement_stage", "enforcement stage", "enf_stage", "stage", "查处阶段", "执法阶段",
+        "处置阶段", "查处进度", "处置进度",
+    ),
+    P.STAGE_DATE: (
+        "stage_date", "stage date", "阶段日期", "查处日期", "处置日期", "执法日期",
+    ),
+    P.DEMOLISHED_BY: (
+        "demolished_by", "demolished by", "demol_by", "拆除方式", "拆除主体",
+    ),
     P.CHECKED_ON: (
         "checked_on", "checked on", "核查日期", "核实日期", "核查时间", "核实时间", "检查日期",
         "调查日期",
@@ -449,7 +554,7 @@ FIELD_RETURN_ALIASES = {
 }
 """Accepted header -> canonical field-return column (:data:`FIELD_RETURN_HEADERS` flattened)."""
 
-VALUE_SYNONYMS: dict[Verdict | RectMethod, tuple[str, ...]] = {
+VALUE_SYNONYMS: dict[Verdict | RectMethod | EnforcementStage | DemolishedBy, tuple[str, ...]] = {
     Verdict.PENDING: ("待核查", "未核查", "待核实", "未核实"),
     Verdict.LEGAL: ("合法", "合法用地", "合法建设"),
     Verdict.ILLEGAL: (
@@ -468,6 +573,18 @@ VALUE_SYNONYMS: dict[Verdict | RectMethod, tuple[str, ...]] = {
     RectMethod.CONFISCATED: ("没收", "已没收", "依法没收"),
     RectMethod.COMBINED: ("综合整改", "综合", "多种方式"),
     RectMethod.NONE: ("未整改", "尚未整改", "暂未整改"),
+    EnforcementStage.NOTIFIED: (
+        "责令停止/告知", "责令停止", "告知", "已告知", "责令停止违法行为", "责令改正", "已下达通知",
+    ),
+    EnforcementStage.SELF_DEMOLISHED: ("自行拆除", "已自行拆除", "自拆", "引导自拆"),
+    EnforcementStage.CASE_FILED: ("立案", "已立案", "立案查处"),
+    EnforcementStage.PENALTY_DECIDED: ("处罚决定", "已处罚", "行政处罚", "下达处罚决定"),
+    EnforcementStage.COURT: (
+        "申请法院强制执行", "法院强制执行", "申请强制执行", "司法程序", "移送法院",
+    ),
+    EnforcementStage.FORCED_DEMOLISHED: ("强制拆除", "已强制拆除", "依法强制拆除", "强拆"),
+    DemolishedBy.SELF: ("自行", "当事人自行"),
+    DemolishedBy.FORCED: ("强制", "依法强制"),
 }  # fmt: skip
 """Words accepted for each verdict and rectification method, besides the English value itself
 (any case; spaces and hyphens count as ``_``, so ``False change`` is ``false_change``). The
@@ -475,9 +592,19 @@ first word of each is its :data:`CHINESE_LABELS` label. README "Field returns" s
 table."""
 
 VALUE_ALIASES = {
-    word.lower(): value.value for value, words in VALUE_SYNONYMS.items() for word in words
+    word.lower(): value.value
+    for value, words in VALUE_SYNONYMS.items()
+    if not isinstance(value, DemolishedBy)
+    for word in words
 }
-"""Accepted word (lower case) -> verdict / method value (:data:`VALUE_SYNONYMS` flattened)."""
+"""Accepted word (lower case) -> verdict / method / stage value (:data:`VALUE_SYNONYMS`
+flattened, without the words of :class:`DemolishedBy`, some of which name a stage)."""
+
+DEMOLISHED_BY_ALIASES = {
+    word.lower(): value.value for value in DemolishedBy for word in VALUE_SYNONYMS[value]
+}
+"""Accepted word (lower case) -> :class:`DemolishedBy` value; a stage word that implies who
+demolished (``自行拆除``) is accepted too (:data:`STAGE_DEMOLISHED_BY`)."""
 
 # --------------------------------------------------------------------------- shapefile fields
 SHAPEFILE_FIELDS = {
@@ -503,6 +630,9 @@ SHAPEFILE_FIELDS = {
     P.VERDICT_SUBTYPE: "verd_sub",
     P.RECT_METHOD: "rect_meth",
     P.REMAINING_M2: "remain_m2",
+    P.ENFORCEMENT_STAGE: "enf_stage",
+    P.STAGE_DATE: "stage_date",
+    P.DEMOLISHED_BY: "demol_by",
     P.FIRST_SEEN: "first_seen",
     P.LAST_SEEN: "last_seen",
     P.CHECKED_ON: "checked_on",
@@ -535,6 +665,9 @@ COLUMN_LABELS = {
     P.VERDICT_SUBTYPE: ("verdict sub-type", "其他类型"),
     P.RECT_METHOD: ("rectification method", "整改方式"),
     P.REMAINING_M2: ("remaining unrectified area (m²)", "剩余未整改面积(平方米)"),
+    P.ENFORCEMENT_STAGE: ("enforcement stage", "查处阶段"),
+    P.STAGE_DATE: ("stage date", "阶段日期"),
+    P.DEMOLISHED_BY: ("demolished by", "拆除方式"),
     P.FIRST_SEEN: ("first seen", "首次发现"),
     P.LAST_SEEN: ("last seen", "最近发现"),
     P.CHECKED_ON: ("checked on", "核查日期"),

@@ -74,7 +74,9 @@ def township_state(n: int = N_PATCHES) -> RegistryState:
         P.UPDATED_AT: ["2024-04-30T12:00:00Z"] * n,
     }
     geoms = [box(X0 + 30 * i, Y0, X0 + 30 * i + 20, Y0 + 20) for i in range(n)]
-    patches = gpd.GeoDataFrame({c: data[c] for c in PATCH_COLUMNS}, geometry=geoms, crs=CRS)
+    patches = gpd.GeoDataFrame(
+        {c: data.get(c, [None] * n) for c in PATCH_COLUMNS}, geometry=geoms, crs=CRS
+    )
     return dataclasses.replace(empty_state(CRS), patches=normalise_patches(patches))
 
 

@@ -71,6 +71,8 @@ from pipeline.schema import (
     SHAPEFILE_FIELDS,
     UNASSIGNED,
     ChangeType,
+    DemolishedBy,
+    EnforcementStage,
     G,
     LegalHint,
     Level,
@@ -863,6 +865,15 @@ def _kml_bytes(group: gpd.GeoDataFrame, tmp_dir: Path, layer: str) -> bytes:
     return path.read_bytes()
 
 
+_TEMPLATE_CHOICES = (
+    (P.VERDICT, Verdict),
+    (P.RECT_METHOD, RectMethod),
+    (P.ENFORCEMENT_STAGE, EnforcementStage),
+    (P.DEMOLISHED_BY, DemolishedBy),
+)
+"""Template columns with a list of allowed values (English and Chinese)."""
+
+
 def _return_workbook(template: pd.DataFrame) -> Workbook:
     """The return template as a workbook: sheet ``return`` (canonical headers) + ``README``."""
     wb = Workbook()
@@ -872,6 +883,7 @@ def _return_workbook(template: pd.DataFrame) -> Workbook:
     fill = PatternFill(fill_type="solid", start_color="FFDDEBF7", end_color="FFDDEBF7")
     text_cols = {P.PATCH_ID, P.VILLAGE_CODE, P.VILLAGE_NAME, P.VERDICT, P.VERDICT_SUBTYPE}
     text_cols |= {P.RECT_METHOD, P.CHECKED_ON, P.INSPECTOR, P.NOTE}
+    text_cols |= {P.ENFORCEMENT_STAGE, P.STAGE_DATE, P.DEMOLISHED_BY}
     n = len(template)
     for j, col in enumerate(RETURN_TEMPLATE_COLUMNS, start=1):
         cell = ws.cell(row=1, column=j, value=col)
@@ -883,7 +895,7 @@ def _return_workbook(template: pd.DataFrame) -> Workbook:
             c = ws.cell(row=i, column=j, value=None if isna(value) else value)
             c.number_format = fmt
     ws.freeze_panes = "B2"
-    for col, enum in ((P.VERDICT, Verdict), (P.RECT_METHOD, RectMethod)):
+    for col, enum in _TEMPLATE_CHOICES:
         choices = [v.value for v in enum] + [CHINESE_LABELS[v] for v in enum]
         dv = DataValidation(
             type="list",
@@ -912,6 +924,15 @@ def _return_workbook(template: pd.DataFrame) -> Workbook:
             "违法时填写剩余未整改面积(平方米)，已整改完填 0",
             "illegal patches: remaining unrectified area in m², 0 when done",
         ),
+        P.ENFORCEMENT_STAGE: (
+            "违法时填写查处阶段，见下表；每步一行交回",
+            "illegal patches: the enforcement step reached, see the values below",
+        ),
+        P.STAGE_DATE: ("该阶段日期 YYYY-MM-DD", "date of that step, YYYY-MM-DD"),
+        P.DEMOLISHED_BY: (
+            "拆除时填写：自行或强制(可不填，由阶段推出)",
+            "for demolitions: self or forced (optional, follows from the stage)",
+        ),
         P.CHECKED_ON: ("核查日期 YYYY-MM-DD", "date checked, YYYY-MM-DD"),
         P.INSPECTOR: ("核查人姓名", "name of the inspector"),
         P.NOTE: ("备注", "free text"),
@@ -921,7 +942,7 @@ def _return_workbook(template: pd.DataFrame) -> Workbook:
         lines.append((col, zh, en, " / ".join(hints[col])))
     lines.append(())
     lines.append(("value", "中文", "meaning", ""))
-    for enum, what in ((Verdict, P.VERDICT), (RectMethod, P.RECT_METHOD)):
+    for what, enum in _TEMPLATE_CHOICES:
         for v in enum:
             lines.append((v.value, CHINESE_LABELS[v], what, ""))
     lines.append(())

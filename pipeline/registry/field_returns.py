@@ -51,6 +51,15 @@ import pandas as pd
 
 from pipeline import units
 from pipeline.errors import FieldReturnError
+from pipeline.registry.enforcement import (
+    PatchStage,
+    StageRow,
+    as_date,
+    parse_demolished_by,
+    parse_stage,
+    stage_problems,
+    stage_values,
+)
 from pipeline.registry.store import (
     IMPORTS_TABLE,
     I,
@@ -68,7 +77,9 @@ from pipeline.schema import (
     FIELD_RETURN_TOLERANCES,
     VALUE_ALIASES,
     VALUE_SYNONYMS,
+    DemolishedBy,
     E,
+    EnforcementStage,
     EventKind,
     P,
     RectMethod,
@@ -370,6 +381,8 @@ def _validate(
             (name, int(row), f"checked_on {value.isoformat()} is in the future (today is {today})")
         )
 
+    rejections.extend(_stage_rejections(t, patches, after, name, today))
+
     other = (after == Verdict.OTHER) & t[P.VERDICT_SUBTYPE].isna() & t["_verdict"].notna()
     for row in t.loc[other, ROW]:
         warnings.append(f"{name} row {row}: verdict 'other' without verdict_subtype (其他类型)")
@@ -378,6 +391,55 @@ def _validate(
     rejections.extend(dup_rejections)
     t.attrs["n_rows"] = n_rows
     return t, rejections, warnings
+
+
+def _stage_rejections(
+    t: pd.DataFrame, patches: pd.DataFrame, after: pd.Series, name: str, today: dt.date
+) -> list[tuple[str, int | None, str]]:
+    """Parse the enforcement columns into ``_stage``, ``_stage_date``, ``_demolished_by`` and
+    check each row (:func:`pipeline.registry.enforcement.stage_problems`)."""
+    rejections: list[tuple[str, int | None, str]] = []
+    t["_stage"] = t[P.ENFORCEMENT_STAGE].map(parse_stage)
+    t["_stage_date"] = t[P.STAGE_DATE].map(lambda v: parse_date(v) if isinstance(v, str) else None)
+    t["_demolished_by"] = t[P.DEMOLISHED_BY].map(parse_demolished_by)
+    bad_values = (
+        (P.ENFORCEMENT_STAGE, "_stage", f"one of {_allowed(EnforcementStage)}"),
+        (P.STAGE_DATE, "_stage_date", "a date (use YYYY-MM-DD)"),
+        (P.DEMOLISHED_BY, "_demolished_by", f"one of {_allowed(DemolishedBy)}"),
+    )
+    parsed_ok = pd.Series(True, index=t.index)
+    for col, parsed, expected in bad_values:
+        bad = t[col].notna() & t[parsed].isna()
+        parsed_ok &= ~bad
+        for row, value in t.loc[bad, [ROW, col]].values:
+            rejections.append((name, int(row), f"{col} {value!r} is not {expected}"))
+    known = t[P.PATCH_ID].isin(patches.index)
+    for i in t.index[known & parsed_ok]:
+        rec, patch = t.loc[i], patches.loc[t.at[i, P.PATCH_ID]]
+        for reason in stage_problems(_stage_row(rec, after[i], patch), _patch_stage(patch), today):
+            rejections.append((name, int(rec[ROW]), reason))
+    return rejections
+
+
+def _stage_row(rec: pd.Series, verdict_after: str, patch: pd.Series) -> StageRow:
+    method = rec["_method"] if rec["_method"] is not None else patch[P.RECT_METHOD]
+    return StageRow(
+        stage=rec["_stage"],
+        stage_date=rec["_stage_date"],
+        demolished_by=rec["_demolished_by"],
+        checked_on=rec["_checked"],
+        verdict_after=verdict_after,
+        method_after=None if pd.isna(method) else str(method),
+    )
+
+
+def _patch_stage(patch: pd.Series) -> PatchStage:
+    stage = patch[P.ENFORCEMENT_STAGE]
+    return PatchStage(
+        stage=None if pd.isna(stage) else str(stage),
+        stage_date=as_date(patch[P.STAGE_DATE]),
+        epoch_to=str(patch[P.EPOCH_TO]),
+    )
 
 
 def _too_big_message(value: float, area: float) -> str:
@@ -409,6 +471,9 @@ def _deduplicate(t: pd.DataFrame, name: str) -> tuple[pd.DataFrame, list]:
         "_method",
         "_remaining",
         "_checked",
+        "_stage",
+        "_stage_date",
+        "_demolished_by",
         P.INSPECTOR,
         P.NOTE,
     ]
@@ -457,6 +522,9 @@ def _apply(
                 method = rec["_method"]
         else:
             method, remaining = np.nan, np.nan
+        stage = _stage_update(rec, verdict, method, old)
+        if stage is not None:
+            method = stage["rect_method"] if stage["rect_method"] is not None else method
         subtype = rec[P.VERDICT_SUBTYPE]
         if pd.isna(subtype) and verdict == Verdict.OTHER and old[P.VERDICT] == Verdict.OTHER:
             subtype = old[P.VERDICT_SUBTYPE]
@@ -473,6 +541,14 @@ def _apply(
             P.NOTE: note,
             P.UPDATED_AT: now,
         }
+        if verdict != Verdict.ILLEGAL:  # stages only mean something for illegal patches
+            new |= {P.ENFORCEMENT_STAGE: np.nan, P.STAGE_DATE: np.nan, P.DEMOLISHED_BY: np.nan}
+        elif stage is not None:
+            new |= {
+                P.ENFORCEMENT_STAGE: stage["stage"],
+                P.STAGE_DATE: stage["stage_date"],
+                P.DEMOLISHED_BY: stage["demolished_by"],
+            }
         for col, value in new.items():
             out.at[pid, col] = value
         source = f"field:{name}#{rec[ROW]}"
@@ -496,6 +572,8 @@ def _apply(
                 ),
             }
         )
+        if stage is not None:
+            events.append(_stage_event(pid, source, stage, old))
         if not (_same(method, old[P.RECT_METHOD]) and _same(remaining, old[P.REMAINING_M2])):
             n_rect += 1
             events.append(
@@ -514,6 +592,40 @@ def _apply(
                 }
             )
     return out, events, n_verdicts, n_rect
+
+
+def _stage_update(
+    rec: dict[str, Any], verdict: str, method: Any, old: pd.Series
+) -> dict[str, Any] | None:
+    """The new enforcement values of a checked row, None when it sets no new stage."""
+    if verdict != Verdict.ILLEGAL:
+        return None
+    row = StageRow(
+        stage=rec["_stage"],
+        stage_date=rec["_stage_date"],
+        demolished_by=rec["_demolished_by"],
+        checked_on=rec["_checked"],
+        verdict_after=verdict,
+        method_after=None if pd.isna(method) else str(method),
+    )
+    return stage_values(row, _patch_stage(old))
+
+
+def _stage_event(pid: str, source: str, stage: dict[str, Any], old: pd.Series) -> dict[str, Any]:
+    """An ``enforcement`` event: the new stage, its date and the stage before."""
+    return {
+        E.PATCH_ID: pid,
+        E.KIND: EventKind.ENFORCEMENT.value,
+        E.SOURCE: source,
+        E.VALUES: to_json(
+            {
+                P.ENFORCEMENT_STAGE: stage["stage"],
+                P.ENFORCEMENT_STAGE + EVENT_BEFORE_SUFFIX: old[P.ENFORCEMENT_STAGE],
+                P.STAGE_DATE: stage["stage_date"],
+                P.DEMOLISHED_BY: stage["demolished_by"],
+            }
+        ),
+    }
 
 
 def _reject(name: str, rejections: list[tuple[str, int | None, str]]) -> None:

@@ -17,6 +17,7 @@ import pandas as pd
 import pyproj
 import shapely
 
+from pipeline.epochs import epoch_later
 from pipeline.errors import RegistryError, StageError
 from pipeline.registry.store import (
     RegistryState,
@@ -124,7 +125,9 @@ def register_detections(
       takes the detection's geometry, ``area_m2`` and ``area_mu`` (event ``grown``, with old
       and new area; ``score`` and ``change_type`` too when the detection is of the patch's
       own period). A rectified illegal patch (``remaining_m2 == 0``) detected again is a
-      ``relapse``: ``remaining_m2`` becomes the detected area (capped at the patch area).
+      ``relapse``: ``remaining_m2`` becomes the detected area (capped at the patch area) and
+      the enforcement starts over (``enforcement_stage``, ``stage_date``, ``demolished_by`` are
+      emptied; the event keeps the values before).
       The verdict is never changed by detection; the remaining area of an unrectified
       illegal patch is not changed by growth (the grown part awaits a field check).
     - **Derived attributes follow the inputs.** When the matched detection is of the
@@ -260,7 +263,7 @@ def _update_patch(
     old_area = float(patches.at[p, P.AREA_M2])
     new_area = float(d[P.AREA_M2])
     grown = new_area > GROWTH_FACTOR * old_area
-    later = str(d[P.EPOCH_TO]) > str(patches.at[p, P.LAST_SEEN])
+    later = epoch_later(d[P.EPOCH_TO], patches.at[p, P.LAST_SEEN])
     if not later and not grown:
         return None, {}
     values: dict[str, Any] = {}
@@ -287,6 +290,9 @@ def _update_patch(
         reopened = min(new_area, float(patches.at[p, P.AREA_M2]))
         patches.at[p, P.REMAINING_M2] = reopened
         values.update({P.REMAINING_M2 + EVENT_BEFORE_SUFFIX: 0.0, P.REMAINING_M2: reopened})
+        for col in (P.ENFORCEMENT_STAGE, P.STAGE_DATE, P.DEMOLISHED_BY):  # enforcement restarts
+            values.update({col + EVENT_BEFORE_SUFFIX: patches.at[p, col], col: None})
+            patches.at[p, col] = np.nan
     patches.at[p, P.UPDATED_AT] = now
     return kind, values
 
@@ -416,6 +422,8 @@ def _new_patches(
     created[P.LAST_SEEN] = det[P.EPOCH_TO].to_numpy()
     created[P.UPDATED_AT] = now
     for col in (P.VERDICT_SUBTYPE, P.RECT_METHOD, P.CHECKED_ON, P.INSPECTOR, P.NOTE):
+        created[col] = np.nan
+    for col in (P.ENFORCEMENT_STAGE, P.STAGE_DATE, P.DEMOLISHED_BY):
         created[col] = np.nan
     created[P.REMAINING_M2] = np.nan
     return normalise_patches(created), ids.tolist()

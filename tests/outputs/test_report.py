@@ -23,7 +23,6 @@ from pipeline.config import ReportConfig
 from pipeline.errors import InputDataError
 from pipeline.outputs import charts, webfont
 from pipeline.outputs.report import (
-    HISTORY_DATE,
     RC,
     rates_csv_text,
     unrectified_patches,
@@ -33,97 +32,22 @@ from pipeline.schema import LEVELS, RATES_COLUMNS, P
 from pipeline.units import MU_M2
 from tests.district import (
     DATE,
-    DISTRICT,
     TOWN_A,
     TOWN_B,
     VIL_A1,
-    VIL_A2,
-    VIL_B1,
     make_grids,
     make_patches,
+    make_rates,
+    write_district_report,
 )
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def _unit(level, code, name, parent, *, n, n_pending, n_legal, n_illegal, n_rect, rem_m2):
-    """One rates row computed by hand from the fake patches (400 m² each, 300 m² farmland)."""
-    illegal_m2 = 400.0 * n_illegal
-    construction = 300.0 * (n_legal + n_illegal)
-    ratio = 300.0 * n_illegal / construction if construction else np.nan
-    upper_den = construction + 300.0 * n_pending
-    upper = 300.0 * (n_illegal + n_pending) / upper_den if upper_den else np.nan
-    rect = (illegal_m2 - rem_m2) / illegal_m2 if n_illegal else np.nan
-    rect_count = n_rect / n_illegal if n_illegal else np.nan
-    return {
-        RC.LEVEL: level,
-        RC.CODE: code,
-        RC.NAME: name,
-        RC.PARENT_CODE: parent,
-        RC.N_PATCHES: n,
-        RC.N_PENDING: n_pending,
-        RC.N_LEGAL: n_legal,
-        RC.N_ILLEGAL: n_illegal,
-        RC.N_FALSE_CHANGE: 0,
-        RC.N_OTHER: 0,
-        RC.PATCHES_M2: 400.0 * n,
-        RC.ILLEGAL_M2: illegal_m2,
-        RC.ILLEGAL_MU: illegal_m2 / MU_M2,
-        RC.ILLEGAL_FARMLAND_M2: 300.0 * n_illegal,
-        RC.PENDING_FARMLAND_M2: 300.0 * n_pending,
-        RC.CONSTRUCTION_FARMLAND_M2: construction,
-        RC.ILLEGAL_RATIO: ratio,
-        RC.ILLEGAL_RATIO_UPPER: upper,
-        RC.ILLEGAL_RATIO_MET: np.nan if np.isnan(ratio) else bool(ratio < 0.15),
-        RC.RECTIFIED_M2: illegal_m2 - rem_m2,
-        RC.RECT_RATE_AREA: rect,
-        RC.N_RECTIFIED: n_rect,
-        RC.RECT_RATE_COUNT: rect_count,
-        RC.RECT_RATE_MET: np.nan if np.isnan(rect) else bool(rect >= 0.85),
-        RC.ZERO_CASE: n_illegal == 0,
-    }
-
-
-def make_rates() -> pd.DataFrame:
-    rows = [
-        _unit("district", DISTRICT, "示例区", None, n=5, n_pending=2, n_legal=1, n_illegal=2,
-              n_rect=1, rem_m2=50.0),
-        _unit("township", TOWN_A, "城关镇", DISTRICT, n=3, n_pending=1, n_legal=0, n_illegal=2,
-              n_rect=1, rem_m2=50.0),
-        _unit("township", TOWN_B, "河西乡", DISTRICT, n=1, n_pending=0, n_legal=1, n_illegal=0,
-              n_rect=0, rem_m2=0.0),
-        _unit("village", VIL_A1, "东村", TOWN_A, n=2, n_pending=1, n_legal=0, n_illegal=1,
-              n_rect=0, rem_m2=50.0),
-        _unit("village", VIL_A2, "西村", TOWN_A, n=1, n_pending=0, n_legal=0, n_illegal=1,
-              n_rect=1, rem_m2=0.0),
-        _unit("village", VIL_B1, "南庄村", TOWN_B, n=1, n_pending=0, n_legal=1, n_illegal=0,
-              n_rect=0, rem_m2=0.0),
-    ]  # fmt: skip
-    frame = pd.DataFrame(rows, columns=list(RATES_COLUMNS))
-    frame[RC.ILLEGAL_RATIO_MET] = frame[RC.ILLEGAL_RATIO_MET].astype(object)
-    frame[RC.RECT_RATE_MET] = frame[RC.RECT_RATE_MET].astype(object)
-    return frame
-
-
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     """One full report with a one-row history (plus today = two dates -> a trend chart)."""
-    out = tmp_path_factory.mktemp("report")
-    townships, villages = make_grids()
-    history = make_rates().iloc[[0]].assign(**{HISTORY_DATE: "2024-04-01", RC.RECT_RATE_AREA: 0.2})
-    paths = write_report(
-        make_rates(),
-        make_patches(),
-        townships,
-        villages,
-        out,
-        cfg=ReportConfig(),
-        area_name="示例区（合成样例）",
-        date=DATE,
-        history=history,
-        relapsed_ids={"130609201700002"},
-    )
-    return paths
+    return write_district_report(tmp_path_factory.mktemp("report"))
 
 
 def test_rates_csv(report):

@@ -12,6 +12,7 @@ import openpyxl
 import pytest
 
 from pipeline.errors import FieldReturnError, InputDataError
+from pipeline.registry.enforcement import parse_demolished_by, parse_stage
 from pipeline.registry.field_returns import ROW, apply_return, parse_rect_method, parse_verdict
 from pipeline.registry.io.return_files import HEADER_MAP, _norm, read_return, resolve_headers
 from pipeline.schema import (
@@ -20,7 +21,10 @@ from pipeline.schema import (
     FIELD_RETURN_COLUMNS,
     FIELD_RETURN_HEADERS,
     SHAPEFILE_FIELDS,
+    STAGE_DEMOLISHED_BY,
     VALUE_SYNONYMS,
+    DemolishedBy,
+    EnforcementStage,
     P,
     RectMethod,
     Verdict,
@@ -88,22 +92,34 @@ def test_no_value_word_is_listed_for_two_values():
         assert words[0] == CHINESE_LABELS[value]
         for word in words:
             assert seen.setdefault(word.lower(), value.value) == value.value, word
-    assert set(VALUE_SYNONYMS) == set(Verdict) | set(RectMethod)
+    assert set(VALUE_SYNONYMS) == set(Verdict) | set(RectMethod) | set(EnforcementStage) | set(
+        DemolishedBy
+    )
 
 
 @pytest.mark.parametrize(
     ("word", "value"), [(w, v) for v, words in VALUE_SYNONYMS.items() for w in words]
 )
 def test_every_listed_value_word_is_accepted(word, value):
-    """Each word of the value table parses to its value (and only in its own column)."""
-    parse, other = (
-        (parse_verdict, parse_rect_method)
-        if isinstance(value, Verdict)
-        else (parse_rect_method, parse_verdict)
-    )
+    """Each word of the value table parses to its value (and only in its own column; the
+    words of the two values shared by methods and stages, 补办手续 and 没收, in both)."""
+    parsers = {
+        Verdict: parse_verdict,
+        RectMethod: parse_rect_method,
+        EnforcementStage: parse_stage,
+        DemolishedBy: parse_demolished_by,
+    }
+    parse = parsers[type(value)]
     assert parse(word) == value.value
     assert parse(f" {word} ") == value.value
-    assert other(word) is None
+    shared = {RectMethod: EnforcementStage, EnforcementStage: RectMethod}
+    for kind, other in parsers.items():
+        if kind in (type(value), shared.get(type(value))):
+            continue
+        if kind is DemolishedBy and value in STAGE_DEMOLISHED_BY:
+            assert other(word) == STAGE_DEMOLISHED_BY[value].value  # 自行拆除 says who
+        else:
+            assert other(word) is None, (word, kind)
 
 
 def test_english_values_in_any_case_and_spacing():

@@ -31,7 +31,13 @@ from pipeline.registry.store import (
     normalise_table,
     pending_null_verdicts,
 )
-from pipeline.schema import EVENTS_TABLE, PATCH_COLUMNS, PATCHES_LAYER, RUNS_TABLE
+from pipeline.schema import (
+    ADDED_PATCH_COLUMNS,
+    EVENTS_TABLE,
+    PATCH_COLUMNS,
+    PATCHES_LAYER,
+    RUNS_TABLE,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +85,18 @@ def load_registry(path: str | os.PathLike[str], crs: Any) -> RegistryState:
             f"a registry has layers {', '.join(wanted)}. Is this really a landwatch registry?"
         )
     patches = pyogrio.read_dataframe(path, layer=PATCHES_LAYER)
-    _check_columns(path, PATCHES_LAYER, patches.columns, PATCH_COLUMNS)
+    _check_columns(
+        path,
+        PATCHES_LAYER,
+        patches.columns,
+        [c for c in PATCH_COLUMNS if c not in ADDED_PATCH_COLUMNS],
+    )
+    for column in ADDED_PATCH_COLUMNS:
+        if column not in patches.columns:
+            log.info(
+                "registry %s has no column %s yet (older landwatch); read as empty", path, column
+            )
+            patches[column] = None
     if patches.crs is None:
         patches = patches.set_crs(crs)
     elif not pyproj.CRS(patches.crs).equals(pyproj.CRS(crs)):
