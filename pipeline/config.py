@@ -9,6 +9,7 @@ stage receives only its own section.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import difflib
 import hashlib
 import itertools
@@ -317,9 +318,41 @@ class FieldReturnsConfig:
 
 
 @dataclass(frozen=True)
+class RewardConfig:
+    """Reward (元) of a zero-case unit for the year, per level; None shows no amount."""
+
+    township: float | None = None
+    village: float | None = None
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     rect_rate_target: float = 0.85
     illegal_ratio_target: float = 0.15
+    deadline: dt.date | None = None
+    """Date the rectification target must be reached by: the report draws the rate's
+    burn-up towards it and marks each township on track or behind."""
+    land_price_per_mu: float | None = None
+    """Value (元 per 亩) of rectified land; the land value recovered is shown only when set."""
+    year: int | None = None
+    """Year of the assessment sheet and of new (增量) cases; default: the year of the
+    registry's latest epoch."""
+    base_year: int | None = None
+    """First year of the stock (存量): cases of earlier epochs back to this year are cleared
+    with the new ones; default: every earlier year."""
+    reward: RewardConfig = RewardConfig()
+    penalty_per_case: float | None = None
+    """Allowance deduction (元) per case of a village with cases; None shows no amount."""
+    urgent_basic_farmland_mu: float = 5.0
+    """A patch with at least this much basic farmland (亩) is urgent."""
+    urgent_farmland_mu: float = 10.0
+    """A patch with at least this much farmland (亩) is urgent."""
+    report_working_days: int = 3
+    """An urgent patch is due this many working days after its first export."""
+    extra_holidays: tuple[dt.date, ...] = ()
+    """Local days off on top of the official calendar (chinesecalendar)."""
+    extra_workdays: tuple[dt.date, ...] = ()
+    """Local make-up working days (调休) on top of the official calendar."""
 
 
 @dataclass(frozen=True)
@@ -425,6 +458,8 @@ def to_plain(obj: Any) -> Any:
         return [to_plain(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
+    if isinstance(obj, dt.date):
+        return obj.isoformat()
     return obj
 
 
@@ -570,6 +605,7 @@ def _type_name(tp) -> str:
         float: "a number",
         bool: "true/false",
         Path: "a path",
+        dt.date: "a date (YYYY-MM-DD)",
     }.get(tp, getattr(tp, "__name__", str(tp)))
 
 
@@ -662,7 +698,23 @@ def _coerce(tp, value, key: str, base_dir: Path, where: str):
         if not isinstance(value, str) or not value:
             raise bad()
         return Path(value)
+    if tp is dt.date:
+        return _coerce_date(value, bad)
     raise bad()  # pragma: no cover - a type this loader does not know
+
+
+def _coerce_date(value: Any, bad) -> dt.date:
+    """A YAML date (``2024-09-15`` unquoted) or ISO text as a date."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value.strip())
+        except ValueError:
+            raise bad() from None
+    raise bad()
 
 
 MAX_RADIUS_PX = 64
@@ -1015,6 +1067,18 @@ def _check_report(report: ReportConfig, where: str) -> None:
     for key in ("rect_rate_target", "illegal_ratio_target"):
         if not 0 <= getattr(report, key) <= 1:
             raise ConfigError(f"{where}: 'report.{key}' = {getattr(report, key)} must be in [0, 1]")
+    for key in ("land_price_per_mu", "penalty_per_case", "urgent_basic_farmland_mu"):
+        value = getattr(report, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"{where}: 'report.{key}' = {value} must not be negative")
+    if report.report_working_days < 0:
+        raise ConfigError(f"{where}: 'report.report_working_days' must not be negative")
+    both = set(report.extra_holidays) & set(report.extra_workdays)
+    if both:
+        raise ConfigError(
+            f"{where}: {', '.join(sorted(map(str, both)))} in both 'report.extra_holidays' and "
+            "'report.extra_workdays'; a day is either off or a working day"
+        )
 
 
 def _check_export(export: ExportConfig, where: str) -> None:

@@ -448,6 +448,80 @@ RATES_LABELS: dict[str, tuple[str, str]] = {
 }
 """Rates column -> (English label, Chinese label) for ``rates.xlsx``."""
 
+
+class CY:
+    """Column names of the enforcement-cycle tables of the report (funnel, cycle figures,
+    burn-up, cases per period, stock and new, assessment sheet); one row per unit unless
+    said otherwise. Unit columns are the rates table's ``level``, ``code``, ``name``."""
+
+    STAGE = "stage"
+    N_REACHED = "n_reached"
+    N_ILLEGAL = "n_illegal"
+    N_SELF = "n_self_demolished"
+    N_FORCED = "n_forced_demolished"
+    SELF_SHARE = "self_share"
+    DAYS_MEDIAN = "days_to_rectified_median"
+    DAYS_P90 = "days_to_rectified_p90"
+    RECTIFIED_MU = "rectified_mu"
+    LAND_VALUE = "land_value_yuan"
+    DATE = "date"
+    RECT_RATE = "rect_rate_area"
+    PLANNED = "planned_rate"
+    ON_TRACK = "on_track"
+    PERIOD = "period"
+    N_NEW = "n_new_illegal"
+    NEW_MU = "new_illegal_mu"
+    LAST_CASE = "last_case_period"
+    NO_CASE_SINCE = "no_new_case_since"
+    PART = "part"
+    N_RECTIFIED = "n_rectified"
+    REMAINING_MU = "remaining_mu"
+    RECT_RATE_COUNT = "rect_rate_count"
+    N_PENDING = "n_pending"
+    ZERO_CASE = "zero_case"
+    REWARD = "reward_yuan"
+    DEDUCTION = "deduction_yuan"
+    URGENT = "urgent"
+    REPORT_DUE = "report_due"
+    FIRST_EXPORTED = "first_exported"
+
+
+STOCK = "stock"
+"""Value of ``CY.PART`` for cases of earlier years back to ``report.base_year`` (存量)."""
+NEW = "new"
+"""Value of ``CY.PART`` for cases of the report year (增量)."""
+
+CYCLE_LABELS: dict[str, tuple[str, str]] = {
+    CY.STAGE: ("stage", "阶段"),
+    CY.N_REACHED: ("patches", "图斑数"),
+    CY.N_ILLEGAL: ("illegal patches", "违法图斑数"),
+    CY.N_SELF: ("self-demolished", "自行拆除数"),
+    CY.N_FORCED: ("forcibly demolished", "强制拆除数"),
+    CY.SELF_SHARE: ("share demolished voluntarily", "自拆占比"),
+    CY.DAYS_MEDIAN: ("days detection → rectified, median", "发现至整改天数(中位)"),
+    CY.DAYS_P90: ("days detection → rectified, 90th percentile", "发现至整改天数(90%)"),
+    CY.RECTIFIED_MU: ("area rectified (mu)", "已整改面积(亩)"),
+    CY.LAND_VALUE: ("land value recovered (yuan)", "挽回土地价值(元)"),
+    CY.ON_TRACK: ("on track for the deadline", "按期进度"),
+    CY.PERIOD: ("period of the epoch", "时相期"),
+    CY.N_NEW: ("new illegal cases", "新增违法宗数"),
+    CY.NEW_MU: ("new illegal area (mu)", "新增违法面积(亩)"),
+    CY.LAST_CASE: ("last new case", "最近新增"),
+    CY.NO_CASE_SINCE: ("no new case since", "此后无新增"),
+    CY.PART: ("stock / new", "存量/增量"),
+    CY.N_RECTIFIED: ("rectified", "已整改宗数"),
+    CY.REMAINING_MU: ("remaining (mu)", "剩余未整改面积(亩)"),
+    CY.RECT_RATE: ("rectification rate by area", "整改率(按面积)"),
+    CY.RECT_RATE_COUNT: ("rectification rate by count", "整改率(按宗数)"),
+    CY.N_PENDING: ("pending of the year", "当年待核查数"),
+    CY.ZERO_CASE: ("zero cases", "零新增"),
+    CY.REWARD: ("reward (yuan)", "奖励(元)"),
+    CY.DEDUCTION: ("allowance deduction (yuan)", "扣减补贴(元)"),
+    CY.URGENT: ("urgent", "紧急"),
+    CY.REPORT_DUE: ("report due", "报告期限"),
+}
+"""Cycle column -> (English label, Chinese label) for the assessment sheet and the report."""
+
 HISTORY_DATE = "date"
 """Column of the report's ``history`` frame holding the report date (ISO text); its other
 columns are rates columns of the district row."""

@@ -13,6 +13,7 @@ the mask's grid; object scores compare the registry patches of that pair with la
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from dataclasses import dataclass
@@ -38,8 +39,9 @@ from pipeline.outputs.chips import read_chips
 from pipeline.outputs.packages import export_packages, latest_export_dir
 from pipeline.outputs.report import write_report
 from pipeline.overlay.io.vectors import read_layer
+from pipeline.registry.cycle import Units, cycle_tables
 from pipeline.registry.io.registry_file import load_registry, save_registry
-from pipeline.registry.rates import compute_rates, rates_as_of
+from pipeline.registry.rates import compute_rates, district_unit, rates_as_of
 from pipeline.registry.store import RegistryState, record_exports
 from pipeline.schema import RC, UNASSIGNED, E, EventKind, P
 
@@ -106,10 +108,12 @@ def report_registry(
     else:
         rates = compute_rates(state.patches, grids.villages, grids.townships, district, **targets)
     relapsed = set(state.events.loc[state.events[E.KIND] == EventKind.RELAPSE, E.PATCH_ID])
+    units = Units(district_unit(district, grids.townships), grids.townships, grids.villages)
+    cycle = cycle_tables(state, units, cfg.report, as_of=dt.date.fromisoformat(date))
     write_report(
         rates, state.patches, grids.townships, grids.villages, ws.reports_dir(date),
         cfg=cfg.report, area_name=cfg.area.name, date=date,
-        history=_report_history(ws, date), relapsed_ids=relapsed,
+        history=_report_history(ws, date), relapsed_ids=relapsed, cycle=cycle,
     )  # fmt: skip
     district = rates[rates[RC.LEVEL] == "district"].iloc[0]
     return {

@@ -278,3 +278,63 @@ def trend(
     ax.grid(alpha=0.3)
     ax.set_title(title)
     return fig
+
+
+def funnel(labels: Sequence[str], counts: Sequence[int], *, total: int, title: str) -> Figure:
+    """Horizontal bars: illegal patches that reached each enforcement stage, in the order
+    given (the steps first, then the outcomes), each with its count and share of ``total``."""
+    values = np.asarray(counts, dtype="float64")
+    fig = Figure(figsize=(8.0, 0.42 * len(values) + 1.2), layout="constrained")
+    ax = fig.add_subplot()
+    y = np.arange(len(values))[::-1]
+    ax.barh(y, values, color="#2b5797")
+    for yi, v in zip(y, values, strict=True):
+        share = f" ({v / total:.0%})" if total else ""
+        ax.text(v, yi, f" {int(v)}{share}", va="center", fontsize=8)
+    ax.set_yticks(y, list(labels))
+    ax.set_xlim(0, max(1.0, float(values.max(initial=0)) * 1.25))
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.set_title(title)
+    return fig
+
+
+def burnup(
+    days: Sequence,
+    rates: dict[str, Sequence[float]],
+    *,
+    start,
+    deadline,
+    target: float,
+    today,
+    title: str,
+    plan_label: str,
+) -> Figure:
+    """The rectification rate by date (one line per label) against the plan: a straight
+    dashed line from 0 on ``start`` to ``target`` on ``deadline``; ``today`` is marked."""
+    fig = Figure(figsize=(8.0, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    x = pd.to_datetime(pd.Index(days))
+    for label, values in rates.items():
+        ax.plot(x, np.asarray(values, dtype="float64"), label=label, linewidth=1.6)
+    ax.plot(pd.to_datetime([start, deadline]), [0.0, target], "--", color=TARGET_COLOR,
+            linewidth=1.0, label=plan_label)  # fmt: skip
+    ax.axvline(pd.Timestamp(today), color="#999999", linewidth=0.8)
+    ax.set_ylim(0, 1.05)
+    ax.yaxis.set_major_formatter(ticker.PercentFormatter(1.0))
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    ax.set_title(title)
+    return fig
+
+
+def cases_per_period(periods: Sequence[str], counts: Sequence[int], *, title: str) -> Figure:
+    """Bars of new illegal cases per period (month, quarter or year), oldest first."""
+    fig = Figure(figsize=(8.0, 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(periods))
+    ax.bar(x, np.asarray(counts, dtype="float64"), color=MISSED_COLOR)
+    ax.set_xticks(x, list(periods), rotation=45 if len(periods) > 8 else 0, fontsize=8)
+    ax.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.set_title(title)
+    return fig

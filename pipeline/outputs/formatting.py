@@ -183,6 +183,8 @@ def _jinja_env() -> jinja2.Environment:
     env.filters["pct"] = lambda v: UNDEFINED if isna(v) else f"{float(v):.1%}"
     env.filters["num"] = lambda v: UNDEFINED if isna(v) else f"{float(v):.2f}"
     env.filters["deg"] = lambda v: UNDEFINED if isna(v) else f"{float(v):.6f}"
+    env.filters["int1"] = lambda v: UNDEFINED if isna(v) else f"{float(v):.0f}"
+    env.filters["yuan"] = lambda v: UNDEFINED if isna(v) else f"{float(v):,.0f}"
     return env
 
 

@@ -30,6 +30,7 @@ from pipeline import __version__
 from pipeline.atomic import atomic_write_bytes
 from pipeline.config import ReportConfig
 from pipeline.errors import InputDataError
+from pipeline.outputs.cycle_report import assessment_workbook, cycle_charts, cycle_context
 from pipeline.outputs.formatting import (
     UNDEFINED,
     check_columns,
@@ -42,6 +43,7 @@ from pipeline.outputs.formatting import (
     text,
     workbook_bytes,
 )
+from pipeline.registry.cycle import CycleTables
 from pipeline.schema import (
     HISTORY_DATE,
     LEGAL_HINT_LABELS,
@@ -100,6 +102,8 @@ class ReportPaths:
     ranking_png: Path
     trend_png: Path | None
     """None when there were fewer than two report dates to draw a trend from."""
+    assessment_xlsx: Path | None = None
+    """The assessment sheet (考核); None without cycle tables or without a year."""
 
 
 # --------------------------------------------------------------------------- entry point
@@ -115,6 +119,7 @@ def write_report(
     date: str,
     history: pd.DataFrame | None = None,
     relapsed_ids: Iterable[str] | None = None,
+    cycle: CycleTables | None = None,
 ) -> ReportPaths:
     """Write ``rates.csv``, ``rates.xlsx``, ``report.html`` and the chart PNGs to ``out_dir``.
 
@@ -141,6 +146,10 @@ def write_report(
         chart is drawn, otherwise the report says why there is none.
     relapsed_ids : iterable of str, optional
         Patch ids with a ``relapse`` event; None means "not known" (the table says so).
+    cycle : CycleTables, optional
+        The enforcement-cycle tables (:func:`pipeline.registry.cycle.cycle_tables`): the
+        report then shows the funnel, how cases end, the burn-up, cases per period, stock
+        and new and the assessment, and writes ``assessment.xlsx``.
 
     Returns
     -------
@@ -172,7 +181,7 @@ def write_report(
     atomic_write_bytes(paths.rates_xlsx, workbook_bytes(rates_workbook(rates, cfg=cfg), date=date))
 
     series = trend_series(rates, history, date=date)
-    charts = render_charts(rates, townships, villages, cfg=cfg, series=series)
+    charts = render_charts(rates, townships, villages, cfg=cfg, series=series, cycle=cycle)
     atomic_write_bytes(paths.map_png, charts["map"])
     atomic_write_bytes(paths.ranking_png, charts["ranking"])
     trend_path = out_dir / "trend.png"
@@ -192,6 +201,11 @@ def write_report(
         else f"趋势图需要至少两期报告（当前 {len(series)} 期）。"
         f" A trend needs at least two report dates (found {len(series)})."
     )
+    context["cycle"] = None if cycle is None else cycle_context(cycle, cfg)
+    workbook = None if cycle is None else assessment_workbook(cycle, cfg)
+    if workbook is not None:
+        paths = dataclasses.replace(paths, assessment_xlsx=out_dir / "assessment.xlsx")
+        atomic_write_bytes(paths.assessment_xlsx, workbook_bytes(workbook, date=date))
     html = render_page("report.html.j2", **context)
     atomic_write_bytes(paths.html, html.encode("utf-8"))
     log.info("report for %s (%s) written to %s", area_name, date, out_dir)
@@ -339,6 +353,7 @@ def render_charts(
     *,
     cfg: ReportConfig,
     series: pd.DataFrame,
+    cycle: CycleTables | None = None,
 ) -> dict[str, bytes]:
     """PNG bytes of the charts: ``map``, ``ranking`` and, with >= 2 dates, ``trend``.
 
@@ -408,6 +423,8 @@ def render_charts(
                 title=title("全区趋势", "District trend"),
             )
             out["trend"] = charts.figure_png(fig)
+        if cycle is not None:
+            out |= cycle_charts(cycle, cfg, zh=zh)
     return out
 
 

@@ -422,15 +422,21 @@ def _stage_rejections(
 
 
 def _stage_row(rec: pd.Series, verdict_after: str, patch: pd.Series) -> StageRow:
-    method = rec["_method"] if rec["_method"] is not None else patch[P.RECT_METHOD]
+    method = _none(rec["_method"])
+    method = patch[P.RECT_METHOD] if method is None else method
     return StageRow(
-        stage=rec["_stage"],
-        stage_date=rec["_stage_date"],
-        demolished_by=rec["_demolished_by"],
-        checked_on=rec["_checked"],
+        stage=_none(rec["_stage"]),
+        stage_date=_none(rec["_stage_date"]),
+        demolished_by=_none(rec["_demolished_by"]),
+        checked_on=_none(rec["_checked"]),
         verdict_after=verdict_after,
-        method_after=None if pd.isna(method) else str(method),
+        method_after=_none(method),
     )
+
+
+def _none(value: Any) -> Any:
+    """None for a missing value (None, NaN, NA), else the value."""
+    return None if value is None or (not isinstance(value, dt.date) and pd.isna(value)) else value
 
 
 def _patch_stage(patch: pd.Series) -> PatchStage:
@@ -601,12 +607,12 @@ def _stage_update(
     if verdict != Verdict.ILLEGAL:
         return None
     row = StageRow(
-        stage=rec["_stage"],
-        stage_date=rec["_stage_date"],
-        demolished_by=rec["_demolished_by"],
-        checked_on=rec["_checked"],
+        stage=_none(rec["_stage"]),
+        stage_date=_none(rec["_stage_date"]),
+        demolished_by=_none(rec["_demolished_by"]),
+        checked_on=_none(rec["_checked"]),
         verdict_after=verdict,
-        method_after=None if pd.isna(method) else str(method),
+        method_after=_none(method),
     )
     return stage_values(row, _patch_stage(old))
 

@@ -109,7 +109,7 @@ def compute_rates(
     """
     _check_targets(rect_rate_target, illegal_ratio_target)
     table = _patch_table(patches, year)
-    d_code, d_name = _district(district, townships)
+    d_code, d_name = district_unit(district, townships)
     units = _units(table, villages, townships, d_code, d_name)
     frames = []
     for level, unit_col in (("district", None), ("township", "tcode"), ("village", "vcode")):
@@ -300,7 +300,9 @@ def _aggregate(keyed: pd.DataFrame) -> pd.DataFrame:
     return per_unit
 
 
-def _district(district, townships: pd.DataFrame) -> tuple[str, str]:
+def district_unit(district, townships: pd.DataFrame) -> tuple[str, str]:
+    """(code, name) of the district row: a given pair, the district layer's first unit, or
+    the townships' common 6-digit prefix padded to 12 digits with the default name."""
     if isinstance(district, tuple):
         return str(district[0]), str(district[1])
     if district is not None and len(district):
