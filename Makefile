@@ -21,8 +21,14 @@ sample/.complete: $(STAMP)
 
 sample: sample/.complete
 
+# the demo's timeline: detection on 2017-06-01, two rounds of simulated field returns, the
+# report of 2017-09-01 (two weeks before the configured deadline)
 demo: $(STAMP) sample/.complete
-	$(BIN)/landwatch run --config config.yaml
+	$(BIN)/landwatch run --config config.yaml --as-of 2017-06-01
+	$(BIN)/landwatch sample returns --config config.yaml --round 1 --date 2017-06-20
+	$(BIN)/landwatch run --config config.yaml --as-of 2017-06-30
+	$(BIN)/landwatch sample returns --config config.yaml --round 2 --date 2017-08-25
+	$(BIN)/landwatch run --config config.yaml --as-of 2017-09-01
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests benchmarks examples

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from pipeline.cli.console import console
-from pipeline.cli.options import config_option, date_option
+from pipeline.cli.options import check_date, config_option, date_option
 from pipeline.config import load_config
 from pipeline.schema import STAGE_NAMES
 
@@ -27,7 +27,15 @@ _STYLE = {"ran": "green", "skipped": "dim", "would run": "yellow", "failed": "re
 @click.option(
     "--scheduler", help="Dask scheduler address (tcp://host:port) instead of local processes."
 )
-def run(config_path, date, force, dry_run, from_stage, until_stage, workers, scheduler):
+@click.option(
+    "--as-of",
+    "as_of",
+    default=None,
+    callback=lambda ctx, param, value: check_date(value),
+    help="Record the run as of this past day (YYYY-MM-DD): its events carry it and field "
+    "dates up to it are accepted (back-filling; the demo). Replaces --date.",
+)
+def run(config_path, date, force, dry_run, from_stage, until_stage, workers, scheduler, as_of):
     """Run the pipeline: only the stages whose inputs, parameters or code changed."""
     # imported here: the stages pull in every library of the pipeline (~2 s), which
     # ``landwatch --help`` and the other commands do not need
@@ -60,7 +68,7 @@ def run(config_path, date, force, dry_run, from_stage, until_stage, workers, sch
         ctx, outcomes = run_pipeline(
             cfg, date=date, force=force, dry_run=dry_run, from_stage=from_stage,
             until_stage=until_stage, workers=workers, scheduler=scheduler, on_stage=show,
-            progress=progress,
+            progress=progress, as_of=as_of,
         )  # fmt: skip
     if dry_run:
         return

@@ -6,8 +6,12 @@ from pathlib import Path
 
 import click
 
+from pipeline.cli.options import check_date, config_option
+from pipeline.config import load_config
 
-@click.command()
+
+@click.group(invoke_without_command=True)
+@click.pass_context
 @click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
@@ -42,8 +46,13 @@ import click
     help="Bands of the image files: blue, green, red and nir, or blue, green, red only.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing sample in OUT.")
-def sample(out, size_px, seed, grids, hard, bands, overwrite):
-    """Generate the deterministic SYNTHETIC sample area (imagery, approvals, farmland, truth)."""
+def sample(ctx, out, size_px, seed, grids, hard, bands, overwrite):
+    """Generate the deterministic SYNTHETIC sample area (imagery, approvals, farmland, truth).
+
+    ``landwatch sample returns`` simulates the field returns of the registered patches.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     from pipeline.sample import SceneOptions, generate_sample
 
     if (out / ".complete").exists() and not overwrite:
@@ -52,3 +61,44 @@ def sample(out, size_px, seed, grids, hard, bands, overwrite):
     info = generate_sample(out, size_px=size_px, seed=seed, grids_path=grids, options=options)
     click.echo(f"synthetic sample written to {out}")
     click.echo(str(info))
+
+
+@sample.command("returns")
+@config_option
+@click.option(
+    "--truth",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("sample/truth.gpkg"),
+    show_default=True,
+    help="The sample's ground truth (its layer 'changes').",
+)
+@click.option("--round", "round_no", type=click.IntRange(1, 2), required=True,
+              help="1: verdicts and first steps; 2: the outcomes of the illegal patches.")  # fmt: skip
+@click.option("--date", "day", required=True, callback=lambda c, p, v: check_date(v),
+              help="Date the teams checked (YYYY-MM-DD).")  # fmt: skip
+def returns(config_path, truth, round_no, day):
+    """Write SIMULATED field returns (one CSV per township) into the inbox: the registered
+    patches judged against the sample's ground truth, with enforcement steps and dates."""
+    import datetime as dt
+
+    import geopandas as gpd
+
+    from pipeline.atomic import atomic_write_bytes
+    from pipeline.ops.workspace import Workspace
+    from pipeline.registry.io.registry_file import load_registry
+    from pipeline.sample.returns import round_rows, township_files, verdicts
+
+    cfg = load_config(config_path)
+    state = load_registry(Workspace(cfg.workspace).registry, cfg.area.crs)
+    if state.patches.empty:
+        raise click.UsageError("the registry has no patch yet; run `landwatch run` first")
+    found = verdicts(state.patches, gpd.read_file(truth, layer="changes"))
+    rows = round_rows(state.patches, found, round_no=round_no, day=dt.date.fromisoformat(day))
+    inbox = cfg.field_returns.inbox
+    inbox.mkdir(parents=True, exist_ok=True)
+    files = township_files(rows, round_no)
+    for name, table in files.items():
+        atomic_write_bytes(inbox / name, table.to_csv(index=False).encode("utf-8-sig"))
+    click.echo(
+        f"{len(files)} simulated return(s) of round {round_no} ({len(rows)} rows) in {inbox}"
+    )

@@ -320,7 +320,9 @@ def _inbox_stage(ctx: RunContext) -> Stage:
         inputs=lambda: {f.name: fingerprint_file(f) for f in inbox_files(cfg.field_returns.inbox)},
         params=lambda: {"field_returns": to_plain(cfg.field_returns)},
         outputs=lambda: [],
-        run=lambda: import_inbox(cfg, ws, run_id=ctx.run_id, now=ctx.now),
+        run=lambda: import_inbox(
+            cfg, ws, run_id=ctx.run_id, now=ctx.now, today=dt.date.fromisoformat(ctx.now[:10])
+        ),
         consumes_inputs=True,
         describe=describe_inbox,
     )
@@ -384,15 +386,21 @@ def run_pipeline(
     scheduler: str | None = None,
     on_stage: Callable[[StageOutcome], None] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    as_of: str | None = None,
 ) -> tuple[RunContext, list[StageOutcome]]:
-    """Run the whole pipeline (the stale part of it) on ``cfg`` under the workspace lock."""
+    """Run the whole pipeline (the stale part of it) on ``cfg`` under the workspace lock.
+
+    ``as_of`` (ISO date) records the run as of that day: its events carry the day (noon UTC),
+    field dates up to it are accepted and its folders are dated by it (back-filling an
+    earlier run; the demo's timeline). It replaces ``date``.
+    """
     ws = Workspace(cfg.workspace)
     ctx = RunContext(
         cfg=cfg,
         ws=ws,
         run_id=runlog.new_run_id(),
-        date=date or dt.date.today().isoformat(),
-        now=runlog.utc_now(),
+        date=as_of or date or dt.date.today().isoformat(),
+        now=f"{as_of}T12:00:00+00:00" if as_of else runlog.utc_now(),
         workers=workers or cfg.run.workers,
         scheduler=scheduler or cfg.run.scheduler,
         progress=progress,
