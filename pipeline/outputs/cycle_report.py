@@ -30,6 +30,7 @@ from pipeline.schema import (
     STAGE_ORDER,
     STOCK,
     Level,
+    P,
 )
 
 HEADER_FILL = PatternFill(fill_type="solid", start_color="FFDDEBF7", end_color="FFDDEBF7")
@@ -149,7 +150,30 @@ def cycle_context(tables: CycleTables, cfg: ReportConfig) -> dict[str, Any]:
         "show_reward": cfg.reward.township is not None or cfg.reward.village is not None,
         "show_deduction": cfg.penalty_per_case is not None,
         "part_labels": {STOCK: "存量 stock", NEW: "增量 new"},
+        "urgent": [] if tables.urgent is None else _urgent_rows(tables.urgent),
+        "urgent_rule": (
+            f"基本农田 ≥ {cfg.urgent_basic_farmland_mu:g} 亩 或 耕地 ≥ {cfg.urgent_farmland_mu:g} 亩；"
+            f"首次下发后 {cfg.report_working_days} 个工作日内报告。 Basic farmland ≥ "
+            f"{cfg.urgent_basic_farmland_mu:g} mu or farmland ≥ {cfg.urgent_farmland_mu:g} mu; "
+            f"due {cfg.report_working_days} working days after the first export."
+        ),
     }
+
+
+def _urgent_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [
+        {
+            "patch_id": r[P.PATCH_ID],
+            "township": r[P.TOWNSHIP_NAME],
+            "village": r[P.VILLAGE_NAME],
+            "farmland_m2": r[P.FARMLAND_M2],
+            "basic_farmland_m2": r[P.BASIC_FARMLAND_M2],
+            "verdict": CHINESE_LABELS.get(r[P.VERDICT], r[P.VERDICT]),
+            "first_exported": str(r[CY.FIRST_EXPORTED]),
+            "report_due": str(r[CY.REPORT_DUE]),
+        }
+        for r in frame.to_dict("records")
+    ]
 
 
 def _funnel_rows(funnel: pd.DataFrame) -> list[dict[str, Any]]:

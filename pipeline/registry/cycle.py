@@ -38,6 +38,7 @@ from pipeline.epochs import epoch_in, epoch_year
 from pipeline.registry import ledger
 from pipeline.registry.ledger import DATE, days_between
 from pipeline.registry.store import RegistryState
+from pipeline.registry.urgency import urgency, work_order
 from pipeline.schema import (
     CY,
     NEW,
@@ -389,6 +390,9 @@ class CycleTables:
     stock_and_new: pd.DataFrame | None
     assessment: pd.DataFrame | None
     """None when the registry has no epoch with a year."""
+    urgent: pd.DataFrame | None = None
+    """The urgent patches not yet judged or not yet rectified, in work order (patch columns
+    plus ``urgent``, ``first_exported``, ``report_due``)."""
 
 
 def cycle_tables(
@@ -409,7 +413,14 @@ def cycle_tables(
             burn, firsts, units, deadline=cfg.deadline, target=cfg.rect_rate_target, as_of=as_of
         )
     reward = {Level.TOWNSHIP: cfg.reward.township, Level.VILLAGE: cfg.reward.village}
+    flags = urgency(patches, dates["first_exported"], cfg, today=as_of)
+    open_ = (patches[P.VERDICT] == Verdict.PENDING) | (
+        (patches[P.VERDICT] == Verdict.ILLEGAL) & ~(patches[P.REMAINING_M2] == 0)
+    )
+    pick = flags[CY.URGENT] & open_
+    urgent = work_order(patches[pick], flags[pick]).join(flags[pick])
     return CycleTables(
+        urgent=urgent,
         as_of=as_of,
         year=year,
         funnel=funnel(patches, ledger.stages_reached(book), units),
