@@ -8,6 +8,8 @@ outside every grid polygon (unassigned).
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 
 import geopandas as gpd
@@ -15,8 +17,10 @@ import numpy as np
 import pandas as pd
 from shapely.geometry import box
 
-from pipeline.config import ReportConfig
+from pipeline.config import ReportConfig, RewardConfig
 from pipeline.outputs.report import write_report
+from pipeline.registry.cycle import Units, cycle_tables
+from pipeline.registry.store import empty_state, normalise_patches
 from pipeline.schema import HISTORY_DATE, PATCH_COLUMNS, RATES_COLUMNS, RC, UNASSIGNED, G, P
 from pipeline.units import MU_M2
 
@@ -167,9 +171,19 @@ def write_district_report(out):
     dates, so a trend chart), as the report and browser tests read it."""
     townships, villages = make_grids()
     history = make_rates().iloc[[0]].assign(**{HISTORY_DATE: "2024-04-01", RC.RECT_RATE_AREA: 0.2})
+    patches = make_patches()
+    cfg = ReportConfig(
+        deadline=dt.date(2024, 9, 15),
+        land_price_per_mu=220000.0,
+        reward=RewardConfig(township=100000.0, village=50000.0),
+        penalty_per_case=2000.0,
+    )
+    state = dataclasses.replace(empty_state(CRS), patches=normalise_patches(patches))
+    units = Units((DISTRICT, "示例区"), townships, villages)
+    cycle = cycle_tables(state, units, cfg, as_of=dt.date.fromisoformat(DATE))
     return write_report(
         make_rates(),
-        make_patches(),
+        patches,
         townships,
         villages,
         out,
@@ -178,4 +192,5 @@ def write_district_report(out):
         date=DATE,
         history=history,
         relapsed_ids={"130609201700002"},
+        cycle=cycle,
     )

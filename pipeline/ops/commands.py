@@ -41,8 +41,10 @@ from pipeline.outputs.report import write_report
 from pipeline.overlay.io.vectors import read_layer
 from pipeline.registry.cycle import Units, cycle_tables
 from pipeline.registry.io.registry_file import load_registry, save_registry
+from pipeline.registry.ledger import patch_dates
 from pipeline.registry.rates import compute_rates, district_unit, rates_as_of
 from pipeline.registry.store import RegistryState, record_exports
+from pipeline.registry.urgency import urgency
 from pipeline.schema import RC, UNASSIGNED, E, EventKind, P
 
 log = logging.getLogger(__name__)
@@ -58,8 +60,14 @@ def export_registry(
     grids = load_grids_for(cfg)
     out = ws.exports_dir(date)
     chips = read_chips(cfg, state.patches) if cfg.export.chips else None
+    flags = urgency(
+        state.patches,
+        patch_dates(state)["first_exported"],
+        cfg.report,
+        today=dt.date.fromisoformat(date),
+    )
     paths = export_packages(
-        state.patches, grids.townships, grids.villages, out,
+        state.patches.join(flags), grids.townships, grids.villages, out,
         cfg=cfg.export, area_name=cfg.area.name, date=date,
         chips=chips, previous=latest_export_dir(out.parent, date),
     )  # fmt: skip

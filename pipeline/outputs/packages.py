@@ -59,9 +59,11 @@ from pipeline.outputs.formatting import (
     workbook_bytes,
 )
 from pipeline.overlay.io.dbf import first_mismatch, language_driver_of
+from pipeline.registry.urgency import work_order
 from pipeline.schema import (
     CHINESE_LABELS,
     COLUMN_LABELS,
+    CY,
     DD,
     FIELD_RETURN_COLUMNS,
     LEGAL_HINT_LABELS,
@@ -673,15 +675,26 @@ def kml_frame(patches: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     )
 
 
+def in_work_order(patches: pd.DataFrame) -> pd.DataFrame:
+    """``patches`` in work order (:func:`pipeline.registry.urgency.work_order`): urgent first
+    by ``report_due`` when the frame carries the ``urgent`` / ``report_due`` columns, then by
+    priority or score, ties by patch id."""
+    if CY.URGENT in patches.columns:
+        flags = patches[[CY.URGENT, CY.REPORT_DUE]]
+    else:
+        flags = pd.DataFrame({CY.URGENT: False, CY.REPORT_DUE: None}, index=patches.index)
+    return work_order(patches, flags)
+
+
 def return_template(patches: pd.DataFrame) -> pd.DataFrame:
-    """The field-return template: one row per patch, sorted by village then patch id.
+    """The field-return template: one row per patch, in work order (:func:`in_work_order`).
 
     ``patch_id``, ``village_code``, ``village_name`` and ``area_mu`` (2 decimals) are
     filled; the columns field teams fill (verdict, verdict_subtype, rect_method,
     remaining_m2, checked_on, inspector, note) are empty. Headers are the canonical
     column names (:data:`RETURN_TEMPLATE_COLUMNS`).
     """
-    frame = patches.sort_values([P.VILLAGE_CODE, P.PATCH_ID], kind="stable", na_position="last")
+    frame = in_work_order(patches)
     out = pd.DataFrame(index=range(len(frame)), columns=list(RETURN_TEMPLATE_COLUMNS), dtype=object)
     out[P.PATCH_ID] = _as_text(frame[P.PATCH_ID]).to_numpy()
     out[P.VILLAGE_CODE] = _as_text(frame[P.VILLAGE_CODE]).to_numpy()
@@ -975,7 +988,7 @@ def _patch_list_html(
     chip_names: Mapping[str, str] | None = None,
 ) -> str:
     chip_names = chip_names or {}
-    frame = group.sort_values([P.VILLAGE_CODE, P.PATCH_ID], kind="stable", na_position="last")
+    frame = in_work_order(group)
     points = frame.geometry.representative_point().to_crs(KML_CRS)
     persons = (
         villages.drop_duplicates(G.CODE).set_index(G.CODE)[G.PERSON]
@@ -1002,6 +1015,8 @@ def _patch_list_html(
                 "lon": x,
                 "lat": y,
                 "chip": chip_names.get(str(r[P.PATCH_ID])),
+                "urgent": bool(r.get(CY.URGENT, False)),
+                "report_due": text(r.get(CY.REPORT_DUE)),
             }
             for r, x, y in zip(part.to_dict("records"), pts.x, pts.y, strict=True)
         ]
