@@ -117,9 +117,11 @@ def report_registry(
         rates = compute_rates(state.patches, grids.villages, grids.townships, district, **targets)
     relapsed = set(state.events.loc[state.events[E.KIND] == EventKind.RELAPSE, E.PATCH_ID])
     units = Units(district_unit(district, grids.townships), grids.townships, grids.villages)
-    cycle = cycle_tables(state, units, cfg.report, as_of=dt.date.fromisoformat(date))
+    today = dt.date.fromisoformat(date)
+    cycle = cycle_tables(state, units, cfg.report, as_of=today)
+    flags = urgency(state.patches, patch_dates(state)["first_exported"], cfg.report, today=today)
     write_report(
-        rates, state.patches, grids.townships, grids.villages, ws.reports_dir(date),
+        rates, state.patches.join(flags), grids.townships, grids.villages, ws.reports_dir(date),
         cfg=cfg.report, area_name=cfg.area.name, date=date,
         history=_report_history(ws, date), relapsed_ids=relapsed, cycle=cycle,
     )  # fmt: skip

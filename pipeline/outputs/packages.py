@@ -59,7 +59,7 @@ from pipeline.outputs.formatting import (
     workbook_bytes,
 )
 from pipeline.overlay.io.dbf import first_mismatch, language_driver_of
-from pipeline.registry.urgency import work_order
+from pipeline.registry.urgency import in_work_order
 from pipeline.schema import (
     CHINESE_LABELS,
     COLUMN_LABELS,
@@ -675,19 +675,8 @@ def kml_frame(patches: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     )
 
 
-def in_work_order(patches: pd.DataFrame) -> pd.DataFrame:
-    """``patches`` in work order (:func:`pipeline.registry.urgency.work_order`): urgent first
-    by ``report_due`` when the frame carries the ``urgent`` / ``report_due`` columns, then by
-    priority or score, ties by patch id."""
-    if CY.URGENT in patches.columns:
-        flags = patches[[CY.URGENT, CY.REPORT_DUE]]
-    else:
-        flags = pd.DataFrame({CY.URGENT: False, CY.REPORT_DUE: None}, index=patches.index)
-    return work_order(patches, flags)
-
-
 def return_template(patches: pd.DataFrame) -> pd.DataFrame:
-    """The field-return template: one row per patch, in work order (:func:`in_work_order`).
+    """The field-return template: one row per patch, in work order (:func:`pipeline.registry.urgency.in_work_order`).
 
     ``patch_id``, ``village_code``, ``village_name`` and ``area_mu`` (2 decimals) are
     filled; the columns field teams fill (verdict, verdict_subtype, rect_method,

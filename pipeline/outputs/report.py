@@ -44,6 +44,7 @@ from pipeline.outputs.formatting import (
     workbook_bytes,
 )
 from pipeline.registry.cycle import CycleTables
+from pipeline.registry.urgency import in_work_order
 from pipeline.schema import (
     HISTORY_DATE,
     LEGAL_HINT_LABELS,
@@ -455,7 +456,7 @@ def headline(rates: pd.DataFrame, *, cfg: ReportConfig) -> dict[str, Any]:
 def unrectified_patches(patches: pd.DataFrame) -> pd.DataFrame:
     """Illegal patches not (known to be) rectified: ``remaining_m2`` > 0 or not reported.
 
-    Sorted by township, village and patch id.
+    In work order: urgent first by due date, then by score, ties by patch id.
     """
     illegal = patches[P.VERDICT] == Verdict.ILLEGAL
     open_ = ~(floats(patches[P.REMAINING_M2]) == 0)  # NaN = not reported = open
@@ -584,9 +585,8 @@ def _lonlat(patches: gpd.GeoDataFrame) -> pd.DataFrame:
 
 
 def _sorted_patches(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.sort_values(
-        [P.TOWNSHIP_CODE, P.VILLAGE_CODE, P.PATCH_ID], kind="stable", na_position="last"
-    )
+    """Patches in work order (:func:`pipeline.registry.urgency.in_work_order`)."""
+    return in_work_order(frame)
 
 
 # --------------------------------------------------------------------------- helpers

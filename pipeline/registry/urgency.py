@@ -70,3 +70,13 @@ def work_order(patches: pd.DataFrame, urgent: pd.DataFrame) -> pd.DataFrame:
     key["_id"] = patches[P.PATCH_ID].astype("str")
     order = key.sort_values(["_urgent", "_due", "_rank", "_id"], kind="stable", na_position="last")
     return patches.loc[order.index]
+
+
+def in_work_order(patches: pd.DataFrame) -> pd.DataFrame:
+    """``patches`` in :func:`work_order`, reading ``urgent`` / ``report_due`` from the frame
+    itself when it carries them (as export and report frames do); otherwise nobody is urgent."""
+    if CY.URGENT in patches.columns:
+        flags = patches[[CY.URGENT, CY.REPORT_DUE]]
+    else:
+        flags = pd.DataFrame({CY.URGENT: False, CY.REPORT_DUE: None}, index=patches.index)
+    return work_order(patches, flags)
