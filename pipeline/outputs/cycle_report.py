@@ -136,6 +136,8 @@ def cycle_context(tables: CycleTables, cfg: ReportConfig) -> dict[str, Any]:
         "year": tables.year,
         "funnel": _funnel_rows(funnel),
         "figures": _records(tables.figures),
+        "funnel_units": _funnel_units(tables.funnel),
+        "stage_labels": [CHINESE_LABELS.get(s.value, s.value) for s in STAGE_ORDER],
         "show_value": cfg.land_price_per_mu is not None,
         "land_price": cfg.land_price_per_mu,
         "deadline": cfg.deadline.isoformat() if cfg.deadline else None,
@@ -185,6 +187,21 @@ def _funnel_rows(funnel: pd.DataFrame) -> list[dict[str, Any]]:
         rows.append({"stage": stage.value, "label": label, "n": int(n),
                      "share": n / total if total else np.nan})  # fmt: skip
     return rows
+
+
+def _funnel_units(funnel: pd.DataFrame) -> list[dict[str, Any]]:
+    """One row per unit (district first, then townships): name, illegal patches and the
+    count that reached each stage, in :data:`~pipeline.schema.STAGE_ORDER`."""
+    rows = []
+    for (level, _code), part in funnel.groupby([RC.LEVEL, RC.CODE], sort=False):
+        counts = part.set_index(CY.STAGE)[CY.N_REACHED]
+        rows.append({
+            "level": level,
+            "name": part[RC.NAME].iloc[0],
+            "n_illegal": int(part[CY.N_ILLEGAL].iloc[0]),
+            "counts": [int(counts.get(s.value, 0)) for s in STAGE_ORDER],
+        })  # fmt: skip
+    return sorted(rows, key=lambda r: r["level"] != Level.DISTRICT)
 
 
 def _stock_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:

@@ -65,8 +65,10 @@ def work_order(patches: pd.DataFrame, urgent: pd.DataFrame) -> pd.DataFrame:
     key["_due"] = pd.to_datetime(due.where(key["_urgent"].eq(False)), errors="coerce")
     if PRIORITY in patches.columns:
         key["_rank"] = pd.to_numeric(patches[PRIORITY], errors="coerce")
-    else:
+    elif P.SCORE in patches.columns:
         key["_rank"] = -pd.to_numeric(patches[P.SCORE], errors="coerce").fillna(-np.inf)
+    else:
+        key["_rank"] = 0.0
     key["_id"] = patches[P.PATCH_ID].astype("str")
     order = key.sort_values(["_urgent", "_due", "_rank", "_id"], kind="stable", na_position="last")
     return patches.loc[order.index]
