@@ -679,6 +679,11 @@ def _coerce(tp, value, key: str, base_dir: Path, where: str):
         return str(value)
     if tp is str:
         # YAML turns unquoted 2016 into an int: epoch labels and codes are text
+        if isinstance(value, dt.date):
+            raise ConfigError(
+                f"{where}: '{key}' = {value} was read as a date; quote it (\"{value}\") to "
+                "use it as text, e.g. an epoch label"
+            )
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise bad()
         return str(value)
@@ -1067,10 +1072,22 @@ def _check_report(report: ReportConfig, where: str) -> None:
     for key in ("rect_rate_target", "illegal_ratio_target"):
         if not 0 <= getattr(report, key) <= 1:
             raise ConfigError(f"{where}: 'report.{key}' = {getattr(report, key)} must be in [0, 1]")
-    for key in ("land_price_per_mu", "penalty_per_case", "urgent_basic_farmland_mu"):
-        value = getattr(report, key)
+    amounts = {
+        "land_price_per_mu": report.land_price_per_mu,
+        "penalty_per_case": report.penalty_per_case,
+        "urgent_basic_farmland_mu": report.urgent_basic_farmland_mu,
+        "urgent_farmland_mu": report.urgent_farmland_mu,
+        "reward.township": report.reward.township,
+        "reward.village": report.reward.village,
+    }
+    for key, value in amounts.items():
         if value is not None and value < 0:
             raise ConfigError(f"{where}: 'report.{key}' = {value} must not be negative")
+    if report.base_year and report.year and report.base_year > report.year:
+        raise ConfigError(
+            f"{where}: 'report.base_year' = {report.base_year} is after 'report.year' = "
+            f"{report.year}; the stock runs from base_year up to the year before year"
+        )
     if report.report_working_days < 0:
         raise ConfigError(f"{where}: 'report.report_working_days' must not be negative")
     both = set(report.extra_holidays) & set(report.extra_workdays)

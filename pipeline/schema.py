@@ -136,6 +136,11 @@ class EventKind(StrEnum):
 EVENT_BEFORE_SUFFIX = "_before"
 """Event values record a change of column ``c`` as ``c`` (new) and ``c + "_before"`` (old)."""
 
+FIELD_DATE = "field_date"
+"""Key of the values of an event written by a field row: the day the row reports (its
+``checked_on``; for a ``rectification`` closed by a final stage, that stage's ``stage_date``);
+null when the row gives no date. The report dates the event by it, else by the event time."""
+
 EXPORTED_PACKAGE = "package"
 """Key of an ``exported`` event's values: the township package that holds the patch."""
 EXPORTED_KEY = "key"
@@ -449,6 +454,17 @@ RATES_LABELS: dict[str, tuple[str, str]] = {
 """Rates column -> (English label, Chinese label) for ``rates.xlsx``."""
 
 
+class PD:
+    """Columns of the per-patch dates of :func:`pipeline.registry.ledger.patch_dates` and the
+    day column of its ledger."""
+
+    DATE = "date"
+    DETECTED_ON = "detected_on"
+    FIRST_EXPORTED = "first_exported"
+    ILLEGAL_ON = "illegal_on"
+    RECTIFIED_ON = "rectified_on"
+
+
 class CY:
     """Column names of the enforcement-cycle tables of the report (funnel, cycle figures,
     burn-up, cases per period, stock and new, assessment sheet); one row per unit unless
@@ -483,8 +499,15 @@ class CY:
     DEDUCTION = "deduction_yuan"
     URGENT = "urgent"
     REPORT_DUE = "report_due"
-    FIRST_EXPORTED = "first_exported"
+    FIRST_EXPORTED = PD.FIRST_EXPORTED
 
+
+PRIORITY = "priority"
+"""Optional patch column: a learned visiting rank (1 = first); the work order uses it when
+present, else the score."""
+
+LOCAL_TIMEZONE = "Asia/Shanghai"
+"""China Standard Time: event times (UTC) are read in it when they become days."""
 
 STOCK = "stock"
 """Value of ``CY.PART`` for cases of earlier years back to ``report.base_year`` (存量)."""

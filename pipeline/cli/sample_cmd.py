@@ -79,26 +79,9 @@ def sample(ctx, out, size_px, seed, grids, hard, bands, overwrite):
 def returns(config_path, truth, round_no, day):
     """Write SIMULATED field returns (one CSV per township) into the inbox: the registered
     patches judged against the sample's ground truth, with enforcement steps and dates."""
-    import datetime as dt
-
-    import geopandas as gpd
-
-    from pipeline.atomic import atomic_write_bytes
-    from pipeline.ops.workspace import Workspace
-    from pipeline.registry.io.registry_file import load_registry
-    from pipeline.sample.returns import round_rows, township_files, verdicts
+    from pipeline.ops.commands import simulate_returns
 
     cfg = load_config(config_path)
-    state = load_registry(Workspace(cfg.workspace).registry, cfg.area.crs)
-    if state.patches.empty:
-        raise click.UsageError("the registry has no patch yet; run `landwatch run` first")
-    found = verdicts(state.patches, gpd.read_file(truth, layer="changes"))
-    rows = round_rows(state.patches, found, round_no=round_no, day=dt.date.fromisoformat(day))
-    inbox = cfg.field_returns.inbox
-    inbox.mkdir(parents=True, exist_ok=True)
-    files = township_files(rows, round_no)
-    for name, table in files.items():
-        atomic_write_bytes(inbox / name, table.to_csv(index=False).encode("utf-8-sig"))
-    click.echo(
-        f"{len(files)} simulated return(s) of round {round_no} ({len(rows)} rows) in {inbox}"
-    )
+    files, n_rows = simulate_returns(cfg, truth, round_no=round_no, day=day)
+    click.echo(f"{len(files)} simulated return(s) of round {round_no} ({n_rows} rows) in "
+               f"{cfg.field_returns.inbox}")  # fmt: skip

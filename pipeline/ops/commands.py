@@ -28,7 +28,7 @@ from rasterio.enums import Resampling
 from rasterio.features import rasterize
 from rasterio.warp import reproject
 
-from pipeline.atomic import atomic_path
+from pipeline.atomic import atomic_path, atomic_write_bytes
 from pipeline.config import Config
 from pipeline.detection.accuracy import ObjectScores, PixelScores, object_scores, pixel_scores
 from pipeline.detection.pair import MASK_CHANGE, MASK_FILE, MASK_NODATA
@@ -45,7 +45,8 @@ from pipeline.registry.ledger import patch_dates
 from pipeline.registry.rates import compute_rates, district_unit, rates_as_of
 from pipeline.registry.store import RegistryState, record_exports
 from pipeline.registry.urgency import urgency
-from pipeline.schema import RC, UNASSIGNED, E, EventKind, P
+from pipeline.sample.returns import round_rows, township_files, verdicts
+from pipeline.schema import PD, RC, TRUTH_LAYER, UNASSIGNED, E, EventKind, P
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def export_registry(
     chips = read_chips(cfg, state.patches) if cfg.export.chips else None
     flags = urgency(
         state.patches,
-        patch_dates(state)["first_exported"],
+        patch_dates(state)[PD.FIRST_EXPORTED],
         cfg.report,
         today=dt.date.fromisoformat(date),
     )
@@ -117,9 +118,9 @@ def report_registry(
         rates = compute_rates(state.patches, grids.villages, grids.townships, district, **targets)
     relapsed = set(state.events.loc[state.events[E.KIND] == EventKind.RELAPSE, E.PATCH_ID])
     units = Units(district_unit(district, grids.townships), grids.townships, grids.villages)
-    today = dt.date.fromisoformat(date)
-    cycle = cycle_tables(state, units, cfg.report, as_of=today)
-    flags = urgency(state.patches, patch_dates(state)["first_exported"], cfg.report, today=today)
+    today = dt.date.fromisoformat(as_of or date)
+    cycle = cycle_tables(state, units, cfg.report, as_of=today, replay=bool(as_of))
+    flags = urgency(state.patches, patch_dates(state)[PD.FIRST_EXPORTED], cfg.report, today=today)
     write_report(
         rates, state.patches.join(flags), grids.townships, grids.villages, ws.reports_dir(date),
         cfg=cfg.report, area_name=cfg.area.name, date=date,
@@ -144,6 +145,30 @@ def _report_history(ws: Workspace, date: str) -> pd.DataFrame | None:
         if len(district):
             rows.append(district.iloc[0].to_dict() | {"date": path.parent.name})
     return pd.DataFrame(rows) if rows else None
+
+
+# --------------------------------------------------------------------------- sample returns
+def simulate_returns(
+    cfg: Config, truth: Path, *, round_no: int, day: str
+) -> tuple[list[Path], int]:
+    """``landwatch sample returns``: the registered patches judged against the sample's truth
+    (:mod:`pipeline.sample.returns`), written into the inbox as one CSV per township; the
+    files written and the number of rows."""
+    state = load_registry(Workspace(cfg.workspace).registry, cfg.area.crs)
+    if state.patches.empty:
+        raise InputDataError(
+            f"the registry {Workspace(cfg.workspace).registry} has no patch yet; run "
+            "`landwatch run` before simulating field returns"
+        )
+    found = verdicts(state.patches, read_layer(truth, layer=TRUTH_LAYER))
+    rows = round_rows(state.patches, found, round_no=round_no, day=dt.date.fromisoformat(day))
+    inbox = cfg.field_returns.inbox
+    inbox.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, table in township_files(rows, round_no).items():
+        atomic_write_bytes(inbox / name, table.to_csv(index=False).encode("utf-8-sig"))
+        written.append(inbox / name)
+    return written, len(rows)
 
 
 # --------------------------------------------------------------------------- evaluate

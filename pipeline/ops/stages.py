@@ -321,7 +321,7 @@ def _inbox_stage(ctx: RunContext) -> Stage:
         params=lambda: {"field_returns": to_plain(cfg.field_returns)},
         outputs=lambda: [],
         run=lambda: import_inbox(
-            cfg, ws, run_id=ctx.run_id, now=ctx.now, today=dt.date.fromisoformat(ctx.now[:10])
+            cfg, ws, run_id=ctx.run_id, now=ctx.now, today=dt.date.fromisoformat(ctx.date)
         ),
         consumes_inputs=True,
         describe=describe_inbox,
@@ -341,10 +341,27 @@ def _export_stage(ctx: RunContext) -> Stage:
     return Stage(
         id="export",
         inputs=_registry_input(ws, cfg.area.crs),
-        params=lambda: {"export": to_plain(cfg.export), "date": ctx.date, "area": cfg.area.name},
+        params=lambda: {
+            "export": to_plain(cfg.export),
+            "urgency": {k: v for k, v in to_plain(cfg.report).items() if k in URGENCY_KEYS},
+            "date": ctx.date,
+            "area": cfg.area.name,
+        },
         outputs=lambda: [out_dir],
         run=lambda: export_registry(cfg, ws, date=ctx.date, run_id=ctx.run_id, now=ctx.now),
     )
+
+
+URGENCY_KEYS = frozenset(
+    {
+        "urgent_basic_farmland_mu",
+        "urgent_farmland_mu",
+        "report_working_days",
+        "extra_holidays",
+        "extra_workdays",
+    }
+)
+"""``report`` keys the packages depend on (urgent patches first, with their due dates)."""
 
 
 def _report_stage(ctx: RunContext) -> Stage:
@@ -394,6 +411,12 @@ def run_pipeline(
     field dates up to it are accepted and its folders are dated by it (back-filling an
     earlier run; the demo's timeline). It replaces ``date``.
     """
+    if as_of and dt.date.fromisoformat(as_of) > dt.date.today():
+        raise ConfigError(
+            f"--as-of {as_of} is in the future; a run is recorded as of today or earlier"
+        )
+    if as_of and date and date != as_of:
+        raise ConfigError(f"--as-of {as_of} and --date {date} disagree; give one of them")
     ws = Workspace(cfg.workspace)
     ctx = RunContext(
         cfg=cfg,

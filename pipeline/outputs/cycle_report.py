@@ -118,6 +118,14 @@ def _district_periods(tables: CycleTables) -> pd.DataFrame:
     return tables.months.iloc[0:0]
 
 
+def _n_coarse(tables: CycleTables) -> int:
+    """Illegal cases of the years table that the table shown per period leaves out (their
+    label is coarser than its period)."""
+    shown = _district_periods(tables)[CY.N_NEW].sum()
+    years = tables.years[tables.years[RC.LEVEL] == Level.DISTRICT][CY.N_NEW].sum()
+    return int(years - shown)
+
+
 def _unit_name(tables: CycleTables, level: str, code: str) -> str:
     names = tables.figures.set_index([RC.LEVEL, RC.CODE])[RC.NAME]
     return str(names.get((level, code), code))
@@ -143,6 +151,7 @@ def cycle_context(tables: CycleTables, cfg: ReportConfig) -> dict[str, Any]:
         "deadline": cfg.deadline.isoformat() if cfg.deadline else None,
         "on_track": None if tables.on_track is None else _records(tables.on_track),
         "periods": _records(_district_periods(tables)),
+        "n_coarse": _n_coarse(tables),
         "quarters": _records(tables.quarters[tables.quarters[RC.LEVEL] == Level.DISTRICT]),
         "years": _records(tables.years[tables.years[RC.LEVEL] == Level.DISTRICT]),
         "no_case_since": _records(tables.no_case_since),

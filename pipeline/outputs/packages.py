@@ -676,14 +676,15 @@ def kml_frame(patches: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
 
 def return_template(patches: pd.DataFrame) -> pd.DataFrame:
-    """The field-return template: one row per patch, in work order (:func:`pipeline.registry.urgency.in_work_order`).
+    """The field-return template: one row per patch, by village and, within a village, in work
+    order (:func:`pipeline.registry.urgency.in_work_order`: urgent first by due date).
 
     ``patch_id``, ``village_code``, ``village_name`` and ``area_mu`` (2 decimals) are
     filled; the columns field teams fill (verdict, verdict_subtype, rect_method,
     remaining_m2, checked_on, inspector, note) are empty. Headers are the canonical
     column names (:data:`RETURN_TEMPLATE_COLUMNS`).
     """
-    frame = in_work_order(patches)
+    frame = in_work_order(patches).sort_values(P.VILLAGE_CODE, kind="stable", na_position="last")
     out = pd.DataFrame(index=range(len(frame)), columns=list(RETURN_TEMPLATE_COLUMNS), dtype=object)
     out[P.PATCH_ID] = _as_text(frame[P.PATCH_ID]).to_numpy()
     out[P.VILLAGE_CODE] = _as_text(frame[P.VILLAGE_CODE]).to_numpy()
@@ -700,6 +701,8 @@ def data_dictionary() -> pd.DataFrame:
         P.RECT_METHOD: RectMethod,
         P.CHANGE_TYPE: ChangeType,
         P.LEGAL_HINT: LegalHint,
+        P.ENFORCEMENT_STAGE: EnforcementStage,
+        P.DEMOLISHED_BY: DemolishedBy,
     }
     rows = []
     for col in PATCH_COLUMNS:
@@ -927,8 +930,9 @@ def _return_workbook(template: pd.DataFrame) -> Workbook:
             "illegal patches: remaining unrectified area in m², 0 when done",
         ),
         P.ENFORCEMENT_STAGE: (
-            "违法时填写查处阶段，见下表；每步一行交回",
-            "illegal patches: the enforcement step reached, see the values below",
+            "违法时填写已到达的查处阶段，见下表；自上次交回后经过多步的，按步骤分次交回",
+            "illegal patches: the step reached, see the values below; several steps since the "
+            "last return: one return per step, in order",
         ),
         P.STAGE_DATE: ("该阶段日期 YYYY-MM-DD", "date of that step, YYYY-MM-DD"),
         P.DEMOLISHED_BY: (

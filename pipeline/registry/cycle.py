@@ -42,9 +42,16 @@ from pipeline.registry.urgency import urgency, work_order
 from pipeline.schema import (
     CY,
     NEW,
+    PD,
     RC,
+    STAGE_DEMOLISHED_BY,
     STAGE_ORDER,
     STOCK,
+    UNASSIGNED,
+    UNASSIGNED_NAME,
+    DemolishedBy,
+    E,
+    EventKind,
     G,
     Level,
     P,
@@ -62,8 +69,10 @@ class Units:
     townships: pd.DataFrame
     villages: pd.DataFrame
 
-    def frame(self, level: str) -> pd.DataFrame:
-        """``level``, ``code``, ``name``, ``parent_code`` of every unit of one level."""
+    def frame(self, level: str, extra: tuple[str, ...] = ()) -> pd.DataFrame:
+        """``level``, ``code``, ``name``, ``parent_code`` of every unit of one level, plus the
+        ``extra`` codes patches carry that are no unit of the grid (``unassigned`` is named
+        :data:`~pipeline.schema.UNASSIGNED_NAME`; the others by their code), last."""
         if level == Level.DISTRICT:
             code, name = self.district
             return pd.DataFrame({RC.LEVEL: [level], RC.CODE: [code], RC.NAME: [name],
@@ -74,14 +83,20 @@ class Units:
             {RC.LEVEL: level, RC.CODE: src[G.CODE].astype(str), RC.NAME: src[G.NAME]}
         )
         out[RC.PARENT_CODE] = parent if np.isscalar(parent) else parent.astype(str).to_numpy()
-        return out.sort_values(RC.CODE, kind="stable").reset_index(drop=True)
+        out = out.sort_values(RC.CODE, kind="stable")
+        missing = sorted(set(extra) - set(out[RC.CODE]))
+        names = [UNASSIGNED_NAME if c == UNASSIGNED else c for c in missing]
+        more = pd.DataFrame({RC.LEVEL: level, RC.CODE: missing, RC.NAME: names,
+                             RC.PARENT_CODE: None})  # fmt: skip
+        return pd.concat([out, more], ignore_index=True) if missing else out.reset_index(drop=True)
 
     def key(self, patches: pd.DataFrame, level: str) -> pd.Series:
         """The unit code of each patch at ``level``."""
         if level == Level.DISTRICT:
             return pd.Series(self.district[0], index=patches.index)
         col = P.TOWNSHIP_CODE if level == Level.TOWNSHIP else P.VILLAGE_CODE
-        return patches[col].astype("str")
+        codes = patches[col].astype(object)
+        return codes.where(codes.notna(), UNASSIGNED).astype(str)
 
 
 def per_unit(
@@ -93,7 +108,7 @@ def per_unit(
     for level in levels:
         key = units.key(patches, level)
         groups = {code: patches.loc[idx] for code, idx in patches.groupby(key).groups.items()}
-        for unit in units.frame(level).to_dict("records"):
+        for unit in units.frame(level, tuple(groups)).to_dict("records"):
             rows.append(unit | aggregate(groups.get(unit[RC.CODE], patches.iloc[0:0])))
     return pd.DataFrame(rows)
 
@@ -134,14 +149,15 @@ def cycle_figures(
     rectified, area rectified (亩) and, with a land price, the land value recovered."""
     illegal = _illegal(patches).copy()
     days = days_between(
-        illegal[P.PATCH_ID].map(dates["detected_on"]),
-        illegal[P.PATCH_ID].map(dates["rectified_on"]),
+        illegal[P.PATCH_ID].map(dates[PD.DETECTED_ON]),
+        illegal[P.PATCH_ID].map(dates[PD.RECTIFIED_ON]),
     )
-    illegal["_days"] = days.where(illegal[P.REMAINING_M2] == 0)
+    # a field date before the detection run (a back-filled registry) counts as 0 days
+    illegal["_days"] = days.clip(lower=0).where(illegal[P.REMAINING_M2] == 0)
 
     def figures(g: pd.DataFrame) -> dict:
-        n_self = int((g[P.DEMOLISHED_BY] == "self").sum())
-        n_forced = int((g[P.DEMOLISHED_BY] == "forced").sum())
+        n_self = int((g[P.DEMOLISHED_BY] == DemolishedBy.SELF).sum())
+        n_forced = int((g[P.DEMOLISHED_BY] == DemolishedBy.FORCED).sum())
         rect_mu = float((g[P.AREA_M2] - g[P.REMAINING_M2].fillna(g[P.AREA_M2])).sum() / MU_M2)
         d = g["_days"].dropna()
         return {
@@ -170,7 +186,7 @@ def burnup(
     (:func:`pipeline.registry.ledger.rectification_records`): ``date``, ``level``, ``code``,
     ``rect_rate_area`` (NaN while a unit has no illegal patch)."""
     area = patches.set_index(P.PATCH_ID)[P.AREA_M2]
-    town = patches.set_index(P.PATCH_ID)[P.TOWNSHIP_CODE].astype("str")
+    town = units.key(patches, Level.TOWNSHIP).set_axis(patches[P.PATCH_ID])
     rec = records[records[P.PATCH_ID].isin(area.index)]
     rows = []
     for day in pd.to_datetime(pd.Index(days)).date:
@@ -182,22 +198,25 @@ def burnup(
                 Level.TOWNSHIP: town.reindex(last.index)}  # fmt: skip
         for level, key in keys.items():
             num, den = done.groupby(key).sum(), a.groupby(key).sum()
-            for unit in units.frame(level)[RC.CODE]:
+            for unit in units.frame(level, tuple(den.index))[RC.CODE]:
                 d = den.get(unit, 0.0)
                 rows.append({CY.DATE: day, RC.LEVEL: level, RC.CODE: unit,
                              CY.RECT_RATE: num.get(unit, 0.0) / d if d else np.nan})  # fmt: skip
     return pd.DataFrame(rows, columns=[CY.DATE, RC.LEVEL, RC.CODE, CY.RECT_RATE])
 
 
-def burnup_days(start: dt.date, end: dt.date, max_points: int = 200) -> list[dt.date]:
+def burnup_days(
+    start: dt.date, end: dt.date, max_points: int = 200, keep: tuple[dt.date, ...] = ()
+) -> list[dt.date]:
     """Days from ``start`` to ``end`` (both included), thinned to at most ``max_points``
-    evenly spaced days (the last one always kept)."""
+    evenly spaced days; the last one and the days of ``keep`` inside the range are always
+    there."""
     n = (end - start).days + 1
     if n <= 0:
         return [start]
     step = max(1, -(-n // max_points))
-    days = [start + dt.timedelta(d) for d in range(0, n, step)]
-    return days if days[-1] == end else [*days, end]
+    days = {start + dt.timedelta(d) for d in range(0, n, step)} | {end}
+    return sorted(days | {d for d in keep if start <= d <= end})
 
 
 def on_track(
@@ -216,7 +235,8 @@ def on_track(
     now = burn[burn[CY.DATE] == max(d for d in burn[CY.DATE] if d <= as_of)] if len(burn) else burn
     rate = now.set_index([RC.LEVEL, RC.CODE])[CY.RECT_RATE] if len(now) else pd.Series()
     for level in (Level.DISTRICT, Level.TOWNSHIP):
-        for unit in units.frame(level).to_dict("records"):
+        extra = tuple(code for lv, code in rate.index if lv == level)
+        for unit in units.frame(level, extra).to_dict("records"):
             r = rate.get((level, unit[RC.CODE]), np.nan)
             start = first_verdict.get(unit[RC.CODE])
             plan = _planned(start, deadline, target, as_of)
@@ -227,7 +247,7 @@ def on_track(
 
 def first_verdicts(patches: pd.DataFrame, dates: pd.DataFrame, units: Units) -> pd.Series:
     """Unit code -> day of its first ``illegal`` verdict (district and townships)."""
-    day = patches[P.PATCH_ID].map(dates["illegal_on"])
+    day = patches[P.PATCH_ID].map(dates[PD.ILLEGAL_ON])
     out = {}
     for level in (Level.DISTRICT, Level.TOWNSHIP):
         firsts = day.groupby(units.key(patches, level)).min()
@@ -250,7 +270,7 @@ def cases_by_period(patches: pd.DataFrame, units: Units, freq: str) -> pd.DataFr
     epoch, per unit (district and townships): one row per unit and period with cases.
     Epochs coarser than ``freq`` (a year label in the monthly table) are left out."""
     illegal = _illegal(patches).copy()
-    illegal["_period"] = illegal[P.EPOCH_TO].map(lambda e: epoch_in(e, freq))
+    illegal["_period"] = illegal[P.FIRST_SEEN].map(lambda e: epoch_in(e, freq))
     illegal = illegal[illegal["_period"].notna()]
     rows = []
     for level in (Level.DISTRICT, Level.TOWNSHIP):
@@ -271,7 +291,7 @@ def no_case_since(patches: pd.DataFrame, units: Units) -> pd.DataFrame:
     illegal = _illegal(patches)
 
     def last(g: pd.DataFrame) -> dict:
-        periods = [_finest(e) for e in g[P.EPOCH_TO]]
+        periods = [_finest(e) for e in g[P.FIRST_SEEN]]
         periods = [p for p in periods if p is not None]
         if not periods:
             return {CY.LAST_CASE: None, CY.NO_CASE_SINCE: None}
@@ -304,7 +324,7 @@ def stock_and_new(
     """Per unit (district, townships) and part (``stock``, ``new``): illegal patches, those
     rectified, the remaining area (亩) and both rectification rates."""
     illegal = _illegal(patches)
-    y = illegal[P.EPOCH_TO].map(epoch_year)
+    y = illegal[P.FIRST_SEEN].map(epoch_year)
     parts = {NEW: illegal[y == year],
              STOCK: illegal[(y < year) & (y >= (base_year if base_year else -1))]}  # fmt: skip
     frames = []
@@ -340,7 +360,7 @@ def assessment(
     and area, rectified and remaining, pending patches of the year, ``zero_case``, the
     reward of a zero-case unit (``reward[level]``) and the allowance deduction of a village
     with cases (``penalty_per_case`` × cases); amounts NaN when not configured."""
-    of_year = patches[patches[P.EPOCH_TO].map(epoch_year) == year]
+    of_year = patches[patches[P.FIRST_SEEN].map(epoch_year) == year]
 
     def sheet(g: pd.DataFrame) -> dict:
         bad = g[g[P.VERDICT] == Verdict.ILLEGAL]
@@ -396,31 +416,34 @@ class CycleTables:
 
 
 def cycle_tables(
-    state: RegistryState, units: Units, cfg: ReportConfig, *, as_of: dt.date
+    state: RegistryState,
+    units: Units,
+    cfg: ReportConfig,
+    *,
+    as_of: dt.date,
+    replay: bool = False,
 ) -> CycleTables:
-    """All cycle tables of the registry as of ``as_of`` (the report date)."""
-    patches = state.patches
+    """All cycle tables of the registry as of ``as_of`` (the report date).
+
+    With ``replay`` the registry is first taken back to ``as_of`` (:func:`patches_as_of`):
+    patches detected later are left out, verdicts, remaining areas and stages are those of
+    the events dated up to that day.
+    """
     book = ledger.ledger(state)
     dates = ledger.patch_dates(state, book)
+    patches = state.patches
+    if replay:
+        book = book[book[DATE] <= as_of]
+        patches = patches_as_of(patches, book, dates, as_of)
     year = report_year(patches, cfg.year)
     burn = track = None
     if cfg.deadline is not None:
-        firsts = first_verdicts(patches, dates, units)
-        start = min([d for d in firsts.to_numpy() if d is not None], default=as_of)
-        days = burnup_days(min(start, as_of), max(cfg.deadline, as_of))
-        burn = burnup(ledger.rectification_records(book), patches, units, days)
-        track = on_track(
-            burn, firsts, units, deadline=cfg.deadline, target=cfg.rect_rate_target, as_of=as_of
-        )
+        burn, track = _deadline_tables(patches, book, dates, units, cfg, as_of)
     reward = {Level.TOWNSHIP: cfg.reward.township, Level.VILLAGE: cfg.reward.village}
-    flags = urgency(patches, dates["first_exported"], cfg, today=as_of)
-    open_ = (patches[P.VERDICT] == Verdict.PENDING) | (
-        (patches[P.VERDICT] == Verdict.ILLEGAL) & ~(patches[P.REMAINING_M2] == 0)
-    )
-    pick = flags[CY.URGENT] & open_
-    urgent = work_order(patches[pick], flags[pick]).join(flags[pick])
+    flags = urgency(patches, dates[PD.FIRST_EXPORTED], cfg, today=as_of)
+    pick = flags[CY.URGENT]
     return CycleTables(
-        urgent=urgent,
+        urgent=work_order(patches[pick], flags[pick]).join(flags[pick]),
         as_of=as_of,
         year=year,
         funnel=funnel(patches, ledger.stages_reached(book), units),
@@ -440,3 +463,39 @@ def cycle_tables(
             patches, units, year=year, reward=reward, penalty_per_case=cfg.penalty_per_case
         ),
     )
+
+
+def _deadline_tables(patches, book, dates, units: Units, cfg: ReportConfig, as_of: dt.date):
+    """The burn-up (rates after ``as_of`` left empty: not known yet) and the on-track table."""
+    firsts = first_verdicts(patches, dates, units)
+    start = min([d for d in firsts.to_numpy() if d is not None], default=as_of)
+    days = burnup_days(min(start, as_of), max(cfg.deadline, as_of), keep=(as_of,))
+    burn = burnup(ledger.rectification_records(book), patches, units, days)
+    burn.loc[burn[CY.DATE] > as_of, CY.RECT_RATE] = np.nan
+    track = on_track(
+        burn, firsts, units, deadline=cfg.deadline, target=cfg.rect_rate_target, as_of=as_of
+    )
+    return burn, track
+
+
+def patches_as_of(
+    patches: pd.DataFrame, book: pd.DataFrame, dates: pd.DataFrame, as_of: dt.date
+) -> pd.DataFrame:
+    """``patches`` as they stood on ``as_of``, from the ledger ``book`` of events up to that
+    day: patches detected later left out; verdict, remaining area, stage and who demolished
+    replayed (a patch without any field event is pending)."""
+    detected = patches[P.PATCH_ID].map(dates[PD.DETECTED_ON])
+    out = patches[detected.isna() | (detected.map(lambda d: d is None or d <= as_of))].copy()
+    last = ledger.rectification_records(book).groupby(P.PATCH_ID).last()
+    ids = out[P.PATCH_ID]
+    out[P.VERDICT] = ids.map(last[P.VERDICT]).fillna(Verdict.PENDING.value).to_numpy()
+    remaining = pd.to_numeric(ids.map(last[P.REMAINING_M2]), errors="coerce")
+    illegal = out[P.VERDICT] == Verdict.ILLEGAL
+    out[P.REMAINING_M2] = remaining.where(illegal, np.nan).to_numpy()
+    steps = book[book[E.KIND] == EventKind.ENFORCEMENT].groupby(P.PATCH_ID)[P.ENFORCEMENT_STAGE]
+    stage = ids.map(steps.last()).where(illegal)
+    out[P.ENFORCEMENT_STAGE] = stage.to_numpy()
+    out[P.DEMOLISHED_BY] = stage.map(
+        lambda s: STAGE_DEMOLISHED_BY.get(s).value if s in STAGE_DEMOLISHED_BY else None
+    ).to_numpy()
+    return out

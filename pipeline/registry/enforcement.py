@@ -16,10 +16,14 @@ Rules
 - ``demolished_by`` follows from the final stage (``self_demolished`` → ``self``,
   ``forced_demolished`` → ``forced``); a value given that disagrees, or given for a stage
   that demolishes nothing, is rejected.
-- ``rect_method`` must agree with a final stage (:data:`~pipeline.schema.STAGE_RECT_METHODS`):
-  ``legalized`` ↔ ``legalized``, ``confiscated`` ↔ ``confiscated``, a demolition ↔
-  ``demolished_restored`` or ``combined``. A final stage without a method sets the first of
-  these.
+- ``rect_method`` given in the row must agree with a final stage
+  (:data:`~pipeline.schema.STAGE_RECT_METHODS`): ``legalized`` ↔ ``legalized``,
+  ``confiscated`` ↔ ``confiscated``, a demolition ↔ ``demolished_restored`` or ``combined``.
+  A final stage without a method keeps the patch's method when it agrees, else sets the first
+  of these.
+- The patch's epoch is the one it was first seen in (``first_seen``), which a later detection
+  does not move.
+- Giving the current stage again with another date is rejected (the date of a step is kept).
 """
 
 from __future__ import annotations
@@ -54,16 +58,18 @@ class StageRow:
     demolished_by: str | None
     checked_on: dt.date | None
     verdict_after: str
-    method_after: str | None
+    method_given: str | None
+    """The rectification method the row itself gives (None: none given)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class PatchStage:
-    """The patch's current enforcement values and its epoch label."""
+    """The patch's current enforcement values, its method and the epoch it was first seen in."""
 
     stage: str | None
     stage_date: dt.date | None
-    epoch_to: str
+    epoch: str
+    method: str | None = None
 
 
 def parse_stage(value: Any) -> str | None:
@@ -93,6 +99,11 @@ def parse_demolished_by(value: Any) -> str | None:
 
 def stage_problems(row: StageRow, patch: PatchStage, today: dt.date) -> list[str]:
     """Why the row's enforcement values cannot be applied; empty when they can."""
+    if patch.stage is not None and patch.stage not in set(EnforcementStage):
+        return [
+            f"the registry holds enforcement_stage {patch.stage!r} for this patch, which is no "
+            f"stage ({', '.join(EnforcementStage)}); correct it in registry.gpkg"
+        ]
     if row.stage is None:
         problems = []
         if row.stage_date is not None:
@@ -109,6 +120,11 @@ def stage_problems(row: StageRow, patch: PatchStage, today: dt.date) -> list[str
     if row.stage != patch.stage:
         problems += _transition(patch.stage, row.stage)
         problems += _date_problems(row, patch, today)
+    elif row.stage_date is not None and patch.stage_date not in (None, row.stage_date):
+        problems.append(
+            f"enforcement_stage {row.stage!r} was reached on {patch.stage_date}, not "
+            f"{row.stage_date}; give the next stage, or correct the date in registry.gpkg"
+        )
     return problems + _agreement(row.stage, row)
 
 
@@ -118,9 +134,10 @@ def stage_values(row: StageRow, patch: PatchStage) -> dict[str, Any] | None:
     if row.stage is None or row.stage == patch.stage:
         return None
     date = row.stage_date or row.checked_on
-    method = row.method_after
-    if row.stage in STAGE_RECT_METHODS and method is None:
-        method = _default_method(row.stage)
+    method = row.method_given
+    allowed = STAGE_RECT_METHODS.get(EnforcementStage(row.stage))
+    if allowed and method is None:  # the patch's method if it agrees, else the stage's own
+        method = patch.method if patch.method in allowed else _default_method(row.stage)
     demolished = STAGE_DEMOLISHED_BY.get(EnforcementStage(row.stage))
     return {
         "stage": row.stage,
@@ -131,10 +148,13 @@ def stage_values(row: StageRow, patch: PatchStage) -> dict[str, Any] | None:
 
 
 def as_date(value: Any) -> dt.date | None:
-    """A stored ISO date (text) as a date; None when empty."""
+    """A stored ISO date (text) as a date; None when empty or not a date."""
     if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
         return None
-    return dt.date.fromisoformat(str(value)[:10])
+    try:
+        return dt.date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -156,10 +176,10 @@ def _date_problems(row: StageRow, patch: PatchStage, today: dt.date) -> list[str
     if date is None:
         return [f"enforcement_stage {row.stage!r} needs its date (stage_date 阶段日期)"]
     problems = []
-    start = epoch_start(patch.epoch_to)
+    start = epoch_start(patch.epoch)
     if start is not None and date < start:
         problems.append(
-            f"stage_date {date} is before the patch's epoch {patch.epoch_to} (from {start})"
+            f"stage_date {date} is before the patch's epoch {patch.epoch} (from {start})"
         )
     if patch.stage_date is not None and date < patch.stage_date:
         problems.append(
@@ -181,9 +201,9 @@ def _agreement(stage: str | None, row: StageRow) -> list[str]:
             + (f" (which means {implied.value!r})" if implied else " (no demolition)")
         )
     allowed = STAGE_RECT_METHODS.get(EnforcementStage(stage)) if stage else None
-    if allowed and row.method_after is not None and row.method_after not in allowed:
+    if allowed and row.method_given is not None and row.method_given not in allowed:
         problems.append(
-            f"rect_method {row.method_after!r} disagrees with the final stage {stage!r} "
+            f"rect_method {row.method_given!r} disagrees with the final stage {stage!r} "
             f"(expected {' or '.join(sorted(allowed))})"
         )
     return problems

@@ -71,10 +71,13 @@ from pipeline.registry.store import (
 )
 from pipeline.schema import (
     EVENT_BEFORE_SUFFIX,
+    FIELD_DATE,
     FIELD_RETURN_COLUMNS,
     FIELD_RETURN_FILLED_COLUMNS,
     FIELD_RETURN_ROW,
     FIELD_RETURN_TOLERANCES,
+    FINAL_STAGES,
+    STAGE_DEMOLISHED_BY,
     VALUE_ALIASES,
     VALUE_SYNONYMS,
     DemolishedBy,
@@ -382,6 +385,13 @@ def _validate(
         )
 
     rejections.extend(_stage_rejections(t, patches, after, name, today))
+    demolition = t["_stage"].isin(list(STAGE_DEMOLISHED_BY)) & known
+    nothing_done = t["_remaining"].isna() | (t["_remaining"] >= area - t[TOLERANCE])
+    for row in t.loc[demolition & nothing_done, ROW]:
+        warnings.append(
+            f"{name} row {row}: a demolition stage, but remaining_m2 is the whole patch or not "
+            "given: the patch stays unrectified until a return gives remaining_m2 (0 when done)"
+        )
 
     other = (after == Verdict.OTHER) & t[P.VERDICT_SUBTYPE].isna() & t["_verdict"].notna()
     for row in t.loc[other, ROW]:
@@ -416,21 +426,19 @@ def _stage_rejections(
     known = t[P.PATCH_ID].isin(patches.index)
     for i in t.index[known & parsed_ok]:
         rec, patch = t.loc[i], patches.loc[t.at[i, P.PATCH_ID]]
-        for reason in stage_problems(_stage_row(rec, after[i], patch), _patch_stage(patch), today):
+        for reason in stage_problems(_stage_row(rec, after[i]), _patch_stage(patch), today):
             rejections.append((name, int(rec[ROW]), reason))
     return rejections
 
 
-def _stage_row(rec: pd.Series, verdict_after: str, patch: pd.Series) -> StageRow:
-    method = _none(rec["_method"])
-    method = patch[P.RECT_METHOD] if method is None else method
+def _stage_row(rec: Any, verdict_after: str) -> StageRow:
     return StageRow(
         stage=_none(rec["_stage"]),
         stage_date=_none(rec["_stage_date"]),
         demolished_by=_none(rec["_demolished_by"]),
         checked_on=_none(rec["_checked"]),
         verdict_after=verdict_after,
-        method_after=_none(method),
+        method_given=_none(rec["_method"]),
     )
 
 
@@ -440,11 +448,12 @@ def _none(value: Any) -> Any:
 
 
 def _patch_stage(patch: pd.Series) -> PatchStage:
-    stage = patch[P.ENFORCEMENT_STAGE]
+    stage, method = patch[P.ENFORCEMENT_STAGE], patch[P.RECT_METHOD]
     return PatchStage(
         stage=None if pd.isna(stage) else str(stage),
         stage_date=as_date(patch[P.STAGE_DATE]),
-        epoch_to=str(patch[P.EPOCH_TO]),
+        epoch=str(patch[P.FIRST_SEEN]),
+        method=None if pd.isna(method) else str(method),
     )
 
 
@@ -528,7 +537,7 @@ def _apply(
                 method = rec["_method"]
         else:
             method, remaining = np.nan, np.nan
-        stage = _stage_update(rec, verdict, method, old)
+        stage = _stage_update(rec, verdict, old)
         if stage is not None:
             method = stage["rect_method"] if stage["rect_method"] is not None else method
         subtype = rec[P.VERDICT_SUBTYPE]
@@ -557,81 +566,69 @@ def _apply(
             }
         for col, value in new.items():
             out.at[pid, col] = value
-        source = f"field:{name}#{rec[ROW]}"
         n_verdicts += verdict != old[P.VERDICT]
-        events.append(
-            {
-                E.PATCH_ID: pid,
-                E.KIND: EventKind.FIELD_VERDICT.value,
-                E.SOURCE: source,
-                E.VALUES: to_json(
-                    {
-                        P.VERDICT: verdict,
-                        P.VERDICT + EVENT_BEFORE_SUFFIX: old[P.VERDICT],
-                        P.VERDICT_SUBTYPE: subtype,
-                        P.CHECKED_ON: checked,
-                        P.INSPECTOR: inspector,
-                        P.NOTE: note,
-                        P.RECT_METHOD: method,
-                        P.REMAINING_M2: remaining,
-                    }
-                ),
-            }
-        )
-        if stage is not None:
-            events.append(_stage_event(pid, source, stage, old))
-        if not (_same(method, old[P.RECT_METHOD]) and _same(remaining, old[P.REMAINING_M2])):
-            n_rect += 1
-            events.append(
-                {
-                    E.PATCH_ID: pid,
-                    E.KIND: EventKind.RECTIFICATION.value,
-                    E.SOURCE: source,
-                    E.VALUES: to_json(
-                        {
-                            P.RECT_METHOD: method,
-                            P.RECT_METHOD + EVENT_BEFORE_SUFFIX: old[P.RECT_METHOD],
-                            P.REMAINING_M2: remaining,
-                            P.REMAINING_M2 + EVENT_BEFORE_SUFFIX: old[P.REMAINING_M2],
-                        }
-                    ),
-                }
-            )
+        row_events = _row_events(pid, f"field:{name}#{rec[ROW]}", old, new, stage, rec["_checked"])
+        n_rect += any(e[E.KIND] == EventKind.RECTIFICATION for e in row_events)
+        events.extend(row_events)
     return out, events, n_verdicts, n_rect
 
 
-def _stage_update(
-    rec: dict[str, Any], verdict: str, method: Any, old: pd.Series
-) -> dict[str, Any] | None:
+def _row_events(
+    pid: str,
+    source: str,
+    old: pd.Series,
+    new: dict[str, Any],
+    stage: dict[str, Any] | None,
+    checked: dt.date | None,
+) -> list[dict[str, Any]]:
+    """The events of one applied row: ``field_verdict``, then ``enforcement`` (a new stage,
+    or the stage emptied when the patch leaves ``illegal``), then ``rectification`` when the
+    method or the remaining area changed. Each carries the day it reports
+    (:data:`~pipeline.schema.FIELD_DATE`)."""
+    day = checked.isoformat() if checked else None
+    verdict_values = {c: new[c] for c in (P.VERDICT, P.VERDICT_SUBTYPE, P.CHECKED_ON, P.INSPECTOR,
+                                          P.NOTE, P.RECT_METHOD, P.REMAINING_M2)}  # fmt: skip
+    verdict_values[P.VERDICT + EVENT_BEFORE_SUFFIX] = old[P.VERDICT]
+    events = [_event(pid, EventKind.FIELD_VERDICT, source, verdict_values | {FIELD_DATE: day})]
+    if stage is None and pd.notna(old[P.ENFORCEMENT_STAGE]) and new[P.VERDICT] != Verdict.ILLEGAL:
+        stage = {"stage": None, "stage_date": day, "demolished_by": None}
+    if stage is not None:
+        events.append(_stage_event(pid, source, stage, old))
+    method, remaining = new[P.RECT_METHOD], new[P.REMAINING_M2]
+    if not (_same(method, old[P.RECT_METHOD]) and _same(remaining, old[P.REMAINING_M2])):
+        closed_on = stage["stage_date"] if stage and stage["stage"] in FINAL_STAGES else day
+        values = {
+            P.RECT_METHOD: method,
+            P.RECT_METHOD + EVENT_BEFORE_SUFFIX: old[P.RECT_METHOD],
+            P.REMAINING_M2: remaining,
+            P.REMAINING_M2 + EVENT_BEFORE_SUFFIX: old[P.REMAINING_M2],
+            FIELD_DATE: closed_on,
+        }
+        events.append(_event(pid, EventKind.RECTIFICATION, source, values))
+    return events
+
+
+def _event(pid: str, kind: EventKind, source: str, values: dict[str, Any]) -> dict[str, Any]:
+    return {E.PATCH_ID: pid, E.KIND: kind.value, E.SOURCE: source, E.VALUES: to_json(values)}
+
+
+def _stage_update(rec: dict[str, Any], verdict: str, old: pd.Series) -> dict[str, Any] | None:
     """The new enforcement values of a checked row, None when it sets no new stage."""
     if verdict != Verdict.ILLEGAL:
         return None
-    row = StageRow(
-        stage=_none(rec["_stage"]),
-        stage_date=_none(rec["_stage_date"]),
-        demolished_by=_none(rec["_demolished_by"]),
-        checked_on=_none(rec["_checked"]),
-        verdict_after=verdict,
-        method_after=_none(method),
-    )
-    return stage_values(row, _patch_stage(old))
+    return stage_values(_stage_row(rec, verdict), _patch_stage(old))
 
 
 def _stage_event(pid: str, source: str, stage: dict[str, Any], old: pd.Series) -> dict[str, Any]:
-    """An ``enforcement`` event: the new stage, its date and the stage before."""
-    return {
-        E.PATCH_ID: pid,
-        E.KIND: EventKind.ENFORCEMENT.value,
-        E.SOURCE: source,
-        E.VALUES: to_json(
-            {
-                P.ENFORCEMENT_STAGE: stage["stage"],
-                P.ENFORCEMENT_STAGE + EVENT_BEFORE_SUFFIX: old[P.ENFORCEMENT_STAGE],
-                P.STAGE_DATE: stage["stage_date"],
-                P.DEMOLISHED_BY: stage["demolished_by"],
-            }
-        ),
+    """An ``enforcement`` event: the new stage (None: emptied), its date, the stage before."""
+    values = {
+        P.ENFORCEMENT_STAGE: stage["stage"],
+        P.ENFORCEMENT_STAGE + EVENT_BEFORE_SUFFIX: old[P.ENFORCEMENT_STAGE],
+        P.STAGE_DATE: stage["stage_date"],
+        P.DEMOLISHED_BY: stage["demolished_by"],
+        FIELD_DATE: stage["stage_date"],
     }
+    return _event(pid, EventKind.ENFORCEMENT, source, values)
 
 
 def _reject(name: str, rejections: list[tuple[str, int | None, str]]) -> None:

@@ -5,11 +5,12 @@ Pure: a :class:`~pipeline.registry.store.RegistryState` in, frames out.
 
 Dates
 -----
-An event's *date* is the day the fact happened, not the day it was imported: a field row's
-``checked_on`` (its ``stage_date`` for an ``enforcement`` event), else the day of the event's
-time (UTC). Detection and export facts are dated by their event time: the *detection date*
-of a patch is the date of its ``detected`` event, its *first export* the date of its first
-``exported`` event (DESIGN §2).
+An event's *date* is the day the fact happened, not the day it was imported: the day its
+field row reports (:data:`~pipeline.schema.FIELD_DATE`: the row's own ``checked_on``, a
+stage's ``stage_date``), else the day of the event's time in China Standard Time
+(:data:`~pipeline.schema.LOCAL_TIMEZONE`; events are stored in UTC). Detection and export
+facts are dated by their event time: the *detection date* of a patch is the date of its
+``detected`` event, its *first export* the date of its first ``exported`` event (DESIGN §2).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline.registry.store import RegistryState
-from pipeline.schema import E, EventKind, P, Verdict
+from pipeline.schema import FIELD_DATE, LOCAL_TIMEZONE, PD, E, EventKind, P, Verdict
 
-DATE = "date"
+DATE = PD.DATE
 """Column of the ledger: the day the fact happened (``datetime.date``)."""
 
 
@@ -43,16 +44,13 @@ def ledger(state: RegistryState) -> pd.DataFrame:
         index=ev.index,
     )
     out = pd.concat([ev[[E.EVENT_ID, E.PATCH_ID, E.KIND, E.SOURCE]], values], axis=1)
-    for col in (P.CHECKED_ON, P.STAGE_DATE, P.VERDICT, P.REMAINING_M2, P.ENFORCEMENT_STAGE):
+    for col in (FIELD_DATE, P.VERDICT, P.REMAINING_M2, P.ENFORCEMENT_STAGE):
         if col not in out.columns:
             out[col] = np.nan
-    time_day = pd.to_datetime(ev[E.TIME].astype("str").str[:10], errors="coerce").dt.date
-    checked = _field_dates(out)
-    stage_day = pd.to_datetime(out[P.STAGE_DATE], errors="coerce").dt.date
-    day = time_day.where(checked.isna(), checked)
-    enforcement = out[E.KIND] == EventKind.ENFORCEMENT
-    day = day.where(~(enforcement & stage_day.notna()), stage_day)
-    out[DATE] = day
+    times = pd.to_datetime(ev[E.TIME].astype("str"), errors="coerce", utc=True)
+    time_day = pd.Series(times.dt.tz_convert(LOCAL_TIMEZONE).dt.date, index=ev.index)
+    field_day = pd.to_datetime(out[FIELD_DATE], errors="coerce").dt.date
+    out[DATE] = time_day.where(field_day.isna(), field_day).astype(object)
     out[P.REMAINING_M2] = pd.to_numeric(out[P.REMAINING_M2], errors="coerce")
     return out.reset_index(drop=True)
 
@@ -65,20 +63,24 @@ def patch_dates(state: RegistryState, book: pd.DataFrame | None = None) -> pd.Da
     by_kind = book.groupby(E.KIND)
     ids = state.patches[P.PATCH_ID]
     out = pd.DataFrame(index=pd.Index(ids, name=P.PATCH_ID))
-    out["detected_on"] = _first_day(by_kind, EventKind.DETECTED, book)
-    out["first_exported"] = _first_day(by_kind, EventKind.EXPORTED, book)
-    verdicts = book[(book[E.KIND] == EventKind.FIELD_VERDICT) & (book[P.VERDICT] == "illegal")]
-    out["illegal_on"] = verdicts.groupby(E.PATCH_ID)[DATE].min()
-    out["rectified_on"] = _rectified_on(state, book)
+    out[PD.DETECTED_ON] = _first_day(by_kind, EventKind.DETECTED, book)
+    out[PD.FIRST_EXPORTED] = _first_day(by_kind, EventKind.EXPORTED, book)
+    judged = (book[E.KIND] == EventKind.FIELD_VERDICT) & (book[P.VERDICT] == Verdict.ILLEGAL)
+    out[PD.ILLEGAL_ON] = book[judged].groupby(E.PATCH_ID)[DATE].min()
+    out[PD.RECTIFIED_ON] = _rectified_on(state, book)
     return out.astype(object).where(out.notna(), None)
 
 
 def stages_reached(book: pd.DataFrame) -> pd.DataFrame:
-    """One row per (patch, stage) it reached since its last relapse: ``patch_id``,
-    ``enforcement_stage``, :data:`DATE`."""
-    relapse = book[book[E.KIND] == EventKind.RELAPSE].groupby(E.PATCH_ID)[E.EVENT_ID].max()
+    """One row per (patch, stage) it reached since its enforcement last started over (a
+    relapse, or an ``enforcement`` event emptying the stage when the patch left
+    ``illegal``): ``patch_id``, ``enforcement_stage``, :data:`DATE`."""
     steps = book[book[E.KIND] == EventKind.ENFORCEMENT]
-    after = steps[E.EVENT_ID] > steps[E.PATCH_ID].map(relapse).fillna(-1)
+    restart = (book[E.KIND] == EventKind.RELAPSE) | (
+        (book[E.KIND] == EventKind.ENFORCEMENT) & book[P.ENFORCEMENT_STAGE].isna()
+    )
+    last_restart = book[restart].groupby(E.PATCH_ID)[E.EVENT_ID].max()
+    after = steps[E.EVENT_ID] > steps[E.PATCH_ID].map(last_restart).fillna(-1)
     steps = steps[after & steps[P.ENFORCEMENT_STAGE].notna()]
     return steps[[E.PATCH_ID, P.ENFORCEMENT_STAGE, DATE]].reset_index(drop=True)
 
@@ -97,16 +99,6 @@ def rectification_records(book: pd.DataFrame) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- helpers
-def _field_dates(book: pd.DataFrame) -> pd.Series:
-    """The ``checked_on`` of each event's field row (shared by the events of one source)."""
-    field = book[E.SOURCE].astype("str").str.startswith("field:")
-    if not field.any():
-        return pd.Series(None, index=book.index, dtype=object)
-    checked = pd.to_datetime(book[P.CHECKED_ON], errors="coerce").dt.date
-    per_source = checked[field].groupby(book.loc[field, E.SOURCE]).first()
-    return book[E.SOURCE].map(per_source).where(field)
-
-
 def _first_day(by_kind, kind: EventKind, book: pd.DataFrame) -> pd.Series:
     if kind.value not in by_kind.groups:
         return pd.Series(dtype=object)

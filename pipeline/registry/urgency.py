@@ -3,7 +3,7 @@
 Pure: patches, their dates (:func:`pipeline.registry.ledger.patch_dates`) and the report
 settings in, a frame out.
 
-A patch is *urgent* when it holds at least ``urgent_basic_farmland_mu`` 亩 of basic farmland
+A patch still open (pending, or illegal and not rectified) is *urgent* when it holds at least ``urgent_basic_farmland_mu`` 亩 of basic farmland
 or ``urgent_farmland_mu`` 亩 of farmland (defaults 5 and 10). Its ``report_due`` is
 ``report_working_days`` (3) working days after its first export (DESIGN §2: the report
 deadline counts from the first export; an export today is the first one of a patch never
@@ -23,12 +23,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import ReportConfig
-from pipeline.schema import CY, P
+from pipeline.schema import CY, PRIORITY, P, Verdict
 from pipeline.units import MU_M2
 from pipeline.workdays import WorkCalendar, add_working_days
-
-PRIORITY = "priority"
-"""Optional patch column: a learned rank (1 = visit first); used when present."""
 
 
 def urgency(
@@ -40,9 +37,13 @@ def urgency(
     yet, so its first export is ``today``); ``report_due`` is None for a patch that is not
     urgent.
     """
-    urgent = (patches[P.BASIC_FARMLAND_M2].fillna(0) >= cfg.urgent_basic_farmland_mu * MU_M2) | (
+    big = (patches[P.BASIC_FARMLAND_M2].fillna(0) >= cfg.urgent_basic_farmland_mu * MU_M2) | (
         patches[P.FARMLAND_M2].fillna(0) >= cfg.urgent_farmland_mu * MU_M2
     )
+    open_ = (patches[P.VERDICT] == Verdict.PENDING) | (
+        (patches[P.VERDICT] == Verdict.ILLEGAL) & ~(patches[P.REMAINING_M2] == 0)
+    )
+    urgent = big & open_
     calendar = WorkCalendar.from_config(cfg.extra_holidays, cfg.extra_workdays)
     exported = patches[P.PATCH_ID].map(first_exported)
     exported = exported.where(exported.notna(), today)

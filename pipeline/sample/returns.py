@@ -5,8 +5,9 @@ Pure: the registry's patches and the sample's truth in, one return table per tow
 round out (Chinese headers and values, as townships write them).
 
 - **Verdict** (round 1): a patch overlapping a new object of the truth by at least
-  :data:`MATCH_SHARE` of its area is ``legal`` (the object was approved) or ``illegal``
-  (illegal, partly approved, off farmland, earthworks); any other patch is a false change.
+  :data:`MATCH_SHARE` of its area is ``legal`` when the object is of kind ``legal`` (fully
+  approved) and ``illegal`` for every other kind (illegal, partly approved, off farmland,
+  earthworks); any other patch is a false change.
 - **Enforcement** of an illegal patch follows one of the practice's paths, chosen from its id
   (the same every time): round 1 gives the first step, round 2 the outcome and the remaining
   area (0 when rectified). Most cases end in self-demolition after guidance, some are
@@ -22,13 +23,12 @@ import geopandas as gpd
 import pandas as pd
 import shapely
 
+from pipeline.sample.scene import Kind
 from pipeline.schema import CHINESE_LABELS, COLUMN_LABELS, EnforcementStage, P, T, Verdict
 
 MATCH_SHARE = 0.2
 """Share of a patch's area a truth object must cover to be what the patch found."""
 
-ILLEGAL_KINDS = frozenset({"illegal", "partial", "nonfarm", "earthworks"})
-"""Truth kinds a field team judges illegal (the legal kind is ``legal``)."""
 
 S = EnforcementStage
 PATHS: tuple[tuple[int, S, S | None], ...] = (
@@ -59,7 +59,7 @@ def verdicts(patches: gpd.GeoDataFrame, truth: gpd.GeoDataFrame) -> pd.Series:
     best = pairs[pairs["_share"] >= MATCH_SHARE].sort_values("_share").groupby(level=0).last()
     kind = best[T.KIND]
     out.loc[kind.index] = kind.map(
-        lambda k: Verdict.LEGAL.value if k == "legal" else Verdict.ILLEGAL.value
+        lambda k: Verdict.LEGAL.value if k == Kind.LEGAL else Verdict.ILLEGAL.value
     )
     return out
 

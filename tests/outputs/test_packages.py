@@ -7,6 +7,7 @@ in EPSG:4548 and five patches, one of them outside every grid polygon.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import io
 import json
 import time
@@ -39,6 +40,7 @@ from pipeline.outputs.packages import (
     split_by_township,
 )
 from pipeline.schema import (
+    CY,
     FIELD_RETURN_COLUMNS,
     PATCH_COLUMNS,
     SHAPEFILE_FIELDS,
@@ -196,7 +198,11 @@ def test_return_template_files(exported, tmp_path):
     csv = pd.read_csv(io.BytesIO(raw), encoding="utf-8-sig", dtype=str, keep_default_na=False)
     assert list(csv.columns) == list(RETURN_TEMPLATE_COLUMNS)
     assert set(FIELD_RETURN_COLUMNS) <= set(csv.columns)
-    assert list(csv[P.PATCH_ID]) == ["130609201700001", "130609201700003", "130609201700002"]
+    assert list(csv[P.PATCH_ID]) == [
+        "130609201700001",
+        "130609201700003",
+        "130609201700002",
+    ]  # by village
     assert set(csv[P.AREA_MU]) == {f"{400.123 / MU_M2:.2f}"}
     assert (csv[P.VERDICT] == "").all() and (csv[P.REMAINING_M2] == "").all()
 
@@ -523,3 +529,18 @@ def test_cpg_matches_the_bytes_whatever_shape_encoding(
     assert set(fields["vill_name"]) == {"东村", "西村"}
     assert set(fields["town_name"]) == {"城关镇"}
     assert dbf[29] == (0x4D if encoding == "GBK" else 0)
+
+
+def test_urgent_patches_come_first_within_their_village():
+    """Within a village the template (and the patch list) are in work order: an urgent patch
+    first, whatever its id or score."""
+    patches = make_patches()
+    patches[CY.URGENT] = False
+    patches[CY.REPORT_DUE] = None
+    village = patches[P.VILLAGE_CODE].iloc[0]
+    mine = patches.index[patches[P.VILLAGE_CODE] == village]
+    assert len(mine) >= 2
+    patches.loc[mine[-1], [CY.URGENT, CY.REPORT_DUE]] = [True, dt.date(2024, 5, 8)]
+    template = return_template(patches)
+    first = template[template[P.VILLAGE_CODE] == village][P.PATCH_ID].iloc[0]
+    assert first == patches.at[mine[-1], P.PATCH_ID]

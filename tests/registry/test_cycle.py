@@ -27,7 +27,19 @@ from pipeline.registry.cycle import (
 from pipeline.registry.field_returns import ROW, apply_return
 from pipeline.registry.store import append_events
 from pipeline.registry.urgency import urgency, work_order
-from pipeline.schema import CY, NEW, RC, STOCK, E, EventKind, Level, P
+from pipeline.schema import (
+    CY,
+    NEW,
+    PD,
+    RC,
+    STOCK,
+    UNASSIGNED,
+    UNASSIGNED_NAME,
+    E,
+    EventKind,
+    Level,
+    P,
+)
 from pipeline.units import MU_M2
 from tests.field_returns import NOW, TOWN, VILLAGES, grid_units, patch_ids, township_state
 
@@ -96,10 +108,10 @@ def _row(frame, level, code=None, **where):
 
 def test_the_ledger_dates_field_facts_by_the_field_date(state):
     dates = ledger.patch_dates(state)
-    assert dates.at[IDS[0], "detected_on"] == dt.date(2024, 5, 1)
-    assert dates.at[IDS[0], "illegal_on"] == dt.date(2024, 5, 10)
-    assert dates.at[IDS[0], "rectified_on"] == dt.date(2024, 6, 9)
-    assert dates.at[IDS[2], "rectified_on"] is None
+    assert dates.at[IDS[0], PD.DETECTED_ON] == dt.date(2024, 5, 1)
+    assert dates.at[IDS[0], PD.ILLEGAL_ON] == dt.date(2024, 5, 10)
+    assert dates.at[IDS[0], PD.RECTIFIED_ON] == dt.date(2024, 6, 9)
+    assert dates.at[IDS[2], PD.RECTIFIED_ON] is None
 
 
 def test_funnel_and_how_cases_end(state, units):
@@ -147,7 +159,7 @@ def test_burnup_days_are_thinned_but_keep_the_last():
 def test_cases_per_month_quarter_and_year_and_no_new_case_since(units):
     s = township_state(4)
     patches = s.patches.assign(
-        **{P.VERDICT: "illegal", P.EPOCH_TO: ["2024-03", "2024-05", "2024Q2", "2024"]}
+        **{P.VERDICT: "illegal", P.FIRST_SEEN: ["2024-03", "2024-05", "2024Q2", "2024"]}
     )
     months = cases_by_period(patches, units, "M")
     assert list(months[months[RC.LEVEL] == Level.DISTRICT][CY.PERIOD]) == ["2024-03", "2024-05"]
@@ -167,7 +179,7 @@ def test_stock_and_new_and_the_assessment(units):
     """Stock (2015) does not block a zero-case unit; a pending patch of the year does."""
     s = township_state(4)
     patches = s.patches.assign(**{
-        P.EPOCH_TO: ["2015", "2017", "2017", "2013"],
+        P.FIRST_SEEN: ["2015", "2017", "2017", "2013"],
         P.VERDICT: ["illegal", "pending", "illegal", "illegal"],
         P.REMAINING_M2: [0.0, float("nan"), 100.0, 400.0],
     })  # fmt: skip
@@ -212,3 +224,38 @@ def test_urgent_patches_come_first_by_due_date_then_by_score():
 
 def test_report_config_rewards_are_optional():
     assert ReportConfig().reward == RewardConfig(None, None)
+
+
+def test_a_patch_outside_the_grid_gets_its_own_row_and_no_reward(units):
+    """Township rows add up to the district: a patch without a village or township code is
+    counted in an 'unassigned' row, which is never rewarded."""
+    s = township_state(2)
+    patches = s.patches.assign(**{P.VERDICT: "illegal", P.FIRST_SEEN: "2017"})
+    patches.loc[1, [P.TOWNSHIP_CODE, P.VILLAGE_CODE]] = [UNASSIGNED, None]
+    sheet = assessment(patches, units, year=2017, reward={"township": 1.0, "village": 1.0},
+                       penalty_per_case=None)  # fmt: skip
+    lost = _row(sheet, Level.VILLAGE, UNASSIGNED)
+    assert lost[CY.N_NEW] == 1 and lost[RC.NAME] == UNASSIGNED_NAME
+    assert _row(sheet, Level.TOWNSHIP, UNASSIGNED)[CY.N_NEW] == 1
+    assert sheet[CY.N_NEW].sum() == 2 * 2  # each patch once per level
+
+
+def test_closed_patches_are_never_urgent():
+    s = township_state(3)
+    patches = s.patches.assign(**{
+        P.FARMLAND_M2: 20 * MU_M2, P.VERDICT: ["pending", "legal", "illegal"],
+        P.REMAINING_M2: [float("nan"), float("nan"), 0.0],
+    })  # fmt: skip
+    u = urgency(patches, pd.Series(dtype=object), ReportConfig(), today=TODAY)
+    assert u[CY.URGENT].tolist() == [True, False, False]
+
+
+def test_a_past_report_date_replays_the_cycle(state, units):
+    """As of 2024-06-01 (before round 2) nothing was rectified; today two patches are."""
+    before = cycle_tables(state, units, ReportConfig(), as_of=dt.date(2024, 6, 1), replay=True)
+    now = cycle_tables(state, units, ReportConfig(), as_of=TODAY)
+    assert _row(before.figures, Level.DISTRICT)[CY.RECTIFIED_MU] == 0.0
+    assert _row(now.figures, Level.DISTRICT)[CY.RECTIFIED_MU] == pytest.approx(800 / MU_M2)
+    steps = before.funnel[before.funnel[RC.LEVEL] == Level.DISTRICT].set_index(CY.STAGE)
+    assert steps.loc["self_demolished", CY.N_REACHED] == 0
+    assert steps.loc["notified", CY.N_REACHED] == 4

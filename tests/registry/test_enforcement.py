@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import FieldReturnError
+from pipeline.registry import ledger
 from pipeline.registry.enforcement import (
     PatchStage,
     StageRow,
@@ -20,7 +21,7 @@ from pipeline.registry.enforcement import (
     stage_problems,
 )
 from pipeline.registry.field_returns import ROW, apply_return
-from pipeline.schema import FINAL_STAGES, STAGE_TRANSITIONS, E, EnforcementStage, EventKind, P
+from pipeline.schema import FINAL_STAGES, PD, STAGE_TRANSITIONS, E, EnforcementStage, EventKind, P
 from tests.field_returns import NOW, patch_ids, township_state
 
 TODAY = dt.date(2024, 6, 1)
@@ -185,9 +186,63 @@ def test_transition_check_is_the_table(current, new):
     """A well-dated step is accepted exactly when the table allows it (or repeats the
     current stage); nothing follows a final stage."""
     row = StageRow(new.value, dt.date(2024, 2, 1), None, None, "illegal", None)
-    patch_stage = PatchStage(current.value if current else None, dt.date(2024, 1, 1), "2017")
+    patch_stage = PatchStage(current.value if current else None, dt.date(2024, 2, 1), "2017")
     ok = not stage_problems(row, patch_stage, TODAY)
     allowed = new == current or new in STAGE_TRANSITIONS[current]
     assert ok == allowed
     if current in FINAL_STAGES and new != current:
         assert not ok
+
+
+def test_leaving_illegal_is_an_event_and_the_cycle_starts_over(state):
+    """illegal (case filed) → legal → illegal: the emptied stage is an event, and the steps
+    before it no longer count (ledger.stages_reached), so any stage may follow."""
+    s, _ = apply(state, rows(step(ID1, "case_filed", "2024-01-10")), "f1")
+    s, _ = apply(s, rows({P.PATCH_ID: ID1, P.VERDICT: "合法", P.CHECKED_ON: "2024-02-01"}), "f2")
+    emptied = [json.loads(v) for v in s.events[s.events[E.KIND] == EventKind.ENFORCEMENT][E.VALUES]]
+    assert emptied[-1][P.ENFORCEMENT_STAGE] is None
+    assert emptied[-1][P.ENFORCEMENT_STAGE + "_before"] == "case_filed"
+    s, _ = apply(s, rows(step(ID1, "notified", "2024-03-01")), "f3")  # would not follow case_filed
+    reached = ledger.stages_reached(ledger.ledger(s))
+    assert reached[P.ENFORCEMENT_STAGE].tolist() == ["notified"]
+
+
+def test_a_final_stage_replaces_a_method_of_none(state):
+    """A patch recorded 未整改 (method none) then self-demolished, without a method in the row:
+    the stage sets its own method instead of being rejected."""
+    first = {P.PATCH_ID: ID1, P.VERDICT: "违法", P.RECT_METHOD: "未整改"}
+    s, _ = apply(state, rows(first), "f1")
+    row = step(ID1, "自行拆除", "2024-02-01") | {P.REMAINING_M2: "0"}
+    s, _ = apply(s, rows(row), "f2")
+    assert patch(s, ID1)[P.RECT_METHOD] == "demolished_restored"
+
+
+def test_the_same_stage_with_another_date_is_rejected(state):
+    s, _ = apply(state, rows(step(ID1, "notified", "2024-01-10")), "f1")
+    with pytest.raises(FieldReturnError, match="was reached on 2024-01-10, not 2024-01-20"):
+        apply(s, rows(step(ID1, "notified", "2024-01-20")), "f2")
+
+
+def test_a_stage_edited_by_hand_in_the_registry_is_reported_not_crashed_on(state):
+    s = state
+    s.patches.loc[s.patches[P.PATCH_ID] == ID1, P.ENFORCEMENT_STAGE] = "通知"
+    with pytest.raises(FieldReturnError, match="holds enforcement_stage '通知'"):
+        apply(s, rows(step(ID1, "case_filed", "2024-01-10")), "f1")
+
+
+def test_each_event_is_dated_by_its_own_row_even_under_one_file_name(state):
+    """Two rounds returned under the same file name: the rectification is dated by the second
+    round's stage date, not the first round's check date."""
+    first = step(ID1, "notified", "2024-01-10") | {P.CHECKED_ON: "2024-01-10"}
+    s, _ = apply_return(state, rows(first), source_file="核查结果.csv", fingerprint="a",
+                        now=NOW, today=TODAY)  # fmt: skip
+    second = {P.PATCH_ID: ID1, P.ENFORCEMENT_STAGE: "自行拆除", P.STAGE_DATE: "2024-04-02",
+              P.REMAINING_M2: "0"}  # fmt: skip
+    s, _ = apply_return(s, rows(second), source_file="核查结果.csv", fingerprint="b",
+                        now=NOW, today=TODAY)  # fmt: skip
+    assert ledger.patch_dates(s).at[ID1, PD.RECTIFIED_ON] == dt.date(2024, 4, 2)
+
+
+def test_a_demolition_that_leaves_the_whole_patch_is_warned_about(state):
+    _, summary = apply(state, rows(step(ID1, "自行拆除", "2024-01-10")), "f1")
+    assert any("demolition stage" in w for w in summary.warnings)
