@@ -479,6 +479,7 @@ class CY:
     DAYS_MEDIAN = "days_to_rectified_median"
     DAYS_P90 = "days_to_rectified_p90"
     RECTIFIED_MU = "rectified_mu"
+    DEMOLISHED_MU = "demolished_mu"
     LAND_VALUE = "land_value_yuan"
     DATE = "date"
     RECT_RATE = "rect_rate_area"
@@ -524,7 +525,8 @@ CYCLE_LABELS: dict[str, tuple[str, str]] = {
     CY.DAYS_MEDIAN: ("days detection → rectified, median", "发现至整改天数(中位)"),
     CY.DAYS_P90: ("days detection → rectified, 90th percentile", "发现至整改天数(90%)"),
     CY.RECTIFIED_MU: ("area rectified (mu)", "已整改面积(亩)"),
-    CY.LAND_VALUE: ("land value recovered (yuan)", "挽回土地价值(元)"),
+    CY.DEMOLISHED_MU: ("area demolished and restored (mu)", "拆除复耕面积(亩)"),
+    CY.LAND_VALUE: ("land value recovered: demolished area × price (yuan)", "挽回土地价值(元)"),
     CY.ON_TRACK: ("on track for the deadline", "按期进度"),
     CY.PERIOD: ("period of the epoch", "时相期"),
     CY.N_NEW: ("new illegal cases", "新增违法宗数"),

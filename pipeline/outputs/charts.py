@@ -308,20 +308,29 @@ def burnup(
     today,
     title: str,
     plan_label: str,
+    emphasis: str | None = None,
 ) -> Figure:
     """The rectification rate by date (one line per label) against the plan: a straight
-    dashed line from 0 on ``start`` to ``target`` on ``deadline``; ``today`` is marked."""
-    fig = Figure(figsize=(8.0, 4.0), layout="constrained")
+    dashed line from 0 on ``start`` to ``target`` on ``deadline``; ``today`` is marked. The
+    line labelled ``emphasis`` (the district) is drawn thick and black over the others, which
+    get distinct colours (up to 20)."""
+    fig = Figure(figsize=(8.0, 4.5), layout="constrained")
     ax = fig.add_subplot()
     x = pd.to_datetime(pd.Index(days))
-    for label, values in rates.items():
-        ax.plot(x, np.asarray(values, dtype="float64"), label=label, linewidth=1.6)
+    palette = matplotlib.colormaps["tab20"].colors
+    others = [label for label in rates if label != emphasis]
+    for i, label in enumerate(others):
+        ax.plot(x, np.asarray(rates[label], dtype="float64"), label=label, linewidth=1.0,
+                color=palette[i % len(palette)], alpha=0.85)  # fmt: skip
+    if emphasis in rates:
+        ax.plot(x, np.asarray(rates[emphasis], dtype="float64"), label=emphasis, linewidth=2.8,
+                color="black", zorder=5)  # fmt: skip
     ax.plot(pd.to_datetime([start, deadline]), [0.0, target], "--", color=TARGET_COLOR,
             linewidth=1.0, label=plan_label)  # fmt: skip
     ax.axvline(pd.Timestamp(today), color="#999999", linewidth=0.8)
     ax.set_ylim(0, 1.05)
     ax.yaxis.set_major_formatter(ticker.PercentFormatter(1.0))
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=6, loc="upper left", ncol=2 if len(rates) > 8 else 1)
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
     ax.set_title(title)

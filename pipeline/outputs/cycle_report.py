@@ -39,6 +39,7 @@ ZERO_FILL = PatternFill(fill_type="solid", start_color="FFC6EFCE", end_color="FF
 ASSESSMENT_COLUMNS = (
     RC.CODE,
     RC.NAME,
+    RC.PARENT_CODE,
     CY.N_NEW,
     CY.NEW_MU,
     CY.N_RECTIFIED,
@@ -99,6 +100,7 @@ def _burnup_figure(tables: CycleTables, cfg: ReportConfig, title):
         today=tables.as_of,
         title=title("整改率进度（截止日期）", f"Rectification rate towards {cfg.deadline}"),
         plan_label=f"plan → {cfg.rect_rate_target:.0%} on {cfg.deadline}",
+        emphasis=_unit_name(tables, Level.DISTRICT, tables.figures[RC.CODE].iloc[0]),
     )
 
 
@@ -116,6 +118,11 @@ def _district_periods(tables: CycleTables) -> pd.DataFrame:
         if len(rows):
             return rows.sort_values(CY.PERIOD)
     return tables.months.iloc[0:0]
+
+
+def _listed_units(frame: pd.DataFrame) -> pd.DataFrame:
+    """The district, the townships and the villages with a case (the others are counted)."""
+    return frame[(frame[RC.LEVEL] != Level.VILLAGE) | frame[CY.LAST_CASE].notna()]
 
 
 def _n_coarse(tables: CycleTables) -> int:
@@ -154,7 +161,11 @@ def cycle_context(tables: CycleTables, cfg: ReportConfig) -> dict[str, Any]:
         "n_coarse": _n_coarse(tables),
         "quarters": _records(tables.quarters[tables.quarters[RC.LEVEL] == Level.DISTRICT]),
         "years": _records(tables.years[tables.years[RC.LEVEL] == Level.DISTRICT]),
-        "no_case_since": _records(tables.no_case_since),
+        "no_case_since": _records(_listed_units(tables.no_case_since)),
+        "n_villages_without_case": int(
+            len(tables.no_case_since) - len(_listed_units(tables.no_case_since))
+        ),
+        "township_names": dict(zip(tables.figures[RC.CODE], tables.figures[RC.NAME], strict=True)),
         "stock_new": None if tables.stock_and_new is None else _stock_rows(tables.stock_and_new),
         "base_year": cfg.base_year,
         "assessment": None if tables.assessment is None else _records(tables.assessment),
@@ -232,10 +243,10 @@ def assessment_workbook(tables: CycleTables, cfg: ReportConfig) -> Workbook | No
     units filled green; None when the registry has no year."""
     if tables.assessment is None:
         return None
-    columns = [c for c in ASSESSMENT_COLUMNS if _shown(c, cfg)]
     wb = Workbook()
     wb.remove(wb.active)
     for level in (Level.TOWNSHIP, Level.VILLAGE):
+        columns = [c for c in ASSESSMENT_COLUMNS if _shown(c, cfg, level)]
         ws = wb.create_sheet(f"{level} {tables.year}")
         for j, col in enumerate(columns, start=1):
             en, zh = CYCLE_LABELS.get(col) or _rates_label(col)
@@ -252,12 +263,12 @@ def assessment_workbook(tables: CycleTables, cfg: ReportConfig) -> Workbook | No
     return wb
 
 
-def _shown(col: str, cfg: ReportConfig) -> bool:
+def _shown(col: str, cfg: ReportConfig, level: str) -> bool:
     if col == CY.REWARD:
         return cfg.reward.township is not None or cfg.reward.village is not None
     if col == CY.DEDUCTION:
         return cfg.penalty_per_case is not None
-    return True
+    return col != RC.PARENT_CODE or level == Level.VILLAGE
 
 
 def _rates_label(col: str) -> tuple[str, str]:
@@ -266,7 +277,9 @@ def _rates_label(col: str) -> tuple[str, str]:
 
 def _assessment_cell(cell, col: str, rec: dict[str, Any]) -> None:
     value = rec[col]
-    if col in (RC.CODE, RC.NAME):
+    if col == RC.PARENT_CODE:
+        cell.value, cell.number_format = ("" if isna(value) else str(value)), "@"
+    elif col in (RC.CODE, RC.NAME):
         cell.value, cell.number_format = str(value), "@"
     elif col == CY.ZERO_CASE:
         cell.value = "是 yes" if value else "否 no"

@@ -1003,6 +1003,7 @@ def _patch_list_html(
                 "approval_refs": text(r[P.APPROVAL_REFS]),
                 "verdict": label(r[P.VERDICT]),
                 "rect_method": label(r[P.RECT_METHOD]),
+                "stage": label(r[P.ENFORCEMENT_STAGE]),
                 "remaining_m2": r[P.REMAINING_M2],
                 "first_seen": text(r[P.FIRST_SEEN]),
                 "lon": x,

@@ -51,10 +51,12 @@ from pipeline.schema import (
     UNASSIGNED_NAME,
     DemolishedBy,
     E,
+    EnforcementStage,
     EventKind,
     G,
     Level,
     P,
+    RectMethod,
     Verdict,
 )
 from pipeline.units import MU_M2
@@ -116,12 +118,19 @@ def per_unit(
 # --------------------------------------------------------------------------- funnel
 def funnel(patches: pd.DataFrame, reached: pd.DataFrame, units: Units) -> pd.DataFrame:
     """Illegal patches that reached each stage, per unit (district and townships): one row
-    per unit and stage, in :data:`~pipeline.schema.STAGE_ORDER`."""
+    per unit and stage, in :data:`~pipeline.schema.STAGE_ORDER`.
+
+    The steps count as a funnel: a patch counts in every step up to the furthest it reached,
+    its outcome included (a forced demolition went through the court, a confiscation through
+    a penalty decision; any stage means the party was at least notified). Outcomes count the
+    patches that ended so.
+    """
     illegal = _illegal(patches)
     steps = reached[reached[P.PATCH_ID].isin(illegal[P.PATCH_ID])]
     pairs = set(zip(steps[P.PATCH_ID], steps[P.ENFORCEMENT_STAGE], strict=True))
     current = illegal[[P.PATCH_ID, P.ENFORCEMENT_STAGE]].dropna()
     pairs |= set(zip(current[P.PATCH_ID], current[P.ENFORCEMENT_STAGE], strict=True))
+    pairs |= _implied_steps(pairs)
 
     def count(group: pd.DataFrame) -> dict:
         ids = set(group[P.PATCH_ID])
@@ -136,6 +145,35 @@ def funnel(patches: pd.DataFrame, reached: pd.DataFrame, units: Units) -> pd.Dat
     return long.sort_values([RC.LEVEL, RC.CODE, CY.STAGE], kind="stable").reset_index(drop=True)
 
 
+def _implied_steps(pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The ladder steps each patch passed through on its way to the stages it reached."""
+    out = set()
+    for pid, stage in pairs:
+        furthest = STAGE_IMPLIES.get(stage, stage)
+        if furthest in LADDER:
+            out |= {(pid, step) for step in LADDER[: LADDER.index(furthest) + 1]}
+        else:
+            out.add((pid, LADDER[0]))
+    return out
+
+
+DEMOLITION_METHODS = (RectMethod.DEMOLISHED_RESTORED.value, RectMethod.COMBINED.value)
+"""Rectification methods that give the land back (the land value counts their area)."""
+
+LADDER = (
+    EnforcementStage.NOTIFIED.value,
+    EnforcementStage.CASE_FILED.value,
+    EnforcementStage.PENALTY_DECIDED.value,
+    EnforcementStage.COURT.value,
+)
+"""The steps of the funnel, in order (guidance, legal pressure, the court)."""
+STAGE_IMPLIES = {
+    EnforcementStage.FORCED_DEMOLISHED.value: EnforcementStage.COURT.value,
+    EnforcementStage.CONFISCATED.value: EnforcementStage.PENALTY_DECIDED.value,
+}
+"""Outcome -> the furthest step it cannot be reached without."""
+
+
 # --------------------------------------------------------------------------- cycle figures
 def cycle_figures(
     patches: pd.DataFrame,
@@ -146,7 +184,9 @@ def cycle_figures(
 ) -> pd.DataFrame:
     """Per unit (district, townships): illegal patches, self / forced demolitions and the
     share demolished voluntarily, median and 90th-percentile days from detection to
-    rectified, area rectified (亩) and, with a land price, the land value recovered."""
+    rectified, area rectified (亩), the part of it demolished and restored (method
+    ``demolished_restored`` or ``combined``; legalized and confiscated land stays built on)
+    and, with a land price, the land value recovered: the demolished area × the price."""
     illegal = _illegal(patches).copy()
     days = days_between(
         illegal[P.PATCH_ID].map(dates[PD.DETECTED_ON]),
@@ -158,7 +198,9 @@ def cycle_figures(
     def figures(g: pd.DataFrame) -> dict:
         n_self = int((g[P.DEMOLISHED_BY] == DemolishedBy.SELF).sum())
         n_forced = int((g[P.DEMOLISHED_BY] == DemolishedBy.FORCED).sum())
-        rect_mu = float((g[P.AREA_M2] - g[P.REMAINING_M2].fillna(g[P.AREA_M2])).sum() / MU_M2)
+        done_m2 = g[P.AREA_M2] - g[P.REMAINING_M2].fillna(g[P.AREA_M2])
+        rect_mu = float(done_m2.sum() / MU_M2)
+        demolished_mu = float(done_m2[g[P.RECT_METHOD].isin(DEMOLITION_METHODS)].sum() / MU_M2)
         d = g["_days"].dropna()
         return {
             CY.N_ILLEGAL: len(g),
@@ -168,7 +210,10 @@ def cycle_figures(
             CY.DAYS_MEDIAN: float(d.median()) if len(d) else np.nan,
             CY.DAYS_P90: float(d.quantile(0.9)) if len(d) else np.nan,
             CY.RECTIFIED_MU: rect_mu,
-            CY.LAND_VALUE: rect_mu * land_price_per_mu if land_price_per_mu is not None else np.nan,
+            CY.DEMOLISHED_MU: demolished_mu,
+            CY.LAND_VALUE: demolished_mu * land_price_per_mu
+            if land_price_per_mu is not None
+            else np.nan,
         }
 
     return per_unit(units, illegal, (Level.DISTRICT, Level.TOWNSHIP), figures)
@@ -287,8 +332,11 @@ def cases_by_period(patches: pd.DataFrame, units: Units, freq: str) -> pd.DataFr
 
 def no_case_since(patches: pd.DataFrame, units: Units) -> pd.DataFrame:
     """Per unit (all levels): the month (or quarter / year, as fine as the labels allow) of
-    its last new illegal case and the period after it: "no new case since"."""
+    its last new illegal case, and "no new case since" the period after it — only when the
+    registry holds a later epoch (imagery that could have shown one); else None."""
     illegal = _illegal(patches)
+    observed = [p for p in map(_finest, patches[P.LAST_SEEN]) if p is not None]
+    newest = max((p.end_time for p in observed), default=None)
 
     def last(g: pd.DataFrame) -> dict:
         periods = [_finest(e) for e in g[P.FIRST_SEEN]]
@@ -296,7 +344,9 @@ def no_case_since(patches: pd.DataFrame, units: Units) -> pd.DataFrame:
         if not periods:
             return {CY.LAST_CASE: None, CY.NO_CASE_SINCE: None}
         latest = max(periods, key=lambda p: (p.end_time, p.start_time))
-        return {CY.LAST_CASE: str(latest), CY.NO_CASE_SINCE: str(latest + 1)}
+        after = latest + 1
+        seen = newest is not None and after.start_time <= newest
+        return {CY.LAST_CASE: str(latest), CY.NO_CASE_SINCE: str(after) if seen else None}
 
     return per_unit(units, illegal, (Level.DISTRICT, Level.TOWNSHIP, Level.VILLAGE), last)
 

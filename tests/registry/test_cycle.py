@@ -20,6 +20,7 @@ from pipeline.registry.cycle import (
     cases_by_period,
     cycle_tables,
     first_verdicts,
+    funnel,
     no_case_since,
     on_track,
     stock_and_new,
@@ -124,7 +125,8 @@ def test_funnel_and_how_cases_end(state, units):
     assert d[CY.SELF_SHARE] == 1.0  # the only demolition was voluntary
     assert d[CY.DAYS_MEDIAN] == 39.0  # 2024-05-01 -> 2024-06-09, both rectified patches
     assert d[CY.RECTIFIED_MU] == pytest.approx(800 / MU_M2)
-    assert d[CY.LAND_VALUE] == pytest.approx(800 / MU_M2 * 220000)
+    assert d[CY.DEMOLISHED_MU] == pytest.approx(400 / MU_M2)  # the legalized one stays built
+    assert d[CY.LAND_VALUE] == pytest.approx(400 / MU_M2 * 220000)
 
 
 def test_no_amount_without_a_price(state, units):
@@ -159,7 +161,11 @@ def test_burnup_days_are_thinned_but_keep_the_last():
 def test_cases_per_month_quarter_and_year_and_no_new_case_since(units):
     s = township_state(4)
     patches = s.patches.assign(
-        **{P.VERDICT: "illegal", P.FIRST_SEEN: ["2024-03", "2024-05", "2024Q2", "2024"]}
+        **{
+            P.VERDICT: "illegal",
+            P.FIRST_SEEN: ["2024-03", "2024-05", "2024Q2", "2024"],
+            P.LAST_SEEN: "2024-12",
+        }
     )
     months = cases_by_period(patches, units, "M")
     assert list(months[months[RC.LEVEL] == Level.DISTRICT][CY.PERIOD]) == ["2024-03", "2024-05"]
@@ -170,7 +176,8 @@ def test_cases_per_month_quarter_and_year_and_no_new_case_since(units):
     assert years[years[RC.LEVEL] == Level.DISTRICT][CY.N_NEW].tolist() == [4]
     since = no_case_since(patches, units)
     d = _row(since, Level.DISTRICT)
-    assert d[CY.LAST_CASE] == "2024" and d[CY.NO_CASE_SINCE] == "2025"  # the year ends last
+    # the year label ends last; 2025 is not observed yet, so no "since" is claimed
+    assert d[CY.LAST_CASE] == "2024" and pd.isna(d[CY.NO_CASE_SINCE])
     v1 = _row(since, Level.VILLAGE, VIL1)
     assert v1[CY.LAST_CASE] == "2024-05" and v1[CY.NO_CASE_SINCE] == "2024-06"
 
@@ -259,3 +266,21 @@ def test_a_past_report_date_replays_the_cycle(state, units):
     steps = before.funnel[before.funnel[RC.LEVEL] == Level.DISTRICT].set_index(CY.STAGE)
     assert steps.loc["self_demolished", CY.N_REACHED] == 0
     assert steps.loc["notified", CY.N_REACHED] == 4
+
+
+def test_the_funnel_counts_the_steps_a_patch_went_through(units):
+    """A patch sent straight to the court and forcibly demolished counts in every step of
+    the ladder; a confiscation went through a penalty decision; self-demolition after a
+    notice counts only as notified."""
+    s = township_state(3)
+    patches = s.patches.assign(**{P.VERDICT: "illegal"})
+    reached = pd.DataFrame({
+        P.PATCH_ID: [IDS[0], IDS[0], IDS[1], IDS[2], IDS[2]],
+        P.ENFORCEMENT_STAGE: ["court", "forced_demolished", "confiscated", "notified",
+                              "self_demolished"],
+        ledger.DATE: dt.date(2024, 5, 1),
+    })  # fmt: skip
+    table = funnel(patches, reached, units)
+    d = table[table[RC.LEVEL] == Level.DISTRICT].set_index(CY.STAGE)[CY.N_REACHED]
+    assert d[["notified", "case_filed", "penalty_decided", "court"]].tolist() == [3, 2, 2, 1]
+    assert d[["self_demolished", "forced_demolished", "confiscated"]].tolist() == [1, 1, 1]
