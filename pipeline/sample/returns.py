@@ -74,12 +74,23 @@ def enforcement_path(patch_id: str) -> tuple[S, S | None]:
     return PATHS[-1][1], PATHS[-1][2]  # pragma: no cover - weights sum to 100
 
 
+ROUND2_SPREAD_DAYS = 45
+"""Round 2 reports steps taken on the days up to this many days before its date (teams
+report what happened since round 1, not all on one day)."""
+
+
+def _spread(patch_id: str) -> int:
+    """Days before the round-2 date that the patch's step happened (from a hash of its id)."""
+    return int(hashlib.sha256(patch_id.encode()).hexdigest()[8:12], 16) % (ROUND2_SPREAD_DAYS + 1)
+
+
 def round_rows(
     patches: gpd.GeoDataFrame, found: pd.Series, *, round_no: int, day: dt.date
 ) -> pd.DataFrame:
     """The return rows of one round (canonical columns, Chinese values): round 1 judges
-    every patch and gives the first step of each illegal one; round 2 reports the outcome
-    of the illegal ones."""
+    every patch on ``day`` and gives the first step of each illegal one; round 2 reports the
+    outcome of the illegal ones, each dated up to :data:`ROUND2_SPREAD_DAYS` before ``day``
+    (keep round 2 at least that long after round 1)."""
     rows = []
     for idx, pid in patches[P.PATCH_ID].items():
         verdict = found[idx]
@@ -91,12 +102,13 @@ def round_rows(
             continue
         step = enforcement_path(str(pid))[round_no - 1]
         remaining = 0.0 if step in _DONE else float(patches.at[idx, P.AREA_M2])
+        done_on = day - dt.timedelta(days=_spread(str(pid)) if round_no == 2 else 0)
         rows.append(row | {
             P.VERDICT: CHINESE_LABELS[Verdict.ILLEGAL],
             P.ENFORCEMENT_STAGE: CHINESE_LABELS.get(step.value, step.value),
-            P.STAGE_DATE: day.isoformat(),
+            P.STAGE_DATE: done_on.isoformat(),
             P.REMAINING_M2: f"{remaining:.2f}",
-            P.CHECKED_ON: day.isoformat(),
+            P.CHECKED_ON: done_on.isoformat(),
             P.INSPECTOR: "样例核查员",
         })  # fmt: skip
     return pd.DataFrame(rows)
