@@ -59,6 +59,7 @@ from pipeline.outputs.formatting import (
     workbook_bytes,
 )
 from pipeline.overlay.io.dbf import first_mismatch, language_driver_of
+from pipeline.registry.io.qgis_styles import write_status_style
 from pipeline.registry.urgency import in_work_order
 from pipeline.schema import (
     CHINESE_LABELS,
@@ -855,6 +856,7 @@ def _gpkg_bytes(
         pyogrio.write_dataframe(
             package_frame(group, cfg.crs), path, layer=PATCHES_LAYER, promote_to_multi=True
         )
+        write_status_style(path, layer=PATCHES_LAYER)
         if len(mine) and mine.crs is not None:
             pyogrio.write_dataframe(
                 mine.to_crs(cfg.crs), path, layer=PACKAGE_VILLAGES_LAYER, promote_to_multi=True

@@ -144,7 +144,9 @@ def test_gpkg_and_kml(exported, tmp_path):
     folder = _unzip(exported["paths"][0], tmp_path)
     gpkg = folder / f"{TOWN_A}_patches.gpkg"
     layers = {name for name, _ in pyogrio.list_layers(gpkg)}
-    assert layers == {"patches", "villages"}
+    assert layers == {"patches", "villages", "layer_styles"}  # QGIS opens the patches styled
+    style = pyogrio.read_dataframe(gpkg, layer="layer_styles")
+    assert style[["f_table_name", "useAsDefault"]].values.tolist() == [["patches", 1]]
     patches = pyogrio.read_dataframe(gpkg, layer="patches")
     assert list(patches.columns[:-1]) == list(PATCH_COLUMNS)
     assert len(patches) == 3 and patches.crs.to_epsg() == 4490

@@ -20,6 +20,7 @@ import shapely
 
 from pipeline.atomic import atomic_path
 from pipeline.errors import RegistryError
+from pipeline.registry.io.qgis_styles import write_status_style
 from pipeline.registry.store import (
     IMPORTS_TABLE,
     TABLE_COLUMNS,
@@ -147,7 +148,8 @@ def save_registry(path: str | os.PathLike[str], state: RegistryState) -> None:
     (:func:`~pipeline.registry.store.normalise_state`; extra patch columns are dropped with a
     warning), so callers may append rows built by hand. Patches are stored as MultiPolygons
     (one geometry type per layer, as QGIS expects). Events, runs and imports are GeoPackage
-    attribute tables (no geometry column).
+    attribute tables (no geometry column); ``layer_styles`` holds the default QGIS style of
+    the patches (:mod:`pipeline.registry.io.qgis_styles`).
     """
     path = Path(path)
     state = normalise_state(state)
@@ -170,6 +172,7 @@ def save_registry(path: str | os.PathLike[str], state: RegistryState) -> None:
             (IMPORTS_TABLE, state.imports),
         ):
             pyogrio.write_dataframe(frame, tmp, layer=name, driver="GPKG")
+        write_status_style(tmp, layer=PATCHES_LAYER)  # QGIS opens the patches styled
     log.info(
         "registry %s written: %d patches, %d events, %d runs, %d imports",
         path,
