@@ -315,6 +315,9 @@ class FieldReturnsConfig:
     rejection report beside them."""
     encoding: str | None = None
     """Text encoding of CSV/Shapefile returns (default: detect UTF-8 or GBK)."""
+    photo_radius_m: float = 100.0
+    """A photo of a zipped return taken farther than this from its patch is linked with a
+    warning in the import summary."""
 
 
 @dataclass(frozen=True)

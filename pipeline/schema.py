@@ -131,6 +131,7 @@ class EventKind(StrEnum):
     RECTIFICATION = "rectification"
     REASSESSED = "reassessed"  # 属性更新: derived attributes follow corrected input layers
     ENFORCEMENT = "enforcement"  # 查处阶段: a step of the enforcement cycle, with its date
+    PHOTO = "photo"  # 实地举证照片: a field photo linked to the patch
 
 
 EVENT_BEFORE_SUFFIX = "_before"
@@ -140,6 +141,11 @@ FIELD_DATE = "field_date"
 """Key of the values of an event written by a field row: the day the row reports (its
 ``checked_on``; for a ``rectification`` closed by a final stage, that stage's ``stage_date``);
 null when the row gives no date. The report dates the event by it, else by the event time."""
+
+PHOTO_FILE = "file"
+"""Key of a ``photo`` event's values: the stored photo, relative to the workspace."""
+PHOTO_SHA256 = "sha256"
+"""Key of a ``photo`` event's values: the SHA-256 of the photo's bytes."""
 
 EXPORTED_PACKAGE = "package"
 """Key of an ``exported`` event's values: the township package that holds the patch."""

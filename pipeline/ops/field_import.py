@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.atomic import fingerprint_file
@@ -32,9 +32,12 @@ from pipeline.errors import FieldReturnError, InputDataError
 from pipeline.ops import runlog
 from pipeline.ops.workspace import Workspace, WorkspaceLock
 from pipeline.registry.field_returns import ImportSummary, apply_return
+from pipeline.registry.io.photo_files import read_zip_photos, store_photo
 from pipeline.registry.io.registry_file import load_registry, save_registry
 from pipeline.registry.io.return_files import SUFFIXES as RETURN_SUFFIXES
 from pipeline.registry.io.return_files import read_return, write_rejections
+from pipeline.registry.photos import link_photos, photo_events
+from pipeline.registry.store import append_events
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +58,35 @@ class ImportResult:
     rejections: tuple[tuple[str, int | None, str], ...] = ()
     summary: ImportSummary | None = None
     """What applying the file did (None for a rejected file)."""
+    n_photos: int = 0
+    """Photos of a zipped return newly linked to their patches."""
+    photo_problems: tuple[str, ...] = ()
+    """Photos reported, not stored (bad, unmatched) or linked far from their patch."""
 
 
 def apply_files(
-    state, files: list[Path], *, encoding: str | None, today: dt.date, run_id: str, now: str
+    state,
+    files: list[Path],
+    *,
+    encoding: str | None,
+    today: dt.date,
+    run_id: str,
+    now: str,
+    photos: PhotoStore | None = None,
 ):
-    """Apply each file to ``state`` (pure apart from reading the files).
+    """Apply each file to ``state`` (pure apart from reading the files and storing photos).
 
     Returns the new state and one :class:`ImportResult` per file; a rejected file leaves
-    the state as it was before that file.
+    the state as it was before that file. With ``photos``, the photos of a zipped return are
+    linked to their patches (``photo`` events) and stored, whether or not its table was
+    applied: the table keeps its own all-or-nothing rule.
     """
     results: list[ImportResult] = []
     for path in files:
+        if photos is not None:
+            state, n_photos, problems = _apply_photos(state, path, photos, run_id=run_id, now=now)
+        else:
+            n_photos, problems = 0, ()
         try:
             rows = read_return(path, encoding=encoding)
             state, summary = apply_return(
@@ -79,12 +99,53 @@ def apply_files(
             reasons = getattr(exc, "rejections", None) or [(path.name, None, str(exc))]
             for file, row, reason in reasons:
                 log.error("%s row %s: %s", file, row, reason)
-            results.append(
-                ImportResult(path, False, f"rejected, nothing applied: {exc}", tuple(reasons))
-            )
+            message = f"rejected, nothing applied: {exc}"
+            results.append(ImportResult(path, False, message, tuple(reasons), None,
+                                        n_photos, problems))  # fmt: skip
         else:
-            results.append(ImportResult(path, True, describe(summary), summary=summary))
+            message = describe(summary) + _describe_photos(n_photos, problems)
+            results.append(ImportResult(path, True, message, (), summary, n_photos, problems))
     return state, results
+
+
+@dataclass(frozen=True)
+class PhotoStore:
+    """Where photos go and how far from its patch a photo may be taken without a warning."""
+
+    workspace: Path
+    radius_m: float = 100.0
+
+    @property
+    def folder(self) -> Path:
+        return self.workspace / "photos"
+
+
+def _apply_photos(state, path: Path, store: PhotoStore, *, run_id: str, now: str):
+    """Link, store and record the photos of one return; (state, newly linked, problems)."""
+    read = read_zip_photos(path)
+    if not read:
+        return state, 0, ()
+    links, problems = link_photos([p for p, _ in read], state.patches, radius_m=store.radius_m)
+    data = {photo.sha256: content for photo, content in read}
+    stored = {
+        link.photo.sha256: store_photo(store.folder, link.photo, data[link.photo.sha256])
+        .relative_to(store.workspace)
+        .as_posix()
+        for link in links
+    }
+    events = photo_events(state.events, links, source=f"field:{path.name}", stored=stored)
+    for problem in problems:
+        log.warning("%s: %s", path.name, problem)
+    if events:
+        state = replace(state, events=append_events(state.events, events, run_id=run_id, now=now))
+    return state, len(events), tuple(problems)
+
+
+def _describe_photos(n_photos: int, problems: tuple[str, ...]) -> str:
+    if not n_photos and not problems:
+        return ""
+    text = f"; {n_photos} photo(s) linked"
+    return text + (f"; photos: {'; '.join(problems)}" if problems else "")
 
 
 def import_returns(
@@ -103,6 +164,7 @@ def import_returns(
         state, results = apply_files(
             state, files, encoding=encoding or cfg.field_returns.encoding,
             today=today or dt.date.today(), run_id=runlog.new_run_id(), now=runlog.utc_now(),
+            photos=PhotoStore(ws.root, cfg.field_returns.photo_radius_m),
         )  # fmt: skip
         save_registry(ws.registry, state)
     rejected = [r for r in results if not r.applied]
@@ -161,6 +223,7 @@ def import_inbox(
         state, results = apply_files(
             state, returns, encoding=cfg.field_returns.encoding,
             today=today or dt.date.today(), run_id=run_id, now=now,
+            photos=PhotoStore(ws.root, cfg.field_returns.photo_radius_m),
         )  # fmt: skip
         # the registry is saved before any file moves: a kill in between re-imports the file
         # next night, which its recorded fingerprint turns into a no-op

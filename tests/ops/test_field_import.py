@@ -34,7 +34,8 @@ def workspace(tmp_path):
     inbox = ws.root / "inbox"
     inbox.mkdir()
     cfg = SimpleNamespace(
-        field_returns=SimpleNamespace(inbox=inbox, encoding=None), area=SimpleNamespace(crs=CRS)
+        field_returns=SimpleNamespace(inbox=inbox, encoding=None, photo_radius_m=100.0),
+        area=SimpleNamespace(crs=CRS),
     )
     return cfg, ws, inbox
 
