@@ -125,6 +125,7 @@ def report_registry(
         rates, state.patches.join(flags), grids.townships, grids.villages, ws.reports_dir(date),
         cfg=cfg.report, area_name=cfg.area.name, date=date,
         history=_report_history(ws, date), relapsed_ids=relapsed, cycle=cycle,
+        chips=read_chips(cfg, state.patches) if cfg.export.chips else None,
     )  # fmt: skip
     district = rates[rates[RC.LEVEL] == "district"].iloc[0]
     return {
