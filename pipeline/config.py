@@ -806,6 +806,7 @@ def _check(cfg: Config, where: str) -> None:
     _check_assign(cfg.assign, where)
     _check_register(cfg.register, where)
     _check_report(cfg.report, where)
+    _check_field_returns(cfg.field_returns, where)
     _check_export(cfg.export, where)
 
 
@@ -1067,6 +1068,14 @@ def _check_register(register: RegisterConfig, where: str) -> None:
     if not 0 < register.match_overlap <= 1:
         raise ConfigError(
             f"{where}: 'register.match_overlap' = {register.match_overlap} must be in (0, 1]"
+        )
+
+
+def _check_field_returns(field_returns: FieldReturnsConfig, where: str) -> None:
+    radius = field_returns.photo_radius_m
+    if not radius >= 0:  # also NaN
+        raise ConfigError(
+            f"{where}: 'field_returns.photo_radius_m' = {radius} must be a distance in metres >= 0"
         )
 
 

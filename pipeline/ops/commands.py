@@ -61,6 +61,7 @@ def export_registry(
     grids = load_grids_for(cfg)
     out = ws.exports_dir(date)
     chips = read_chips(cfg, state.patches) if cfg.export.chips else None
+    _cache_chips(ws.chips_dir, chips or {})
     flags = urgency(
         state.patches,
         patch_dates(state)[PD.FIRST_EXPORTED],
@@ -76,6 +77,16 @@ def export_registry(
     if n_events:
         save_registry(ws.registry, state)
     return {"packages": len(paths), "exported_events": n_events}
+
+
+def _cache_chips(folder: Path, chips: dict[str, bytes]) -> None:
+    """The chips into the workspace's chip folder (for the reports' maps); a file is only
+    rewritten when its content changed."""
+    for pid, png in chips.items():
+        path = folder / f"{pid}.png"
+        if not path.exists() or path.read_bytes() != png:
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, png)
 
 
 def _with_export_events(
@@ -125,7 +136,7 @@ def report_registry(
         rates, state.patches.join(flags), grids.townships, grids.villages, ws.reports_dir(date),
         cfg=cfg.report, area_name=cfg.area.name, date=date,
         history=_report_history(ws, date), relapsed_ids=relapsed, cycle=cycle,
-        chips=read_chips(cfg, state.patches) if cfg.export.chips else None,
+        chip_dir=ws.chips_dir if cfg.export.chips else None,
     )  # fmt: skip
     district = rates[rates[RC.LEVEL] == "district"].iloc[0]
     return {

@@ -32,10 +32,14 @@ from pipeline.errors import FieldReturnError, InputDataError
 from pipeline.ops import runlog
 from pipeline.ops.workspace import Workspace, WorkspaceLock
 from pipeline.registry.field_returns import ImportSummary, apply_return
-from pipeline.registry.io.photo_files import read_zip_photos, store_photo
+from pipeline.registry.io.photo_files import iter_zip_photos, store_photo
 from pipeline.registry.io.registry_file import load_registry, save_registry
 from pipeline.registry.io.return_files import SUFFIXES as RETURN_SUFFIXES
-from pipeline.registry.io.return_files import read_return, write_rejections
+from pipeline.registry.io.return_files import (
+    check_zip_members,
+    read_return,
+    write_rejections,
+)
 from pipeline.registry.photos import link_photos, photo_events
 from pipeline.registry.store import append_events
 
@@ -99,7 +103,7 @@ def apply_files(
             reasons = getattr(exc, "rejections", None) or [(path.name, None, str(exc))]
             for file, row, reason in reasons:
                 log.error("%s row %s: %s", file, row, reason)
-            message = f"rejected, nothing applied: {exc}"
+            message = f"rejected, nothing applied: {exc}" + _describe_photos(n_photos, problems)
             results.append(ImportResult(path, False, message, tuple(reasons), None,
                                         n_photos, problems))  # fmt: skip
         else:
@@ -117,22 +121,27 @@ class PhotoStore:
 
     @property
     def folder(self) -> Path:
-        return self.workspace / "photos"
+        return Workspace(self.workspace).photos_dir
 
 
 def _apply_photos(state, path: Path, store: PhotoStore, *, run_id: str, now: str):
-    """Link, store and record the photos of one return; (state, newly linked, problems)."""
-    read = read_zip_photos(path)
-    if not read:
+    """Link, store and record the photos of one zipped return; (state, newly linked,
+    problems). Photos are read one at a time, twice: to link them, then to store the linked
+    ones (memory stays flat)."""
+    if path.suffix.lower() != ".zip":
         return state, 0, ()
-    links, problems = link_photos([p for p, _ in read], state.patches, radius_m=store.radius_m)
-    data = {photo.sha256: content for photo, content in read}
-    stored = {
-        link.photo.sha256: store_photo(store.folder, link.photo, data[link.photo.sha256])
-        .relative_to(store.workspace)
-        .as_posix()
-        for link in links
-    }
+    try:
+        check_zip_members(path)
+    except InputDataError:
+        return state, 0, ()  # the table reader rejects the file with the reason
+    photos = [photo for photo, _ in iter_zip_photos(path)]
+    links, problems = link_photos(photos, state.patches, radius_m=store.radius_m)
+    wanted = {link.photo.sha256 for link in links}
+    stored = {}
+    for photo, data in iter_zip_photos(path):
+        if data is not None and photo.sha256 in wanted and photo.sha256 not in stored:
+            rel = store_photo(store.folder, photo, data).relative_to(store.workspace)
+            stored[photo.sha256] = rel.as_posix()
     events = photo_events(state.events, links, source=f"field:{path.name}", stored=stored)
     for problem in problems:
         log.warning("%s: %s", path.name, problem)

@@ -371,7 +371,7 @@ def _report_stage(ctx: RunContext) -> Stage:
         id="report",
         inputs=_registry_input(ws, cfg.area.crs),
         params=lambda: {"report": to_plain(cfg.report), "date": ctx.date, "area": cfg.area.name},
-        outputs=lambda: [out_dir / "rates.csv", out_dir / "report.html"],
+        outputs=lambda: [out_dir / "rates.csv", out_dir / "report.html", out_dir / "map.html"],
         run=lambda: report_registry(cfg, ws, date=ctx.date),
     )
 

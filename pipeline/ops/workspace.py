@@ -50,6 +50,17 @@ class Workspace:
     def reports_dir(self, date: str) -> Path:
         return self.root / "reports" / date
 
+    @property
+    def chips_dir(self) -> Path:
+        """Before/after chips of the patches (``{patch_id}.png``), written by the export and
+        linked by the reports' maps."""
+        return self.root / "chips"
+
+    @property
+    def photos_dir(self) -> Path:
+        """Field photos, by content hash."""
+        return self.root / "photos"
+
     def log_file(self, run_id: str) -> Path:
         return self.root / "logs" / f"{run_id}.jsonl"
 

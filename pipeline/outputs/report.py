@@ -14,7 +14,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,7 @@ class ReportPaths:
     assessment_xlsx: Path | None = None
     """The assessment sheet (考核); None without cycle tables or without a year."""
     map_html: Path | None = None
-    """The interactive map (``map.html``, with ``chips/`` beside it)."""
+    """The interactive map (``map.html``)."""
 
 
 # --------------------------------------------------------------------------- entry point
@@ -124,7 +125,7 @@ def write_report(
     history: pd.DataFrame | None = None,
     relapsed_ids: Iterable[str] | None = None,
     cycle: CycleTables | None = None,
-    chips: Mapping[str, bytes] | None = None,
+    chip_dir: Path | None = None,
 ) -> ReportPaths:
     """Write ``rates.csv``, ``rates.xlsx``, ``report.html`` and the chart PNGs to ``out_dir``.
 
@@ -155,8 +156,9 @@ def write_report(
         The enforcement-cycle tables (:func:`pipeline.registry.cycle.cycle_tables`): the
         report then shows the funnel, how cases end, the burn-up, cases per period, stock
         and new and the assessment, and writes ``assessment.xlsx``.
-    chips : mapping of str to bytes, optional
-        Before/after PNG per patch id, written to ``chips/`` for the interactive map.
+    chip_dir : Path, optional
+        Folder of before/after chips (``{patch_id}.png``) the interactive map links to, by
+        a path relative to ``out_dir``.
 
     Returns
     -------
@@ -214,23 +216,21 @@ def write_report(
         paths = dataclasses.replace(paths, assessment_xlsx=out_dir / "assessment.xlsx")
         atomic_write_bytes(paths.assessment_xlsx, workbook_bytes(workbook, date=date))
     paths = dataclasses.replace(paths, map_html=_write_map(out_dir, patches, townships, villages,
-                                                           area_name, date, chips))  # fmt: skip
+                                                           area_name, date, chip_dir))  # fmt: skip
     html = render_page("report.html.j2", **context)
     atomic_write_bytes(paths.html, html.encode("utf-8"))
     log.info("report for %s (%s) written to %s", area_name, date, out_dir)
     return paths
 
 
-def _write_map(out_dir: Path, patches, townships, villages, area_name: str, date: str, chips):
-    """``map.html`` and its ``chips/`` (only files whose content changed are rewritten)."""
-    chip_dir = out_dir / "chips"
-    for pid, png in (chips or {}).items():
-        path = chip_dir / f"{pid}.png"
-        if not path.exists() or path.read_bytes() != png:
-            chip_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, png)
+def _write_map(out_dir: Path, patches, townships, villages, area_name: str, date: str, chip_dir):
+    """``map.html``, linking the chips of ``chip_dir`` that exist by a relative path."""
+    chips, href = set(), "chips"
+    if chip_dir is not None and Path(chip_dir).is_dir():
+        chips = {p.stem for p in Path(chip_dir).glob("*.png")}
+        href = Path(os.path.relpath(chip_dir, out_dir)).as_posix()
     page = map_html(patches, townships, villages, title=f"{area_name} 图斑地图 patch map {date}",
-                    chips=set(chips or ()))  # fmt: skip
+                    chips=chips, chip_href=href)  # fmt: skip
     atomic_write_bytes(out_dir / "map.html", page.encode("utf-8"))
     return out_dir / "map.html"
 

@@ -62,10 +62,11 @@ def map_html(
     *,
     title: str,
     chips: set[str] = frozenset(),
+    chip_href: str = "chips",
 ) -> str:
     """The whole page as text (Bokeh's JavaScript inline). ``chips``: ids of the patches
-    whose chip ``chips/{patch_id}.png`` sits next to the page."""
-    source = ColumnDataSource(_patch_data(patches, chips))
+    whose chip ``{chip_href}/{patch_id}.png`` exists (a path relative to the page)."""
+    source = ColumnDataSource(_patch_data(patches, chips, chip_href))
     view = CDSView(filter=BooleanFilter([True] * len(source.data[P.PATCH_ID])))
     fig = figure(title=title, name=MAP_FIGURE, match_aspect=True, sizing_mode="stretch_both",
                  tools="pan,wheel_zoom,box_zoom,reset,tap", active_scroll="wheel_zoom",
@@ -103,13 +104,15 @@ def _with_font(html: str, title: str, source, townships, villages) -> str:
     return html.replace("<head>", f"<head>\n{style}", 1)  # the first: the real tag
 
 
-def _patch_data(patches: gpd.GeoDataFrame, chips: set[str]) -> dict[str, list]:
+def _patch_data(patches: gpd.GeoDataFrame, chips: set[str], chip_href: str) -> dict[str, list]:
     """One row per polygon part (Bokeh's ``patches`` draws simple rings; holes are left out
     of the display), with the attributes the filters and the popup need."""
     status = patch_status(patches)
     geoms = patches.geometry.simplify(SIMPLIFY_M, preserve_topology=True)
     data: dict[str, list] = {k: [] for k in _COLUMNS}
     for i, (geom, rec) in enumerate(zip(geoms, patches.to_dict("records"), strict=True)):
+        if geom is None or geom.is_empty:
+            continue  # a patch without an outline cannot be drawn (the report lists it)
         for part in getattr(geom, "geoms", [geom]):
             if part.is_empty:
                 continue
@@ -132,7 +135,7 @@ def _patch_data(patches: gpd.GeoDataFrame, chips: set[str]) -> dict[str, list]:
                 "basic_mu": _mu(rec[P.BASIC_FARMLAND_M2]),
                 "approved_mu": _mu(rec[P.APPROVED_M2]),
                 "stage": label(rec.get(P.ENFORCEMENT_STAGE)),
-                "chip": f"chips/{pid}.png" if pid in chips else "",
+                "chip": f"{chip_href}/{pid}.png" if pid in chips else "",
             }
             for key, item in values.items():
                 data[key].append(item)

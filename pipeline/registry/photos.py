@@ -25,10 +25,11 @@ import geopandas as gpd
 import pandas as pd
 import shapely
 
+from pipeline.registry.store import to_json
 from pipeline.schema import PHOTO_FILE, PHOTO_SHA256, E, EventKind, P
 
 WGS84 = "EPSG:4326"
-_ID_PREFIX = re.compile(r"^(\d+)(?:[_\-. ].*)?$")
+_LEADING_DIGITS = re.compile(r"^\d+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +71,10 @@ def link_photos(
             problems.append(f"{photo.name}: not stored, {photo.error}")
             continue
         link = _by_name(photo, ids, patches) or _by_gps(photo, patches)
+        typo = None if link and link.matched_by == "name" else _unknown_id(photo, ids)
+        if typo:
+            problems.append(f"{photo.name}: its name begins with {typo}, which is no patch id"
+                            + (f"; linked to {link.patch_id} by its GPS position" if link else ""))  # fmt: skip
         if link is None:
             why = (
                 "no patch id in its name and no GPS position"
@@ -88,11 +93,29 @@ def link_photos(
 
 
 def _by_name(photo: Photo, ids: set[str], patches: gpd.GeoDataFrame) -> PhotoLink | None:
-    m = _ID_PREFIX.match(photo.name.rsplit("/", 1)[-1].rsplit(".", 1)[0])
-    if not m or m.group(1) not in ids:
+    """The patch whose id begins the photo's name (the longest such id)."""
+    digits = _LEADING_DIGITS.match(photo.name)
+    if not digits:
         return None
-    geom = patches.loc[patches[P.PATCH_ID].astype(str) == m.group(1)].geometry
-    return PhotoLink(photo, m.group(1), "name", _distance_m(photo, geom))
+    lead = digits.group(0)
+    known = [lead[:n] for n in range(len(lead), 0, -1) if lead[:n] in ids]
+    if not known:
+        return None
+    geom = patches.loc[patches[P.PATCH_ID].astype(str) == known[0]].geometry
+    return PhotoLink(photo, known[0], "name", _distance_m(photo, geom))
+
+
+def _unknown_id(photo: Photo, ids: set[str]) -> str | None:
+    """The id-like number (12 digits or more) a photo's name begins with, when no patch has
+    it: probably a typo, reported rather than matched by GPS in silence."""
+    digits = _LEADING_DIGITS.match(photo.name)
+    if (
+        digits
+        and len(digits.group(0)) >= 12
+        and not any(digits.group(0).startswith(i) for i in ids)
+    ):
+        return digits.group(0)
+    return None
 
 
 def _by_gps(photo: Photo, patches: gpd.GeoDataFrame) -> PhotoLink | None:
@@ -140,5 +163,5 @@ def photo_events(
             "taken_at": link.photo.taken_at,
         }
         out.append({E.PATCH_ID: link.patch_id, E.KIND: EventKind.PHOTO.value, E.SOURCE: source,
-                    E.VALUES: json.dumps(values, ensure_ascii=False)})  # fmt: skip
+                    E.VALUES: to_json(values)})  # fmt: skip
     return out

@@ -117,3 +117,31 @@ def test_a_rejected_table_keeps_its_photos_linked(tmp_path):
     assert not result.applied and result.n_photos == 1
     assert [pid for pid, _ in photo_values(new)] == [ID1]
     assert new.patches[P.VERDICT].eq("pending").all()  # nothing of the table applied
+
+
+def test_odd_members_are_reported_and_never_block_the_table(tmp_path):
+    """A photo that claims 30000 × 30000 pixels, a PNG, a damaged member, and a name whose
+    leading id is no patch's: each reported; the table applies."""
+    state = township_state(2)
+    bomb = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(bomb, "JPEG")
+    data = bytearray(bomb.getvalue())
+    sof = data.index(b"\xff\xc0")  # baseline frame header: height and width follow
+    data[sof + 5 : sof + 9] = (30000).to_bytes(2, "big") * 2
+    path = write_zip(tmp_path / "r.zip", f"图斑编号,核实认定意见\n{ID1},违法\n", {
+        "huge.jpg": bytes(data), "scan.png": b"\x89PNG....", "130609209999999_x.jpg": jpeg(),
+    })  # fmt: skip
+    _, (result,) = run(state, path, tmp_path)
+    assert result.applied and result.n_photos == 0
+    text = " | ".join(result.photo_problems)
+    assert "huge.jpg: not stored, too large" in text
+    assert "scan.png: not stored, not a JPEG file" in text
+    assert "begins with 130609209999999, which is no patch id" in text
+
+
+def test_pictures_inside_a_workbook_are_not_field_photos(tmp_path):
+    """An .xlsx is a zip too: its embedded pictures are not read as photos."""
+    state = township_state(1)
+    book = write_zip(tmp_path / "return.xlsx", None, {"xl/media/image1.jpeg": jpeg()})
+    _, (result,) = run(state, book, tmp_path)
+    assert result.n_photos == 0 and result.photo_problems == ()

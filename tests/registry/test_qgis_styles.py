@@ -41,3 +41,23 @@ def test_the_style_colours_every_status_and_labels_the_id():
     assert values == set(STATUS_COLOURS) >= {v.value for v in Verdict} | {"rectified"}
     assert len(list(renderer.iter("symbol"))) == len(values)
     assert root.find("labeling/settings/text-style").get("fieldName") == P.PATCH_ID
+
+
+def test_a_style_saved_from_qgis_survives_the_next_save(tmp_path):
+    """A user's own default style stays (and stays the default) when the registry is saved."""
+    path = tmp_path / "registry.gpkg"
+    save_registry(path, township_state(2))
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE layer_styles SET useAsDefault = 0")
+        db.execute(
+            "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, "
+            "f_geometry_column, styleName, styleQML, useAsDefault) VALUES "
+            "('', '', 'patches', 'geom', 'mine', '<qgis/>', 1)"
+        )
+    save_registry(path, load_registry(path, CRS))
+    rows = {(r[0], r[2]) for r in _styles(path)}
+    assert len(_styles(path)) == 2 and ("patches", 1) in rows and ("patches", 0) in rows
+    with sqlite3.connect(path) as db:
+        assert db.execute(
+            "SELECT useAsDefault FROM layer_styles WHERE styleName='mine'"
+        ).fetchone() == (1,)

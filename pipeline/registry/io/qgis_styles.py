@@ -108,9 +108,22 @@ def _fill_symbol(name: int, rgb: str) -> str:
     )
 
 
-def write_status_style(path: Path, *, layer: str, geometry_column: str = "geom") -> None:
-    """Add the status style of ``layer`` to the GeoPackage at ``path`` as its default style
-    (``layer_styles`` is written through GDAL, replacing an older one)."""
+def user_styles(path: Path) -> pd.DataFrame | None:
+    """The rows of ``layer_styles`` in the GeoPackage at ``path`` that are not landwatch's
+    (styles users saved from QGIS), to carry into a rewritten file; None when there are none."""
+    if not path.exists() or STYLES_TABLE not in {n for n, _ in pyogrio.list_layers(path)}:
+        return None
+    rows = pyogrio.read_dataframe(path, layer=STYLES_TABLE, read_geometry=False)
+    rows = rows[rows["styleName"] != STYLE_NAME]
+    return rows.reindex(columns=list(STYLE_COLUMNS)) if len(rows) else None
+
+
+def write_status_style(
+    path: Path, *, layer: str, geometry_column: str = "geom", keep: pd.DataFrame | None = None
+) -> None:
+    """Add the status style of ``layer`` to the GeoPackage at ``path`` (``layer_styles``,
+    written through GDAL), with the rows of ``keep`` (users' own styles) after it. Ours is
+    the default unless a kept style of the same layer is."""
     row = {
         "f_table_catalog": "",
         "f_table_schema": "",
@@ -126,6 +139,10 @@ def write_status_style(path: Path, *, layer: str, geometry_column: str = "geom")
         "update_time": "",
     }
     frame = pd.DataFrame([row], columns=list(STYLE_COLUMNS))
+    if keep is not None:
+        theirs = keep[(keep["f_table_name"] == layer) & (keep["useAsDefault"].astype(bool))]
+        frame.loc[:, "useAsDefault"] = 0 if len(theirs) else 1
+        frame = pd.concat([frame, keep], ignore_index=True)
     pyogrio.write_dataframe(
         frame, path, layer=STYLES_TABLE, driver="GPKG", layer_options={"FID": "id"}
     )

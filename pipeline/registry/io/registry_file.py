@@ -20,7 +20,7 @@ import shapely
 
 from pipeline.atomic import atomic_path
 from pipeline.errors import RegistryError
-from pipeline.registry.io.qgis_styles import write_status_style
+from pipeline.registry.io.qgis_styles import user_styles, write_status_style
 from pipeline.registry.store import (
     IMPORTS_TABLE,
     TABLE_COLUMNS,
@@ -157,6 +157,7 @@ def save_registry(path: str | os.PathLike[str], state: RegistryState) -> None:
     if path.exists():
         _check_append_only(path, state.events)
     patches = state.patches
+    kept_styles = user_styles(path)  # styles saved from QGIS survive the rewrite
     with atomic_path(path) as tmp:
         pyogrio.write_dataframe(
             patches,
@@ -172,7 +173,7 @@ def save_registry(path: str | os.PathLike[str], state: RegistryState) -> None:
             (IMPORTS_TABLE, state.imports),
         ):
             pyogrio.write_dataframe(frame, tmp, layer=name, driver="GPKG")
-        write_status_style(tmp, layer=PATCHES_LAYER)  # QGIS opens the patches styled
+        write_status_style(tmp, layer=PATCHES_LAYER, keep=kept_styles)  # QGIS opens it styled
     log.info(
         "registry %s written: %d patches, %d events, %d runs, %d imports",
         path,

@@ -337,10 +337,20 @@ def _read_zip(path: Path, *, encoding: str | None, layer: str | None) -> pd.Data
                 f"{path}: expected exactly one field-return file inside "
                 f"({', '.join(SUFFIXES[:-1])}), found {len(data)}: {', '.join(data) or 'none'}"
             )
-        archive.extractall(tmp, members=members)
+        stem = PurePath(data[0]).with_suffix("")
+        # only the table and its sidecars: a damaged photo beside it must not block the table
+        archive.extractall(tmp, members=[m for m in members if PurePath(m).with_suffix("") == stem])
         out = read_return(Path(tmp) / data[0], encoding=encoding, layer=layer)
     out.attrs["source"] = f"{path.name}!{data[0]}"
     return out
+
+
+def check_zip_members(path: Path) -> None:
+    """Raise :class:`InputDataError` when an entry of the zip at ``path`` is no relative path
+    inside it (absolute, ``..``, a link)."""
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            _check_member(path, info)
 
 
 def _check_member(path: Path, info: zipfile.ZipInfo) -> None:
