@@ -249,7 +249,7 @@ def assessment_workbook(tables: CycleTables, cfg: ReportConfig) -> Workbook | No
         columns = [c for c in ASSESSMENT_COLUMNS if _shown(c, cfg, level)]
         ws = wb.create_sheet(f"{level} {tables.year}")
         for j, col in enumerate(columns, start=1):
-            en, zh = CYCLE_LABELS.get(col) or _rates_label(col)
+            en, zh = CYCLE_LABELS.get(col) or RATES_LABELS[col]
             for row, header in ((1, zh), (2, en)):
                 cell = ws.cell(row=row, column=j, value=header)
                 cell.font, cell.fill = Font(bold=True), HEADER_FILL
@@ -269,10 +269,6 @@ def _shown(col: str, cfg: ReportConfig, level: str) -> bool:
     if col == CY.DEDUCTION:
         return cfg.penalty_per_case is not None
     return col != RC.PARENT_CODE or level == Level.VILLAGE
-
-
-def _rates_label(col: str) -> tuple[str, str]:
-    return RATES_LABELS[col]
 
 
 def _assessment_cell(cell, col: str, rec: dict[str, Any]) -> None:

@@ -32,10 +32,10 @@ from bokeh.plotting import figure
 from bokeh.resources import INLINE
 
 from pipeline.outputs import webfont
-from pipeline.outputs.formatting import label
+from pipeline.outputs.formatting import isna, label, text
 from pipeline.registry.io.qgis_styles import RECTIFIED, STATUS_COLOURS
 from pipeline.schema import UNASSIGNED, G, P, Verdict
-from pipeline.units import MU_M2
+from pipeline.units import format_mu
 
 SIMPLIFY_M = 1.0
 """Tolerance (m) of the display simplification of patches (boundaries: 5 × this)."""
@@ -127,9 +127,9 @@ def _patch_data(patches: gpd.GeoDataFrame, chips: set[str], chip_href: str) -> d
                 "status_label": shown,
                 "colour": f"rgb({rgb})",
                 "outline": f"rgb({rgb})",
-                P.TOWNSHIP_CODE: _text(rec[P.TOWNSHIP_CODE]) or UNASSIGNED,
-                P.TOWNSHIP_NAME: _text(rec[P.TOWNSHIP_NAME]),
-                P.VILLAGE_NAME: _text(rec[P.VILLAGE_NAME]),
+                P.TOWNSHIP_CODE: text(rec[P.TOWNSHIP_CODE]) or UNASSIGNED,
+                P.TOWNSHIP_NAME: text(rec[P.TOWNSHIP_NAME]),
+                P.VILLAGE_NAME: text(rec[P.VILLAGE_NAME]),
                 "area_mu": _mu(rec[P.AREA_M2]),
                 "farmland_mu": _mu(rec[P.FARMLAND_M2]),
                 "basic_mu": _mu(rec[P.BASIC_FARMLAND_M2]),
@@ -216,8 +216,4 @@ info.text = `<h3 class="popup-id">${d.patch_id[i]}</h3>
 
 
 def _mu(value) -> str:
-    return "" if value is None or pd.isna(value) else f"{float(value) / MU_M2:.2f}"
-
-
-def _text(value) -> str:
-    return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+    return "" if isna(value) else format_mu(float(value))

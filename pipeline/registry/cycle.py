@@ -37,6 +37,7 @@ from pipeline.config import ReportConfig
 from pipeline.epochs import epoch_in, epoch_year
 from pipeline.registry import ledger
 from pipeline.registry.ledger import DATE, days_between
+from pipeline.registry.rates import unit_codes
 from pipeline.registry.store import RegistryState
 from pipeline.registry.urgency import urgency, work_order
 from pipeline.schema import (
@@ -96,9 +97,7 @@ class Units:
         """The unit code of each patch at ``level``."""
         if level == Level.DISTRICT:
             return pd.Series(self.district[0], index=patches.index)
-        col = P.TOWNSHIP_CODE if level == Level.TOWNSHIP else P.VILLAGE_CODE
-        codes = patches[col].astype(object)
-        return codes.where(codes.notna(), UNASSIGNED).astype(str)
+        return unit_codes(patches[P.TOWNSHIP_CODE if level == Level.TOWNSHIP else P.VILLAGE_CODE])
 
 
 def per_unit(

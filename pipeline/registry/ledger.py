@@ -15,7 +15,6 @@ facts are dated by their event time: the *detection date* of a patch is the date
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 import numpy as np
@@ -124,12 +123,3 @@ def days_between(start: pd.Series, end: pd.Series) -> pd.Series:
     s = pd.to_datetime(start, errors="coerce")
     e = pd.to_datetime(end, errors="coerce")
     return (e - s).dt.days.astype("float64")
-
-
-def as_day(value: object) -> dt.date | None:
-    """A date, ISO text or None as a date (None when empty)."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    if isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(str(value)[:10])

@@ -229,7 +229,8 @@ def _check_targets(rect_rate_target: float, illegal_ratio_target: float) -> None
             raise ValueError(f"{name} = {value} must be a share in [0, 1] (e.g. 0.85)")
 
 
-def _unit_codes(codes: pd.Series) -> pd.Series:
+def unit_codes(codes: pd.Series) -> pd.Series:
+    """Township or village codes as text; missing or blank ones are :data:`UNASSIGNED`."""
     text = codes.astype("str").str.strip()
     return text.where(codes.notna() & (text != ""), UNASSIGNED)
 
@@ -253,9 +254,9 @@ def _patch_table(patches: pd.DataFrame, year: str | None) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "key": key.to_numpy(),
-            "tcode": _unit_codes(p[P.TOWNSHIP_CODE]).to_numpy(),
+            "tcode": unit_codes(p[P.TOWNSHIP_CODE]).to_numpy(),
             "tname": p[P.TOWNSHIP_NAME].to_numpy(),
-            "vcode": _unit_codes(p[P.VILLAGE_CODE]).to_numpy(),
+            "vcode": unit_codes(p[P.VILLAGE_CODE]).to_numpy(),
             "vname": p[P.VILLAGE_NAME].to_numpy(),
             "verdict": verdict.to_numpy(),
             RC.PATCHES_M2: area,
