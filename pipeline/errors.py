@@ -60,3 +60,7 @@ class StageError(LandwatchError, RuntimeError):
     """A pipeline stage failed; the message names the stage and the input."""
 
     exit_code = 6
+
+
+class DossierError(LandwatchError, RuntimeError):
+    """A patch dossier cannot be written (an unknown patch id, no font that draws Chinese)."""

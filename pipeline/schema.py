@@ -134,6 +134,20 @@ class EventKind(StrEnum):
     PHOTO = "photo"  # 实地举证照片: a field photo linked to the patch
 
 
+EVENT_KIND_LABELS = {
+    EventKind.DETECTED: "检测发现 detected",
+    EventKind.REDETECTED: "再次检测 redetected",
+    EventKind.GROWN: "范围扩大 grown",
+    EventKind.RELAPSE: "复发 relapse",
+    EventKind.EXPORTED: "下发 exported",
+    EventKind.FIELD_VERDICT: "核查结论 verdict",
+    EventKind.RECTIFICATION: "整改 rectification",
+    EventKind.REASSESSED: "属性更新 reassessed",
+    EventKind.ENFORCEMENT: "查处阶段 stage",
+    EventKind.PHOTO: "实地照片 photo",
+}
+"""How each event kind is named in the dossiers' history."""
+
 EVENT_BEFORE_SUFFIX = "_before"
 """Event values record a change of column ``c`` as ``c`` (new) and ``c + "_before"`` (old)."""
 

@@ -78,6 +78,7 @@ def _register() -> None:
     cli.add_command(field_cmd.field)
     cli.add_command(output_cmd.export)
     cli.add_command(output_cmd.report)
+    cli.add_command(output_cmd.dossier)
     cli.add_command(status_cmd.status)
     cli.add_command(evaluate_cmd.evaluate)
 

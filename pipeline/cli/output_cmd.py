@@ -1,4 +1,5 @@
-"""``landwatch export`` and ``landwatch report``: outputs read only from the registry."""
+"""``landwatch export``, ``landwatch report`` and ``landwatch dossier``: outputs read only
+from the registry."""
 
 from __future__ import annotations
 
@@ -56,3 +57,23 @@ def report(config_path, date, as_of):
     with WorkspaceLock(ws):
         report_registry(cfg, ws, date=date, as_of=as_of)
     click.echo(f"report: {ws.reports_dir(date) / 'report.html'}")
+
+
+@click.command()
+@config_option
+@click.argument("patch_ids", nargs=-1)
+@click.option("--all", "all_patches", is_flag=True, help="The dossier of every patch.")
+def dossier(config_path, patch_ids, all_patches):
+    """Write the dossier of each PATCH_ID (an A4 PDF and the same page as HTML) into
+    {workspace}/dossiers/: location map, before/after chips, areas, approvals, responsible
+    persons, event history and field photos."""
+    from pipeline.ops.dossiers import dossiers_of
+    from pipeline.ops.workspace import WorkspaceLock
+
+    if not patch_ids and not all_patches:
+        raise click.UsageError("name one or more PATCH_IDs, or pass --all")
+    cfg, ws, _, _, _ = _context(config_path, None)
+    with WorkspaceLock(ws):
+        files = dossiers_of(cfg, ws, None if all_patches else patch_ids)
+    for pid, f in files.items():
+        click.echo(f"{pid}: {f.pdf} {f.html.name}")

@@ -6,6 +6,7 @@ Layout (DESIGN §3)::
     {workspace}/changes/{from}_{to}/            score.tif, mask.tif (COG) + stage outputs
     {workspace}/exports/{date}/                 field packages, one zip per township
     {workspace}/reports/{date}/                 rates.csv, rates.xlsx, report.html, PNGs
+    {workspace}/chips/, photos/, dossiers/      image chips, field photos, patch dossiers
     {workspace}/state.json                      stage records (what ran, on what, with what)
     {workspace}/logs/{run_id}.jsonl             one JSON-lines log per run
     {workspace}/.lock                           held (flock) while a run writes
@@ -60,6 +61,12 @@ class Workspace:
     def photos_dir(self) -> Path:
         """Field photos, by content hash."""
         return self.root / "photos"
+
+    @property
+    def dossiers_dir(self) -> Path:
+        """Patch dossiers (``{patch_id}.pdf`` and ``.html``), written by the export and
+        ``landwatch dossier``, linked by the reports' maps."""
+        return self.root / "dossiers"
 
     def log_file(self, run_id: str) -> Path:
         return self.root / "logs" / f"{run_id}.jsonl"

@@ -8,7 +8,9 @@ Each ``{township_code}_{township_name}.zip`` holds, under a folder of the same n
 - ``{code}_patches.gpkg``: the same patches with the full column names (layer ``patches``)
   and the township's villages (layer ``villages``), same CRS;
 - ``{code}_patches.kml``: the same patches in EPSG:4326, styled by verdict / approval hint;
-- ``data_dictionary.csv``, ``return_template.csv`` / ``.xlsx``, ``patches.html``, ``README.txt``.
+- ``data_dictionary.csv``, ``return_template.csv`` / ``.xlsx``, ``patches.html``, ``README.txt``;
+- ``chips/{patch_id}.png`` (before/after image chips) and ``dossiers/{patch_id}.pdf`` / ``.html``
+  (the dossier of each patch, :mod:`pipeline.outputs.dossier`) when given.
 
 Packages are reproducible: the same inputs and ``date`` give the same zip bytes (zip entry
 times, the DBF header date and the GeoPackage ``last_change`` are all set to ``date``).
@@ -47,6 +49,7 @@ from pipeline.atomic import atomic_write_bytes
 from pipeline.config import ExportConfig
 from pipeline.errors import InputDataError, StageError
 from pipeline.outputs import webfont
+from pipeline.outputs.dossier import DossierFiles
 from pipeline.outputs.formatting import (
     check_columns,
     fixed_zipinfo,
@@ -97,6 +100,8 @@ MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 CHIPS_DIR = "chips"
 """Folder inside a package holding ``{patch_id}.png`` before/after image chips."""
+DOSSIERS_DIR = "dossiers"
+"""Folder inside a package holding ``{patch_id}.pdf`` and ``{patch_id}.html`` dossiers."""
 
 ROUND_2 = (
     P.AREA_M2,
@@ -150,6 +155,7 @@ def export_packages(
     date: str,
     only_townships: set[str] | None = None,
     chips: Mapping[str, bytes] | None = None,
+    dossiers: Mapping[str, DossierFiles] | None = None,
     previous: Path | None = None,
 ) -> list[Path]:
     """Write one field package per township that has patches (and one for unassigned ones).
@@ -176,6 +182,9 @@ def export_packages(
         PNG bytes per patch id (see :func:`pipeline.outputs.chips.read_chips`), written as
         ``chips/{patch_id}.png`` in the packages and shown in ``patches.html``. Ignored when
         ``cfg.chips`` is false.
+    dossiers : mapping of str to DossierFiles, optional
+        The written dossier of each patch, copied into the packages as
+        ``dossiers/{patch_id}.pdf`` and ``.html`` and linked from ``patches.html``.
     previous : Path, optional
         An earlier export folder (holding ``manifest.json``). A package whose key equals
         the key recorded there is hard-linked (or copied) from it instead of rebuilt.
@@ -203,6 +212,7 @@ def export_packages(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     chips = chips if (cfg.chips and chips) else {}
+    dossiers = dossiers or {}
     units = _package_units(
         patches, townships, villages, per_village=cfg.per_village, only_townships=only_townships
     )
@@ -219,9 +229,23 @@ def export_packages(
             area_name=area_name,
             date=date,
             chips=chips,
+            dossiers=dossiers,
         )
     _write_manifest(out_dir, manifest, date=date)
     return [out_dir / unit.relpath for unit in units]
+
+
+def township_package_names(
+    patches: gpd.GeoDataFrame, townships: gpd.GeoDataFrame
+) -> dict[str, str]:
+    """Patch id -> file name of the township package :func:`export_packages` puts it in
+    (``{code}_{name}.zip``; ``unassigned_未分配.zip`` outside every township)."""
+    town_info = townships.set_index(G.CODE)
+    out: dict[str, str] = {}
+    for code, group in split_by_township(patches).items():
+        name, _ = _township_name(code, group, town_info)
+        out.update(dict.fromkeys(map(str, group[P.PATCH_ID]), f"{package_stem(code, name)}.zip"))
+    return out
 
 
 def latest_export_dir(exports_root: Path, before: str) -> Path | None:
@@ -248,14 +272,17 @@ def package_manifest_key(
     area_name: str,
     unit: tuple[str, str, str, str],
     chips: Mapping[str, bytes],
+    dossiers: Mapping[str, DossierFiles] | None = None,
 ) -> str:
     """SHA-256 (hex) of everything one package shows except its date.
 
     Folds :func:`package_key` of the patches with the unit (level, code, name, person),
     the villages drawn in it (codes, names, persons, WKB), ``cfg``, ``area_name``, the
-    SHA-256 of each patch's chip, the landwatch version and the embedded web font
-    (:func:`pipeline.outputs.webfont.embedding_id`).
+    SHA-256 of each patch's chip, the key of each patch's dossier, the landwatch version and
+    the embedded web font (:func:`pipeline.outputs.webfont.embedding_id`).
     """
+    dossiers = dossiers or {}
+    ids = sorted(map(str, patches[P.PATCH_ID]))
     digest = hashlib.sha256()
     cols = [c for c in (G.CODE, G.NAME, G.TOWNSHIP_CODE, G.PERSON) if c in villages.columns]
     vrows = villages.sort_values(G.CODE, kind="stable")
@@ -269,11 +296,8 @@ def package_manifest_key(
         # another font / fontTools) must not be reused as if it were the same
         "webfont": webfont.embedding_id(),
         "villages": [[_plain(v) for v in r] for r in vrows[cols].itertuples(index=False)],
-        "chips": {
-            pid: hashlib.sha256(chips[pid]).hexdigest()
-            for pid in sorted(map(str, patches[P.PATCH_ID]))
-            if pid in chips
-        },
+        "chips": {pid: hashlib.sha256(chips[pid]).hexdigest() for pid in ids if pid in chips},
+        "dossiers": {pid: dossiers[pid].key for pid in ids if pid in dossiers},
     }
     digest.update(json.dumps(head, ensure_ascii=False, sort_keys=True, default=str).encode())
     for wkb in shapely.to_wkb(np.asarray(vrows.geometry.values), output_dimension=2):
@@ -364,6 +388,7 @@ def _export_unit(
     area_name: str,
     date: str,
     chips: Mapping[str, bytes],
+    dossiers: Mapping[str, DossierFiles],
 ) -> dict[str, Any]:
     """Reuse or build the package of one unit; its manifest entry.
 
@@ -376,12 +401,14 @@ def _export_unit(
         area_name=area_name,
         unit=(unit.level, unit.code, unit.name, unit.person),
         chips=chips,
+        dossiers=dossiers,
     )
     path = out_dir / unit.relpath
     path.parent.mkdir(parents=True, exist_ok=True)
     built_on = _reuse_package(entry, key, out_dir, previous, unit.relpath)
     if built_on is None:
-        _build_package(unit, villages, path, cfg=cfg, area_name=area_name, date=date, chips=chips)
+        _build_package(unit, villages, path, cfg=cfg, area_name=area_name, date=date,
+                       chips=chips, dossiers=dossiers)  # fmt: skip
         built_on = date
     return {
         "level": unit.level,
@@ -416,6 +443,7 @@ def _build_package(
     area_name: str,
     date: str,
     chips: Mapping[str, bytes],
+    dossiers: Mapping[str, DossierFiles],
 ) -> None:
     """Write the zip of one package to ``path``, its files under a folder named like it."""
     members = _package_members(
@@ -429,6 +457,7 @@ def _build_package(
         person=unit.person,
         level=unit.level,
         chips=chips,
+        dossiers=dossiers,
     )
     folder = Path(unit.relpath).stem
     atomic_write_bytes(path, zip_bytes({f"{folder}/{k}": v for k, v in members.items()}, date=date))
@@ -752,12 +781,14 @@ def _package_members(
     person: str,
     level: str = Level.TOWNSHIP,
     chips: Mapping[str, bytes] | None = None,
+    dossiers: Mapping[str, DossierFiles] | None = None,
 ) -> dict[str, bytes]:
     """Every file of one package (township or village), name -> bytes."""
     layer = f"{code}_patches"
-    chips = chips or {}
+    chips, dossiers = chips or {}, dossiers or {}
     ids = [str(i) for i in group[P.PATCH_ID]]
     chip_names = {pid: f"{CHIPS_DIR}/{pid}.png" for pid in ids if pid in chips}
+    dossier_names = {pid: f"{DOSSIERS_DIR}/{pid}" for pid in ids if pid in dossiers}
     members: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory(prefix="landwatch-export-") as tmp:
         tmp_dir = Path(tmp)
@@ -782,6 +813,7 @@ def _package_members(
         person=person,
         level=level,
         chip_names=chip_names,
+        dossier_names=dossier_names,
     ).encode("utf-8")
     members["README.txt"] = _readme(
         area_name=area_name,
@@ -793,9 +825,13 @@ def _package_members(
         cfg=cfg,
         level=level,
         n_chips=len(chip_names),
+        n_dossiers=len(dossier_names),
     ).encode("utf-8-sig")
     for pid, entry in chip_names.items():
         members[entry] = chips[pid]
+    for pid, stem in dossier_names.items():
+        members[f"{stem}.pdf"] = dossiers[pid].pdf.read_bytes()
+        members[f"{stem}.html"] = dossiers[pid].html.read_bytes()
     return members
 
 
@@ -981,8 +1017,9 @@ def _patch_list_html(
     person: str,
     level: str = Level.TOWNSHIP,
     chip_names: Mapping[str, str] | None = None,
+    dossier_names: Mapping[str, str] | None = None,
 ) -> str:
-    chip_names = chip_names or {}
+    chip_names, dossier_names = chip_names or {}, dossier_names or {}
     frame = in_work_order(group)
     points = frame.geometry.representative_point().to_crs(KML_CRS)
     persons = (
@@ -1011,6 +1048,7 @@ def _patch_list_html(
                 "lon": x,
                 "lat": y,
                 "chip": chip_names.get(str(r[P.PATCH_ID])),
+                "dossier": dossier_names.get(str(r[P.PATCH_ID])),
                 "urgent": bool(r.get(CY.URGENT, False)),
                 "report_due": text(r.get(CY.REPORT_DUE)),
             }
@@ -1052,6 +1090,7 @@ def _readme(
     cfg: ExportConfig,
     level: str = Level.TOWNSHIP,
     n_chips: int = 0,
+    n_dossiers: int = 0,
 ) -> str:
     unit = "行政村 village" if level == Level.VILLAGE else "乡镇 township"
     chips_lines = (
@@ -1061,6 +1100,16 @@ def _readme(
             "      before (left) / after (right) image chips, patch outlined in yellow",
         ]
         if n_chips
+        else []
+    )
+    dossier_lines = (
+        [
+            f"  {DOSSIERS_DIR}/<patch_id>.pdf / .html   每个图斑一份档案（A4，位置图、前后影像、面积、"
+            f"批文、责任人、事件记录、实地照片），{n_dossiers} 份",
+            "      one dossier per patch (A4 page: location, before/after, areas, approvals, "
+            "responsible persons, history, photos)",
+        ]
+        if n_dossiers
         else []
     )
     lines = [
@@ -1079,6 +1128,7 @@ def _readme(
         "  patches.html    按行政村排列的图斑清单（含中心点经纬度），可打印",
         "      printable list of the patches by village, with a point inside each patch",
         *chips_lines,
+        *dossier_lines,
         "  data_dictionary.csv   字段说明 field dictionary",
         "  return_template.xlsx / return_template.csv   核查结果回填表 return template",
         "",

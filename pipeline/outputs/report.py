@@ -126,6 +126,7 @@ def write_report(
     relapsed_ids: Iterable[str] | None = None,
     cycle: CycleTables | None = None,
     chip_dir: Path | None = None,
+    dossier_dir: Path | None = None,
 ) -> ReportPaths:
     """Write ``rates.csv``, ``rates.xlsx``, ``report.html`` and the chart PNGs to ``out_dir``.
 
@@ -159,6 +160,8 @@ def write_report(
     chip_dir : Path, optional
         Folder of before/after chips (``{patch_id}.png``) the interactive map links to, by
         a path relative to ``out_dir``.
+    dossier_dir : Path, optional
+        Folder of patch dossiers (``{patch_id}.html`` / ``.pdf``) the map's popup links to.
 
     Returns
     -------
@@ -215,24 +218,31 @@ def write_report(
     if workbook is not None:
         paths = dataclasses.replace(paths, assessment_xlsx=out_dir / "assessment.xlsx")
         atomic_write_bytes(paths.assessment_xlsx, workbook_bytes(workbook, date=date))
-    paths = dataclasses.replace(paths, map_html=_write_map(out_dir, patches, townships, villages,
-                                                           area_name, date, chip_dir))  # fmt: skip
+    page = _map_page(out_dir, patches, townships, villages, f"{area_name} 图斑地图 patch map {date}",
+                     chip_dir=chip_dir, dossier_dir=dossier_dir)  # fmt: skip
+    atomic_write_bytes(out_dir / "map.html", page.encode("utf-8"))
+    paths = dataclasses.replace(paths, map_html=out_dir / "map.html")
     html = render_page("report.html.j2", **context)
     atomic_write_bytes(paths.html, html.encode("utf-8"))
     log.info("report for %s (%s) written to %s", area_name, date, out_dir)
     return paths
 
 
-def _write_map(out_dir: Path, patches, townships, villages, area_name: str, date: str, chip_dir):
-    """``map.html``, linking the chips of ``chip_dir`` that exist by a relative path."""
-    chips, href = set(), "chips"
-    if chip_dir is not None and Path(chip_dir).is_dir():
-        chips = {p.stem for p in Path(chip_dir).glob("*.png")}
-        href = Path(os.path.relpath(chip_dir, out_dir)).as_posix()
-    page = map_html(patches, townships, villages, title=f"{area_name} 图斑地图 patch map {date}",
-                    chips=chips, chip_href=href)  # fmt: skip
-    atomic_write_bytes(out_dir / "map.html", page.encode("utf-8"))
-    return out_dir / "map.html"
+def _map_page(out_dir: Path, patches, townships, villages, title: str, *, chip_dir, dossier_dir):
+    """``map.html``'s text, linking the chips and dossiers that exist by relative paths."""
+    chips, chip_href = _linked(out_dir, chip_dir, "*.png")
+    dossiers, dossier_href = _linked(out_dir, dossier_dir, "*.html")
+    return map_html(patches, townships, villages, title=title, chips=chips, chip_href=chip_href,
+                    dossiers=dossiers, dossier_href=dossier_href)  # fmt: skip
+
+
+def _linked(out_dir: Path, folder: Path | None, pattern: str) -> tuple[set[str], str]:
+    """The stems of the files of ``folder`` matching ``pattern``, and the folder relative to
+    ``out_dir`` (empty without a folder)."""
+    if folder is None or not Path(folder).is_dir():
+        return set(), ""
+    stems = {p.stem for p in Path(folder).glob(pattern)}
+    return stems, Path(os.path.relpath(folder, out_dir)).as_posix()
 
 
 # --------------------------------------------------------------------------- rates.csv

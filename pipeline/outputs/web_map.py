@@ -63,10 +63,14 @@ def map_html(
     title: str,
     chips: set[str] = frozenset(),
     chip_href: str = "chips",
+    dossiers: set[str] = frozenset(),
+    dossier_href: str = "dossiers",
 ) -> str:
     """The whole page as text (Bokeh's JavaScript inline). ``chips``: ids of the patches
-    whose chip ``{chip_href}/{patch_id}.png`` exists (a path relative to the page)."""
-    source = ColumnDataSource(_patch_data(patches, chips, chip_href))
+    whose chip ``{chip_href}/{patch_id}.png`` exists (a path relative to the page);
+    ``dossiers``: ids whose dossier ``{dossier_href}/{patch_id}.html`` (and ``.pdf``) exists."""
+    links = {"chip": (chips, chip_href, ".png"), "dossier": (dossiers, dossier_href, "")}
+    source = ColumnDataSource(_patch_data(patches, links))
     view = CDSView(filter=BooleanFilter([True] * len(source.data[P.PATCH_ID])))
     fig = figure(title=title, name=MAP_FIGURE, match_aspect=True, sizing_mode="stretch_both",
                  tools="pan,wheel_zoom,box_zoom,reset,tap", active_scroll="wheel_zoom",
@@ -104,9 +108,10 @@ def _with_font(html: str, title: str, source, townships, villages) -> str:
     return html.replace("<head>", f"<head>\n{style}", 1)  # the first: the real tag
 
 
-def _patch_data(patches: gpd.GeoDataFrame, chips: set[str], chip_href: str) -> dict[str, list]:
+def _patch_data(patches: gpd.GeoDataFrame, links: dict[str, tuple]) -> dict[str, list]:
     """One row per polygon part (Bokeh's ``patches`` draws simple rings; holes are left out
-    of the display), with the attributes the filters and the popup need."""
+    of the display), with the attributes the filters and the popup need. ``links``: column
+    -> (ids that have the file, folder relative to the page, suffix); others get ``""``."""
     status = patch_status(patches)
     geoms = patches.geometry.simplify(SIMPLIFY_M, preserve_topology=True)
     data: dict[str, list] = {k: [] for k in _COLUMNS}
@@ -135,8 +140,9 @@ def _patch_data(patches: gpd.GeoDataFrame, chips: set[str], chip_href: str) -> d
                 "basic_mu": _mu(rec[P.BASIC_FARMLAND_M2]),
                 "approved_mu": _mu(rec[P.APPROVED_M2]),
                 "stage": label(rec.get(P.ENFORCEMENT_STAGE)),
-                "chip": f"{chip_href}/{pid}.png" if pid in chips else "",
             }
+            for col, (ids, href, suffix) in links.items():
+                values[col] = f"{href}/{pid}{suffix}" if pid in ids else ""
             for key, item in values.items():
                 data[key].append(item)
     return data
@@ -144,7 +150,7 @@ def _patch_data(patches: gpd.GeoDataFrame, chips: set[str], chip_href: str) -> d
 
 _COLUMNS = ("xs", "ys", P.PATCH_ID, STATUS, "status_label", "colour", "outline",
             P.TOWNSHIP_CODE, P.TOWNSHIP_NAME, P.VILLAGE_NAME, "area_mu", "farmland_mu",
-            "basic_mu", "approved_mu", "stage", "chip")  # fmt: skip
+            "basic_mu", "approved_mu", "stage", "chip", "dossier")  # fmt: skip
 
 
 def _boundaries(fig, units: gpd.GeoDataFrame, colour: str, width: float) -> None:
@@ -202,6 +208,9 @@ if (i === undefined) { return; }
 const d = source.data;
 const chip = d.chip[i] ? `<p><a href="${d.chip[i]}"><img src="${d.chip[i]}" width="320"
   alt="前后影像 before / after"></a></p>` : "";
+const dossier = d.dossier[i] ? `<p class="dossier-link">图斑档案 dossier:
+  <a href="${d.dossier[i]}.html" target="_blank">HTML</a> · <a href="${d.dossier[i]}.pdf"
+  target="_blank">PDF</a></p>` : "";
 info.text = `<h3 class="popup-id">${d.patch_id[i]}</h3>
 <p>${d.township_name[i]} · ${d.village_name[i]}</p>
 <table>
@@ -211,7 +220,7 @@ info.text = `<h3 class="popup-id">${d.patch_id[i]}</h3>
 <tr><td>耕地 farmland (亩)</td><td>${d.farmland_mu[i]}</td></tr>
 <tr><td>基本农田 basic farmland (亩)</td><td>${d.basic_mu[i]}</td></tr>
 <tr><td>已批 approved (亩)</td><td>${d.approved_mu[i]}</td></tr>
-</table>${chip}`;
+</table>${chip}${dossier}`;
 """
 
 

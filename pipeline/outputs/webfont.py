@@ -164,7 +164,14 @@ def clear_caches() -> None:
 
     For tests, and after installing or removing the font package in a running process.
     """
-    for cached in (_font_face_for, _subset_font, _font_codepoints, _bundled_font, _flavor):
+    for cached in (
+        _font_face_for,
+        _subset_font,
+        document_font,
+        _font_codepoints,
+        _bundled_font,
+        _flavor,
+    ):
         cached.cache_clear()
 
 
@@ -219,13 +226,77 @@ def _subset_font(chars: str) -> tuple[bytes, str, tuple[int, ...]] | None:
     source = _bundled_font()
     if source is None or not chars:
         return None
+    flavor = _flavor()
+    result = _subset_bytes(source, chars, flavor)
+    return None if result is None else (result[0], flavor, result[1])
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def document_font(chars: str) -> bytes | None:
+    """The bundled CJK face reduced to ``chars`` and printable ASCII, as a TrueType font file
+    for documents that embed fonts themselves (the PDF dossiers); None without the font
+    package or fontTools.
+
+    Unlike :func:`subset_font`, every character the font maps is kept (Latin, digits, ``²``,
+    ``→`` ...): a PDF has no system font to fall back on. The CFF outlines are converted to
+    TrueType quadratic ones (:func:`_to_truetype`): a PDF writer subsets the font again for
+    every document, and subsetting TrueType outlines costs half as much as CFF ones, whose
+    charstrings are run again to find their bounds. Cached per character set.
+    """
+    source = _bundled_font()
+    if source is None:
+        return None
+    ascii_chars = "".join(chr(c) for c in range(0x20, 0x7F))
+    wanted = "".join(sorted(set(chars) | set(ascii_chars)))
+    result = _subset_bytes(source, wanted, None)
+    return None if result is None else _to_truetype(result[0])
+
+
+def _to_truetype(otf: bytes) -> bytes:
+    """An OpenType/CFF font as TrueType: each glyph redrawn through fontTools' cubic-to-
+    quadratic pen into a ``glyf`` table (1 font unit tolerance), ``maxp`` and ``post`` made
+    for TrueType outlines."""
+    from fontTools.pens.cu2quPen import Cu2QuPen
+    from fontTools.pens.ttGlyphPen import TTGlyphPen
+    from fontTools.ttLib import TTFont, newTable
+
+    font = TTFont(io.BytesIO(otf))
+    order = font.getGlyphOrder()
+    glyphs = font.getGlyphSet()
+    glyf = newTable("glyf")
+    glyf.glyphOrder, glyf.glyphs = order, {}
+    for name in order:
+        pen = TTGlyphPen(glyphs)
+        glyphs[name].draw(Cu2QuPen(pen, 1.0, reverse_direction=True))
+        glyf[name] = pen.glyph()
+    font["loca"], font["glyf"] = newTable("loca"), glyf
+    del font["CFF "]
+    maxp = font["maxp"] = newTable("maxp")
+    maxp.tableVersion = 0x00010000
+    for field in ("maxTwilightPoints", "maxStorage", "maxFunctionDefs", "maxInstructionDefs",
+                  "maxStackElements", "maxSizeOfInstructions", "maxComponentElements"):  # fmt: skip
+        setattr(maxp, field, 0)
+    maxp.maxZones = 1
+    post = font["post"]
+    post.formatType, post.extraNames, post.mapping, post.glyphOrder = 2.0, [], {}, order
+    font["head"].glyphDataFormat = 0
+    font.sfntVersion = "\0\1\0\0"
+    buffer = io.BytesIO()
+    font.save(buffer)
+    return buffer.getvalue()
+
+
+def _subset_bytes(
+    source: tuple[Path, int], chars: str, flavor: str | None
+) -> tuple[bytes, tuple[int, ...]] | None:
+    """Subset of face ``source`` holding the mapped ones of ``chars``: (bytes, code points)."""
     from fontTools import subset
     from fontTools.ttLib import TTFont, TTLibError
 
     path, index = source
     try:
         mapped = _font_codepoints(path, index)
-        codepoints = tuple(sorted(ord(c) for c in chars if ord(c) in mapped))
+        codepoints = tuple(sorted({ord(c) for c in chars if ord(c) in mapped}))
         if not codepoints:
             return None
         # recalcBBoxes=False keeps the whole font's bounding box (harmless, and saves
@@ -233,7 +304,6 @@ def _subset_font(chars: str) -> tuple[bytes, str, tuple[int, ...]] | None:
         font = TTFont(
             str(path), fontNumber=index, lazy=True, recalcTimestamp=False, recalcBBoxes=False
         )
-        flavor = _flavor()
         options = subset.Options()
         options.flavor = flavor
         options.hinting = False  # CFF hints: larger file, no visible gain at screen sizes
@@ -259,7 +329,7 @@ def _subset_font(chars: str) -> tuple[bytes, str, tuple[int, ...]] | None:
         )
         return None
     log.debug("CJK font subset: %d characters, %d bytes %s", len(codepoints), buffer.tell(), flavor)
-    return buffer.getvalue(), flavor, codepoints
+    return buffer.getvalue(), codepoints
 
 
 @functools.cache
