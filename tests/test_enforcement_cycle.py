@@ -1,10 +1,12 @@
 """The demo's whole enforcement cycle on a generated sample, through the CLI: detection as of a
-past day, two rounds of simulated field returns, and the report that shows the cycle."""
+past day, two rounds of simulated field returns (round 1 zipped with field photos, round 2
+bare CSVs), and the report that shows the cycle."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import zipfile
 
 import openpyxl
 import pytest
@@ -35,7 +37,7 @@ def cycle_run(sample_area, tmp_path_factory):
            "--date", "2017-06-20")  # fmt: skip
     invoke("run", "--config", config, "--as-of", "2017-06-30")
     invoke("sample", "returns", "--config", config, "--truth", truth, "--round", 2,
-           "--date", "2017-08-25")  # fmt: skip
+           "--date", "2017-08-25", "--no-photos")  # fmt: skip
     invoke("run", "--config", config, "--as-of", "2017-09-01")
     return config
 
@@ -44,7 +46,8 @@ def test_every_simulated_return_is_applied_and_every_step_is_an_event(cycle_run)
     cfg = load_config(cycle_run)
     inbox = cfg.field_returns.inbox
     assert not (inbox / "rejected").exists() or not list((inbox / "rejected").iterdir())
-    assert len(list((inbox / "done").glob("*.csv"))) >= 2
+    assert len(list((inbox / "done").glob("*_第1轮核查.zip"))) >= 2
+    assert len(list((inbox / "done").glob("*_第2轮核查.csv"))) >= 2
     state = load_registry(cfg.workspace / "registry.gpkg", cfg.area.crs)
     illegal = state.patches[state.patches[P.VERDICT] == Verdict.ILLEGAL]
     assert len(illegal) > 0 and state.patches[P.VERDICT].ne(Verdict.PENDING).all()
@@ -56,6 +59,21 @@ def test_every_simulated_return_is_applied_and_every_step_is_an_event(cycle_run)
     )
     detected = state.events[state.events[E.KIND] == EventKind.DETECTED]
     assert set(detected[E.TIME].str[:10]) == {"2017-06-01"}  # recorded as of the past day
+
+
+def test_the_photos_of_round_1_are_all_linked_by_name_or_by_gps(cycle_run):
+    cfg = load_config(cycle_run)
+    sent = []  # phone names may repeat across townships: a list, not a set
+    for path in (cfg.field_returns.inbox / "done").glob("*_第1轮核查.zip"):
+        with zipfile.ZipFile(path) as archive:
+            sent += [n for n in archive.namelist() if n.endswith(".jpg")]
+    state = load_registry(cfg.workspace / "registry.gpkg", cfg.area.crs)
+    photos = state.events[state.events[E.KIND] == EventKind.PHOTO]
+    values = [json.loads(v) for v in photos[E.VALUES]]
+    assert sent and sorted(v["name"] for v in values) == sorted(sent)
+    assert {v["matched_by"] for v in values} == {"name", "gps"}
+    assert all(v["distance_m"] == 0.0 and v["taken_at"][:10] == "2017-06-20" for v in values)
+    assert len(list((cfg.workspace / "photos").rglob("*.jpg"))) == len(sent)
 
 
 def test_the_report_shows_the_cycle(cycle_run):

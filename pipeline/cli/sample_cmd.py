@@ -76,12 +76,18 @@ def sample(ctx, out, size_px, seed, grids, hard, bands, overwrite):
               help="1: verdicts and first steps; 2: the outcomes of the illegal patches.")  # fmt: skip
 @click.option("--date", "day", required=True, callback=lambda c, p, v: check_date(v),
               help="Date the teams checked (YYYY-MM-DD).")  # fmt: skip
-def returns(config_path, truth, round_no, day):
-    """Write SIMULATED field returns (one CSV per township) into the inbox: the registered
-    patches judged against the sample's ground truth, with enforcement steps and dates."""
+@click.option("--photos/--no-photos", default=True, show_default=True,
+              help="Zip each township's CSV with SYNTHETIC field photos (linked by name or "
+                   "by GPS), or write the bare CSVs.")  # fmt: skip
+def returns(config_path, truth, round_no, day, photos):
+    """Write SIMULATED field returns into the inbox, one per township (a zip of its CSV and
+    field photos, or with --no-photos the CSV alone): the registered patches judged against
+    the sample's ground truth, with enforcement steps and dates."""
     from pipeline.ops.commands import simulate_returns
 
     cfg = load_config(config_path)
-    files, n_rows = simulate_returns(cfg, truth, round_no=round_no, day=day)
-    click.echo(f"{len(files)} simulated return(s) of round {round_no} ({n_rows} rows) in "
-               f"{cfg.field_returns.inbox}")  # fmt: skip
+    files, n_rows, n_photos = simulate_returns(
+        cfg, truth, round_no=round_no, day=day, photos=photos
+    )
+    click.echo(f"{len(files)} simulated return(s) of round {round_no} ({n_rows} rows, "
+               f"{n_photos} photos) in {cfg.field_returns.inbox}")  # fmt: skip

@@ -33,20 +33,27 @@ from pipeline.config import Config
 from pipeline.detection.accuracy import ObjectScores, PixelScores, object_scores, pixel_scores
 from pipeline.detection.pair import MASK_CHANGE, MASK_FILE, MASK_NODATA
 from pipeline.errors import InputDataError
+from pipeline.ops.chip_cache import cache_chips
+from pipeline.ops.dossiers import write_dossiers
 from pipeline.ops.inputs import load_grids_for
 from pipeline.ops.workspace import Workspace
 from pipeline.outputs.chips import read_chips
-from pipeline.outputs.packages import export_packages, latest_export_dir
+from pipeline.outputs.packages import (
+    export_packages,
+    latest_export_dir,
+    township_package_names,
+    zip_bytes,
+)
 from pipeline.outputs.report import write_report
 from pipeline.overlay.io.vectors import read_layer
 from pipeline.registry.cycle import Units, cycle_tables
 from pipeline.registry.io.registry_file import load_registry, save_registry
 from pipeline.registry.ledger import patch_dates
 from pipeline.registry.rates import compute_rates, district_unit, rates_as_of
-from pipeline.registry.store import RegistryState, record_exports
+from pipeline.registry.store import record_exports
 from pipeline.registry.urgency import urgency
-from pipeline.sample.returns import round_rows, township_files, verdicts
-from pipeline.schema import PD, RC, TRUTH_LAYER, UNASSIGNED, E, EventKind, P
+from pipeline.sample.returns import round_rows, township_files, township_photos, verdicts
+from pipeline.schema import PD, RC, TRUTH_LAYER, E, EventKind, P
 
 log = logging.getLogger(__name__)
 
@@ -55,54 +62,36 @@ log = logging.getLogger(__name__)
 def export_registry(
     cfg: Config, ws: Workspace, *, date: str, run_id: str, now: str
 ) -> dict[str, Any]:
-    """Write the field packages of every township from the registry; record an ``exported``
-    event for each patch whose content or package is new (an unchanged registry adds none)."""
+    """Write the field packages of every township from the registry, with a dossier per
+    patch; record an ``exported`` event for each patch whose content or package is new (an
+    unchanged registry adds none).
+
+    The events are made first (the package of each patch is known from the grid), so the
+    dossiers in the packages already list this export; the registry is saved only once the
+    packages are written.
+    """
     state = load_registry(ws.registry, cfg.area.crs)
     grids = load_grids_for(cfg)
     out = ws.exports_dir(date)
-    chips = read_chips(cfg, state.patches) if cfg.export.chips else None
-    _cache_chips(ws.chips_dir, chips or {})
+    chips = read_chips(cfg, state.patches) if cfg.export.chips else {}
+    cache_chips(ws.chips_dir, chips)
     flags = urgency(
         state.patches,
         patch_dates(state)[PD.FIRST_EXPORTED],
         cfg.report,
         today=dt.date.fromisoformat(date),
     )
+    names = township_package_names(state.patches, grids.townships)
+    state, n_events = record_exports(state, names, run_id=run_id, now=now)
+    dossiers = write_dossiers(cfg, ws, state, grids, chips=chips)
     paths = export_packages(
         state.patches.join(flags), grids.townships, grids.villages, out,
         cfg=cfg.export, area_name=cfg.area.name, date=date,
-        chips=chips, previous=latest_export_dir(out.parent, date),
+        chips=chips, dossiers=dossiers, previous=latest_export_dir(out.parent, date),
     )  # fmt: skip
-    state, n_events = _with_export_events(state, paths, out, run_id=run_id, now=now)
     if n_events:
         save_registry(ws.registry, state)
-    return {"packages": len(paths), "exported_events": n_events}
-
-
-def _cache_chips(folder: Path, chips: dict[str, bytes]) -> None:
-    """The chips into the workspace's chip folder (for the reports' maps); a file is only
-    rewritten when its content changed."""
-    for pid, png in chips.items():
-        path = folder / f"{pid}.png"
-        if not path.exists() or path.read_bytes() != png:
-            folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, png)
-
-
-def _with_export_events(
-    state: RegistryState, paths: list[Path], out_dir: Path, *, run_id: str, now: str
-) -> tuple[RegistryState, int]:
-    """``exported`` events for the patches whose township package content is new (see
-    :func:`pipeline.registry.store.record_exports`), and how many there are."""
-    by_township = {p.name.split("_", 1)[0]: p.name for p in paths if p.parent == out_dir}
-    towns = state.patches[P.TOWNSHIP_CODE].astype(object)
-    towns = towns.where(towns.notna(), UNASSIGNED)
-    packages = {
-        pid: by_township[town]
-        for pid, town in zip(state.patches[P.PATCH_ID], towns, strict=True)
-        if town in by_township
-    }
-    return record_exports(state, packages, run_id=run_id, now=now)
+    return {"packages": len(paths), "exported_events": n_events, "dossiers": len(dossiers)}
 
 
 def report_registry(
@@ -136,7 +125,7 @@ def report_registry(
         rates, state.patches.join(flags), grids.townships, grids.villages, ws.reports_dir(date),
         cfg=cfg.report, area_name=cfg.area.name, date=date,
         history=_report_history(ws, date), relapsed_ids=relapsed, cycle=cycle,
-        chip_dir=ws.chips_dir if cfg.export.chips else None,
+        chip_dir=ws.chips_dir if cfg.export.chips else None, dossier_dir=ws.dossiers_dir,
     )  # fmt: skip
     district = rates[rates[RC.LEVEL] == "district"].iloc[0]
     return {
@@ -161,11 +150,23 @@ def _report_history(ws: Workspace, date: str) -> pd.DataFrame | None:
 
 # --------------------------------------------------------------------------- sample returns
 def simulate_returns(
-    cfg: Config, truth: Path, *, round_no: int, day: str
-) -> tuple[list[Path], int]:
+    cfg: Config, truth: Path, *, round_no: int, day: str, photos: bool = True
+) -> tuple[list[Path], int, int]:
     """``landwatch sample returns``: the registered patches judged against the sample's truth
-    (:mod:`pipeline.sample.returns`), written into the inbox as one CSV per township; the
-    files written and the number of rows."""
+    (:mod:`pipeline.sample.returns`), written into the inbox, one file per township.
+
+    Parameters
+    ----------
+    photos : bool
+        True: each township's return is a ``.zip`` of its CSV and its SYNTHETIC field photos
+        (:func:`~pipeline.sample.returns.township_photos`), entries dated ``day`` so the
+        same round gives the same bytes. False: the bare CSVs.
+
+    Returns
+    -------
+    tuple
+        The files written, the number of rows and the number of photos.
+    """
     state = load_registry(Workspace(cfg.workspace).registry, cfg.area.crs)
     if state.patches.empty:
         raise InputDataError(
@@ -174,13 +175,20 @@ def simulate_returns(
         )
     found = verdicts(state.patches, read_layer(truth, layer=TRUTH_LAYER))
     rows = round_rows(state.patches, found, round_no=round_no, day=dt.date.fromisoformat(day))
+    pictures = township_photos(rows, state.patches, round_no) if photos else {}
     inbox = cfg.field_returns.inbox
     inbox.mkdir(parents=True, exist_ok=True)
     written = []
     for name, table in township_files(rows, round_no).items():
-        atomic_write_bytes(inbox / name, table.to_csv(index=False).encode("utf-8-sig"))
-        written.append(inbox / name)
-    return written, len(rows)
+        csv = table.to_csv(index=False).encode("utf-8-sig")
+        if photos:
+            path = inbox / Path(name).with_suffix(".zip").name
+            atomic_write_bytes(path, zip_bytes({name: csv} | pictures.get(name, {}), date=day))
+        else:
+            path = inbox / name
+            atomic_write_bytes(path, csv)
+        written.append(path)
+    return written, len(rows), sum(len(p) for p in pictures.values())
 
 
 # --------------------------------------------------------------------------- evaluate
