@@ -305,6 +305,8 @@ class ExportConfig:
     encoding: Literal["UTF-8", "GBK"] = "UTF-8"
     per_village: bool = False
     chips: bool = True
+    dossiers: bool = True
+    """Write a dossier per patch (``{workspace}/dossiers/``, and in the packages)."""
 
 
 @dataclass(frozen=True)

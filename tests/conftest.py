@@ -51,7 +51,7 @@ def sample_run(sample_area, tmp_path_factory) -> SampleRun:
     from pipeline.cli.main import cli
 
     folder = sample_area(copy_to=tmp_path_factory.mktemp("sample-run"))
-    config = write_sample_config(folder, folder / "out")
+    config = write_sample_config(folder, folder / "out", dossiers=True)
     result = CliRunner().invoke(cli, ["run", "--config", str(config), "--date", RUN_DATE])
     assert result.exit_code == 0, result.output
     return SampleRun(folder, config, result.output)

@@ -34,9 +34,14 @@ class SampleRun(NamedTuple):
     """What the CLI printed."""
 
 
-def write_sample_config(sample_dir: Path, workspace: Path) -> Path:
-    """The bundled config.yaml, pointed at a generated sample folder (its own grid)."""
+def write_sample_config(sample_dir: Path, workspace: Path, *, dossiers: bool = False) -> Path:
+    """The bundled config.yaml, pointed at a generated sample folder (its own grid).
+
+    Dossiers are off unless asked for: drawing one per patch in every export would add
+    seconds to each of the many runs the tests make (the session's ``sample_run`` and the
+    dossier tests turn them on)."""
     raw = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+    raw.setdefault("export", {})["dossiers"] = dossiers
     raw["imagery"]["epochs"] = {
         label: [f"imagery/{label}/*.tif"] for label in raw["imagery"]["epochs"]
     }

@@ -144,7 +144,7 @@ def write_county(folder: Path, *, townships: gpd.GeoDataFrame | None = None) -> 
             },
             "farmland": {"path": "DLTB.shp", "code_field": "DLBM", "codes": list(CROPLAND)},
         },
-        "export": {"chips": False},
+        "export": {"chips": False, "dossiers": False},
         "workspace": "out",
     }
     config = folder / "config.yaml"

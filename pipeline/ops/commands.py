@@ -83,7 +83,7 @@ def export_registry(
     )
     names = township_package_names(state.patches, grids.townships)
     state, n_events = record_exports(state, names, run_id=run_id, now=now)
-    dossiers = write_dossiers(cfg, ws, state, grids, chips=chips)
+    dossiers = write_dossiers(cfg, ws, state, grids, chips=chips) if cfg.export.dossiers else {}
     paths = export_packages(
         state.patches.join(flags), grids.townships, grids.villages, out,
         cfg=cfg.export, area_name=cfg.area.name, date=date,

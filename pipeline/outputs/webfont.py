@@ -373,6 +373,12 @@ def _bundled_font() -> tuple[Path, int] | None:
     return None
 
 
+def bundled_font() -> tuple[Path, int] | None:
+    """``(font file, face index)`` of the bundled CJK font (the simplified-Chinese face of
+    a collection; -1 for a single font), or None when it is not installed."""
+    return _bundled_font()
+
+
 def bundled_font_files() -> list[Path]:
     """Font files shipped by the packages of :data:`BUNDLED_FONT_MODULES` that are installed
     (shared by the HTML pages and the charts)."""

@@ -67,7 +67,7 @@ def test_the_pdf_names_the_patch_and_its_village(sample_run):
 def test_the_command_redraws_only_what_is_missing_and_refuses_unknown_ids(sample_run, tmp_path):
     folder = tmp_path / "area"
     shutil.copytree(sample_run.folder, folder)
-    config = write_sample_config(folder, folder / "out")
+    config = write_sample_config(folder, folder / "out", dossiers=True)
     dossiers = folder / "out" / "dossiers"
     first, second = _ids(folder / "out")[:2]
     kept = (dossiers / f"{first}.pdf").stat().st_mtime_ns
