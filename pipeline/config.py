@@ -361,6 +361,17 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class LearnConfig:
+    enabled: bool = True
+    """Train on the field verdicts in the nightly run (the ``learn`` stage)."""
+    min_per_class: int = 20
+    """Verified patches needed of each class (real change, false change) to train and to
+    validate (see :data:`pipeline.learning.model.MIN_PER_CLASS`)."""
+    low_confidence: float = 0.2
+    """Pending patches whose learned probability of a real change is below this are marked."""
+
+
+@dataclass(frozen=True)
 class RunConfig:
     workers: int = 2
     """Processes for the raster stages (1 = in-process)."""
@@ -380,6 +391,7 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
     field_returns: FieldReturnsConfig = field(default_factory=FieldReturnsConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    learn: LearnConfig = field(default_factory=LearnConfig)
     run: RunConfig = field(default_factory=RunConfig)
     workspace: Path = Path("out")
     source: Path | None = None
@@ -807,6 +819,7 @@ def _check(cfg: Config, where: str) -> None:
     _check_classify(cfg.classify, where)
     _check_assign(cfg.assign, where)
     _check_register(cfg.register, where)
+    _check_learn(cfg.learn, where)
     _check_report(cfg.report, where)
     _check_field_returns(cfg.field_returns, where)
     _check_export(cfg.export, where)
@@ -1070,6 +1083,20 @@ def _check_register(register: RegisterConfig, where: str) -> None:
     if not 0 < register.match_overlap <= 1:
         raise ConfigError(
             f"{where}: 'register.match_overlap' = {register.match_overlap} must be in (0, 1]"
+        )
+
+
+def _check_learn(learn: LearnConfig, where: str) -> None:
+    """At least 5 verdicts of each class; the low-confidence mark is a probability."""
+    if learn.min_per_class < 5:
+        raise ConfigError(
+            f"{where}: 'learn.min_per_class' = {learn.min_per_class} must be >= 5 (a model "
+            "validated on fewer verdicts of a class says nothing); the default is 20"
+        )
+    if not 0 <= learn.low_confidence <= 1:
+        raise ConfigError(
+            f"{where}: 'learn.low_confidence' = {learn.low_confidence} must be a probability "
+            "in [0, 1]"
         )
 
 

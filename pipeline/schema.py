@@ -306,6 +306,24 @@ class E:
 EVENT_COLUMNS = (E.EVENT_ID, E.TIME, E.PATCH_ID, E.KIND, E.SOURCE, E.RUN_ID, E.VALUES)
 
 
+FEATURES_TABLE = "patch_features"
+"""Registry table: the features of each patch as detected in each epoch pair (kept for good,
+so a patch verified years later can still be learned from)."""
+
+
+class PF:
+    """Column names of the ``patch_features`` table."""
+
+    PATCH_ID = "patch_id"
+    EPOCH_FROM = "epoch_from"
+    EPOCH_TO = "epoch_to"
+    RUN_ID = "run_id"
+    VALUES = "features_json"  # feature name -> number (null when unknown), as JSON
+
+
+FEATURE_TABLE_COLUMNS = (PF.PATCH_ID, PF.EPOCH_FROM, PF.EPOCH_TO, PF.RUN_ID, PF.VALUES)
+
+
 class R:
     """Column names of the ``runs`` table."""
 
@@ -526,6 +544,11 @@ class CY:
 PRIORITY = "priority"
 """Optional patch column: a learned visiting rank (1 = first); the work order uses it when
 present, else the score."""
+P_REAL_CHANGE = "p_real_change"
+"""Optional patch column: the learned probability that a pending patch is a real change."""
+LOW_CONFIDENCE = "low_confidence"
+"""Optional patch column: ``p_real_change`` below ``learn.low_confidence`` (marked, never
+hidden)."""
 
 LOCAL_TIMEZONE = "Asia/Shanghai"
 """China Standard Time: event times (UTC) are read in it when they become days."""
@@ -862,5 +885,7 @@ FARMLAND_LAYER = "farmland"
 """Layer of the sample's ``farmland.gpkg``."""
 
 # --------------------------------------------------------------------------- stages
-STAGE_NAMES = ("detect", "classify", "assign", "register", "inbox", "export", "report")
+STAGE_NAMES = (
+    "detect", "classify", "assign", "register", "inbox", "learn", "export", "report"
+)  # fmt: skip
 """The pipeline's stages in the order they run (``landwatch run --from/--until``)."""

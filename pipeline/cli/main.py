@@ -66,6 +66,7 @@ def _register() -> None:
         config_cmd,
         evaluate_cmd,
         field_cmd,
+        learn_cmd,
         output_cmd,
         run_cmd,
         sample_cmd,
@@ -79,6 +80,7 @@ def _register() -> None:
     cli.add_command(output_cmd.export)
     cli.add_command(output_cmd.report)
     cli.add_command(output_cmd.dossier)
+    cli.add_command(learn_cmd.learn)
     cli.add_command(status_cmd.status)
     cli.add_command(evaluate_cmd.evaluate)
 

@@ -187,3 +187,38 @@ def _spectral_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _positive(value: float) -> float:
     value = float(value)
     return value if value > 0 else 1.0
+
+
+def built_up(x: np.ndarray, band_names: list[str] | tuple[str, ...]) -> np.ndarray:
+    """Pixels of one epoch that look built (a roof or hard surface), by the same rules that
+    type a patch ``veg_to_construction``: not vegetated, not water, not soil.
+
+    Parameters
+    ----------
+    x : ndarray (bands, ...)
+        One epoch's values in ``band_names`` order (``blue``, ``green``, ``red`` needed;
+        ``nir`` used when present); any trailing shape.
+
+    Returns
+    -------
+    ndarray of bool, the trailing shape of ``x``.
+
+    Notes
+    -----
+    Water is "dark" relative to the mean visible brightness of ``x`` itself (pass a window
+    large enough to hold more than the patch). Without the visible bands nothing is built.
+    """
+    names = list(band_names)
+    if any(b not in names for b in VISIBLE):
+        return np.zeros(x.shape[1:], dtype=bool)
+    order = [names.index(b) for b in (*VISIBLE, "nir") if b in names]
+    t = np.asarray(x, dtype=np.float64)[order]
+    used = [names[i] for i in order]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vis = t[:3].mean(axis=0)
+        rel = vis / _positive(np.nanmean(vis)) if vis.size else vis
+        vegetated = vegetation_index(t, used) >= VEGETATED_MIN
+        if not has_nir(used):
+            vegetated &= t[1] >= VISIBLE_GREEN_BLUE_MIN * t[0]
+        built = ~(vegetated | _water(t, rel, has_nir(used)) | _soil(t, has_nir(used)))
+    return built & (vis > 0)

@@ -33,9 +33,12 @@ from pipeline.config import Config
 from pipeline.detection.accuracy import ObjectScores, PixelScores, object_scores, pixel_scores
 from pipeline.detection.pair import MASK_CHANGE, MASK_FILE, MASK_NODATA
 from pipeline.errors import InputDataError
+from pipeline.learning.io.model_store import read_info
+from pipeline.learning.ranking import with_ranking
 from pipeline.ops.chip_cache import cache_chips
 from pipeline.ops.dossiers import write_dossiers
 from pipeline.ops.inputs import load_grids_for
+from pipeline.ops.learning import learned_ranking
 from pipeline.ops.workspace import Workspace
 from pipeline.outputs.chips import read_chips
 from pipeline.outputs.packages import (
@@ -84,8 +87,9 @@ def export_registry(
     names = township_package_names(state.patches, grids.townships)
     state, n_events = record_exports(state, names, run_id=run_id, now=now)
     dossiers = write_dossiers(cfg, ws, state, grids, chips=chips) if cfg.export.dossiers else {}
+    ranked = with_ranking(state.patches.join(flags), learned_ranking(cfg, ws, state))
     paths = export_packages(
-        state.patches.join(flags), grids.townships, grids.villages, out,
+        ranked, grids.townships, grids.villages, out,
         cfg=cfg.export, area_name=cfg.area.name, date=date,
         chips=chips, dossiers=dossiers, previous=latest_export_dir(out.parent, date),
     )  # fmt: skip
@@ -121,11 +125,13 @@ def report_registry(
     today = dt.date.fromisoformat(as_of or date)
     cycle = cycle_tables(state, units, cfg.report, as_of=today, replay=bool(as_of))
     flags = urgency(state.patches, patch_dates(state)[PD.FIRST_EXPORTED], cfg.report, today=today)
+    ranked = with_ranking(state.patches.join(flags), learned_ranking(cfg, ws, state))
     write_report(
-        rates, state.patches.join(flags), grids.townships, grids.villages, ws.reports_dir(date),
+        rates, ranked, grids.townships, grids.villages, ws.reports_dir(date),
         cfg=cfg.report, area_name=cfg.area.name, date=date,
         history=_report_history(ws, date), relapsed_ids=relapsed, cycle=cycle,
         chip_dir=ws.chips_dir if cfg.export.chips else None, dossier_dir=ws.dossiers_dir,
+        learning=_learning_info(ws) if cfg.learn.enabled else None,
     )  # fmt: skip
     district = rates[rates[RC.LEVEL] == "district"].iloc[0]
     return {
@@ -133,6 +139,14 @@ def report_registry(
         RC.N_ILLEGAL: int(district[RC.N_ILLEGAL]),
         RC.N_PENDING: int(district[RC.N_PENDING]),
     }
+
+
+def _learning_info(ws: Workspace) -> dict[str, Any]:
+    """What the report says about learning: the stored model's info, or why there is none."""
+    info = read_info(ws.learn_dir)
+    if info is None:
+        return {"used": False, "reason": "no model trained yet (the learn stage has not run)"}
+    return info.as_dict()
 
 
 def _report_history(ws: Workspace, date: str) -> pd.DataFrame | None:

@@ -26,17 +26,25 @@ import geopandas as gpd
 import pandas as pd
 import pyogrio
 import rasterio
+import sklearn
 from rasterio.errors import RasterioIOError, StatisticsError
 
 from pipeline.atomic import atomic_path, fingerprint_file
 from pipeline.config import Config, to_plain
 from pipeline.detection.pair import detect_pair
 from pipeline.errors import ConfigError, InputDataError
+from pipeline.learning.io.model_store import INFO_FILE
 from pipeline.ops import runlog, runner
 from pipeline.ops.commands import export_registry, report_registry
 from pipeline.ops.executor import make_executor
 from pipeline.ops.field_import import describe_inbox, import_inbox, inbox_files
 from pipeline.ops.inputs import check_inputs, fast_fingerprint, load_grids_for
+from pipeline.ops.learning import (
+    learn_registry,
+    model_fingerprint,
+    record_features,
+    verdict_snapshot,
+)
 from pipeline.ops.runner import Stage, StageOutcome
 from pipeline.ops.workspace import Workspace, WorkspaceLock
 from pipeline.overlay.assign import assign_patches
@@ -132,7 +140,10 @@ def build_stages(ctx: RunContext) -> list[Stage]:
     stages: list[Stage] = []
     for pair in cfg.imagery.pairs:
         stages += [_detect_stage(ctx, pair), _classify_stage(ctx, pair), _assign_stage(ctx, pair)]
-    stages += [_register_stage(ctx), _inbox_stage(ctx), _export_stage(ctx), _report_stage(ctx)]
+    stages += [_register_stage(ctx), _inbox_stage(ctx)]
+    if cfg.learn.enabled:
+        stages.append(_learn_stage(ctx))
+    stages += [_export_stage(ctx), _report_stage(ctx)]
     base = str(cfg.imagery.base_dir.resolve()) + "/"
     return [dataclasses.replace(s, params=_portable_params(s.params, base)) for s in stages]
 
@@ -288,15 +299,17 @@ def _register_stage(ctx: RunContext) -> Stage:
     def run() -> dict[str, Any]:
         state = load_registry(ws.registry, cfg.area.crs)
         totals: dict[str, int] = {}
-        for source in sources:
+        for pair, source in zip(cfg.imagery.pairs, sources, strict=True):
+            detections = _read_gdf(source)
             state, summary = register_detections(
                 state,
-                _read_gdf(source),
+                detections,
                 run_id=ctx.run_id,
                 now=ctx.now,
                 county_code=cfg.area.county_code,
                 match_overlap=cfg.register.match_overlap,
             )
+            state = record_features(cfg, ws, state, detections, pair, run_id=ctx.run_id)
             for key, value in _plain_stats(summary).items():
                 if isinstance(value, int):
                     totals[key] = totals.get(key, 0) + value
@@ -329,10 +342,25 @@ def _inbox_stage(ctx: RunContext) -> Stage:
 
 
 def _registry_input(ws: Workspace, crs: str) -> Callable[[], dict[str, str]]:
+    """The registry's content and the learned model (it orders the patches)."""
+
     def inputs() -> dict[str, str]:
-        return {"registry": registry_fingerprint(load_registry(ws.registry, crs))}
+        model = hashlib.sha256(model_fingerprint(ws).encode()).hexdigest()[:16]
+        return {"registry": registry_fingerprint(load_registry(ws.registry, crs)), "model": model}
 
     return inputs
+
+
+def _learn_stage(ctx: RunContext) -> Stage:
+    """Train on the field verdicts; skipped while no verdict (or feature) changed."""
+    cfg, ws = ctx.cfg, ctx.ws
+    return Stage(
+        id="learn",
+        inputs=lambda: {"verdicts": verdict_snapshot(cfg, ws)},
+        params=lambda: {"learn": to_plain(cfg.learn), "scikit-learn": sklearn.__version__},
+        outputs=lambda: [ws.learn_dir / INFO_FILE],
+        run=lambda: learn_registry(cfg, ws, run_id=ctx.run_id, now=ctx.now),
+    )
 
 
 def _export_stage(ctx: RunContext) -> Stage:

@@ -68,6 +68,11 @@ class Workspace:
         ``landwatch dossier``, linked by the reports' maps."""
         return self.root / "dossiers"
 
+    @property
+    def learn_dir(self) -> Path:
+        """The model learned from the field verdicts (``model.joblib``, ``model.json``)."""
+        return self.root / "learn"
+
     def log_file(self, run_id: str) -> Path:
         return self.root / "logs" / f"{run_id}.jsonl"
 

@@ -71,6 +71,8 @@ from pipeline.schema import (
     DD,
     FIELD_RETURN_COLUMNS,
     LEGAL_HINT_LABELS,
+    LOW_CONFIDENCE,
+    P_REAL_CHANGE,
     PACKAGE_VILLAGES_LAYER,
     PATCH_COLUMNS,
     PATCHES_LAYER,
@@ -1050,6 +1052,8 @@ def _patch_list_html(
                 "chip": chip_names.get(str(r[P.PATCH_ID])),
                 "dossier": dossier_names.get(str(r[P.PATCH_ID])),
                 "urgent": bool(r.get(CY.URGENT, False)),
+                "p_real_change": r.get(P_REAL_CHANGE),
+                "low_confidence": r.get(LOW_CONFIDENCE) is True,
                 "report_due": text(r.get(CY.REPORT_DUE)),
             }
             for r, x, y in zip(part.to_dict("records"), pts.x, pts.y, strict=True)
@@ -1076,6 +1080,7 @@ def _patch_list_html(
         version=__version__,
         level=level,
         has_chips=bool(chip_names),
+        has_learning=P_REAL_CHANGE in frame.columns,
     )
 
 

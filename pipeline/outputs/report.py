@@ -15,7 +15,7 @@ import base64
 import dataclasses
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,8 @@ from pipeline.schema import (
     LEGAL_HINT_LABELS,
     LEVEL_LABELS,
     LEVELS,
+    LOW_CONFIDENCE,
+    P_REAL_CHANGE,
     PATCH_COLUMNS,
     RATES_COLUMNS,
     RATES_LABELS,
@@ -127,6 +129,7 @@ def write_report(
     cycle: CycleTables | None = None,
     chip_dir: Path | None = None,
     dossier_dir: Path | None = None,
+    learning: Mapping[str, Any] | None = None,
 ) -> ReportPaths:
     """Write ``rates.csv``, ``rates.xlsx``, ``report.html`` and the chart PNGs to ``out_dir``.
 
@@ -162,6 +165,10 @@ def write_report(
         a path relative to ``out_dir``.
     dossier_dir : Path, optional
         Folder of patch dossiers (``{patch_id}.html`` / ``.pdf``) the map's popup links to.
+    learning : mapping, optional
+        What the model learned from the field verdicts said (``model.json``: ``used``,
+        ``reason``); the report then lists the pending patches in their learned order with
+        ``p_real_change`` (a column of ``patches`` when a model is used).
 
     Returns
     -------
@@ -214,6 +221,7 @@ def write_report(
         f" A trend needs at least two report dates (found {len(series)})."
     )
     context["cycle"] = None if cycle is None else cycle_context(cycle, cfg)
+    context["learning"] = None if learning is None else _learning_context(patches, learning)
     workbook = None if cycle is None else assessment_workbook(cycle, cfg)
     if workbook is not None:
         paths = dataclasses.replace(paths, assessment_xlsx=out_dir / "assessment.xlsx")
@@ -606,6 +614,23 @@ def _patch_rows(frame: pd.DataFrame, locations: pd.DataFrame) -> list[dict[str, 
             }
         )
     return rows
+
+
+PENDING_SHOWN = 50
+"""Pending patches listed in the report's learned-order section (the packages list all)."""
+
+
+def _learning_context(patches: gpd.GeoDataFrame, learning: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's verdict on itself and the first pending patches in work order, with their
+    learned probability (when a model is used)."""
+    pending = in_work_order(patches[patches[P.VERDICT] == Verdict.PENDING.value])
+    shown = pending.head(PENDING_SHOWN)
+    rows = _patch_rows(shown, _lonlat(shown))
+    for row, rec in zip(rows, shown.to_dict("records"), strict=True):
+        row["p_real_change"] = rec.get(P_REAL_CHANGE)
+        row["low_confidence"] = bool(rec.get(LOW_CONFIDENCE) is True)
+    return {"used": bool(learning.get("used")), "reason": str(learning.get("reason", "")),
+            "pending": rows, "n_pending": len(pending)}  # fmt: skip
 
 
 def _lonlat(patches: gpd.GeoDataFrame) -> pd.DataFrame:

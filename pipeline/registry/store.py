@@ -55,6 +55,8 @@ from pipeline.schema import (
     EVENTS_TABLE,
     EXPORTED_KEY,
     EXPORTED_PACKAGE,
+    FEATURE_TABLE_COLUMNS,
+    FEATURES_TABLE,
     PATCH_COLUMNS,
     RUN_COLUMNS,
     RUNS_TABLE,
@@ -103,6 +105,7 @@ TABLE_COLUMNS = {
     EVENTS_TABLE: EVENT_COLUMNS,
     RUNS_TABLE: RUN_COLUMNS,
     IMPORTS_TABLE: IMPORT_COLUMNS,
+    FEATURES_TABLE: FEATURE_TABLE_COLUMNS,
 }
 """Columns of each attribute table of the registry, in their canonical order."""
 _TEXT = "str"  # pandas' string dtype (NaN for missing)
@@ -125,6 +128,9 @@ class RegistryState:
         :data:`~pipeline.schema.RUN_COLUMNS`.
     imports : pandas.DataFrame
         :data:`IMPORT_COLUMNS`: one row per applied field-return file.
+    features : pandas.DataFrame
+        :data:`~pipeline.schema.FEATURE_TABLE_COLUMNS`: one row per patch and epoch pair it
+        was detected in (empty in registries written before features were kept).
 
     Notes
     -----
@@ -138,6 +144,18 @@ class RegistryState:
     events: pd.DataFrame
     runs: pd.DataFrame
     imports: pd.DataFrame
+    features: pd.DataFrame = dataclasses.field(
+        default_factory=lambda: normalise_table(FEATURES_TABLE, pd.DataFrame())
+    )
+
+    def tables(self) -> tuple[tuple[str, pd.DataFrame], ...]:
+        """The attribute tables, (name, frame), in the order they are saved."""
+        return (
+            (EVENTS_TABLE, self.events),
+            (RUNS_TABLE, self.runs),
+            (IMPORTS_TABLE, self.imports),
+            (FEATURES_TABLE, self.features),
+        )
 
     @property
     def crs(self) -> pyproj.CRS | None:
@@ -229,17 +247,14 @@ def normalise_state(state: RegistryState) -> RegistryState:
     extra = [c for c in state.patches.columns if c not in PATCH_COLUMNS and c != geometry_name]
     if extra:
         log.warning("patches columns %s are not registry columns; not saved", extra)
-    for name, frame in (
-        (EVENTS_TABLE, state.events),
-        (RUNS_TABLE, state.runs),
-        (IMPORTS_TABLE, state.imports),
-    ):
+    for name, frame in state.tables():
         _check_state_columns(name, frame.columns, TABLE_COLUMNS[name])
     return RegistryState(
         patches=normalise_patches(state.patches),
         events=normalise_table(EVENTS_TABLE, state.events),
         runs=normalise_table(RUNS_TABLE, state.runs),
         imports=normalise_table(IMPORTS_TABLE, state.imports),
+        features=normalise_table(FEATURES_TABLE, state.features),
     )
 
 
@@ -260,11 +275,7 @@ def check_state(state: RegistryState) -> None:
     event_ids = state.events[E.EVENT_ID].to_numpy()
     if len(event_ids) > 1 and not np.all(np.diff(event_ids) > 0):
         raise RegistryError("event_id must be strictly increasing in the events table")
-    for name, frame in (
-        (EVENTS_TABLE, state.events),
-        (RUNS_TABLE, state.runs),
-        (IMPORTS_TABLE, state.imports),
-    ):
+    for name, frame in state.tables():
         if tuple(frame.columns) != TABLE_COLUMNS[name]:
             raise RegistryError(
                 f"{name} columns are {list(frame.columns)}; expected {list(TABLE_COLUMNS[name])}"

@@ -35,6 +35,7 @@ from pipeline.registry.store import (
 from pipeline.schema import (
     ADDED_PATCH_COLUMNS,
     EVENTS_TABLE,
+    FEATURES_TABLE,
     PATCH_COLUMNS,
     PATCHES_LAYER,
     RUNS_TABLE,
@@ -105,7 +106,11 @@ def load_registry(path: str | os.PathLike[str], crs: Any) -> RegistryState:
         patches = patches.to_crs(crs)
     patches = patches.set_geometry(_demote_single_multi(patches.geometry.to_numpy()), crs=crs)
     tables = {}
-    for name in (EVENTS_TABLE, RUNS_TABLE, IMPORTS_TABLE):
+    for name in (EVENTS_TABLE, RUNS_TABLE, IMPORTS_TABLE, FEATURES_TABLE):
+        if name not in layers:  # the only optional table (added later): older registries
+            log.info("registry %s has no %s table yet (older landwatch)", path, name)
+            tables[name] = normalise_table(name, pd.DataFrame())
+            continue
         frame = pyogrio.read_dataframe(path, layer=name, read_geometry=False)
         _check_columns(path, name, frame.columns, TABLE_COLUMNS[name])
         tables[name] = normalise_table(name, frame)
@@ -126,6 +131,7 @@ def load_registry(path: str | os.PathLike[str], crs: Any) -> RegistryState:
         events=tables[EVENTS_TABLE],
         runs=tables[RUNS_TABLE],
         imports=tables[IMPORTS_TABLE],
+        features=tables[FEATURES_TABLE],
     )
 
 
@@ -167,11 +173,7 @@ def save_registry(path: str | os.PathLike[str], state: RegistryState) -> None:
             geometry_type="MultiPolygon",
             promote_to_multi=True,
         )
-        for name, frame in (
-            (EVENTS_TABLE, state.events),
-            (RUNS_TABLE, state.runs),
-            (IMPORTS_TABLE, state.imports),
-        ):
+        for name, frame in state.tables():
             pyogrio.write_dataframe(frame, tmp, layer=name, driver="GPKG")
         write_status_style(tmp, layer=PATCHES_LAYER, keep=kept_styles)  # QGIS opens it styled
     log.info(

@@ -1,0 +1,264 @@
+"""The features of a detected patch, kept in the registry so a verdict given years later can
+still be learned from (table ``patch_features``, one row per patch and epoch pair).
+
+Everything comes from data the pipeline already has at registration: the detection's band
+means and score (``assigned.gpkg``), its overlay shares, its shape, the other detections
+around it, the approvals layer, and two raster reads (:mod:`pipeline.learning.io.rasters`):
+the score's spread and peak inside the patch, and the distance to land that already looked
+built in the earlier epoch (the detector's own rules, :func:`~pipeline.detection.change_type.built_up`).
+
+Recipe::
+
+    feats = patch_features(detections, raster_stats, approvals=approvals)
+    state = dataclasses.replace(state, features=upsert_features(
+        state.features, feature_rows(feats, detection_patch_ids(detections, state.patches),
+                                     pair, run_id)))
+    X = features_for(state.features, state.patches)     # one row per patch, FEATURE_NAMES
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from pipeline.bands import VISIBLE_BANDS
+from pipeline.schema import PF, ChangeType, P
+
+STANDARD_BANDS = ("blue", "green", "red", "nir")
+"""Bands whose means are kept (others are not comparable across sensors)."""
+NEIGHBOUR_RADIUS_M = 250.0
+"""Radius of the neighbourhood counted by ``density_per_km2`` and ``neighbour_area_share``."""
+APPROVAL_CAP_M = 2000.0
+"""Distances to the nearest approval are capped here (none within: the cap)."""
+RASTER_FEATURES = ("score_max", "score_std", "dist_builtup_m")
+"""Columns the raster reads give (:func:`pipeline.learning.io.rasters.raster_features`)."""
+CHANGE_TYPE_CODES = {ChangeType.CONSTRUCTION: 0, ChangeType.EARTHWORKS: 1, ChangeType.OTHER: 2}
+"""``change_type`` as a number (a categorical feature of the classifier)."""
+
+FEATURE_NAMES = (
+    *(f"mean_from_{b}" for b in STANDARD_BANDS),
+    *(f"mean_to_{b}" for b in STANDARD_BANDS),
+    *(f"log_ratio_{b}" for b in STANDARD_BANDS),
+    "brightness_ratio",
+    "vi_from",
+    "vi_to",
+    "spectral_angle_deg",
+    "score_mean",
+    *RASTER_FEATURES[:2],
+    "log_area_m2",
+    "compactness",
+    "elongation",
+    "farmland_share",
+    "basic_share",
+    "approved_share",
+    "change_type",
+    RASTER_FEATURES[2],
+    "dist_approval_m",
+    "density_per_km2",
+    "neighbour_area_share",
+)
+"""The features of a patch, in the classifier's column order; missing ones are NaN."""
+CATEGORICAL = ("change_type",)
+
+
+def patch_features(
+    detections: gpd.GeoDataFrame,
+    raster: pd.DataFrame | None = None,
+    *,
+    approvals: gpd.GeoSeries | None = None,
+) -> pd.DataFrame:
+    """The :data:`FEATURE_NAMES` of each detection (same index).
+
+    Parameters
+    ----------
+    detections : GeoDataFrame
+        One pair's assigned detections (projected CRS, metres): ``score``, ``change_type``,
+        ``area_m2``, ``farmland_m2``, ``basic_farmland_m2``, ``approved_share`` and the band
+        means ``mean_from_<band>`` / ``mean_to_<band>`` (absent ones are NaN).
+    raster : DataFrame, optional
+        :data:`RASTER_FEATURES` per detection (same index); NaN without.
+    approvals : GeoSeries, optional
+        Approved land, same CRS.
+    """
+    out = pd.DataFrame(index=detections.index)
+    out = out.join(_spectral(detections))
+    out["score_mean"] = _num(detections, P.SCORE)
+    for col in RASTER_FEATURES:
+        out[col] = raster[col] if raster is not None and col in raster else np.nan
+    out = out.join(_shape(detections.geometry))
+    area = _num(detections, P.AREA_M2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["farmland_share"] = (_num(detections, P.FARMLAND_M2) / area).clip(0, 1)
+        out["basic_share"] = (_num(detections, P.BASIC_FARMLAND_M2) / area).clip(0, 1)
+    out["approved_share"] = _num(detections, P.APPROVED_SHARE)
+    types = detections.get(P.CHANGE_TYPE, pd.Series(index=detections.index, dtype=object))
+    out["change_type"] = types.map(CHANGE_TYPE_CODES).astype(float)
+    out["dist_approval_m"] = _distance_to(detections.geometry, approvals, APPROVAL_CAP_M)
+    out = out.join(_neighbourhood(detections.geometry))
+    return out[list(FEATURE_NAMES)]
+
+
+def _num(frame: pd.DataFrame, col: str) -> pd.Series:
+    if col not in frame.columns:
+        return pd.Series(np.nan, index=frame.index)
+    return pd.to_numeric(frame[col], errors="coerce").astype(float)
+
+
+def _spectral(det: pd.DataFrame) -> pd.DataFrame:
+    """Band means, log ratios after/before, brightness ratio, vegetation index, angle."""
+    out = pd.DataFrame(index=det.index)
+    for when in ("from", "to"):
+        for b in STANDARD_BANDS:
+            out[f"mean_{when}_{b}"] = _num(det, f"mean_{when}_{b}")
+    f = out[[f"mean_from_{b}" for b in STANDARD_BANDS]].to_numpy().T
+    t = out[[f"mean_to_{b}" for b in STANDARD_BANDS]].to_numpy().T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i, b in enumerate(STANDARD_BANDS):
+            out[f"log_ratio_{b}"] = np.log(np.maximum(t[i], 1e-6) / np.maximum(f[i], 1e-6))
+        vis = len(VISIBLE_BANDS)
+        out["brightness_ratio"] = t[:vis].mean(axis=0) / np.maximum(f[:vis].mean(axis=0), 1e-6)
+        out["vi_from"], out["vi_to"] = _vi(f), _vi(t)
+        cos = np.nansum(f * t, axis=0) / np.maximum(
+            np.sqrt(np.nansum(f * f, axis=0) * np.nansum(t * t, axis=0)), 1e-12
+        )
+        out["spectral_angle_deg"] = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    return out
+
+
+def _vi(x: np.ndarray) -> np.ndarray:
+    """NDVI where NIR is known, else 3 × VDVI (rows blue, green, red, nir)."""
+    b, g, r, n = x
+    ndvi = (n - r) / np.maximum(n + r, 1e-6)
+    vdvi = np.clip(3 * (2 * g - r - b) / np.maximum(2 * g + r + b, 1e-6), -1, 1)
+    return np.where(np.isfinite(n), ndvi, vdvi)
+
+
+def _shape(geoms: gpd.GeoSeries) -> pd.DataFrame:
+    """log area, compactness (4πA/P², 1 for a disc) and elongation (long / short side of the
+    minimum rotated rectangle)."""
+    g = np.asarray(geoms.values)
+    area = shapely.area(g)
+    perimeter = shapely.length(g)
+    rect = shapely.minimum_rotated_rectangle(g)
+    sides = []
+    for r in rect:
+        xy = shapely.get_coordinates(r)
+        d = np.hypot(*np.diff(xy[:3], axis=0).T) if len(xy) >= 3 else np.array([0.0, 0.0])
+        sides.append(d)
+    sides = np.asarray(sides, dtype=float).reshape(-1, 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return pd.DataFrame(
+            {
+                "log_area_m2": np.log(np.maximum(area, 1.0)),
+                "compactness": 4 * math.pi * area / np.maximum(perimeter, 1e-9) ** 2,
+                "elongation": sides.max(axis=1) / np.maximum(sides.min(axis=1), 1e-9),
+            },
+            index=geoms.index,
+        )
+
+
+def _distance_to(geoms: gpd.GeoSeries, others: gpd.GeoSeries | None, cap: float) -> np.ndarray:
+    """Distance (m) from each geometry to the nearest of ``others``, capped at ``cap``."""
+    out = np.full(len(geoms), cap)
+    if others is None or len(others) == 0 or len(geoms) == 0:
+        return out
+    tree = shapely.STRtree(np.asarray(others.values))
+    (left, _), dist = tree.query_nearest(
+        np.asarray(geoms.values), max_distance=cap, return_distance=True, all_matches=False
+    )
+    out[left] = np.minimum(dist, cap)
+    return out
+
+
+def _neighbourhood(geoms: gpd.GeoSeries) -> pd.DataFrame:
+    """Other detections of the pair within :data:`NEIGHBOUR_RADIUS_M`: count per km² and
+    their area as a share of the disc."""
+    g = np.asarray(geoms.values)
+    centres = shapely.centroid(g)
+    tree = shapely.STRtree(g)
+    left, right = tree.query(shapely.buffer(centres, NEIGHBOUR_RADIUS_M), predicate="intersects")
+    others = left != right
+    disc = math.pi * NEIGHBOUR_RADIUS_M**2
+    count = np.bincount(left[others], minlength=len(g))
+    area = np.bincount(left[others], weights=shapely.area(g[right[others]]), minlength=len(g))
+    return pd.DataFrame(
+        {
+            "density_per_km2": count / (disc / 1e6),
+            "neighbour_area_share": np.minimum(area / disc, 1),
+        },
+        index=geoms.index,
+    )
+
+
+# --------------------------------------------------------------------------- the table
+def detection_patch_ids(detections: gpd.GeoDataFrame, patches: gpd.GeoDataFrame) -> pd.Series:
+    """The registry patch each detection became: the one it overlaps most (None: none)."""
+    out = pd.Series(None, index=detections.index, dtype=object)
+    if len(detections) == 0 or len(patches) == 0:
+        return out
+    d, p = np.asarray(detections.geometry.values), np.asarray(patches.geometry.values)
+    left, right = shapely.STRtree(p).query(d, predicate="intersects")
+    if len(left) == 0:
+        return out
+    overlap = shapely.area(shapely.intersection(d[left], p[right]))
+    best = pd.DataFrame({"d": left, "p": right, "a": overlap}).sort_values("a").groupby("d").last()
+    best = best[best["a"] > 0]
+    ids = patches[P.PATCH_ID].astype(str).to_numpy()
+    out.iloc[best.index.to_numpy()] = ids[best["p"].to_numpy()]
+    return out
+
+
+def feature_rows(
+    features: pd.DataFrame, patch_ids: pd.Series, pair: tuple[str, str], run_id: str
+) -> pd.DataFrame:
+    """Rows of the ``patch_features`` table (one per patch; of several detections that became
+    one patch, the largest by area is kept)."""
+    frame = features.assign(_pid=patch_ids).dropna(subset=["_pid"])
+    frame = frame.sort_values("log_area_m2", kind="stable").groupby("_pid").last()
+    values = [
+        json.dumps({k: (None if pd.isna(v) else round(float(v), 6)) for k, v in row.items()})
+        for row in frame[list(FEATURE_NAMES)].to_dict("records")
+    ]
+    columns = {
+        PF.PATCH_ID: frame.index.astype(str),
+        PF.EPOCH_FROM: pair[0],
+        PF.EPOCH_TO: pair[1],
+        PF.RUN_ID: run_id,
+        PF.VALUES: values,
+    }
+    return pd.DataFrame(columns)
+
+
+def upsert_features(table: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with ``rows`` in place of its rows of the same patch and pair."""
+    key = [PF.PATCH_ID, PF.EPOCH_FROM, PF.EPOCH_TO]
+    if len(table) == 0:
+        return rows.reset_index(drop=True)
+    kept = table.merge(rows[key], on=key, how="left", indicator=True)["_merge"] == "left_only"
+    return pd.concat([table[kept.to_numpy()], rows], ignore_index=True)
+
+
+def features_for(table: pd.DataFrame, patches: pd.DataFrame) -> pd.DataFrame:
+    """One row of :data:`FEATURE_NAMES` per patch (index ``patch_id``): the row of its
+    current epoch pair, else its latest one; NaN where a patch has no features."""
+    ids = patches[P.PATCH_ID].astype(str)
+    out = pd.DataFrame(np.nan, index=pd.Index(ids, name=P.PATCH_ID), columns=list(FEATURE_NAMES))
+    if len(table) == 0:
+        return out
+    current = dict(zip(ids, zip(patches[P.EPOCH_FROM].astype(str),
+                                patches[P.EPOCH_TO].astype(str), strict=True), strict=True))  # fmt: skip
+    rows = table.assign(
+        _current=[current.get(p) == (a, b) for p, a, b in
+                  zip(table[PF.PATCH_ID], table[PF.EPOCH_FROM], table[PF.EPOCH_TO], strict=True)]
+    ).sort_values(["_current", PF.EPOCH_TO], kind="stable")  # fmt: skip
+    best = rows.groupby(PF.PATCH_ID).last()
+    best = best[best.index.isin(out.index)]
+    values = pd.DataFrame([json.loads(v) for v in best[PF.VALUES]], index=best.index)
+    cols = [c for c in FEATURE_NAMES if c in values.columns]
+    out.loc[values.index, cols] = values[cols].astype(float).to_numpy()
+    return out
