@@ -160,6 +160,22 @@ PHOTO_FILE = "file"
 """Key of a ``photo`` event's values: the stored photo, relative to the workspace."""
 PHOTO_SHA256 = "sha256"
 """Key of a ``photo`` event's values: the SHA-256 of the photo's bytes."""
+PHOTO_NAME = "name"
+"""Key of a ``photo`` event's values: the file name the photo came with."""
+PHOTO_MATCHED_BY = "matched_by"
+"""Key of a ``photo`` event's values: how it was linked (a :class:`PhotoMatch`)."""
+PHOTO_DISTANCE_M = "distance_m"
+"""Key of a ``photo`` event's values: metres from the photo's GPS position to the patch."""
+PHOTO_TAKEN_AT = "taken_at"
+"""Key of a ``photo`` event's values: the EXIF time it was taken (ISO, local camera time)."""
+
+
+class PhotoMatch(StrEnum):
+    """How a field photo was linked to its patch."""
+
+    NAME = "name"  # its file name starts with the patch id
+    GPS = "gps"  # its EXIF GPS position lies inside the patch
+
 
 EXPORTED_PACKAGE = "package"
 """Key of an ``exported`` event's values: the township package that holds the patch."""

@@ -70,8 +70,8 @@ def dossier(config_path, patch_ids, all_patches):
     from pipeline.ops.dossiers import dossiers_of
     from pipeline.ops.workspace import WorkspaceLock
 
-    if not patch_ids and not all_patches:
-        raise click.UsageError("name one or more PATCH_IDs, or pass --all")
+    if bool(patch_ids) == all_patches:
+        raise click.UsageError("name one or more PATCH_IDs, or pass --all (not both)")
     cfg, ws, _, _, _ = _context(config_path, None)
     with WorkspaceLock(ws):
         files = dossiers_of(cfg, ws, None if all_patches else patch_ids)

@@ -226,4 +226,4 @@ def cut_at_recall(y: np.ndarray, ranking: np.ndarray, recall: float) -> tuple[fl
     i = reached.max()
     p = float(precision[i])
     found = recalls[i] * y.sum()
-    return p, int(round(found / p - found)) if p > 0 else int(len(y) - y.sum())
+    return p, round(found / p - found) if p > 0 else int(len(y) - y.sum())

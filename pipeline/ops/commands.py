@@ -32,7 +32,7 @@ from pipeline.atomic import atomic_path, atomic_write_bytes
 from pipeline.config import Config
 from pipeline.detection.accuracy import ObjectScores, PixelScores, object_scores, pixel_scores
 from pipeline.detection.pair import MASK_CHANGE, MASK_FILE, MASK_NODATA
-from pipeline.errors import InputDataError
+from pipeline.errors import DossierError, InputDataError
 from pipeline.learning.io.model_store import read_info
 from pipeline.learning.ranking import with_ranking
 from pipeline.ops.chip_cache import cache_chips
@@ -86,7 +86,7 @@ def export_registry(
     )
     names = township_package_names(state.patches, grids.townships)
     state, n_events = record_exports(state, names, run_id=run_id, now=now)
-    dossiers = write_dossiers(cfg, ws, state, grids, chips=chips) if cfg.export.dossiers else {}
+    dossiers = _dossiers(cfg, ws, state, grids, chips) if cfg.export.dossiers else {}
     ranked = with_ranking(state.patches.join(flags), learned_ranking(cfg, ws, state))
     paths = export_packages(
         ranked, grids.townships, grids.villages, out,
@@ -96,6 +96,16 @@ def export_registry(
     if n_events:
         save_registry(ws.registry, state)
     return {"packages": len(paths), "exported_events": n_events, "dossiers": len(dossiers)}
+
+
+def _dossiers(cfg: Config, ws: Workspace, state, grids, chips) -> dict:
+    """The dossiers of every patch; without them (logged) when they cannot be drawn: the
+    field packages matter more than their dossiers."""
+    try:
+        return write_dossiers(cfg, ws, state, grids, chips=chips)
+    except DossierError as exc:
+        log.error("field packages are written without dossiers: %s", exc)
+        return {}
 
 
 def report_registry(
@@ -130,7 +140,8 @@ def report_registry(
         rates, ranked, grids.townships, grids.villages, ws.reports_dir(date),
         cfg=cfg.report, area_name=cfg.area.name, date=date,
         history=_report_history(ws, date), relapsed_ids=relapsed, cycle=cycle,
-        chip_dir=ws.chips_dir if cfg.export.chips else None, dossier_dir=ws.dossiers_dir,
+        chip_dir=ws.chips_dir if cfg.export.chips else None,
+        dossier_dir=ws.dossiers_dir if cfg.export.dossiers else None,
         learning=_learning_info(ws) if cfg.learn.enabled else None,
     )  # fmt: skip
     district = rates[rates[RC.LEVEL] == "district"].iloc[0]

@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import as_completed
 from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
-from PIL import UnidentifiedImageError
 
 from pipeline.atomic import atomic_write_bytes
 from pipeline.config import Config
@@ -27,33 +27,41 @@ from pipeline.ops.executor import make_executor
 from pipeline.ops.inputs import load_grids_for
 from pipeline.ops.workspace import Workspace
 from pipeline.outputs.dossier import (
+    LABELS,
     MAX_PHOTOS,
     Dossier,
     DossierFiles,
     Images,
-    Photo,
+    PhotoRef,
     dossier_facts,
     dossier_key,
-    photo_for_dossier,
-    with_location_map,
+    with_pictures,
 )
 from pipeline.outputs.dossier_html import batch_font_css, dossier_html
-from pipeline.outputs.dossier_pdf import DossierFont, dossier_font, dossier_pdf
+from pipeline.outputs.dossier_pdf import DossierFont, dossier_font, dossier_pdf, renderer_id
 from pipeline.outputs.location_map import location_spec
-from pipeline.outputs.web_map import patch_status
 from pipeline.overlay.admin_grid import Grids
-from pipeline.registry.io.qgis_styles import STATUS_COLOURS
 from pipeline.registry.io.registry_file import load_registry
 from pipeline.registry.ledger import DATE, ledger
+from pipeline.registry.status import patch_status, status_style
 from pipeline.registry.store import RegistryState
-from pipeline.schema import PHOTO_FILE, E, EventKind, G, P
+from pipeline.schema import (
+    PHOTO_FILE,
+    PHOTO_NAME,
+    PHOTO_SHA256,
+    PHOTO_TAKEN_AT,
+    E,
+    EventKind,
+    G,
+    P,
+)
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 """File in the dossier folder: patch id -> key of the dossier written."""
-CHUNK = 12
-"""Dossiers drawn per worker task."""
+CHUNK = 24
+"""Dossiers drawn per worker task (and sharing one font subset)."""
 POOL_FROM_CHUNKS = 4
 """Fewer chunks are drawn in this process: starting the worker pool (a few seconds of
 imports) costs more than it saves on a handful of dossiers (about 0.2 s each)."""
@@ -80,7 +88,8 @@ def write_dossiers(
                               workspace=ws.root)  # fmt: skip
     folder = ws.dossiers_dir
     manifest = _read_manifest(folder)
-    keys = {d.patch_id: dossier_key(d) for d in dossiers}
+    renderer = renderer_id()
+    keys = {d.patch_id: dossier_key(d, renderer=renderer) for d in dossiers}
     todo = [d for d in dossiers if not _current(folder, d.patch_id, keys[d.patch_id], manifest)]
     if todo:
         folder.mkdir(parents=True, exist_ok=True)
@@ -119,45 +128,47 @@ def build_dossiers(
         village = villages.geometry.get(vcode)
         location = location_spec(
             row.geometry, village, neighbours=grids.villages.geometry, others=others,
-            colour=STATUS_COLOURS.get(st, ("", "120,120,120"))[1],
+            colour=status_style(st)[1],
             village_label=str(row[P.VILLAGE_NAME]) if village is not None else "",
         )  # fmt: skip
-        images = Images(chip_png=chips.get(pid), **_photos(events, workspace))
+        refs, left_out = _photo_refs(events, workspace)
+        images = Images(chip_png=chips.get(pid), photos_left_out=left_out)
         out.append(dossier_facts(
             row.to_dict(), events, area_name=area_name, images=images, location=location,
+            photo_refs=refs,
             township_person=town_persons.get(str(row[P.TOWNSHIP_CODE]), ""),
             village_person=village_persons.get(vcode, ""),
         ))  # fmt: skip
     return out
 
 
-def draw_dossiers(
-    dossiers: Sequence[Dossier], font: bytes, css: str
-) -> list[tuple[str, bytes, str]]:
-    """(patch id, PDF bytes, HTML text) of each dossier, location maps drawn (a worker task)."""
+def draw_dossiers(dossiers: Sequence[Dossier]) -> list[tuple[str, bytes, str]]:
+    """(patch id, PDF bytes, HTML text) of each dossier: maps drawn, photos read, one font
+    subset for the group (a worker task; a group is at most :data:`CHUNK` dossiers, so the
+    subset each page embeds stays small)."""
+    drawn = [with_pictures(d) for d in dossiers]
+    css = batch_font_css(drawn)
     out = []
-    with DossierFont(font) as pdf_font:
-        for dossier in dossiers:
-            drawn = with_location_map(dossier)
-            pdf = dossier_pdf(drawn, pdf_font)
-            out.append((drawn.patch_id, pdf, dossier_html(drawn, font_css=css)))
+    with DossierFont(dossier_font(t for d in drawn for t in d.texts())) as pdf_font:
+        for dossier in drawn:
+            pdf = dossier_pdf(dossier, pdf_font)
+            out.append((dossier.patch_id, pdf, dossier_html(dossier, font_css=css)))
     return out
 
 
 def _draw(todo: list[Dossier], folder: Path, *, workers: int, scheduler: str | None) -> None:
-    """Draw ``todo`` (one font subset for all) and write each file atomically."""
-    font = dossier_font(t for d in todo for t in d.texts())
-    css = batch_font_css(todo)
+    """Draw ``todo`` in groups and write each file atomically as its group comes back."""
     chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
     pooled = len(chunks) >= POOL_FROM_CHUNKS
     n_workers = max(1, min(workers, len(chunks))) if pooled else 1
     with make_executor(n_workers, scheduler if pooled else None) as executor:
-        futures = [executor.submit(draw_dossiers, chunk, font, css) for chunk in chunks]
-        for future in futures:
+        futures = {executor.submit(draw_dossiers, chunk) for chunk in chunks}
+        for future in as_completed(futures):
             for pid, pdf, html in future.result():
                 pdf_path, html_path = _paths(folder, pid)
                 atomic_write_bytes(pdf_path, pdf)
                 atomic_write_bytes(html_path, html.encode("utf-8"))
+            futures.discard(future)  # its pages are written: let them go
 
 
 def _selected(patches: gpd.GeoDataFrame, ids: Iterable[str] | None) -> gpd.GeoDataFrame:
@@ -174,19 +185,18 @@ def _selected(patches: gpd.GeoDataFrame, ids: Iterable[str] | None) -> gpd.GeoDa
     return patches[patches[P.PATCH_ID].astype(str).isin(wanted)]
 
 
-def _photos(events: pd.DataFrame, workspace: Path) -> dict:
-    """The newest :data:`MAX_PHOTOS` photos of a patch (readable ones) and how many more."""
+def _photo_refs(events: pd.DataFrame, workspace: Path) -> tuple[tuple[PhotoRef, ...], int]:
+    """The newest :data:`MAX_PHOTOS` photos of a patch (stored file, hash, caption) and how
+    many older ones are left out."""
     rows = events[events[E.KIND] == EventKind.PHOTO]
-    photos: list[Photo] = []
+    refs = []
     for rec in rows.iloc[::-1].to_dict("records")[:MAX_PHOTOS]:
+        when = rec.get(PHOTO_TAKEN_AT) or rec[DATE]
+        parts = (rec.get(PHOTO_NAME), when)
+        caption = LABELS["sep"].join(str(x) for x in parts if x is not None and not pd.isna(x))
         path = workspace / str(rec.get(PHOTO_FILE))
-        caption = " · ".join(str(x) for x in (rec.get("name"), rec.get("taken_at") or rec[DATE])
-                             if x and not pd.isna(x))  # fmt: skip
-        try:
-            photos.append(photo_for_dossier(path.read_bytes(), caption))
-        except (OSError, UnidentifiedImageError) as exc:
-            log.warning("photo %s of patch %s cannot be shown: %s", path, rec[E.PATCH_ID], exc)
-    return {"photos": tuple(reversed(photos)), "photos_left_out": max(0, len(rows) - MAX_PHOTOS)}
+        refs.append(PhotoRef(path, str(rec.get(PHOTO_SHA256)), caption))
+    return tuple(reversed(refs)), max(0, len(rows) - MAX_PHOTOS)
 
 
 def _persons(units: gpd.GeoDataFrame | None) -> dict[str, str]:

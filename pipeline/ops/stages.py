@@ -36,6 +36,7 @@ from pipeline.errors import ConfigError, InputDataError
 from pipeline.learning.io.model_store import INFO_FILE
 from pipeline.ops import runlog, runner
 from pipeline.ops.commands import export_registry, report_registry
+from pipeline.ops.dossiers import MANIFEST as DOSSIER_MANIFEST
 from pipeline.ops.executor import make_executor
 from pipeline.ops.field_import import describe_inbox, import_inbox, inbox_files
 from pipeline.ops.inputs import check_inputs, fast_fingerprint, load_grids_for
@@ -375,7 +376,10 @@ def _export_stage(ctx: RunContext) -> Stage:
             "date": ctx.date,
             "area": cfg.area.name,
         },
-        outputs=lambda: [out_dir],
+        outputs=lambda: [
+            out_dir,
+            *([ws.dossiers_dir / DOSSIER_MANIFEST] if cfg.export.dossiers else []),
+        ],
         run=lambda: export_registry(cfg, ws, date=ctx.date, run_id=ctx.run_id, now=ctx.now),
     )
 

@@ -19,30 +19,37 @@ import dataclasses
 import hashlib
 import io
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline import __version__
 from pipeline.outputs.formatting import fmt_float, isna, label, text
 from pipeline.outputs.location_map import LocationSpec, location_map_png
-from pipeline.outputs.web_map import patch_status
-from pipeline.registry.io.qgis_styles import STATUS_COLOURS
 from pipeline.registry.ledger import DATE
+from pipeline.registry.status import patch_status, status_style
 from pipeline.schema import (
     EVENT_BEFORE_SUFFIX,
     EVENT_KIND_LABELS,
     EXPORTED_PACKAGE,
     FIELD_DATE,
     LEGAL_HINT_LABELS,
+    PHOTO_DISTANCE_M,
+    PHOTO_MATCHED_BY,
+    PHOTO_NAME,
+    UNASSIGNED,
     E,
     EventKind,
     P,
+    PhotoMatch,
 )
 from pipeline.units import MU_M2
+
+log = logging.getLogger(__name__)
 
 PHOTO_MAX_PX = 960
 """Longest side (px) of a photo as the dossier embeds it (the stored original stays whole)."""
@@ -71,16 +78,33 @@ LABELS = {
     "source": "来源 source",
     "photos": "实地照片 field photos",
     "more_photos": "另有 {n} 张未显示 {n} more not shown",
+    "unreadable": "（照片文件无法读取 photo file unreadable）",
+    "m2": "m²",
     "sep": " · ",
 }
 """The fixed words of a dossier page (HTML and PDF draw the same ones)."""
 
 
+DOSSIER_FORMAT = 2
+"""Version of the page's layout, in every dossier's key: raise it when the drawing changes,
+so the dossiers already written are drawn again."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PhotoRef:
+    """A stored field photo a dossier shows (read and shrunk only when the page is drawn)."""
+
+    path: Path
+    sha256: str
+    caption: str
+
+
 @dataclasses.dataclass(frozen=True)
 class Photo:
-    """One field photo as the dossier shows it: JPEG bytes and a caption."""
+    """One field photo as the page shows it: JPEG bytes (None: the file could not be read)
+    and a caption."""
 
-    jpeg: bytes
+    jpeg: bytes | None
     caption: str
 
 
@@ -91,6 +115,7 @@ class Images:
     location_png: bytes | None = None
     chip_png: bytes | None = None
     photos: tuple[Photo, ...] = ()
+    """Drawn from :attr:`Dossier.photo_refs` by :func:`with_pictures`."""
     photos_left_out: int = 0
 
 
@@ -125,7 +150,9 @@ class Dossier:
     images: Images = Images()
     location: LocationSpec | None = None
     """What the location map draws (rendered into ``images.location_png`` by
-    :func:`with_location_map`)."""
+    :func:`with_pictures`)."""
+    photo_refs: tuple[PhotoRef, ...] = ()
+    """The photos to show (read into ``images.photos`` by :func:`with_pictures`)."""
 
     def texts(self) -> list[str]:
         """Every piece of text the dossier shows (for the font subset)."""
@@ -133,7 +160,7 @@ class Dossier:
         out += [*LABELS.values(), *PHOTO_MATCHES.values()]
         out += [t for row in self.facts for t in row] + [t for row in self.areas for t in row]
         out += [t for e in self.events for t in dataclasses.astuple(e)]
-        out += [p.caption for p in self.images.photos]
+        out += [p.caption for p in self.photo_refs]
         out += [self.location.village_label] if self.location else []
         return out
 
@@ -157,6 +184,7 @@ def dossier_facts(
     village_person: str = "",
     images: Images = Images(),
     location: LocationSpec | None = None,
+    photo_refs: tuple[PhotoRef, ...] = (),
 ) -> Dossier:
     """The dossier of one patch.
 
@@ -171,12 +199,14 @@ def dossier_facts(
     township_person, village_person : str
         Responsible persons of the grid (``person_field`` of the grid layers; may be empty).
     images : Images
-        Chip and photos (the location map is drawn later from ``location``).
+        The chip and ``photos_left_out`` (the map and the photos are drawn later).
     location : LocationSpec, optional
         What the location map shows (see :func:`pipeline.outputs.location_map.location_spec`).
+    photo_refs : tuple of PhotoRef
+        The stored photos to show.
     """
     status = patch_status(pd.DataFrame([dict(patch)])).iat[0]
-    shown, rgb = STATUS_COLOURS.get(status, (label(status), "120,120,120"))
+    shown, rgb = status_style(status)
     history = tuple(event_rows(events))
     return Dossier(
         patch_id=str(patch[P.PATCH_ID]),
@@ -190,13 +220,16 @@ def dossier_facts(
         as_of=max((e.day for e in history), default=""),
         images=images,
         location=location,
+        photo_refs=tuple(photo_refs),
     )
 
 
 def _facts(patch: Mapping[str, Any], town_person: str, village_person: str):
     def unit(code_col: str, name_col: str, person: str) -> str:
-        name = text(patch.get(name_col)) or "未分配 unassigned"
         code = text(patch.get(code_col))
+        if code in ("", UNASSIGNED):
+            return "未分配 unassigned"
+        name = text(patch.get(name_col))
         return " ".join(x for x in (name, code, f"责任人 {person}" if person else "") if x)
 
     stage = label(patch.get(P.ENFORCEMENT_STAGE))
@@ -279,20 +312,20 @@ def _detail(kind: str, rec: Mapping[str, Any]) -> str:
     elif kind == EventKind.ENFORCEMENT:
         parts = (changed(P.ENFORCEMENT_STAGE) or "（清空 cleared）",)
     elif kind == EventKind.PHOTO:
-        parts = (text(rec.get("name")), _photo_match(rec))
+        parts = (text(rec.get(PHOTO_NAME)), _photo_match(rec))
     else:
         parts = (_changed_keys(rec),)
     return "；".join(p for p in parts if p and p != "剩余 ")
 
 
-PHOTO_MATCHES = {"name": "按文件名 by name", "gps": "按GPS位置 by GPS"}
+PHOTO_MATCHES = {PhotoMatch.NAME: "按文件名 by name", PhotoMatch.GPS: "按GPS位置 by GPS"}
 """How a photo was linked to its patch (the ``matched_by`` of a ``photo`` event)."""
 
 
 def _photo_match(rec: Mapping[str, Any]) -> str:
-    how = text(rec.get("matched_by"))
+    how = text(rec.get(PHOTO_MATCHED_BY))
     how = PHOTO_MATCHES.get(how, how)
-    distance = rec.get("distance_m")
+    distance = rec.get(PHOTO_DISTANCE_M)
     if isna(distance):
         return how
     return f"{how}，{float(distance):.0f} m"
@@ -330,31 +363,41 @@ def photo_for_dossier(jpeg: bytes, caption: str) -> Photo:
     return Photo(jpeg=buffer.getvalue(), caption=caption)
 
 
-def dossier_key(dossier: Dossier) -> str:
-    """SHA-256 (hex) of what the dossier shows and the landwatch version.
+def dossier_key(dossier: Dossier, *, renderer: str = "") -> str:
+    """SHA-256 (hex) of what the dossier shows, :data:`DOSSIER_FORMAT`, the landwatch version
+    and ``renderer`` (e.g. the font and PDF library versions).
 
     Two dossiers with the same key draw the same page: the files written for one can stand
     for the other (the embedded font subset may differ; it draws the same text). The location
-    map counts by what it draws (:meth:`LocationSpec.key_bytes`), so the key can be taken
-    before the map is rendered.
+    map counts by what it draws (:meth:`LocationSpec.key_bytes`) and the photos by their
+    stored hash and caption, so the key is taken without drawing or reading anything.
     """
     digest = hashlib.sha256()
-    head = dataclasses.asdict(dataclasses.replace(dossier, images=Images(), location=None))
-    head["version"] = __version__
+    plain = dataclasses.replace(dossier, images=Images(), location=None, photo_refs=())
+    head = dataclasses.asdict(plain)
+    head["format"] = [DOSSIER_FORMAT, __version__, renderer]
+    head["photos"] = [[p.sha256, p.caption] for p in dossier.photo_refs]
+    head["photos_left_out"] = dossier.images.photos_left_out
     digest.update(json.dumps(head, ensure_ascii=False, sort_keys=True).encode())
-    images = dossier.images
-    for blob in (images.chip_png, *(p.jpeg for p in images.photos)):
-        digest.update(hashlib.sha256(blob or b"").digest())
-    digest.update(str([p.caption for p in images.photos] + [images.photos_left_out]).encode())
+    digest.update(hashlib.sha256(dossier.images.chip_png or b"").digest())
     digest.update(dossier.location.key_bytes() if dossier.location else b"")
     return digest.hexdigest()
 
 
-def with_location_map(dossier: Dossier) -> Dossier:
-    """The dossier with its location map drawn (unchanged when it has no ``location``)."""
-    if dossier.location is None or dossier.images.location_png is not None:
-        return dossier
-    png = location_map_png(dossier.location)
-    return dataclasses.replace(
-        dossier, images=dataclasses.replace(dossier.images, location_png=png)
-    )
+def with_pictures(dossier: Dossier) -> Dossier:
+    """The dossier with its location map drawn and its photos read (a photo whose file cannot
+    be read is shown by its caption and a note)."""
+    images = dossier.images
+    if dossier.location is not None and images.location_png is None:
+        images = dataclasses.replace(images, location_png=location_map_png(dossier.location))
+    if dossier.photo_refs and not images.photos:
+        images = dataclasses.replace(images, photos=tuple(map(_read_photo, dossier.photo_refs)))
+    return dataclasses.replace(dossier, images=images)
+
+
+def _read_photo(ref: PhotoRef) -> Photo:
+    try:
+        return photo_for_dossier(ref.path.read_bytes(), ref.caption)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        log.warning("photo %s cannot be shown in its dossier: %s", ref.path, exc)
+        return Photo(jpeg=None, caption=f"{ref.caption} {LABELS['unreadable']}")

@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from fpdf import FPDF
+from fpdf import FPDF, FPDF_VERSION
 from fpdf.fonts import FontFace
 from PIL import Image
 
@@ -43,6 +43,12 @@ MAP_MM = 74.0
 CHIP_MAX_H_MM = 56.0
 PHOTO_COLUMNS = 4
 HEADING_FILL = (221, 235, 247)
+
+
+def renderer_id() -> str:
+    """What else decides the PDF's bytes: the font embedding and the fpdf2 version (folded
+    into every dossier's key, so an upgrade draws the dossiers again)."""
+    return f"{webfont.embedding_id()}|fpdf2-{FPDF_VERSION}"
 
 
 def dossier_font(texts: Iterable[str]) -> bytes:
@@ -129,7 +135,7 @@ def _left_column(pdf: FPDF, dossier: Dossier, top: float) -> float:
     pdf.set_font(FAMILY, size=8)
     _table(pdf, [(LABELS["item"], LABELS["value"]), *dossier.facts], (36, LEFT_W_MM - 36))
     pdf.ln(2)
-    _table(pdf, [(LABELS["area"], "m²", LABELS["mu"]), *dossier.areas], (56, 28, LEFT_W_MM - 84),
+    _table(pdf, [(LABELS["area"], LABELS["m2"], LABELS["mu"]), *dossier.areas], (56, 28, LEFT_W_MM - 84),
            numeric=(1, 2))  # fmt: skip
     pdf.ln(1)
     pdf.multi_cell(w=LEFT_W_MM, h=4, text=f"{LABELS['refs']}: {dossier.approval_refs}",
@@ -202,13 +208,15 @@ def _photos(pdf: FPDF, dossier: Dossier) -> None:
     pdf.set_font(FAMILY, size=7)
     for start in range(0, len(photos), PHOTO_COLUMNS):
         group = photos[start : start + PHOTO_COLUMNS]
-        sizes = [_size_mm(p.jpeg, cell_w, cell_w * 0.75) for p in group]
+        sizes = [_size_mm(p.jpeg, cell_w, cell_w * 0.75) if p.jpeg else (cell_w, 8.0)
+                 for p in group]  # fmt: skip
         row_h = max(h for _, h in sizes) + 7
         _room_for(pdf, row_h)
         y = pdf.get_y()
         for k, (photo, (w, h)) in enumerate(zip(group, sizes, strict=True)):
             x = MARGIN_MM + k * (cell_w + 4)
-            pdf.image(io.BytesIO(photo.jpeg), x=x, y=y, w=w, h=h)
+            if photo.jpeg:
+                pdf.image(io.BytesIO(photo.jpeg), x=x, y=y, w=w, h=h)
             pdf.set_xy(x, y + h + 0.5)
             pdf.multi_cell(w=cell_w, h=3.2, text=photo.caption)
         pdf.set_xy(MARGIN_MM, y + row_h)

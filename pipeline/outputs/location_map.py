@@ -134,15 +134,21 @@ def _pixels(ring, x0: float, y1: float, scale: float) -> list[tuple[float, float
 
 
 def _polygons(draw: ImageDraw.ImageDraw, rings, *, fill, outline: str, width: int) -> None:
-    """Each (exterior, holes): filled, holes cut out in white, outlines drawn."""
+    """Each (exterior, holes): filled (holes left open, so what lies in them shows), then
+    outlined."""
     for exterior, holes in rings:
         if len(exterior) < 3:
             continue
-        if fill is not None:
-            draw.polygon(exterior, fill=fill)
+        if fill is not None and holes:
+            mask = Image.new("L", draw.im.size, 0)
+            shape = ImageDraw.Draw(mask)
+            shape.polygon(exterior, fill=255)
             for hole in holes:
                 if len(hole) >= 3:
-                    draw.polygon(hole, fill="white")
+                    shape.polygon(hole, fill=0)
+            draw.bitmap((0, 0), mask, fill=fill)
+        elif fill is not None:
+            draw.polygon(exterior, fill=fill)
         for line in (exterior, *holes):
             draw.line(line, fill=outline, width=width, joint="curve")
 

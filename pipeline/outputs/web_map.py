@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import geopandas as gpd
 import numpy as np
-import pandas as pd
 from bokeh.core.properties import value
 from bokeh.embed import file_html
 from bokeh.layouts import column, row
@@ -33,8 +32,8 @@ from bokeh.resources import INLINE
 
 from pipeline.outputs import webfont
 from pipeline.outputs.formatting import isna, label, text
-from pipeline.registry.io.qgis_styles import RECTIFIED, STATUS_COLOURS
-from pipeline.schema import UNASSIGNED, G, P, Verdict
+from pipeline.registry.status import STATUS_COLOURS, patch_status, status_style
+from pipeline.schema import UNASSIGNED, G, P
 from pipeline.units import format_mu
 
 SIMPLIFY_M = 1.0
@@ -47,12 +46,6 @@ MAP_FIGURE = "patch_map"
 
 STATUS = "status"
 """Column of the map's data: the patch's status (a verdict, or ``rectified``)."""
-
-
-def patch_status(patches: pd.DataFrame) -> pd.Series:
-    """``rectified`` for an illegal patch with nothing remaining, else its verdict."""
-    rectified = (patches[P.VERDICT] == Verdict.ILLEGAL) & (patches[P.REMAINING_M2] == 0)
-    return patches[P.VERDICT].where(~rectified, RECTIFIED).fillna(Verdict.PENDING.value)
 
 
 def map_html(
@@ -122,7 +115,7 @@ def _patch_data(patches: gpd.GeoDataFrame, links: dict[str, tuple]) -> dict[str,
             if part.is_empty:
                 continue
             x, y = part.exterior.xy
-            shown, rgb = STATUS_COLOURS.get(status.iat[i], (status.iat[i], "120,120,120"))
+            shown, rgb = status_style(status.iat[i])
             pid = str(rec[P.PATCH_ID])
             values = {
                 "xs": np.round(np.asarray(x), 1).tolist(),

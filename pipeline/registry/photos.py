@@ -26,7 +26,19 @@ import pandas as pd
 import shapely
 
 from pipeline.registry.store import to_json
-from pipeline.schema import PHOTO_FILE, PHOTO_SHA256, E, EventKind, P
+from pipeline.schema import (
+    FIELD_DATE,
+    PHOTO_DISTANCE_M,
+    PHOTO_FILE,
+    PHOTO_MATCHED_BY,
+    PHOTO_NAME,
+    PHOTO_SHA256,
+    PHOTO_TAKEN_AT,
+    E,
+    EventKind,
+    P,
+    PhotoMatch,
+)
 
 WGS84 = "EPSG:4326"
 _LEADING_DIGITS = re.compile(r"^\d+")
@@ -71,7 +83,7 @@ def link_photos(
             problems.append(f"{photo.name}: not stored, {photo.error}")
             continue
         link = _by_name(photo, ids, patches) or _by_gps(photo, patches)
-        typo = None if link and link.matched_by == "name" else _unknown_id(photo, ids)
+        typo = None if link and link.matched_by == PhotoMatch.NAME else _unknown_id(photo, ids)
         if typo:
             problems.append(f"{photo.name}: its name begins with {typo}, which is no patch id"
                             + (f"; linked to {link.patch_id} by its GPS position" if link else ""))  # fmt: skip
@@ -102,7 +114,7 @@ def _by_name(photo: Photo, ids: set[str], patches: gpd.GeoDataFrame) -> PhotoLin
     if not known:
         return None
     geom = patches.loc[patches[P.PATCH_ID].astype(str) == known[0]].geometry
-    return PhotoLink(photo, known[0], "name", _distance_m(photo, geom))
+    return PhotoLink(photo, known[0], PhotoMatch.NAME.value, _distance_m(photo, geom))
 
 
 def _unknown_id(photo: Photo, ids: set[str]) -> str | None:
@@ -125,7 +137,7 @@ def _by_gps(photo: Photo, patches: gpd.GeoDataFrame) -> PhotoLink | None:
     inside = patches[patches.geometry.contains(point)]
     if inside.empty:
         return None
-    return PhotoLink(photo, str(inside[P.PATCH_ID].iloc[0]), "gps", 0.0)
+    return PhotoLink(photo, str(inside[P.PATCH_ID].iloc[0]), PhotoMatch.GPS.value, 0.0)
 
 
 def _distance_m(photo: Photo, geom: gpd.GeoSeries) -> float | None:
@@ -157,10 +169,12 @@ def photo_events(
         values = {
             PHOTO_FILE: stored[link.photo.sha256],
             PHOTO_SHA256: link.photo.sha256,
-            "name": link.photo.name,
-            "matched_by": link.matched_by,
-            "distance_m": None if link.distance_m is None else round(link.distance_m, 1),
-            "taken_at": link.photo.taken_at,
+            PHOTO_NAME: link.photo.name,
+            PHOTO_MATCHED_BY: link.matched_by,
+            PHOTO_DISTANCE_M: None if link.distance_m is None else round(link.distance_m, 1),
+            PHOTO_TAKEN_AT: link.photo.taken_at,
+            # the day in the history is the day it was taken (else the import's)
+            FIELD_DATE: link.photo.taken_at[:10] if link.photo.taken_at else None,
         }
         out.append({E.PATCH_ID: link.patch_id, E.KIND: EventKind.PHOTO.value, E.SOURCE: source,
                     E.VALUES: to_json(values)})  # fmt: skip

@@ -39,6 +39,7 @@ from pipeline.schema import (
     VALUE_ALIASES,
     EnforcementStage,
     P,
+    PhotoMatch,
     T,
     Verdict,
 )
@@ -163,10 +164,9 @@ PHOTO_CAMERA = "landwatch sample (SYNTHETIC)"
 """EXIF camera model of the simulated photos, which are drawings, not real photos."""
 WGS84 = "EPSG:4326"
 
-NAMED, GPS_ONLY = "name", "gps"
+NAMED, GPS_ONLY = PhotoMatch.NAME.value, PhotoMatch.GPS.value
 """How a simulated photo can be linked to its patch: by its name, or by its GPS only."""
 
-_OPEN = frozenset({S.NOTIFIED, S.CASE_FILED, S.PENALTY_DECIDED, S.COURT})
 _DEMOLISHED = frozenset({S.SELF_DEMOLISHED, S.FORCED_DEMOLISHED})
 _SKY = ((96, 146, 212), (206, 222, 236))
 """Sky colour at the top and at the horizon."""

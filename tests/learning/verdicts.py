@@ -78,3 +78,20 @@ def _frame(df: pd.DataFrame) -> gpd.GeoDataFrame:
         if col not in df.columns:
             df[col] = None
     return gpd.GeoDataFrame(df, geometry="geometry", crs=CRS)
+
+
+def with_new_pending(state, n: int, *, pair=("2016", "2017"), seed: int = 1):
+    """``state`` with ``n`` more pending patches (and their features) of ``pair``, as a new
+    detection adds them; nothing else changes."""
+    rng = np.random.default_rng(seed)
+    feats = pd.DataFrame(np.nan, index=range(n), columns=list(FEATURE_NAMES))
+    feats["vi_to"] = rng.uniform(0, 0.5, n)
+    feats["brightness_ratio"] = rng.uniform(1.0, 1.8, n)
+    feats["change_type"] = 0.0
+    start = 90000
+    ids = [f"130609{pair[1]}{start + i:05d}" for i in range(n)]
+    rows = [_patch(pid, pair, Verdict.PENDING, rng.random(), VILLAGES[0], start + i)
+            for i, pid in enumerate(ids)]  # fmt: skip
+    patches = normalise_patches(pd.concat([state.patches, _frame(pd.DataFrame(rows))]))
+    table = pd.concat([state.features, feature_rows(feats, pd.Series(ids), pair, "run-2")])
+    return dataclasses.replace(state, patches=patches, features=table.reset_index(drop=True))

@@ -13,24 +13,27 @@ import os
 import re
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pypdfium2 as pdfium
 import pytest
+import shapely
 from PIL import Image
 
 from pipeline.outputs.dossier import (
     Dossier,
     Images,
+    PhotoRef,
     dossier_facts,
     dossier_key,
     event_rows,
     photo_for_dossier,
-    with_location_map,
+    with_pictures,
 )
 from pipeline.outputs.dossier_html import batch_font_css, dossier_html
 from pipeline.outputs.dossier_pdf import DossierFont, dossier_font, dossier_pdf
-from pipeline.outputs.location_map import location_spec
+from pipeline.outputs.location_map import location_map_png, location_spec
 from pipeline.registry.ledger import DATE
 from pipeline.schema import E, EventKind, P
 from tests.district import make_grids, make_patches
@@ -73,7 +76,14 @@ def _events(pid: str) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def dossier() -> Dossier:
+def photo_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("photos") / "ab12.jpg"
+    path.write_bytes(_jpeg())
+    return path
+
+
+@pytest.fixture(scope="module")
+def dossier(photo_file) -> Dossier:
     patches = make_patches()
     _, villages = make_grids(persons=True)
     row = patches.iloc[1].to_dict()  # 130609201700002, illegal and rectified, in 西村
@@ -82,11 +92,11 @@ def dossier() -> Dossier:
     village = villages.geometry.iloc[1]
     location = location_spec(row["geometry"], village, neighbours=villages.geometry,
                              others=patches.geometry, village_label="西村")  # fmt: skip
-    images = Images(chip_png=_png((200, 120, 40), (400, 200)),
-                    photos=(photo_for_dossier(_jpeg(), "现场照片 2017-07-18"),))  # fmt: skip
+    images = Images(chip_png=_png((200, 120, 40), (400, 200)))
     return dossier_facts(row, _events(row[P.PATCH_ID]), area_name="示例区",
                          township_person="张三", village_person="赵六", images=images,
-                         location=location)  # fmt: skip
+                         location=location,
+                         photo_refs=(PhotoRef(photo_file, "ab12", "现场照片 2017-07-18"),))  # fmt: skip
 
 
 def test_facts_name_the_units_their_persons_and_both_area_units(dossier):
@@ -116,12 +126,30 @@ def test_history_is_in_date_order_with_readable_details(dossier):
 
 def test_key_follows_content_not_the_drawn_map(dossier):
     key = dossier_key(dossier)
-    assert key == dossier_key(with_location_map(dossier))  # drawing the map changes nothing
+    assert key == dossier_key(with_pictures(dossier))  # drawing the map changes nothing
     changed = dataclasses.replace(dossier, status="违法 illegal")
     assert dossier_key(changed) != key
     other_chip = dataclasses.replace(dossier, images=dataclasses.replace(
         dossier.images, chip_png=_png((0, 0, 0), (400, 200))))  # fmt: skip
     assert dossier_key(other_chip) != key
+
+
+def test_key_follows_the_photos_by_hash_and_reads_none(dossier, tmp_path):
+    moved = dataclasses.replace(dossier.photo_refs[0], path=tmp_path / "elsewhere.jpg")
+    assert dossier_key(dataclasses.replace(dossier, photo_refs=(moved,))) == dossier_key(dossier)
+    other = dataclasses.replace(dossier.photo_refs[0], sha256="cd34")
+    assert dossier_key(dataclasses.replace(dossier, photo_refs=(other,))) != dossier_key(dossier)
+
+
+def test_an_unreadable_photo_is_named_not_dropped(dossier, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    ref = dataclasses.replace(dossier.photo_refs[0], path=broken)
+    drawn = with_pictures(dataclasses.replace(dossier, photo_refs=(ref,)))
+    assert drawn.images.photos[0].jpeg is None
+    assert "无法读取" in drawn.images.photos[0].caption
+    with DossierFont(dossier_font(drawn.texts())) as font:
+        assert dossier_pdf(drawn, font).startswith(b"%PDF")
 
 
 def test_photos_are_shrunk_for_the_page():
@@ -131,7 +159,7 @@ def test_photos_are_shrunk_for_the_page():
 
 
 def test_pdf_is_one_a4_page_whose_chinese_text_can_be_extracted(dossier):
-    drawn = with_location_map(dossier)
+    drawn = with_pictures(dossier)
     with DossierFont(dossier_font(drawn.texts())) as font:
         data = dossier_pdf(drawn, font)
     pdf = pdfium.PdfDocument(data)
@@ -156,17 +184,26 @@ def _keep_pictures(pdf) -> None:
 
 
 def test_pdf_bytes_are_reproducible(dossier):
-    drawn = with_location_map(dossier)
+    drawn = with_pictures(dossier)
     font = dossier_font(drawn.texts())
     with DossierFont(font) as a, DossierFont(font) as b:
         assert dossier_pdf(drawn, a) == dossier_pdf(drawn, b)
 
 
 def test_html_is_self_contained_with_the_same_content(dossier):
-    drawn = with_location_map(dossier)
+    drawn = with_pictures(dossier)
     html = dossier_html(drawn, font_css=batch_font_css([drawn]))
     assert "@font-face" in html
     assert html.count("data:image/png;base64,") == 2 and "data:image/jpeg;base64," in html
     assert not re.search(r"(src|href)=\"https?:", html)
     for expected in ("130609201700002", "责任人 张三", "自行拆除", "核查员甲", "现场照片"):
         assert expected in html
+
+
+def test_what_lies_in_a_hole_of_the_patch_shows_on_the_map():
+    ring = shapely.box(0, 0, 300, 300).difference(shapely.box(100, 100, 200, 200))
+    inside = shapely.box(130, 130, 170, 170)
+    spec = location_spec(ring, None, others=gpd.GeoSeries([inside]))
+    img = Image.open(io.BytesIO(location_map_png(spec))).convert("RGB")
+    assert img.getpixel((300, 300)) == (158, 158, 158)  # the other patch, grey
+    assert img.getpixel((60, 300)) == (229, 57, 53)  # the ring itself, in its colour

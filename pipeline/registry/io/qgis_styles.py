@@ -19,14 +19,12 @@ from xml.sax.saxutils import quoteattr
 import pandas as pd
 import pyogrio
 
-from pipeline.schema import CHINESE_LABELS, P, Verdict
+from pipeline.registry.status import RECTIFIED, STATUS_COLOURS
+from pipeline.schema import P, Verdict
 
 STYLES_TABLE = "layer_styles"
 """The table QGIS looks for styles in."""
 STYLE_NAME = "landwatch status"
-
-RECTIFIED = "rectified"
-"""Status of an illegal patch with nothing remaining (not a verdict: a state of one)."""
 
 STATUS_EXPRESSION = (
     f'CASE WHEN "{P.VERDICT}" = \'{Verdict.ILLEGAL.value}\' AND "{P.REMAINING_M2}" = 0 '
@@ -34,18 +32,6 @@ STATUS_EXPRESSION = (
 )
 """QGIS expression giving each patch's status."""
 
-STATUS_COLOURS: dict[str, tuple[str, str]] = {
-    Verdict.PENDING.value: ("待核查 pending", "255,193,7"),
-    Verdict.ILLEGAL.value: (f"{CHINESE_LABELS[Verdict.ILLEGAL]} illegal", "229,57,53"),
-    RECTIFIED: ("已整改 rectified", "67,160,71"),
-    Verdict.LEGAL.value: (f"{CHINESE_LABELS[Verdict.LEGAL]} legal", "30,136,229"),
-    Verdict.FALSE_CHANGE.value: (
-        f"{CHINESE_LABELS[Verdict.FALSE_CHANGE]} false change",
-        "158,158,158",
-    ),
-    Verdict.OTHER.value: (f"{CHINESE_LABELS[Verdict.OTHER]} other", "142,36,170"),
-}
-"""Status -> (legend label, fill colour as R,G,B)."""
 
 STYLE_COLUMNS = (
     "f_table_catalog",
