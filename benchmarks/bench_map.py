@@ -4,7 +4,8 @@ patches.
 Reads the registry and the grid of a workspace (default: the demo's ``config.yaml`` after
 ``make demo``) and repeats its patches, shifted by random offsets, until there are N of
 them (default 10,000), then builds the page as the report does (Bokeh's JavaScript inline,
-the CJK font subset embedded, geometries simplified). Nothing is written.
+the CJK font subset embedded, geometries simplified, every patch linking its chip and its
+dossier). Nothing is written.
 
 Usage::
 
@@ -56,7 +57,9 @@ def main() -> None:
     for n in sorted({len(state.patches), args.patches}):
         patches = state.patches if n == len(state.patches) else district_of(state.patches, n)
         start = time.perf_counter()
-        page = map_html(patches, grids.townships, grids.villages, title="map")
+        ids = set(patches[P.PATCH_ID].astype(str))  # every patch with a chip and a dossier
+        page = map_html(patches, grids.townships, grids.villages, title="map", chips=ids,
+                        chip_href="../../chips", dossiers=ids, dossier_href="../../dossiers")  # fmt: skip
         seconds = time.perf_counter() - start
         megabytes = len(page.encode("utf-8")) / 1e6
         print(f"map_patches={n} megabytes={megabytes:.2f} seconds={seconds:.1f}")
