@@ -85,3 +85,15 @@ def test_a_useful_model_ranks_pending_patches_and_a_rerun_trains_nothing(tmp_pat
     save_registry(ws.registry, dataclasses.replace(grown, patches=patches))
     assert verdict_snapshot(cfg, ws) != snapshot
     assert "skipped" not in _learn(cfg, ws)
+
+
+def test_a_nightly_run_keeps_features_and_says_why_it_has_no_model(sample_run):
+    """The session's real run: every registered patch has its features, and the learn stage
+    recorded in the run why no model is used yet (no verdict at all)."""
+    state = load_registry(sample_run.folder / "out" / "registry.gpkg", CRS)
+    assert set(state.features["patch_id"]) == set(state.patches[P.PATCH_ID])
+    values = pd.DataFrame([json.loads(v) for v in state.features["features_json"]])
+    assert values["dist_builtup_m"].notna().all() and values["score_max"].notna().all()
+    counts = json.loads(state.runs["counts_json"].iloc[-1])
+    assert "too few verdicts" in counts["learn"]["reason"]
+    assert counts["learn"]["used"] is False
