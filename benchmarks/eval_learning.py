@@ -5,7 +5,8 @@ Two evaluations, one configuration (the defaults of :mod:`pipeline.learning.mode
 
 1. **Synthetic years.** Eight hard synthetic scenes of the sample generator (seeds 1–8, four
    bands, ``SceneOptions.hard``: every roof colour, haze, flooded paddies, mulch film, seasonal
-   crops, longer shadows), each run through ``landwatch run --until register``, stand for eight
+   crops, longer shadows; plus :data:`DECOYS` decoys each: temporary plastic sheds and spoil
+   heaps, which look like new roofs or earthworks but are false changes), each run through ``landwatch run --until register``, stand for eight
    years of one district: the verdicts of a year are simulated from its truth as the demo
    does (:func:`pipeline.sample.returns.verdicts`: a patch covering no truth object is a false
    change). Years 4–8 are each ranked by a model trained on all the years before them. The
@@ -28,6 +29,7 @@ order, summed).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import subprocess
@@ -44,7 +46,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import eval_oscd  # noqa: E402
-from benchmarks.scoreboard_synthetic import Scene, sample_config, sample_folder  # noqa: E402
+from benchmarks.scoreboard_synthetic import (  # noqa: E402
+    COMPLETE,
+    Scene,
+    generator_fingerprint,
+    sample_config,
+)
 from pipeline.detection.pair import detect_pair  # noqa: E402
 from pipeline.learning.features import features_for, patch_features  # noqa: E402
 from pipeline.learning.io.rasters import raster_features  # noqa: E402
@@ -52,6 +59,7 @@ from pipeline.learning.model import RECALLS, FeatureModel, cut_at_recall  # noqa
 from pipeline.ops.executor import make_executor  # noqa: E402
 from pipeline.overlay.io.vectors import read_layer  # noqa: E402
 from pipeline.registry.io.registry_file import load_registry  # noqa: E402
+from pipeline.sample import SceneOptions, generate_sample  # noqa: E402
 from pipeline.sample.returns import verdicts  # noqa: E402
 from pipeline.schema import TRUTH_LAYER, P, Verdict  # noqa: E402
 
@@ -62,6 +70,8 @@ YEARS = (1, 2, 3, 4, 5, 6, 7, 8)
 """Seeds of the synthetic scenes standing for consecutive years."""
 FIRST_HELD = 4
 """Years 1–3 only train; each later year is ranked by a model trained on all years before it."""
+DECOYS = 40
+"""Temporary sheds and spoil heaps per synthetic scene (false alarms by design)."""
 LABEL_SHARE = 0.2
 """A detected OSCD patch is a real change when this share of it is labelled change."""
 
@@ -70,7 +80,7 @@ LABEL_SHARE = 0.2
 def synthetic_year(seed: int, workers: int) -> pd.DataFrame:
     """Features, truth and score of every registered patch of one synthetic scene."""
     scene = Scene(2500, seed, "rgbn")
-    folder, _ = sample_folder(CACHE, scene)
+    folder = _decoy_sample(scene)
     run_dir = CACHE / "learn-runs" / scene.name
     config = sample_config(folder, run_dir, scene, {}, workers)
     done = subprocess.run(
@@ -113,6 +123,15 @@ def oscd_city(city, work: Path, executor, workers: int) -> pd.DataFrame:
     frame["score"] = pd.to_numeric(det[P.SCORE], errors="coerce").to_numpy()
     frame["group"] = city.name
     return frame
+
+
+def _decoy_sample(scene: Scene) -> Path:
+    """The hard scene with :data:`DECOYS` decoys, generated once into the cache."""
+    folder = CACHE / "samples" / f"{scene.name}_decoys{DECOYS}_{generator_fingerprint()}"
+    if not (folder / COMPLETE).exists():
+        options = dataclasses.replace(SceneOptions.hard(bands=scene.bands), decoys=DECOYS)
+        generate_sample(folder, size_px=scene.size_px, seed=scene.seed, options=options)
+    return folder
 
 
 # --------------------------------------------------------------------------- scoring
@@ -158,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"test": test["group"].iloc[0], "train": "+".join(f"year{s}" for s in YEARS[:k]),
                      **compared(train, test)})  # fmt: skip
     rows.append({"test": "sum", "train": "", **_pooled(rows)})
-    print("Synthetic years (hard scenes, 2500 px, four bands):")
+    print(f"Synthetic years (hard scenes with {DECOYS} decoys each, 2500 px, four bands):")
     print(table(rows))
     if not args.no_oscd:
         print("\nOSCD, leave one city out:")

@@ -23,9 +23,10 @@ from pipeline.detection.accuracy import PixelScores, match_objects, pixel_scores
 
 MIN_CONSTRUCTION_M2 = 200.0
 """Truth buildings smaller than this are not counted in the recall (the survey's rule)."""
-NOT_CONSTRUCTION_KINDS = frozenset({"legal", "earthworks"})
-"""Truth kinds that are not unapproved new construction: fully approved buildings and
-fill soil. Every other kind (``illegal``, ``partial``, ``nonfarm`` …) is."""
+NOT_CONSTRUCTION_KINDS = frozenset({"legal", "earthworks", "temporary", "spoil"})
+"""Truth kinds that are not unapproved new construction: fully approved buildings, fill soil
+and the decoys (temporary sheds, spoil heaps). Every other kind (``illegal``, ``partial``,
+``nonfarm`` …) is."""
 SUMMARY_KEYS = (
     "synthetic_recall",
     "synthetic_fp_km2",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -45,8 +46,16 @@ from pipeline.config import load_config
     show_default=True,
     help="Bands of the image files: blue, green, red and nir, or blue, green, red only.",
 )
+@click.option(
+    "--decoys",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Decoys on farmland in the later epoch: film tunnels (truth kind 'temporary') and "
+    "spoil heaps ('spoil'), false alarms a field team finds no construction at.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing sample in OUT.")
-def sample(ctx, out, size_px, seed, grids, hard, bands, overwrite):
+def sample(ctx, out, size_px, seed, grids, hard, bands, decoys, overwrite):
     """Generate the deterministic SYNTHETIC sample area (imagery, approvals, farmland, truth).
 
     ``landwatch sample returns`` simulates the field returns of the registered patches.
@@ -58,6 +67,8 @@ def sample(ctx, out, size_px, seed, grids, hard, bands, overwrite):
     if (out / ".complete").exists() and not overwrite:
         raise click.UsageError(f"{out} already holds a sample; pass --overwrite to replace it")
     options = SceneOptions.hard(bands=bands) if hard else SceneOptions(bands=bands)
+    if decoys:
+        options = dataclasses.replace(options, decoys=decoys)
     info = generate_sample(out, size_px=size_px, seed=seed, grids_path=grids, options=options)
     click.echo(f"synthetic sample written to {out}")
     click.echo(str(info))

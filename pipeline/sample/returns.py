@@ -6,8 +6,9 @@ round out (Chinese headers and values, as townships write them).
 
 - **Verdict** (round 1): a patch overlapping a new object of the truth by at least
   :data:`MATCH_SHARE` of its area is ``legal`` when the object is of kind ``legal`` (fully
-  approved) and ``illegal`` for every other kind (illegal, partly approved, off farmland,
-  earthworks); any other patch is a false change.
+  approved), a false change when it is a decoy (``temporary`` film tunnels or a ``spoil``
+  heap: the team finds no construction) and ``illegal`` for every other kind (illegal,
+  partly approved, off farmland, earthworks); any other patch is a false change.
 - **Enforcement** of an illegal patch follows one of the practice's paths, chosen from its id
   (the same every time): round 1 gives the first step, round 2 the outcome and the remaining
   area (0 when rectified). Most cases end in self-demolition after guidance, some are
@@ -32,7 +33,7 @@ import pandas as pd
 import shapely
 from PIL import ExifTags, Image, ImageDraw, ImageFont
 
-from pipeline.sample.scene import Kind
+from pipeline.sample.scene import DECOY_KINDS, Kind
 from pipeline.schema import (
     CHINESE_LABELS,
     COLUMN_LABELS,
@@ -76,10 +77,17 @@ def verdicts(patches: gpd.GeoDataFrame, truth: gpd.GeoDataFrame) -> pd.Series:
     pairs["_share"] = shapely.area(inter) / patches.geometry.area.loc[pairs.index].to_numpy()
     best = pairs[pairs["_share"] >= MATCH_SHARE].sort_values("_share").groupby(level=0).last()
     kind = best[T.KIND]
-    out.loc[kind.index] = kind.map(
-        lambda k: Verdict.LEGAL.value if k == Kind.LEGAL else Verdict.ILLEGAL.value
-    )
+    out.loc[kind.index] = kind.map(_verdict_of)
     return out
+
+
+def _verdict_of(kind: str) -> str:
+    """What a field team finds at a new object of ``kind`` (a truth kind)."""
+    if kind == Kind.LEGAL:
+        return Verdict.LEGAL.value
+    if kind in DECOY_KINDS:
+        return Verdict.FALSE_CHANGE.value
+    return Verdict.ILLEGAL.value
 
 
 def enforcement_path(patch_id: str) -> tuple[S, S | None]:

@@ -59,13 +59,23 @@ TILE_LAYOUTS = ((2, 2, 6), (3, 3, 4))
 
 
 class Kind(StrEnum):
-    """Kinds of new objects in epoch 2 (the truth)."""
+    """Kinds of new objects in epoch 2 (the truth): construction (the first five) and, with
+    ``SceneOptions.decoys``, the decoys (:data:`DECOY_KINDS`)."""
 
     ILLEGAL = "illegal"  # on farmland, outside every approval
     LEGAL = "legal"  # on farmland, fully inside an approval
     PARTIAL = "partial"  # on farmland, partly inside an approval
     NONFARM = "nonfarm"  # on land that is not farmland
     EARTHWORKS = "earthworks"  # fill soil on farmland
+    TEMPORARY = "temporary"  # decoy: film tunnels / temporary farm sheds (设施农用地)
+    SPOIL = "spoil"  # decoy: spoil heap / stockpile of field works
+
+
+CONSTRUCTION_KINDS = (Kind.ILLEGAL, Kind.LEGAL, Kind.PARTIAL, Kind.NONFARM, Kind.EARTHWORKS)
+"""Kinds of new construction: what a field team finds built (every sample has each)."""
+DECOY_KINDS = (Kind.TEMPORARY, Kind.SPOIL)
+"""Kinds of the decoys (``SceneOptions.decoys``): new in epoch 2 and bright like
+construction, but a field team finds no construction (a false change)."""
 
 
 class CropState(StrEnum):
@@ -103,6 +113,10 @@ class C(IntEnum):
     ROOF_STEEL_RED = 18
     ROOF_WHITE = 19
     ROOF_ASPHALT = 20
+    FILM_WHITE = 21  # decoy tunnels: white / translucent plastic film
+    FILM_BLUE = 22  # decoy tunnels: light-blue film
+    SPOIL = 23  # decoy spoil heap: bright bare soil
+    SPOIL_SHADED = 24  # its north (shaded) side
 
 
 # Reflectance x 10000, bands blue, green, red, nir: (low, high) per class. One tone per object
@@ -131,6 +145,11 @@ _SPECTRA = {
     C.ROOF_STEEL_RED: ((1350, 1250, 1800, 1700), (1575, 1500, 2000, 1950)),
     C.ROOF_WHITE: ((3400, 3500, 3500, 3300), (5400, 5500, 5500, 5200)),
     C.ROOF_ASPHALT: ((450, 480, 500, 550), (650, 700, 720, 800)),
+    # decoys: film close to a white / a blue roof (the crop under translucent film lifts nir)
+    C.FILM_WHITE: ((2900, 3000, 3000, 3100), (4600, 4700, 4700, 4800)),
+    C.FILM_BLUE: ((2500, 2150, 1450, 1900), (3300, 2800, 2000, 2600)),
+    C.SPOIL: ((1350, 1600, 1950, 2250), (1750, 2050, 2450, 2700)),
+    C.SPOIL_SHADED: ((800, 950, 1150, 1350), (1050, 1250, 1500, 1650)),
 }
 _STRIPE = {  # relative amplitude of row stripes / furrows / tracks per band
     C.CROP_GREEN: (-0.10, -0.07, -0.14, 0.08),
@@ -141,6 +160,7 @@ _STRIPE = {  # relative amplitude of row stripes / furrows / tracks per band
     C.GREENHOUSE: (0.15, 0.15, 0.15, 0.12),  # tunnels and the gaps between them
 }
 _TEXTURE = {C.TREES: 0.28, C.VILLAGE_GROUND: 0.12, C.GRASS: 0.10, C.GRASS_DRY: 0.10}
+_TEXTURE |= {C.SPOIL: 0.10, C.SPOIL_SHADED: 0.12}  # lumpy heaps
 _LOWFREQ = {C.CROP_GREEN: 0.07, C.CROP_STUBBLE: 0.05, C.CROP_PLOUGHED: 0.06, C.GRASS: 0.06}
 _STATE_CLASS = {CropState.GREEN: C.CROP_GREEN, CropState.STUBBLE: C.CROP_STUBBLE}
 _STATE_CLASS[CropState.PLOUGHED] = C.CROP_PLOUGHED
@@ -221,6 +241,12 @@ class SceneOptions:
     :data:`STREAM_ABOVE_PX` and with ``later_crs``."""
     block_rows: int = 256
     """Rows per block when streaming (memory only)."""
+    decoys: int = 0
+    """Decoys on farmland in the later epoch, in all (not scaled by area): half temporary
+    film tunnels / farm sheds (kind ``temporary``: 1-4 parallel strips of white or
+    light-blue film, 6-10 m x 30-80 m), half spoil heaps (kind ``spoil``: bright bare soil,
+    15-40 m across, some with a shaded north side). New and bright like construction but
+    not construction: a field team finds a false change. Not part of :meth:`hard`."""
 
     def __post_init__(self) -> None:
         checks = (
@@ -228,6 +254,7 @@ class SceneOptions:
             ("bands", self.bands in ("rgbn", "rgb"), "'rgbn' or 'rgb'"),
             ("off_farmland", _is_count(self.off_farmland), "a count >= 0"),
             ("block_rows", _is_count(self.block_rows) and self.block_rows >= 16, "rows >= 16"),
+            ("decoys", _is_count(self.decoys), "a count >= 0"),
         )
         for name, ok, expected in checks:
             if not ok:
@@ -423,7 +450,8 @@ def make_layout(
     many objects one component draws does not reshuffle the others. Counts scale with the
     area; the full sample has 8-12 townships, 80-150 villages and about 130 new objects; a
     small one keeps at least 2 townships, 6 villages and 2 objects per kind. Each option
-    draws from streams of its own (14 and up) after the default draws.
+    draws from streams of its own (14 and up) after the default draws; the decoys (stream 19)
+    are placed after every other object and painted last, in the later epoch only.
     """
     _check_args(size_px, seed)
     if not isinstance(options, SceneOptions):
@@ -452,6 +480,7 @@ def make_layout(
     )
     gap, gap_building = _choose_gap(land["grid0"], parcels["geom"][crop], scale, avoid, rng(9))
     grid = cut_gap(land["grid0"], gap)
+    decoy_rng = rng(19) if options.decoys else None
     placed = _place_changes(
         frame,
         grid,
@@ -468,11 +497,14 @@ def make_layout(
         edges=(max(3, round(options.off_farmland * area_f)), rng(14))
         if options.off_farmland
         else None,
+        decoys=(options.decoys, decoy_rng) if options.decoys else None,
     )
     palette = rng(16) if options.roofs == "all" else None
     objects, shadows = _scene_objects(
         frame, roads, river, settle, parcels, states, placed, rng(11), palette
     )
+    if options.decoys:
+        objects, placed = _add_decoys(objects, placed, decoy_rng)
     radiometry = _radiometry(rng(12))
     if options.haze:
         radiometry = _hazy(radiometry, rng(17))
@@ -1095,12 +1127,15 @@ def _place_changes(
     scale,
     rng,
     edges: tuple[int, np.random.Generator] | None = None,
+    decoys: tuple[int, np.random.Generator] | None = None,
 ) -> dict:
     """New objects of epoch 2 by kind, and the approvals (see :class:`Kind`).
 
     ``avoid`` is where no object may go (scene edge, epoch-1 nodata); ``scale`` (<= 1)
     shrinks the largest objects on small samples so every kind still finds room.
-    ``edges`` (count, stream): that many more non-farm buildings at village edges, last.
+    ``edges`` (count, stream): that many more non-farm buildings at village edges.
+    ``decoys`` (count, stream): that many decoys on crop parcels, last (:func:`_place_decoys`);
+    they are returned apart (``placed["decoys"]``), not among the new objects.
 
     Notes
     -----
@@ -1113,7 +1148,7 @@ def _place_changes(
         shapely.box(xmin, ymin, xmax, ymax),
         shapely.buffer(grid.district.geometry.iloc[0], -5.0),
     )  # objects outside the district would be unassigned: only the gap object is meant to be
-    want = {k: max(_MIN_COUNTS[k], round(_FULL_COUNTS[k] * area_f)) for k in Kind}
+    want = {k: max(_MIN_COUNTS[k], round(_FULL_COUNTS[k] * area_f)) for k in CONSTRUCTION_KINDS}
     placing = _Placement(
         rng=rng,
         crop_geoms=crop_geoms,
@@ -1128,17 +1163,25 @@ def _place_changes(
     if edges is not None:
         _place_village_edges(placing, *edges, settle, roads, river)
     objects = placing.objects
-    missing = [str(k) for k in Kind if not any(kind == k for _, kind in objects)]
+    missing = [str(k) for k in CONSTRUCTION_KINDS if not any(kind == k for _, kind in objects)]
     if missing:
         raise ConfigError(
             f"no room for new objects of kind {', '.join(missing)} in a {frame.width} px "
             "sample; use a larger size_px or another seed"
         )
-    return {
+    placed = {
         "geom": np.array([g for g, _ in objects], dtype=object),
         "kind": np.array([str(k) for _, k in objects], dtype=object),
         "approvals": np.array(placing.approvals, dtype=object),
     }
+    if decoys is not None:
+        placed["decoys"] = _place_decoys(placing, *decoys)
+        if len(placed["decoys"]["geom"]) < decoys[0]:
+            raise ConfigError(
+                f"no room for {decoys[0]} decoys in a {frame.width} px sample (placed "
+                f"{len(placed['decoys']['geom'])}); use fewer decoys or a larger size_px"
+            )
+    return placed
 
 
 @dataclass
@@ -1317,6 +1360,177 @@ def _place_village_edges(placing: _Placement, n: int, rng, settle, roads, river)
         return boxes[ok]
 
     placing.fill(make, n, Kind.NONFARM)
+
+
+_DECOY_TRIES = 5
+_DECOY_MARGIN_M = 2.0
+"""Decoys keep this far inside their crop parcel (off the field margins)."""
+_TUNNELS_P = (0.35, 0.25, 0.25, 0.15)
+"""Share of decoy tunnel groups of 1, 2, 3 and 4 parallel tunnels."""
+_WHITE_FILM_P = 0.65
+"""Share of the decoy tunnel groups under white film (the rest light-blue film)."""
+_SHADED_SPOIL_P = 0.5
+"""Share of the spoil heaps showing a shaded north side."""
+
+
+def _place_decoys(placing: _Placement, n: int, rng: np.random.Generator) -> dict:
+    """``n`` decoys on crop parcels, clear of everything placed (objects, approvals, the scene
+    edge, epoch-1 nodata, the grid gap, outside the district): ``(n + 1) // 2`` groups of
+    film tunnels (:func:`_tunnel_groups`), then ``n // 2`` spoil heaps (:func:`_spoil_heaps`).
+
+    Returns
+    -------
+    dict
+        ``geom`` (the truth geometry of each decoy), ``kind``, ``cover`` and ``parts``
+        (per decoy, the ``(geometry, class)`` pairs to paint, in order).
+    """
+    fields = shapely.buffer(placing.crop_geoms, -_DECOY_MARGIN_M, join_style="mitre")
+    fields = fields[~shapely.is_empty(fields)]
+    out: dict[str, list] = {"geom": [], "kind": [], "cover": [], "parts": []}
+    n_temp = (n + 1) // 2
+    for kind, count, make in (
+        (Kind.TEMPORARY, n_temp, _tunnel_groups),
+        (Kind.SPOIL, n - n_temp, _spoil_heaps),
+    ):
+        placed = 0
+        for _ in range(_DECOY_TRIES):
+            if placed >= count or len(fields) == 0:
+                break
+            cands = make(fields, placing.many, rng)
+            idx = _select(cands["footprint"], count - placed, placing.blocked)
+            for i in idx:
+                out["geom"].append(cands["geom"][i])
+                out["kind"].append(str(kind))
+                out["cover"].append(cands["cover"][i])
+                out["parts"].append(cands["parts"][i])
+                placing.blocked.append(cands["footprint"][i])
+            placed += len(idx)
+    return out
+
+
+def _in_fields(fields: np.ndarray, k: int, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``k`` random parcels (area-weighted) and a random point in each one's bounds:
+    (parcel indices, x, y)."""
+    weights = shapely.area(fields)
+    idx = rng.choice(len(fields), k, p=weights / weights.sum())
+    b = shapely.bounds(fields[idx])
+    return idx, rng.uniform(b[:, 0], b[:, 2]), rng.uniform(b[:, 1], b[:, 3])
+
+
+def _tunnel_groups(fields: np.ndarray, k: int, rng) -> dict:
+    """Candidate groups of film tunnels (temporary farm sheds, 设施农用地) inside
+    ``fields``: 1-4 parallel strips 6-10 m wide, 30-80 m long, 3-5 m apart, running along
+    the parcel's long side, under white or light-blue film. ``footprint``: the group's
+    bounding box; ``geom``: the tunnels."""
+    idx, x, y = _in_fields(fields, k, rng)
+    count = rng.choice(np.arange(1, 5), k, p=_TUNNELS_P)
+    width = rng.uniform(6.0, 10.0, k)
+    length = rng.uniform(30.0, 80.0, k)
+    gap = rng.uniform(3.0, 5.0, k)
+    white = rng.random(k) < _WHITE_FILM_P
+    b = shapely.bounds(fields[idx])
+    along_y = (b[:, 2] - b[:, 0]) < (b[:, 3] - b[:, 1])  # tunnels along the rows
+    span = count * width + (count - 1) * gap
+    boxes = _boxes_at(x, y, np.where(along_y, span, length), np.where(along_y, length, span))
+    ok = np.flatnonzero(shapely.contains_properly(fields[idx], boxes))
+    geoms, parts, covers = [], [], []
+    for i in ok:
+        x0, y0, x1, y1 = shapely.bounds(boxes[i])
+        starts = np.round((x0 if along_y[i] else y0) + np.arange(count[i]) * (width[i] + gap[i]), 1)
+        ends = np.round(starts + width[i], 1)
+        if along_y[i]:
+            strips = shapely.box(starts, y0, ends, y1)
+        else:
+            strips = shapely.box(x0, starts, x1, ends)
+        cls = C.FILM_WHITE if white[i] else C.FILM_BLUE
+        geoms.append(strips[0] if len(strips) == 1 else shapely.MultiPolygon(list(strips)))
+        parts.append([(g, cls) for g in strips])
+        covers.append("white_film" if white[i] else "blue_film")
+    return {"footprint": boxes[ok], "geom": geoms, "parts": parts, "cover": covers}
+
+
+def _spoil_heaps(fields: np.ndarray, k: int, rng) -> dict:
+    """Candidate spoil heaps inside ``fields``: irregular blobs 15-40 m across (a wobbly,
+    noisy star-shaped outline, somewhat elongated) of bright bare soil, about half with a
+    shaded north side (sun in the south). ``footprint`` and ``geom``: the blob."""
+    idx, x, y = _in_fields(fields, k, rng)
+    m = 24
+    theta = np.linspace(0.0, 2 * np.pi, m, endpoint=False)
+    radius = rng.uniform(7.5, 20.0, k)
+    amp = rng.uniform(0.03, 0.12, (k, 3))
+    phase = rng.uniform(0.0, 2 * np.pi, (k, 3))
+    wobble = sum(
+        amp[:, j, None] * np.cos(order * theta[None, :] + phase[:, j, None])
+        for j, order in enumerate((2, 3, 5))
+    )
+    rough = rng.uniform(-0.08, 0.08, (k, m))
+    stretch = np.sqrt(rng.uniform(1.0, 1.6, k))
+    turn = rng.uniform(0.0, np.pi, k)
+    shaded = rng.random(k) < _SHADED_SPOIL_P
+    cut = rng.uniform(0.05, 0.35, k)  # where the shaded side starts, north of the centre
+    r = radius[:, None] * (1.0 + wobble + rough)  # > 0.5 radius: a star-shaped simple ring
+    u, v = r * np.cos(theta) * stretch[:, None], r * np.sin(theta) / stretch[:, None]
+    cos, sin = np.cos(turn)[:, None], np.sin(turn)[:, None]
+    ring = np.stack([x[:, None] + u * cos - v * sin, y[:, None] + u * sin + v * cos], axis=2)
+    blobs = shapely.polygons(np.round(ring, 1))
+    ok = np.flatnonzero(shapely.contains_properly(fields[idx], blobs))
+    parts = []
+    for i in ok:
+        parts.append([(blobs[i], C.SPOIL)])
+        if shaded[i]:
+            x0, _, x1, y1 = shapely.bounds(blobs[i])
+            north = shapely.box(x0 - 1.0, y[i] + cut[i] * radius[i], x1 + 1.0, y1 + 1.0)
+            side = shapely.intersection(blobs[i], north)
+            if not side.is_empty and side.area > 4.0:
+                parts[-1].append((side, C.SPOIL_SHADED))
+    return {
+        "footprint": blobs[ok],
+        "geom": list(blobs[ok]),
+        "parts": parts,
+        "cover": ["bare_soil"] * len(ok),
+    }
+
+
+def _add_decoys(objects: SceneObjects, placed: dict, rng) -> tuple[SceneObjects, dict]:
+    """The decoys of ``placed["decoys"]`` painted after every other object, in the later
+    epoch only (their tone, jitter and stripes drawn from ``rng``, the decoys' own stream,
+    so the other objects keep theirs), and appended to the new objects (the truth)."""
+    decoys = placed["decoys"]
+    paint = [(g, c) for parts in decoys["parts"] for g, c in parts]
+    group = np.repeat(np.arange(len(decoys["parts"])), [len(p) for p in decoys["parts"]])
+    n = len(paint)
+    geoms = np.empty(n, dtype=object)
+    geoms[:] = [g for g, _ in paint]
+    cls = np.stack([np.full(n, -1), np.array([int(c) for _, c in paint], dtype=int)])
+    # the tunnels of a group share their film: one tone per decoy, a little apart per part
+    tone = np.clip(rng.random(len(decoys["parts"]))[group] + rng.normal(0, 0.04, n), 0, 1)
+    b = shapely.bounds(geoms).reshape(-1, 4)
+    merged = SceneObjects(
+        geoms=np.concatenate([objects.geoms, geoms]),
+        cls=np.concatenate([objects.cls, cls.astype(objects.cls.dtype)], axis=1),
+        tone=np.concatenate([objects.tone, tone.astype(np.float32)]),
+        band_jitter=np.concatenate(
+            [objects.band_jitter, rng.normal(0, 0.025, (n, 4)).astype(np.float32)]
+        ),
+        epoch_jitter=np.concatenate(
+            [objects.epoch_jitter, rng.normal(0, 0.015, (2, n)).astype(np.float32)], axis=1
+        ),
+        orient=np.concatenate([objects.orient, (b[:, 2] - b[:, 0]) < (b[:, 3] - b[:, 1])]),
+        period=np.concatenate(
+            [objects.period, rng.uniform(3.0, 7.0, (2, n)).astype(np.float32)], axis=1
+        ),
+        phase=np.concatenate(
+            [objects.phase, rng.uniform(0, 2 * np.pi, (2, n)).astype(np.float32)], axis=1
+        ),
+    )
+    truth_geoms = np.empty(len(decoys["geom"]), dtype=object)
+    truth_geoms[:] = decoys["geom"]
+    placed = placed | {
+        "geom": np.concatenate([placed["geom"], truth_geoms]),
+        "kind": np.concatenate([placed["kind"], np.array(decoys["kind"], dtype=object)]),
+        "cover": np.concatenate([placed["cover"], np.array(decoys["cover"], dtype=object)]),
+    }
+    return merged, placed
 
 
 def _partial_approvals(cands: np.ndarray, rng) -> np.ndarray:

@@ -30,13 +30,14 @@ from pipeline.atomic import atomic_path
 from pipeline.sample.blocks import BlockRenderer
 from pipeline.sample.scene import (
     BAND_NAMES,
+    CONSTRUCTION_KINDS,
     CRS,
+    DECOY_KINDS,
     DEFAULT_OPTIONS,
     EPOCHS,
     RES_M,
     ROOF_COVERS,
     TILE_LAYOUTS,
-    Kind,
     Layout,
     SceneOptions,
     make_layout,
@@ -212,7 +213,8 @@ def generate_sample(
             },
             grids_path,
         )
-    counts = {str(k): int((layout.truth[T.KIND] == k).sum()) for k in Kind}
+    kinds = CONSTRUCTION_KINDS + (DECOY_KINDS if options.decoys else ())
+    counts = {str(k): int((layout.truth[T.KIND] == k).sum()) for k in kinds}
     info = SampleInfo(
         out_dir=out_dir,
         imagery=imagery,
@@ -238,7 +240,7 @@ def generate_sample(
     _write_text(info.readme, readme_text(layout, info))
     marker = {"size_px": size_px, "seed": seed, "truth_by_kind": counts}
     if options != DEFAULT_OPTIONS:
-        marker["options"] = asdict(options)
+        marker["options"] = options_record(options)
     _write_text(info.complete, json.dumps(marker, sort_keys=True) + "\n")
     log.info("synthetic sample complete in %.1f s: %s", time.perf_counter() - start, info)
     return info
@@ -376,10 +378,20 @@ def _describe(dst, layout: Layout, epoch: int) -> None:
         "MISREGISTRATION_PX": f"{rad.shift_px[0]} {rad.shift_px[1]}",
     }
     if layout.options != DEFAULT_OPTIONS:
-        tags["LANDWATCH_OPTIONS"] = json.dumps(asdict(layout.options), sort_keys=True)
+        tags["LANDWATCH_OPTIONS"] = json.dumps(options_record(layout.options), sort_keys=True)
     dst.update_tags(**tags)
     for b, name in enumerate(layout.options.band_names, start=1):
         dst.set_band_description(b, name)
+
+
+def options_record(options: SceneOptions) -> dict:
+    """The options as written into the files (``.complete``, the GeoTIFF tags): every field,
+    but ``decoys`` only when there are some (samples made before it existed keep their
+    bytes)."""
+    record = asdict(options)
+    if not options.decoys:
+        del record["decoys"]
+    return record
 
 
 def write_layers(layers: dict[str, gpd.GeoDataFrame], path: Path) -> Path:
@@ -472,6 +484,15 @@ def _options_text(layout: Layout, info: SampleInfo) -> str:
     hazy = [EPOCHS[e] for e in (0, 1) if layout.radiometry[e].haze[0] > 500]
     if o.haze:
         lines.append(f"    strong haze in {', '.join(hazy)} (additive, strongest in blue)")
+    if o.decoys:
+        counts = info.truth_by_kind
+        lines.append(
+            f"    {counts.get('temporary', 0) + counts.get('spoil', 0)} decoys in "
+            f"{EPOCHS[1]} on farmland (truth: kind temporary - film tunnels / temporary farm "
+            "sheds, cover white_film or blue_film; kind spoil - spoil heaps, cover "
+            "bare_soil): new and bright like construction, but a field team finds no "
+            "construction (a false change)"
+        )
     if o.flooded_paddies or o.film:
         lines.append(
             "    seasonal layer also holds flooded paddies (flooded), plastic mulch (film) "

@@ -20,7 +20,15 @@ from hypothesis import strategies as st
 
 from pipeline.errors import ConfigError
 from pipeline.sample import SceneOptions, generate_sample, make_layout, render_epoch
-from pipeline.sample.scene import EPOCHS, TILE_LAYOUTS, Kind, make_frame, tile_windows, truth_mask
+from pipeline.sample.scene import (
+    CONSTRUCTION_KINDS,
+    EPOCHS,
+    TILE_LAYOUTS,
+    Kind,
+    make_frame,
+    tile_windows,
+    truth_mask,
+)
 from pipeline.sample.write import (
     APPROVALS_FILE,
     COMPLETE_MARKER,
@@ -120,7 +128,9 @@ def test_complete_marker_and_info(sample):
     out, info = sample
     assert (out / COMPLETE_MARKER).is_file()
     truth = _read(out / TRUTH_FILE, TRUTH_LAYER)
-    assert info.truth_by_kind == {str(k): int((truth[T.KIND] == k).sum()) for k in Kind}
+    assert info.truth_by_kind == {
+        str(k): int((truth[T.KIND] == k).sum()) for k in CONSTRUCTION_KINDS
+    }
     assert info.n_villages == len(_read(info.grids, "village")) >= 6
     assert info.n_townships == len(_read(info.grids, "township")) >= 2
     assert "SYNTHETIC" in info.readme.read_text(encoding="utf-8")
@@ -186,7 +196,7 @@ def test_grid_invariants_hold_for_any_seed(seed, size):
     layout = make_layout(size, seed)
     g = layout.grid
     _assert_tiles_district_except_gap(g.district, g.village, g.gap)
-    assert set(layout.truth[T.KIND]) == {str(k) for k in Kind}
+    assert set(layout.truth[T.KIND]) == {str(k) for k in CONSTRUCTION_KINDS}
     in_gap = shapely.within(layout.truth.geometry.values, g.gap)
     assert in_gap.any()
     assert (layout.truth[T.VILLAGE_CODE][in_gap] == UNASSIGNED).all()
@@ -204,7 +214,7 @@ def test_truth_respects_farmland_and_approvals(sample):
     on_farm = shapely.area(shapely.intersection(geoms, farm)) / area
     approved = shapely.area(shapely.intersection(geoms, appr)) / area
     kind = truth[T.KIND].to_numpy()
-    assert set(kind) == {str(k) for k in Kind}
+    assert set(kind) == {str(k) for k in CONSTRUCTION_KINDS}
     assert (on_farm[kind == Kind.ILLEGAL] > 0.999).all()
     assert (approved[kind == Kind.ILLEGAL] == 0).all()
     assert (approved[kind == Kind.LEGAL] > 0.999).all()
