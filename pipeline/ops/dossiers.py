@@ -27,7 +27,6 @@ from pipeline.ops.executor import make_executor
 from pipeline.ops.inputs import load_grids_for
 from pipeline.ops.workspace import Workspace
 from pipeline.outputs.dossier import (
-    LABELS,
     MAX_PHOTOS,
     Dossier,
     DossierFiles,
@@ -191,9 +190,10 @@ def _photo_refs(events: pd.DataFrame, workspace: Path) -> tuple[tuple[PhotoRef, 
     rows = events[events[E.KIND] == EventKind.PHOTO]
     refs = []
     for rec in rows.iloc[::-1].to_dict("records")[:MAX_PHOTOS]:
-        when = rec.get(PHOTO_TAKEN_AT) or rec[DATE]
+        taken = rec.get(PHOTO_TAKEN_AT)
+        when = str(taken)[:16].replace("T", " ") if isinstance(taken, str) else rec[DATE]
         parts = (rec.get(PHOTO_NAME), when)
-        caption = LABELS["sep"].join(str(x) for x in parts if x is not None and not pd.isna(x))
+        caption = " ".join(str(x) for x in parts if x is not None and not pd.isna(x))
         path = workspace / str(rec.get(PHOTO_FILE))
         refs.append(PhotoRef(path, str(rec.get(PHOTO_SHA256)), caption))
     return tuple(reversed(refs)), max(0, len(rows) - MAX_PHOTOS)

@@ -85,7 +85,7 @@ LABELS = {
 """The fixed words of a dossier page (HTML and PDF draw the same ones)."""
 
 
-DOSSIER_FORMAT = 2
+DOSSIER_FORMAT = 4
 """Version of the page's layout, in every dossier's key: raise it when the drawing changes,
 so the dossiers already written are drawn again."""
 

@@ -40,8 +40,8 @@ PAGE_W_MM = 210.0
 BODY_W_MM = PAGE_W_MM - 2 * MARGIN_MM
 LEFT_W_MM = 106.0
 MAP_MM = 74.0
-CHIP_MAX_H_MM = 56.0
-PHOTO_COLUMNS = 4
+CHIP_MAX_H_MM = 42.0
+PHOTO_COLUMNS = 6
 HEADING_FILL = (221, 235, 247)
 
 
@@ -150,6 +150,7 @@ def _table(
     *,
     numeric: Sequence[int] = (),
     width: float | None = None,
+    line_height: float = 3.7,
 ) -> None:
     """A bordered table at the left margin, the first row as headings."""
     align = ["RIGHT" if i in numeric else "LEFT" for i in range(len(widths))]
@@ -158,7 +159,7 @@ def _table(
         col_widths=tuple(widths),
         align="LEFT",
         text_align=tuple(align),
-        line_height=4.2,
+        line_height=line_height,
         headings_style=FontFace(emphasis=None, fill_color=HEADING_FILL),
         borders_layout="ALL",
         cell_fill_mode="NONE",
@@ -191,7 +192,7 @@ def _history(pdf: FPDF, dossier: Dossier) -> None:
     pdf.set_font(FAMILY, size=7.5)
     rows = [(LABELS["day"], LABELS["event"], LABELS["detail"], LABELS["source"])]
     rows += [(e.day, e.kind, e.detail, e.source) for e in dossier.events]
-    _table(pdf, rows, (20, 32, 84, BODY_W_MM - 136))
+    _table(pdf, rows, (20, 32, 84, BODY_W_MM - 136), line_height=3.4)
     pdf.ln(2)
 
 
@@ -199,7 +200,7 @@ def _photos(pdf: FPDF, dossier: Dossier) -> None:
     photos = dossier.images.photos
     if not photos:
         return
-    _room_for(pdf, 40)
+    _room_for(pdf, 30)
     pdf.set_font(FAMILY, size=9)
     more = dossier.images.photos_left_out
     extra = f"（{LABELS['more_photos'].format(n=more)}）" if more else ""
@@ -208,9 +209,9 @@ def _photos(pdf: FPDF, dossier: Dossier) -> None:
     pdf.set_font(FAMILY, size=7)
     for start in range(0, len(photos), PHOTO_COLUMNS):
         group = photos[start : start + PHOTO_COLUMNS]
-        sizes = [_size_mm(p.jpeg, cell_w, cell_w * 0.75) if p.jpeg else (cell_w, 8.0)
+        sizes = [_size_mm(p.jpeg, cell_w, cell_w * 0.7) if p.jpeg else (cell_w, 8.0)
                  for p in group]  # fmt: skip
-        row_h = max(h for _, h in sizes) + 7
+        row_h = max(h for _, h in sizes) + 6.5
         _room_for(pdf, row_h)
         y = pdf.get_y()
         for k, (photo, (w, h)) in enumerate(zip(group, sizes, strict=True)):
