@@ -10,9 +10,9 @@ built in the earlier epoch (the detector's own rules, :func:`~pipeline.detection
 Recipe::
 
     feats = patch_features(detections, raster_stats, approvals=approvals)
-    state = dataclasses.replace(state, features=upsert_features(
-        state.features, feature_rows(feats, detection_patch_ids(detections, state.patches),
-                                     pair, run_id)))
+    ids = pd.Series(summary.patch_of, index=detections.index)   # from register_detections
+    state = dataclasses.replace(
+        state, features=add_features(state.features, feature_rows(feats, ids, pair, run_id)))
     X = features_for(state.features, state.patches)     # one row per patch, FEATURE_NAMES
 """
 
@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from pipeline.bands import VISIBLE_BANDS
+from pipeline.bands import VISIBLE_BANDS, vegetation_index
+from pipeline.detection.pair import mean_column
 from pipeline.schema import PF, ChangeType, P
 
 STANDARD_BANDS = ("blue", "green", "red", "nir")
@@ -64,6 +65,10 @@ FEATURE_NAMES = (
 )
 """The features of a patch, in the classifier's column order; missing ones are NaN."""
 CATEGORICAL = ("change_type",)
+FEATURES_VERSION = 1
+"""Version of how features are computed, stored in each row: a stored row is replaced only
+by a row of a newer version (see :func:`add_features`)."""
+FEATURES_VERSION_KEY = "features_version"
 
 
 def patch_features(
@@ -114,7 +119,7 @@ def _spectral(det: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=det.index)
     for when in ("from", "to"):
         for b in STANDARD_BANDS:
-            out[f"mean_{when}_{b}"] = _num(det, f"mean_{when}_{b}")
+            out[f"mean_{when}_{b}"] = _num(det, mean_column(when, b))
     f = out[[f"mean_from_{b}" for b in STANDARD_BANDS]].to_numpy().T
     t = out[[f"mean_to_{b}" for b in STANDARD_BANDS]].to_numpy().T
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -131,11 +136,11 @@ def _spectral(det: pd.DataFrame) -> pd.DataFrame:
 
 
 def _vi(x: np.ndarray) -> np.ndarray:
-    """NDVI where NIR is known, else 3 × VDVI (rows blue, green, red, nir)."""
-    b, g, r, n = x
-    ndvi = (n - r) / np.maximum(n + r, 1e-6)
-    vdvi = np.clip(3 * (2 * g - r - b) / np.maximum(2 * g + r + b, 1e-6), -1, 1)
-    return np.where(np.isfinite(n), ndvi, vdvi)
+    """The detector's vegetation index (rows blue, green, red, nir): NDVI where NIR is known,
+    else the visible-band index."""
+    ndvi = vegetation_index(x, STANDARD_BANDS)
+    visible = vegetation_index(x[:3], STANDARD_BANDS[:3])
+    return np.where(np.isfinite(x[3]), ndvi, visible)
 
 
 def _shape(geoms: gpd.GeoSeries) -> pd.DataFrame:
@@ -196,34 +201,19 @@ def _neighbourhood(geoms: gpd.GeoSeries) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- the table
-def detection_patch_ids(detections: gpd.GeoDataFrame, patches: gpd.GeoDataFrame) -> pd.Series:
-    """The registry patch each detection became: the one it overlaps most (None: none)."""
-    out = pd.Series(None, index=detections.index, dtype=object)
-    if len(detections) == 0 or len(patches) == 0:
-        return out
-    d, p = np.asarray(detections.geometry.values), np.asarray(patches.geometry.values)
-    left, right = shapely.STRtree(p).query(d, predicate="intersects")
-    if len(left) == 0:
-        return out
-    overlap = shapely.area(shapely.intersection(d[left], p[right]))
-    best = pd.DataFrame({"d": left, "p": right, "a": overlap}).sort_values("a").groupby("d").last()
-    best = best[best["a"] > 0]
-    ids = patches[P.PATCH_ID].astype(str).to_numpy()
-    out.iloc[best.index.to_numpy()] = ids[best["p"].to_numpy()]
-    return out
-
-
 def feature_rows(
     features: pd.DataFrame, patch_ids: pd.Series, pair: tuple[str, str], run_id: str
 ) -> pd.DataFrame:
     """Rows of the ``patch_features`` table (one per patch; of several detections that became
-    one patch, the largest by area is kept)."""
+    one patch, the largest by area is kept whole). Non-finite values are stored as null."""
     frame = features.assign(_pid=patch_ids).dropna(subset=["_pid"])
-    frame = frame.sort_values("log_area_m2", kind="stable").groupby("_pid").last()
+    frame = frame.sort_values("log_area_m2", kind="stable", na_position="first")
+    frame = frame.drop_duplicates("_pid", keep="last").set_index("_pid")
     values = [
-        json.dumps({k: (None if pd.isna(v) else round(float(v), 6)) for k, v in row.items()})
-        for row in frame[list(FEATURE_NAMES)].to_dict("records")
-    ]
+        json.dumps({FEATURES_VERSION_KEY: FEATURES_VERSION}
+                   | {k: (round(float(v), 6) if np.isfinite(v) else None) for k, v in row.items()})
+        for row in frame[list(FEATURE_NAMES)].astype(float).to_dict("records")
+    ]  # fmt: skip
     columns = {
         PF.PATCH_ID: frame.index.astype(str),
         PF.EPOCH_FROM: pair[0],
@@ -234,13 +224,26 @@ def feature_rows(
     return pd.DataFrame(columns)
 
 
-def upsert_features(table: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
-    """``table`` with ``rows`` in place of its rows of the same patch and pair."""
+def add_features(table: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with those of ``rows`` whose patch and pair it lacks, or holds only from an
+    older :data:`FEATURES_VERSION`.
+
+    A stored row is kept for good otherwise: a rerun of the registration (a code upgrade, a
+    corrected layer) must not recompute the features of a patch already judged, or a later
+    approval filed after a ``legal`` verdict would leak the verdict into its features.
+    """
     key = [PF.PATCH_ID, PF.EPOCH_FROM, PF.EPOCH_TO]
     if len(table) == 0:
         return rows.reset_index(drop=True)
-    kept = table.merge(rows[key], on=key, how="left", indicator=True)["_merge"] == "left_only"
-    return pd.concat([table[kept.to_numpy()], rows], ignore_index=True)
+    current = table[_versions(table) >= FEATURES_VERSION]
+    new = rows.merge(current[key], on=key, how="left", indicator=True)["_merge"] == "left_only"
+    rows = rows[new.to_numpy()]
+    replaced = table.merge(rows[key], on=key, how="left", indicator=True)["_merge"] == "both"
+    return pd.concat([table[~replaced.to_numpy()], rows], ignore_index=True)
+
+
+def _versions(table: pd.DataFrame) -> np.ndarray:
+    return np.array([json.loads(v).get(FEATURES_VERSION_KEY, 0) for v in table[PF.VALUES]])
 
 
 def features_for(table: pd.DataFrame, patches: pd.DataFrame) -> pd.DataFrame:

@@ -29,10 +29,11 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import average_precision_score, precision_recall_curve
 from sklearn.model_selection import GroupKFold
 
+from pipeline.config import LearnConfig
 from pipeline.learning.features import CATEGORICAL, FEATURE_NAMES, features_for
 from pipeline.schema import P, Verdict
 
-MIN_PER_CLASS = 20
+MIN_PER_CLASS = LearnConfig.min_per_class
 """Verified patches needed of each class (real change, false change) to train, and again in
 the held-back part to validate. Below 20 the gradient-boosting trees (at least 20 samples a
 leaf by default) cannot split out the rarer class, and a held-back set of fewer than 20 false
@@ -100,17 +101,28 @@ def training_set(patches: pd.DataFrame, features: pd.DataFrame) -> TrainingSet:
     return TrainingSet(
         X=X,
         y=rows[P.VERDICT].astype(str).isin(REAL_VERDICTS).to_numpy().astype(int),
-        score=pd.to_numeric(rows[P.SCORE], errors="coerce").fillna(-np.inf).to_numpy(),
+        score=finite_scores(rows[P.SCORE]),
         epoch_to=rows[P.EPOCH_TO].astype(str).to_numpy(),
         village=rows[P.VILLAGE_CODE].astype(str).to_numpy(),
     )
 
 
+def finite_scores(score: pd.Series) -> np.ndarray:
+    """Detector scores as finite numbers; a missing one ranks below every known one."""
+    values = pd.to_numeric(score, errors="coerce").to_numpy(dtype=np.float64)
+    known = values[np.isfinite(values)]
+    floor = (known.min() - 1.0) if known.size else 0.0
+    return np.where(np.isfinite(values), values, floor)
+
+
 def snapshot_hash(ts: TrainingSet) -> str:
-    """SHA-256 (hex) of the verdicts and features learned from: equal hashes, equal model."""
+    """SHA-256 (hex) of everything training and validation depend on: the verified patches,
+    their class, features, score, epoch pair and village. Equal hashes, equal model."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([list(ts.X.index), ts.y.tolist()]).encode())
+    head = [list(ts.X.index), ts.y.tolist(), ts.epoch_to.tolist(), ts.village.tolist()]
+    digest.update(json.dumps(head).encode())
     digest.update(np.ascontiguousarray(ts.X.to_numpy(dtype=np.float64)).tobytes())
+    digest.update(np.ascontiguousarray(ts.score, dtype=np.float64).tobytes())
     return digest.hexdigest()
 
 

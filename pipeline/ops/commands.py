@@ -135,14 +135,15 @@ def report_registry(
     today = dt.date.fromisoformat(as_of or date)
     cycle = cycle_tables(state, units, cfg.report, as_of=today, replay=bool(as_of))
     flags = urgency(state.patches, patch_dates(state)[PD.FIRST_EXPORTED], cfg.report, today=today)
-    ranked = with_ranking(state.patches.join(flags), learned_ranking(cfg, ws, state))
+    ranking = learned_ranking(cfg, ws, state)
+    ranked = with_ranking(state.patches.join(flags), ranking)
     write_report(
         rates, ranked, grids.townships, grids.villages, ws.reports_dir(date),
         cfg=cfg.report, area_name=cfg.area.name, date=date,
         history=_report_history(ws, date), relapsed_ids=relapsed, cycle=cycle,
         chip_dir=ws.chips_dir if cfg.export.chips else None,
         dossier_dir=ws.dossiers_dir if cfg.export.dossiers else None,
-        learning=_learning_info(ws) if cfg.learn.enabled else None,
+        learning=_learning_info(ws, in_use=not ranking.empty) if cfg.learn.enabled else None,
     )  # fmt: skip
     district = rates[rates[RC.LEVEL] == "district"].iloc[0]
     return {
@@ -152,11 +153,15 @@ def report_registry(
     }
 
 
-def _learning_info(ws: Workspace) -> dict[str, Any]:
-    """What the report says about learning: the stored model's info, or why there is none."""
+def _learning_info(ws: Workspace, *, in_use: bool) -> dict[str, Any]:
+    """What the report says about learning: the stored model's info (``used`` only when its
+    ranking is really in use), or why there is none."""
     info = read_info(ws.learn_dir)
     if info is None:
         return {"used": False, "reason": "no model trained yet (the learn stage has not run)"}
+    if info.used and not in_use:
+        return {"used": False, "reason": "the stored model cannot be used here (see the log); "
+                "ordered by the detector's score"}  # fmt: skip
     return info.as_dict()
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
@@ -21,14 +20,19 @@ import pandas as pd
 import sklearn
 
 from pipeline.config import Config
+from pipeline.detection.pair import SCORE_FILE
 from pipeline.learning.features import (
     FEATURE_NAMES,
-    detection_patch_ids,
+    add_features,
     feature_rows,
     patch_features,
-    upsert_features,
 )
-from pipeline.learning.io.model_store import ModelInfo, load_used_model, read_info, save_model
+from pipeline.learning.io.model_store import (
+    ModelInfo,
+    load_used_model,
+    read_info,
+    save_model,
+)
 from pipeline.learning.io.rasters import raster_features
 from pipeline.learning.model import fit, snapshot_hash, training_set, validate
 from pipeline.learning.ranking import rank_pending
@@ -36,6 +40,7 @@ from pipeline.ops.workspace import Workspace
 from pipeline.overlay.io.layer_check import read_overlay
 from pipeline.registry.io.registry_file import load_registry
 from pipeline.registry.store import RegistryState
+from pipeline.schema import PF
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +51,25 @@ def record_features(
     state: RegistryState,
     detections: gpd.GeoDataFrame,
     pair: tuple[str, str],
+    patch_of: tuple[str | None, ...],
     *,
     run_id: str,
 ) -> RegistryState:
-    """``state`` with the features of the pair's detections stored under the patches they
-    became (rows of the same patch and pair replaced)."""
-    if len(detections) == 0:
+    """``state`` with the features of the pair's new detections stored under the patches
+    they became (``patch_of``: :attr:`RegisterSummary.patch_of`); a patch and pair already
+    stored keeps its row (:func:`pipeline.learning.features.add_features`), so only those
+    are read from the rasters."""
+    ids = pd.Series(patch_of, index=detections.index, dtype=object)
+    stored = state.features[state.features[PF.EPOCH_FROM].eq(pair[0])
+                            & state.features[PF.EPOCH_TO].eq(pair[1])][PF.PATCH_ID]  # fmt: skip
+    todo = ids.notna() & ~ids.isin(set(stored))
+    if not todo.any():
         return state
-    raster = raster_features(cfg, pair, detections, ws.pair_dir(pair) / "score.tif")
-    approvals = _approvals(cfg)
-    feats = patch_features(detections, raster, approvals=approvals)
-    rows = feature_rows(feats, detection_patch_ids(detections, state.patches), pair, run_id)
-    return dataclasses.replace(state, features=upsert_features(state.features, rows))
+    part = detections[todo.to_numpy()]
+    raster = raster_features(cfg, pair, part, ws.pair_dir(pair) / SCORE_FILE)
+    feats = patch_features(part, raster, approvals=_approvals(cfg))
+    rows = feature_rows(feats, ids[todo], pair, run_id)
+    return dataclasses.replace(state, features=add_features(state.features, rows))
 
 
 def _approvals(cfg: Config) -> gpd.GeoSeries | None:
@@ -91,16 +103,23 @@ def learn_registry(cfg: Config, ws: Workspace, *, run_id: str, now: str) -> dict
                      reason=reason, validation=check.as_dict(), features=list(FEATURE_NAMES),
                      sklearn_version=sklearn.__version__, trained_at=now, run_id=run_id,
                      has_model=model is not None)  # fmt: skip
-    save_model(ws.learn_dir, model, info)
+    info = save_model(ws.learn_dir, model, info)
     log.info("learn: %s", reason)
+    plain = check.as_dict()
     return {
         "n_real": check.n_real,
         "n_false": check.n_false,
         "validation": check.scheme or "none",
-        "ap_model": check.as_dict()["ap_model"],
-        "ap_score": check.as_dict()["ap_score"],
+        "n_held": check.n_held,
+        "ap_model": plain["ap_model"],
+        "ap_score": plain["ap_score"],
+        "precision_model": check.precision_model,
+        "precision_score": check.precision_score,
         "used": info.used,
-        "snapshot": snapshot[:16],
+        "snapshot": snapshot,
+        "model_file": info.model_file,
+        "features": len(info.features),
+        "scikit_learn": info.sklearn_version,
         "reason": reason,
     }
 
@@ -125,7 +144,9 @@ def learned_ranking(cfg: Config, ws: Workspace, state: RegistryState) -> pd.Data
 
 
 def model_fingerprint(ws: Workspace) -> str:
-    """Changes when the stored model (or its use) changes: the export and the report depend
-    on it."""
-    path: Path = ws.learn_dir / "model.json"
-    return path.read_text(encoding="utf-8") if path.is_file() else "none"
+    """Changes when the stored model or its use changes (not when the same verdicts are
+    trained on again): the export and the report depend on it."""
+    info = read_info(ws.learn_dir)
+    if info is None:
+        return "none"
+    return f"{info.used}:{info.model_sha256}:{info.sklearn_version}:{info.versions}"

@@ -310,7 +310,9 @@ def _register_stage(ctx: RunContext) -> Stage:
                 county_code=cfg.area.county_code,
                 match_overlap=cfg.register.match_overlap,
             )
-            state = record_features(cfg, ws, state, detections, pair, run_id=ctx.run_id)
+            state = record_features(
+                cfg, ws, state, detections, pair, summary.patch_of, run_id=ctx.run_id
+            )
             for key, value in _plain_stats(summary).items():
                 if isinstance(value, int):
                     totals[key] = totals.get(key, 0) + value
@@ -373,6 +375,7 @@ def _export_stage(ctx: RunContext) -> Stage:
         params=lambda: {
             "export": to_plain(cfg.export),
             "urgency": {k: v for k, v in to_plain(cfg.report).items() if k in URGENCY_KEYS},
+            "learn": to_plain(cfg.learn),
             "date": ctx.date,
             "area": cfg.area.name,
         },
@@ -402,7 +405,12 @@ def _report_stage(ctx: RunContext) -> Stage:
     return Stage(
         id="report",
         inputs=_registry_input(ws, cfg.area.crs),
-        params=lambda: {"report": to_plain(cfg.report), "date": ctx.date, "area": cfg.area.name},
+        params=lambda: {
+            "report": to_plain(cfg.report),
+            "learn": to_plain(cfg.learn),
+            "date": ctx.date,
+            "area": cfg.area.name,
+        },
         outputs=lambda: [out_dir / "rates.csv", out_dir / "report.html", out_dir / "map.html"],
         run=lambda: report_registry(cfg, ws, date=ctx.date),
     )

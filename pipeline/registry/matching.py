@@ -61,6 +61,9 @@ class RegisterSummary:
     n_absorbed: int = 0
     """Detections that matched a patch already updated by a better-overlapping detection."""
     new_ids: tuple[str, ...] = ()
+    patch_of: tuple[str | None, ...] = ()
+    """The patch each input detection (by position) became or updated, or was absorbed into;
+    None for a detection without geometry."""
 
     def as_dict(self) -> dict[str, int]:
         """Counts only, for ``runs.counts_json``."""
@@ -148,7 +151,7 @@ def register_detections(
       ``"2017"``, or ``"2017-06"``...).
     """
     _check_inputs(state, detections, county_code, match_overlap)
-    det = _clean_detections(detections)
+    det, positions = _clean_detections(detections)
     patches = state.patches
     det_geoms = det.geometry.to_numpy()
     pat_geoms = patches.geometry.to_numpy()
@@ -160,6 +163,12 @@ def register_detections(
 
     new_patches, events, counts = _update_matched(patches, det, matched, now)
     created, new_ids = _new_patches(det.iloc[new_rows], state, county_code, now)
+    patch_of: list[str | None] = [None] * len(detections)
+    pat_ids = patches[P.PATCH_ID].astype(str).to_numpy()
+    for d, p in zip(best["det"].to_numpy(), best["pat"].to_numpy(), strict=True):
+        patch_of[positions[d]] = pat_ids[p]
+    for d, pid in zip(new_rows, new_ids, strict=True):
+        patch_of[positions[d]] = pid
     events += [_detected_event(row) for _, row in created.iterrows()]
     all_patches = normalise_patches(
         pd.concat([new_patches, created], ignore_index=True) if len(created) else new_patches
@@ -177,7 +186,8 @@ def register_detections(
         n_reassessed=counts["reassessed"],
         n_unchanged=counts["unchanged"],
         n_absorbed=n_absorbed,
-        new_ids=tuple(new_ids),
+        new_ids=tuple(sorted(new_ids)),
+        patch_of=tuple(patch_of),
     )
     log.info("register %s: %s", run_id, summary.as_dict())
     return new_state, summary
@@ -221,14 +231,15 @@ def _check_inputs(state, detections, county_code, match_overlap) -> None:
         )
 
 
-def _clean_detections(detections: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+def _clean_detections(detections: gpd.GeoDataFrame) -> tuple[gpd.GeoDataFrame, np.ndarray]:
+    """The detections with a geometry (renumbered), and the input position of each."""
     det = detections.reset_index(drop=True)
     geoms = det.geometry.to_numpy()
     bad = shapely.is_missing(geoms) | shapely.is_empty(geoms)
     if bad.any():
         log.warning("register: ignoring %d detection(s) with an empty geometry", int(bad.sum()))
         det = det.loc[~bad].reset_index(drop=True)
-    return det
+    return det, np.flatnonzero(~bad)
 
 
 def _match(det_geoms: np.ndarray, pat_geoms: np.ndarray, match_overlap: float) -> pd.DataFrame:
@@ -426,7 +437,9 @@ def _new_patches(
     for col in (P.ENFORCEMENT_STAGE, P.STAGE_DATE, P.DEMOLISHED_BY):
         created[col] = np.nan
     created[P.REMAINING_M2] = np.nan
-    return normalise_patches(created), ids.tolist()
+    in_input_order = np.empty(len(order), dtype=object)
+    in_input_order[order] = ids.to_numpy()  # the ids of the detections as they were given
+    return normalise_patches(created), in_input_order.tolist()
 
 
 def _event(patch_id: str, kind: EventKind, values: dict[str, Any]) -> dict[str, Any]:

@@ -59,19 +59,23 @@ def urgency(
 
 def work_order(patches: pd.DataFrame, urgent: pd.DataFrame) -> pd.DataFrame:
     """``patches`` sorted as they are worked in: urgent first by ``report_due``, then by
-    ``priority`` (when the column is there) or by score, highest first; ties by patch id."""
+    ``priority`` (a learned rank of the pending patches, when the column is there; patches
+    without one come after), then by score, highest first; ties by patch id."""
     key = pd.DataFrame(index=patches.index)
     key["_urgent"] = ~urgent[CY.URGENT].reindex(patches.index).fillna(False).astype(bool)
     due = urgent[CY.REPORT_DUE].reindex(patches.index)
     key["_due"] = pd.to_datetime(due.where(key["_urgent"].eq(False)), errors="coerce")
-    if PRIORITY in patches.columns:
-        key["_rank"] = pd.to_numeric(patches[PRIORITY], errors="coerce")
-    elif P.SCORE in patches.columns:
-        key["_rank"] = -pd.to_numeric(patches[P.SCORE], errors="coerce").fillna(-np.inf)
+    key["_rank"] = (
+        pd.to_numeric(patches[PRIORITY], errors="coerce") if PRIORITY in patches.columns else 0.0
+    )  # a learned rank (pending patches); the others after them
+    if P.SCORE in patches.columns:
+        key["_score"] = -pd.to_numeric(patches[P.SCORE], errors="coerce").fillna(-np.inf)
     else:
-        key["_rank"] = 0.0
+        key["_score"] = 0.0
     key["_id"] = patches[P.PATCH_ID].astype("str")
-    order = key.sort_values(["_urgent", "_due", "_rank", "_id"], kind="stable", na_position="last")
+    order = key.sort_values(
+        ["_urgent", "_due", "_rank", "_score", "_id"], kind="stable", na_position="last"
+    )
     return patches.loc[order.index]
 
 

@@ -3,6 +3,7 @@ detector's built-up rule per pixel, and the table rows (one per patch and pair).
 
 from __future__ import annotations
 
+import json
 import math
 
 import geopandas as gpd
@@ -15,11 +16,10 @@ from pipeline.detection.change_type import built_up
 from pipeline.learning.features import (
     APPROVAL_CAP_M,
     FEATURE_NAMES,
-    detection_patch_ids,
+    add_features,
     feature_rows,
     features_for,
     patch_features,
-    upsert_features,
 )
 from pipeline.schema import PF, P
 from tests.district import CRS, X0, Y0
@@ -76,35 +76,41 @@ def test_built_up_follows_the_detector_rule_per_pixel():
     assert not built_up(x[:2], ["blue", "green"]).any()  # without red nothing is judged
 
 
-def test_rows_are_one_per_patch_and_pair_and_the_current_pair_wins():
+def test_rows_are_one_per_patch_and_pair_kept_for_good_and_the_current_pair_wins():
     det = _detections()
     f = patch_features(det)
-    ids = pd.Series(["A", "A", "B"])  # two detections became patch A: the larger is kept
+    f.loc[1, "score_max"] = np.nan
+    f.loc[0, "score_max"] = 0.9
+    ids = pd.Series(["A", "A", "B"])  # two detections became patch A: the larger is kept whole
     rows = feature_rows(f, ids, ("2016", "2017"), "r1")
     assert sorted(rows[PF.PATCH_ID]) == ["A", "B"]
+    a = json.loads(rows.set_index(PF.PATCH_ID).loc["A", PF.VALUES])
+    assert a["elongation"] == pytest.approx(4.0) and a["score_max"] is None  # not mixed
     later = feature_rows(f.iloc[[2]], pd.Series(["A"], index=[2]), ("2017", "2018"), "r2")
-    table = upsert_features(rows, later)
-    table = upsert_features(
-        table, feature_rows(f.iloc[[0]], pd.Series(["B"]), ("2016", "2017"), "r3")
-    )
-    assert len(table) == 3  # B's row of 2016-2017 replaced, A has two pairs
+    table = add_features(rows, later)
+    again = feature_rows(f.iloc[[0]], pd.Series(["B"]), ("2016", "2017"), "r3")
+    table = add_features(table, again)
+    assert len(table) == 3  # A has two pairs; B's stored row is kept, not replaced
+    assert set(table[PF.RUN_ID]) == {"r1", "r2"}
     patches = pd.DataFrame({P.PATCH_ID: ["A", "B", "C"], P.EPOCH_FROM: ["2016"] * 3,
                             P.EPOCH_TO: ["2017"] * 3})  # fmt: skip
     x = features_for(table, patches)
     assert x.loc["A", "elongation"] == pytest.approx(4.0)  # the current pair's row
-    assert x.loc["B", "compactness"] == pytest.approx(math.pi / 4)  # replaced by r3
+    assert x.loc["B", "compactness"] < 1  # B's own first row
     assert x.loc["C"].isna().all()
 
 
-def test_each_detection_goes_to_the_patch_it_overlaps_most():
-    det = _detections()
-    patches = gpd.GeoDataFrame(
-        {P.PATCH_ID: ["P1", "P2"]},
-        geometry=[
-            shapely.box(X0 - 5, Y0 - 5, X0 + 15, Y0 + 15),
-            shapely.box(X0 + 10, Y0, X0 + 120, Y0 + 30),
-        ],
-        crs=CRS,
-    )
-    ids = detection_patch_ids(det, patches)
-    assert ids.iloc[:2].tolist() == ["P1", "P2"] and pd.isna(ids.iloc[2])
+def test_a_newer_feature_version_replaces_a_stored_row():
+    f = patch_features(_detections())
+    old = feature_rows(f.iloc[[0]], pd.Series(["A"]), ("2016", "2017"), "r1")
+    old[PF.VALUES] = [json.dumps({"compactness": 0.1})]  # written before versions existed
+    new = feature_rows(f.iloc[[0]], pd.Series(["A"]), ("2016", "2017"), "r2")
+    table = add_features(old, new)
+    assert table[PF.RUN_ID].tolist() == ["r2"]
+
+
+def test_infinite_values_are_stored_as_unknown():
+    f = patch_features(_detections())
+    f.loc[0, "elongation"] = np.inf
+    rows = feature_rows(f, pd.Series(["A", "B", "C"]), ("2016", "2017"), "r1")
+    assert json.loads(rows[PF.VALUES].iloc[0])["elongation"] is None

@@ -16,7 +16,8 @@ from pipeline.learning.model import (
     validate,
 )
 from pipeline.learning.ranking import rank_pending, with_ranking
-from pipeline.schema import LOW_CONFIDENCE, P_REAL_CHANGE, PRIORITY, P, Verdict
+from pipeline.registry.urgency import work_order
+from pipeline.schema import CY, LOW_CONFIDENCE, P_REAL_CHANGE, PRIORITY, P, Verdict
 from tests.learning.verdicts import verdict_registry
 
 
@@ -110,3 +111,32 @@ def test_features_missing_for_a_patch_leave_it_out_of_training():
     ts = training_set(state.patches, dropped)
     assert len(ts.y) == len(training_set(state.patches, state.features).y) - 3
     assert isinstance(ts.X, pd.DataFrame)
+
+
+def test_pending_patches_without_features_come_last_by_score_and_verified_ones_by_score():
+    state, _ = verdict_registry(n_per_pair=120, n_pending=6)
+    model = fit(training_set(state.patches, state.features))
+    pending_ids = state.patches.loc[state.patches[P.VERDICT] == Verdict.PENDING.value, P.PATCH_ID]
+    bare = pending_ids.iloc[:2].tolist()  # registered before features were kept
+    features = state.features[~state.features["patch_id"].isin(bare)]
+    ranking = rank_pending(model, features, state.patches, low_confidence=0.2)
+    assert ranking.loc[bare, P_REAL_CHANGE].isna().all()
+    assert set(ranking.loc[bare, PRIORITY]) == {5, 6}
+    assert not ranking.loc[bare, LOW_CONFIDENCE].any()
+    ordered = work_order(with_ranking(state.patches, ranking), _nobody_urgent(state.patches))
+    head = ordered[P.VERDICT].head(6)
+    assert (head == Verdict.PENDING.value).all()  # pending patches first, by their rank
+    rest = ordered.iloc[6:]
+    assert rest[P.SCORE].is_monotonic_decreasing  # then the others by score
+
+
+def test_a_verified_patch_without_a_score_does_not_break_validation():
+    state, _ = verdict_registry(n_per_pair=120)
+    patches = state.patches.copy()
+    patches.loc[patches.index[:3], P.SCORE] = np.nan
+    check = validate(training_set(patches, state.features))
+    assert check.scheme == "time" and np.isfinite(check.ap_score)
+
+
+def _nobody_urgent(patches: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({CY.URGENT: False, CY.REPORT_DUE: None}, index=patches.index)

@@ -9,7 +9,7 @@ import json
 
 import pandas as pd
 
-from pipeline.learning.io.model_store import INFO_FILE, MODEL_FILE
+from pipeline.learning.io.model_store import INFO_FILE
 from pipeline.ops.learning import learn_command, learned_ranking, verdict_snapshot
 from pipeline.ops.workspace import Workspace
 from pipeline.registry.io.registry_file import load_registry, save_registry
@@ -46,7 +46,7 @@ def test_too_few_verdicts_train_nothing_and_say_why(tmp_path):
     assert result["used"] is False and result["validation"] == "none"
     assert "too few verdicts" in result["reason"]
     info = json.loads((ws.learn_dir / INFO_FILE).read_text(encoding="utf-8"))
-    assert info["has_model"] is False and not (ws.learn_dir / MODEL_FILE).exists()
+    assert info["has_model"] is False and not list(ws.learn_dir.glob("*.joblib"))
     assert learned_ranking(cfg, ws, load_registry(ws.registry, CRS)).empty
 
 
@@ -97,3 +97,12 @@ def test_a_nightly_run_keeps_features_and_says_why_it_has_no_model(sample_run):
     counts = json.loads(state.runs["counts_json"].iloc[-1])
     assert "too few verdicts" in counts["learn"]["reason"]
     assert counts["learn"]["used"] is False
+
+
+def test_a_damaged_model_file_keeps_the_score_order(tmp_path):
+    state, _ = verdict_registry(n_per_pair=120, score="noise")
+    cfg, ws = _workspace(tmp_path, state)
+    assert _learn(cfg, ws)["used"] is True
+    (model_file,) = ws.learn_dir.glob("model-*.joblib")
+    model_file.write_bytes(b"not a model")
+    assert learned_ranking(cfg, ws, load_registry(ws.registry, CRS)).empty

@@ -1,8 +1,10 @@
-"""The learned model in the workspace: ``learn/model.joblib`` (the fitted classifier, saved
-with joblib as scikit-learn's docs show) and ``learn/model.json`` (what it was trained on and
-how it did: verdict snapshot hash, feature list, scikit-learn version, validation, whether it
-is used). Each is written atomically; the JSON is written last, so a reader that finds it
-finds the model it describes.
+"""The learned model in the workspace: ``learn/model-{snapshot}.joblib`` (the fitted
+classifier, saved with joblib as scikit-learn's docs show) and ``learn/model.json`` (what it
+was trained on and how it did: verdict snapshot hash, feature list, library versions,
+validation, whether it is used, the model file's name and SHA-256). Each is written
+atomically and the JSON last; the model file is named by its snapshot and checked against
+the JSON's hash on load, so a crash between the two writes never pairs an old description
+with a new model.
 
 A model saved by another scikit-learn version is not loaded (pickles are not portable across
 versions): the run says so and keeps the score order until the next training.
@@ -11,6 +13,7 @@ versions): the run says so and keeps the score order until the next training.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import logging
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import numpy as np
 import sklearn
 
 from pipeline.atomic import atomic_write_bytes
@@ -25,8 +29,10 @@ from pipeline.learning.features import FEATURE_NAMES
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.joblib"
 INFO_FILE = "model.json"
+MODEL_FORMAT = 1
+"""Version of what is pickled (:class:`pipeline.learning.model.FeatureModel`); a stored model
+of another format is not loaded."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,22 +50,38 @@ class ModelInfo:
     trained_at: str
     run_id: str
     has_model: bool = True
+    model_file: str = ""
+    model_sha256: str = ""
+    versions: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """``model_format``, ``numpy``, ``joblib`` (a pickle is only read by the same ones)."""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def save_model(folder: Path, model, info: ModelInfo) -> None:
-    """Write the model (None: remove any older one) and then its info."""
+def runtime_versions() -> dict[str, Any]:
+    return {"model_format": MODEL_FORMAT, "numpy": np.__version__, "joblib": joblib.__version__}
+
+
+def save_model(folder: Path, model, info: ModelInfo) -> ModelInfo:
+    """Write the model (None: none) and then its info; older model files are removed. The
+    info as written (with the model file's name, hash and the library versions)."""
     folder.mkdir(parents=True, exist_ok=True)
+    name, digest = "", ""
     if model is not None:
         buffer = io.BytesIO()
         joblib.dump(model, buffer)
-        atomic_write_bytes(folder / MODEL_FILE, buffer.getvalue())
-    else:
-        (folder / MODEL_FILE).unlink(missing_ok=True)
+        data = buffer.getvalue()
+        name, digest = f"model-{info.snapshot[:16]}.joblib", hashlib.sha256(data).hexdigest()
+        atomic_write_bytes(folder / name, data)
+    info = dataclasses.replace(info, model_file=name, model_sha256=digest,
+                               versions=runtime_versions())  # fmt: skip
     text = json.dumps(info.as_dict(), ensure_ascii=False, indent=1, sort_keys=True)
     atomic_write_bytes(folder / INFO_FILE, text.encode("utf-8"))
+    for old in folder.glob("model*.joblib"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+    return info
 
 
 def read_info(folder: Path) -> ModelInfo | None:
@@ -81,17 +103,22 @@ def load_used_model(folder: Path):
     info = read_info(folder)
     if info is None or not info.used or not info.has_model:
         return None
-    if info.sklearn_version != sklearn.__version__ or info.features != list(FEATURE_NAMES):
+    same = info.versions == runtime_versions() and info.features == list(FEATURE_NAMES)
+    if info.sklearn_version != sklearn.__version__ or not same:
         log.warning(
-            "the learned model in %s was trained with scikit-learn %s on %d features; this is "
-            "%s with %d features: keeping the score order until it is trained again "
-            "(`landwatch learn --force`)",
-            folder, info.sklearn_version, len(info.features), sklearn.__version__,
-            len(FEATURE_NAMES),
+            "the learned model in %s was made with scikit-learn %s, %s on %d features; this "
+            "is scikit-learn %s, %s with %d features: keeping the score order until it is "
+            "trained again (`landwatch learn --force`)",
+            folder, info.sklearn_version, info.versions, len(info.features),
+            sklearn.__version__, runtime_versions(), len(FEATURE_NAMES),
         )  # fmt: skip
         return None
+    path = folder / info.model_file
     try:
-        return joblib.load(folder / MODEL_FILE)
-    except (OSError, ValueError, EOFError) as exc:
-        log.warning("learned model %s cannot be read (%s); the score order is kept", folder, exc)
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != info.model_sha256:
+            raise ValueError("its SHA-256 is not the one model.json records")
+        return joblib.load(io.BytesIO(data))
+    except Exception as exc:
+        log.warning("learned model %s cannot be used (%s); the score order is kept", path, exc)
         return None

@@ -24,6 +24,7 @@ from scipy import ndimage
 from pipeline.config import Config
 from pipeline.detection.change_type import built_up
 from pipeline.detection.io.imagery import epoch_source, read_block, scene_grid
+from pipeline.errors import InputDataError
 from pipeline.learning.features import RASTER_FEATURES
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,15 @@ def raster_features(
         log.warning("no built-up distances for %s-%s: %s", *pair, exc)
         return out
     names = list(source.band_names)
+    failed = 0
     for i, geom in zip(detections.index, detections.geometry, strict=True):
-        out.loc[i, "dist_builtup_m"] = _built_distance(source, grid, names, geom)
+        try:
+            out.loc[i, "dist_builtup_m"] = _built_distance(source, grid, names, geom)
+        except (InputDataError, OSError, ValueError):  # a damaged tile: that patch goes without
+            failed += 1
+    if failed:
+        log.warning("no built-up distance for %d patch(es) of %s-%s: the imagery could not be "
+                    "read around them", failed, *pair)  # fmt: skip
     return out
 
 
