@@ -235,11 +235,17 @@ def add_features(table: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     key = [PF.PATCH_ID, PF.EPOCH_FROM, PF.EPOCH_TO]
     if len(table) == 0:
         return rows.reset_index(drop=True)
-    current = table[_versions(table) >= FEATURES_VERSION]
+    current = current_rows(table)
     new = rows.merge(current[key], on=key, how="left", indicator=True)["_merge"] == "left_only"
     rows = rows[new.to_numpy()]
     replaced = table.merge(rows[key], on=key, how="left", indicator=True)["_merge"] == "both"
     return pd.concat([table[~replaced.to_numpy()], rows], ignore_index=True)
+
+
+def current_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``table`` written by the current :data:`FEATURES_VERSION` (rows of an older
+    one are computed again)."""
+    return table[_versions(table) >= FEATURES_VERSION] if len(table) else table
 
 
 def _versions(table: pd.DataFrame) -> np.ndarray:

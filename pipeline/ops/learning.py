@@ -24,6 +24,7 @@ from pipeline.detection.pair import SCORE_FILE
 from pipeline.learning.features import (
     FEATURE_NAMES,
     add_features,
+    current_rows,
     feature_rows,
     patch_features,
 )
@@ -60,8 +61,8 @@ def record_features(
     stored keeps its row (:func:`pipeline.learning.features.add_features`), so only those
     are read from the rasters."""
     ids = pd.Series(patch_of, index=detections.index, dtype=object)
-    stored = state.features[state.features[PF.EPOCH_FROM].eq(pair[0])
-                            & state.features[PF.EPOCH_TO].eq(pair[1])][PF.PATCH_ID]  # fmt: skip
+    table = current_rows(state.features)
+    stored = table[table[PF.EPOCH_FROM].eq(pair[0]) & table[PF.EPOCH_TO].eq(pair[1])][PF.PATCH_ID]
     todo = ids.notna() & ~ids.isin(set(stored))
     if not todo.any():
         return state
