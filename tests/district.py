@@ -193,4 +193,5 @@ def write_district_report(out):
         history=history,
         relapsed_ids={"130609201700002"},
         cycle=cycle,
+        learning={"used": False, "reason": "no model: too few verdicts"},
     )

@@ -16,6 +16,7 @@ GENERATOR_CALLERS = {
     "conftest.py",
     "sample/test_sample.py",
     "sample/test_options.py",  # the hard and RGB-only options themselves, on 300 px scenes
+    "sample/test_decoys.py",  # the decoys option, on 300 px scenes
 }
 
 
