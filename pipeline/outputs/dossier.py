@@ -47,7 +47,7 @@ from pipeline.schema import (
     P,
     PhotoMatch,
 )
-from pipeline.units import MU_M2
+from pipeline.units import format_mu
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ def _areas(patch: Mapping[str, Any]) -> tuple[tuple[str, str, str], ...]:
         if isna(value):
             out.append((name, "", ""))
         else:
-            out.append((name, f"{float(value):,.1f}", f"{float(value) / MU_M2:.2f}"))
+            out.append((name, f"{float(value):,.1f}", format_mu(float(value))))
     return tuple(out)
 
 
@@ -308,14 +308,15 @@ def _detail(kind: str, rec: Mapping[str, Any]) -> str:
     elif kind == EventKind.FIELD_VERDICT:
         parts = (changed(P.VERDICT), text(rec.get(P.INSPECTOR)), text(rec.get(P.NOTE)))
     elif kind == EventKind.RECTIFICATION:
-        parts = (label(rec.get(P.RECT_METHOD)), f"剩余 {area(P.REMAINING_M2)}")
+        remaining = area(P.REMAINING_M2)
+        parts = (label(rec.get(P.RECT_METHOD)), f"剩余 {remaining}" if remaining else "")
     elif kind == EventKind.ENFORCEMENT:
         parts = (changed(P.ENFORCEMENT_STAGE) or "（清空 cleared）",)
     elif kind == EventKind.PHOTO:
         parts = (text(rec.get(PHOTO_NAME)), _photo_match(rec))
     else:
         parts = (_changed_keys(rec),)
-    return "；".join(p for p in parts if p and p != "剩余 ")
+    return "；".join(p for p in parts if p)
 
 
 PHOTO_MATCHES = {PhotoMatch.NAME: "按文件名 by name", PhotoMatch.GPS: "按GPS位置 by GPS"}

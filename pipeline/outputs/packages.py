@@ -242,12 +242,11 @@ def township_package_names(
 ) -> dict[str, str]:
     """Patch id -> file name of the township package :func:`export_packages` puts it in
     (``{code}_{name}.zip``; ``unassigned_未分配.zip`` outside every township)."""
-    town_info = townships.set_index(G.CODE)
-    out: dict[str, str] = {}
-    for code, group in split_by_township(patches).items():
-        name, _ = _township_name(code, group, town_info)
-        out.update(dict.fromkeys(map(str, group[P.PATCH_ID]), f"{package_stem(code, name)}.zip"))
-    return out
+    return {
+        str(pid): unit.relpath
+        for unit in _township_units(patches, townships, only_townships=None)
+        for pid in unit.patches[P.PATCH_ID]
+    }
 
 
 def latest_export_dir(exports_root: Path, before: str) -> Path | None:
@@ -344,24 +343,8 @@ def _package_units(
     only_townships: set[str] | None,
 ) -> list[_Unit]:
     """The packages to write: the townships by code, then (``per_village``) their villages."""
-    groups = split_by_township(patches)
-    if only_townships is not None:
-        groups = {k: v for k, v in groups.items() if k in only_townships}
-    town_info = townships.set_index(G.CODE)
+    units = _township_units(patches, townships, only_townships=only_townships)
     village_info = villages.drop_duplicates(G.CODE).set_index(G.CODE)
-    units: list[_Unit] = []
-    for code, group in groups.items():
-        name, person = _township_name(code, group, town_info)
-        units.append(
-            _Unit(
-                level=Level.TOWNSHIP,
-                code=code,
-                name=name,
-                person=person,
-                patches=group,
-                relpath=f"{package_stem(code, name)}.zip",
-            )
-        )
     if per_village:
         for unit in list(units):
             for vcode, part in split_by_village(unit.patches).items():
@@ -376,6 +359,22 @@ def _package_units(
                         relpath=f"{VILLAGES_DIR}/{package_stem(vcode, vname)}.zip",
                     )
                 )
+    return units
+
+
+def _township_units(
+    patches: gpd.GeoDataFrame, townships: gpd.GeoDataFrame, *, only_townships: set[str] | None
+) -> list[_Unit]:
+    """One package per township that has patches (and one for the unassigned ones)."""
+    groups = split_by_township(patches)
+    if only_townships is not None:
+        groups = {k: v for k, v in groups.items() if k in only_townships}
+    town_info = townships.set_index(G.CODE)
+    units = []
+    for code, group in groups.items():
+        name, person = _township_name(code, group, town_info)
+        relpath = f"{package_stem(code, name)}.zip"
+        units.append(_Unit(Level.TOWNSHIP, code, name, person, group, relpath))
     return units
 
 

@@ -146,6 +146,7 @@ def test_missing_font_package_warns_and_pages_still_render(fresh_caches, monkeyp
         version="test",
         level="township",
         has_chips=False,
+        has_learning=False,
     )
     assert "@font-face" not in page and "城关镇" in page
     assert f'font-family: "{webfont.FONT_FAMILY}", "Noto Sans CJK SC"' in page
@@ -167,6 +168,7 @@ def test_rendered_page_embeds_its_own_characters():
         version="test",
         level="township",
         has_chips=False,
+        has_learning=False,
     )
     style = page[page.index("<style>") : page.index("</style>")]
     assert style.index("@font-face") < style.index("body {")
